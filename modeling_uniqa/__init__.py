@@ -1,0 +1,38 @@
+"""UniQA for Hugging Face: model, config, image processor and `pipeline("image-quality")`.
+
+Importing this package registers `AutoConfig`, `AutoModel`, `AutoImageProcessor` and the
+`image-quality` pipeline task, and marks the classes for remote code, so a saved model loads with
+`AutoModel.from_pretrained(dir)` here and with `trust_remote_code=True` where this package is absent.
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .configuration_uniqa import LEVEL_NAMES, NAMED_PROMPT_ENSEMBLES, NAMED_PROMPT_GROUPS, UniQAConfig
+from .modeling_uniqa import IMAGE_QUALITY_TASK, MultiCueAdapter, UniQAModel, UniQAOutput, UniQAPreTrainedModel
+from .pipeline_uniqa import ImageQualityPipeline
+from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
+
+__version__ = "0.1.0"
+
+AutoConfig.register(UniQAConfig.model_type, UniQAConfig, exist_ok=True)
+AutoModel.register(UniQAConfig, UniQAModel, exist_ok=True)
+AutoImageProcessor.register(UniQAConfig, slow_image_processor_class=UniQAImageProcessor, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    IMAGE_QUALITY_TASK, pipeline_class=ImageQualityPipeline, pt_model=AutoModel, type="image"
+)
+
+__all__ = [
+    "ImageQualityPipeline",
+    "LEVEL_NAMES",
+    "MultiCueAdapter",
+    "NAMED_PROMPT_ENSEMBLES",
+    "NAMED_PROMPT_GROUPS",
+    "UniQAConfig",
+    "UniQAImageError",
+    "UniQAImageProcessor",
+    "UniQAModel",
+    "UniQAOutput",
+    "UniQAPreTrainedModel",
+    "load_image",
+]

@@ -1,0 +1,229 @@
+"""Configuration of UniQA: a CLIP model plus the Multi-Cue Integration Adapter head.
+
+This file is shipped as remote code with every saved model, so it imports only `torch`,
+`transformers` and its sibling files.
+"""
+
+from transformers import CLIPConfig, PreTrainedConfig
+
+# The five text levels of the method, worst to best (method.md section 1).
+LEVEL_NAMES = ("bad", "poor", "fair", "good", "perfect")
+
+# Named prompt groups of Table II of the paper, five prompts each, worst to best.
+NAMED_PROMPT_GROUPS = {
+    "default": ["bad image", "poor image", "fair image", "good image", "perfect image"],
+    "sharpness": [
+        "extremely blurry image",
+        "blurry image",
+        "fair image",
+        "sharp image",
+        "extremely sharp image",
+    ],
+    "noise": [
+        "extremely noisy image",
+        "noisy image",
+        "fair image",
+        "noise-free image",
+        "extremely noise-free image",
+    ],
+    "quality": [
+        "extremely low-quality image",
+        "low-quality image",
+        "fair image",
+        "high-quality image",
+        "extremely high-quality image",
+    ],
+    "content": ["bad content", "poor content", "fair content", "good content", "perfect content"],
+}
+
+# Ensembles used by the authors' release: natural images, and AI-generated images (AGIQA-3K).
+NAMED_PROMPT_ENSEMBLES = {
+    "natural": ["default", "sharpness", "noise", "quality"],
+    "aigc": ["default", "content"],
+}
+
+# Test-time view policies. `random<N>` (N random crops from a seeded generator; `random10` is
+# the authors' protocol) is parsed, the others are fixed.
+FIXED_VIEW_POLICIES = ("center", "five_crop", "ten_crop", "resize")
+
+TASKS = ("quality", "aesthetics")
+
+# A saved model's config.json points `pipeline()` at the `image-quality` code saved beside it
+# (`custom_pipelines`), for use with `trust_remote_code=True` where this package is absent. When
+# this file runs from the installed package, the task is registered locally instead, and the
+# pointer is dropped: `pipeline()` would otherwise demand `trust_remote_code` for local code.
+RUNNING_AS_REMOTE_CODE = __name__.startswith("transformers_modules.")
+
+
+def resolve_prompt_groups(prompt_groups):
+    """Turn a mix of group names and explicit 5-prompt lists into `(names, groups)`.
+
+    `prompt_groups` may be a single name (`"default"`), an ensemble name (`"natural"`), a
+    comma-separated string of names (`"sharpness,noise"`), or a list whose items are names or
+    lists of exactly five prompts (worst to best). Unnamed groups are called `group<i>`.
+    """
+    if isinstance(prompt_groups, str):
+        prompt_groups = [name.strip() for name in prompt_groups.split(",") if name.strip()]
+    expanded = []
+    for item in prompt_groups:
+        if isinstance(item, str) and item in NAMED_PROMPT_ENSEMBLES:
+            expanded.extend(NAMED_PROMPT_ENSEMBLES[item])
+        else:
+            expanded.append(item)
+    if not expanded:
+        raise ValueError("`prompt_groups` is empty: give at least one group of five prompts.")
+
+    names, groups = [], []
+    for index, item in enumerate(expanded):
+        if isinstance(item, str):
+            if item not in NAMED_PROMPT_GROUPS:
+                known = sorted(NAMED_PROMPT_GROUPS) + sorted(NAMED_PROMPT_ENSEMBLES)
+                raise ValueError(f"Unknown prompt group {item!r}; known names: {', '.join(known)}.")
+            names.append(item)
+            groups.append(list(NAMED_PROMPT_GROUPS[item]))
+        else:
+            prompts = list(item)
+            if len(prompts) != len(LEVEL_NAMES) or not all(isinstance(p, str) and p for p in prompts):
+                raise ValueError(
+                    f"Prompt group {index} must be {len(LEVEL_NAMES)} non-empty strings "
+                    f"(worst to best), got {item!r}."
+                )
+            names.append(f"group{index}")
+            groups.append(prompts)
+    if len(set(names)) != len(names):
+        raise ValueError(f"Prompt group names repeat: {names}.")
+    return names, groups
+
+
+def parse_view_policy(policy):
+    """Validate a view policy; returns `("random", n)` or `(policy, None)`."""
+    if policy in FIXED_VIEW_POLICIES:
+        return policy, None
+    if isinstance(policy, str) and policy.startswith("random") and policy[len("random") :].isdigit():
+        count = int(policy[len("random") :])
+        if count >= 1:
+            return "random", count
+    raise ValueError(
+        f"Unknown view policy {policy!r}; use 'random<N>' (e.g. 'random10', the authors' protocol) "
+        f"or one of {', '.join(FIXED_VIEW_POLICIES)}."
+    )
+
+
+class UniQAConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`UniQAModel`]: a CLIP backbone, the Multi-Cue Integration Adapter and the
+    prompt groups whose similarities are turned into a score.
+
+    Args:
+        clip_config (`dict` or `CLIPConfig`, *optional*):
+            The CLIP backbone (both towers). Defaults to `CLIPConfig()` (ViT-B/32-shaped); the
+            released UniQA model is ViT-B/16.
+        prompt_groups (`list` or `str`, *optional*):
+            Groups of five prompts, worst to best (`bad ... perfect`). Items are names from
+            `NAMED_PROMPT_GROUPS` (`default`, `sharpness`, `noise`, `quality`, `content`),
+            ensemble names (`natural`, `aigc`) or explicit 5-string lists. Defaults to the single
+            `default` group (`bad image` ... `perfect image`). Stored resolved to lists of prompts.
+        prompt_group_names (`list[str]`, *optional*):
+            One name per group, used as the key of per-group scores. Filled in from
+            `prompt_groups`.
+        prompt_input_ids (`list[list[int]]`, *optional*):
+            The tokenised prompts (one unpadded id list per prompt, groups concatenated), written
+            by `UniQAModel.set_prompts` so the model can rebuild its prompt embeddings without a
+            tokenizer.
+        initial_level_scores (`list[float]`, *optional*):
+            Initial values of the five learnable level scores `c` of eq. 7. Defaults to
+            `[0.2, 0.4, 0.6, 0.8, 1.0]`.
+        use_adapter (`bool`, *optional*, defaults to `True`):
+            `False` gives the zero-shot model of Table VII: raw CLIP embeddings and prompts only.
+        adapter_reduction (`int`, *optional*, defaults to 2):
+            Hidden width of the adapter is `projection_dim // adapter_reduction` (512 -> 256).
+        adapter_bias (`bool`, *optional*, defaults to `False`):
+            Whether the two adapter linears have biases (the release has none).
+        adapter_final_relu (`bool`, *optional*, defaults to `True`):
+            ReLU after the second linear, as in the released adapter.
+        adapter_residual_ratio (`float`, *optional*, defaults to 1.0):
+            Weight of the raw image embedding in `adapter(x) + ratio * x`.
+        temperature (`float`, *optional*):
+            Softmax temperature `tau` of eq. 7. `None` uses CLIP's own `1 / logit_scale.exp()`.
+        view_policy (`str`, *optional*, defaults to `"random10"`):
+            Test-time views averaged into one score: `random<N>` (N random crops, seeded),
+            `center`, `five_crop`, `ten_crop` (five crops and their mirror images) or `resize`
+            (the whole image resized to the crop size).
+        view_seed (`int`, *optional*, defaults to 123):
+            Seed of the `random<N>` crop positions; each image gets its own generator so a score
+            never depends on the other images of a batch.
+        task (`str`, *optional*, defaults to `"quality"`):
+            `quality` (IQA) or `aesthetics` (IAA): what the score means.
+        mos_range (`list[float]`, *optional*):
+            `[low, high]` of the MOS scale of the training data; lets a score in [0, 1] be mapped
+            back to that scale. `None` when unknown (zero-shot).
+        mos_higher_is_better (`bool`, *optional*, defaults to `True`):
+            `False` when the training labels were DMOS (lower = better).
+        training_dataset (`str`, *optional*):
+            Name of the dataset the head was trained on, for model cards and messages.
+    """
+
+    model_type = "uniqa"
+    sub_configs_defaults = {"clip_config": CLIPConfig}
+
+    clip_config: dict | CLIPConfig | None = None
+    prompt_groups: list | str | None = None
+    prompt_group_names: list | None = None
+    prompt_input_ids: list | None = None
+    initial_level_scores: list | None = None
+    use_adapter: bool = True
+    adapter_reduction: int = 2
+    adapter_bias: bool = False
+    adapter_final_relu: bool = True
+    adapter_residual_ratio: float = 1.0
+    temperature: float | None = None
+    view_policy: str = "random10"
+    view_seed: int = 123
+    task: str = "quality"
+    mos_range: list | None = None
+    mos_higher_is_better: bool = True
+    training_dataset: str | None = None
+
+    def __post_init__(self, **kwargs):
+        if not RUNNING_AS_REMOTE_CODE:
+            kwargs.pop("custom_pipelines", None)
+        names, groups = resolve_prompt_groups(self.prompt_groups or ["default"])
+        if self.prompt_group_names is not None and len(self.prompt_group_names) == len(groups):
+            names = list(self.prompt_group_names)
+        self.prompt_groups, self.prompt_group_names = groups, names
+        if self.prompt_input_ids is not None and len(self.prompt_input_ids) != len(groups) * len(LEVEL_NAMES):
+            raise ValueError(
+                f"`prompt_input_ids` holds {len(self.prompt_input_ids)} prompts but the "
+                f"{len(groups)} prompt groups need {len(groups) * len(LEVEL_NAMES)}."
+            )
+        if self.initial_level_scores is None:
+            self.initial_level_scores = [0.2, 0.4, 0.6, 0.8, 1.0]
+        if len(self.initial_level_scores) != len(LEVEL_NAMES):
+            raise ValueError(f"`initial_level_scores` needs {len(LEVEL_NAMES)} values, got {self.initial_level_scores}.")
+        parse_view_policy(self.view_policy)
+        if self.task not in TASKS:
+            raise ValueError(f"`task` must be one of {TASKS}, got {self.task!r}.")
+        if self.mos_range is not None:
+            low, high = (float(v) for v in self.mos_range)
+            if not high > low:
+                raise ValueError(f"`mos_range` must be [low, high] with high > low, got {self.mos_range}.")
+            self.mos_range = [low, high]
+        if self.adapter_reduction < 1:
+            raise ValueError(f"`adapter_reduction` must be >= 1, got {self.adapter_reduction}.")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"`temperature` must be positive, got {self.temperature}.")
+        super().__post_init__(**kwargs)
+
+    @property
+    def num_prompt_groups(self) -> int:
+        return len(self.prompt_groups)
+
+    @property
+    def prompts(self) -> list:
+        """All prompts, group after group (groups x 5)."""
+        return [prompt for group in self.prompt_groups for prompt in group]
+
+
+UniQAConfig.register_for_auto_class()
+
+__all__ = ["UniQAConfig", "NAMED_PROMPT_GROUPS", "NAMED_PROMPT_ENSEMBLES", "LEVEL_NAMES"]
