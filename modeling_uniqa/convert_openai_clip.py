@@ -235,12 +235,16 @@ def convert_openai_state_dict(
     return converted
 
 
-def _unwrap_state_dict(checkpoint: object, source: str) -> dict:
-    """Return the state_dict inside ``checkpoint``: bare, or under ``state_dict`` / ``model``,
+# Keys under which training code nests a state_dict (IQA-PyTorch / BasicSR use "params").
+STATE_DICT_WRAPPERS = ("state_dict", "model", "params", "params_ema", "net")
+
+
+def unwrap_state_dict(checkpoint: object, source: str) -> dict:
+    """Return the state_dict inside ``checkpoint``: bare, or under one of ``STATE_DICT_WRAPPERS``,
     with a DataParallel ``module.`` prefix removed."""
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{source}: expected a state_dict (dict), got {type(checkpoint).__name__}")
-    for wrapper in ("state_dict", "model"):
+    for wrapper in STATE_DICT_WRAPPERS:
         if isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]
             break
@@ -257,11 +261,11 @@ def _is_torchscript_archive(path: str | os.PathLike) -> bool:
         return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
-def load_openai_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load an OpenAI-CLIP checkpoint file safely (``weights_only=True``) onto the CPU.
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a checkpoint file safely (``weights_only=True``) onto the CPU.
 
-    Accepts a bare state_dict or one wrapped under ``state_dict`` / ``model``, with or without a
-    ``module.`` prefix. Tensors keep their stored dtype.
+    Accepts a bare state_dict or one wrapped under a key of ``STATE_DICT_WRAPPERS``, with or
+    without a ``module.`` prefix. Tensors keep their stored dtype.
 
     Raises:
         ValueError: for a TorchScript archive, a file holding non-tensor Python objects, or
@@ -279,7 +283,7 @@ def load_openai_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path} holds objects other than tensors and plain containers; refusing to unpickle it "
             "(torch.load weights_only=True)"
         ) from error
-    return _unwrap_state_dict(checkpoint, source=str(path))
+    return unwrap_state_dict(checkpoint, source=str(path))
 
 
 def openai_to_hf_clip(
@@ -288,14 +292,14 @@ def openai_to_hf_clip(
     """Build a ``CLIPModel`` (eval mode) from an OpenAI CLIP checkpoint file or state_dict.
 
     Args:
-        path_or_state_dict: checkpoint path (see ``load_openai_checkpoint``) or a state_dict.
+        path_or_state_dict: checkpoint path (see ``load_state_dict_file``) or a state_dict.
         dtype: dtype of the returned model.
         head_dim: attention head size (64 for OpenAI releases).
     """
     if isinstance(path_or_state_dict, dict):
-        state_dict = _unwrap_state_dict(path_or_state_dict, source="state_dict")
+        state_dict = unwrap_state_dict(path_or_state_dict, source="state_dict")
     else:
-        state_dict = load_openai_checkpoint(path_or_state_dict)
+        state_dict = load_state_dict_file(path_or_state_dict)
     config = infer_clip_config(state_dict, head_dim=head_dim)
     converted = convert_openai_state_dict(state_dict, config, dtype=dtype)
     with no_init_weights():  # every parameter is overwritten below (strict), skip random init

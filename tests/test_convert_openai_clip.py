@@ -9,7 +9,7 @@ from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 from modeling_uniqa.convert_openai_clip import (
     convert_openai_state_dict,
     infer_clip_config,
-    load_openai_checkpoint,
+    load_state_dict_file,
     openai_to_hf_clip,
 )
 from tests.openai_clip_reference import OpenAICLIPReference, make_random_openai_state_dict
@@ -142,7 +142,7 @@ def test_dtype_argument(openai_state_dict):
 
 
 def test_load_keeps_stored_dtype(checkpoint_path, openai_state_dict):
-    loaded = load_openai_checkpoint(checkpoint_path)
+    loaded = load_state_dict_file(checkpoint_path)
     assert loaded.keys() == openai_state_dict.keys()
     assert all(loaded[k].dtype == torch.float16 and torch.equal(loaded[k], v) for k, v in openai_state_dict.items())
 
@@ -160,7 +160,7 @@ def test_load_keeps_stored_dtype(checkpoint_path, openai_state_dict):
 def test_wrapped_checkpoints_accepted(wrap, openai_state_dict, tmp_path):
     path = tmp_path / "wrapped.pt"
     torch.save(wrap(openai_state_dict), path)
-    assert load_openai_checkpoint(path).keys() == openai_state_dict.keys()
+    assert load_state_dict_file(path).keys() == openai_state_dict.keys()
     model = openai_to_hf_clip(wrap(openai_state_dict), head_dim=TINY_HEAD_DIM)
     torch.testing.assert_close(model.logit_scale, torch.tensor(math.log(1 / 0.07)), atol=1e-3, rtol=0)
 
@@ -215,18 +215,18 @@ def test_pickled_object_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"visual.conv1.weight": _NotATensor()}, path)
     with pytest.raises(ValueError, match=rf"{path.name} holds objects other than tensors"):
-        load_openai_checkpoint(path)
+        load_state_dict_file(path)
 
 
 def test_torchscript_archive_refused(tmp_path):
     path = tmp_path / "ViT-B-16.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
     with pytest.raises(ValueError, match="TorchScript archive"):
-        load_openai_checkpoint(path)
+        load_state_dict_file(path)
 
 
 def test_non_dict_refused(tmp_path):
     path = tmp_path / "tensor.pt"
     torch.save(torch.zeros(3), path)
     with pytest.raises(ValueError, match=r"expected a state_dict \(dict\), got Tensor"):
-        load_openai_checkpoint(path)
+        load_state_dict_file(path)

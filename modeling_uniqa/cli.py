@@ -1,0 +1,36 @@
+"""The `uniqa` command line: `uniqa convert ...`, `uniqa score ...`.
+
+Each subcommand lives in its own module with `add_arguments(parser)` and `run(args) -> int`.
+Under `accelerate launch`, use the module form: `accelerate launch -m modeling_uniqa.cli score ...`.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+
+SUBCOMMANDS = {
+    "convert": ("modeling_uniqa.convert", "Turn an OpenAI-format checkpoint (e.g. UniQA_weight.pt) or HF CLIP into a UniQA model directory."),
+    "score": ("modeling_uniqa.score_images", "Score image files, folders, globs or path lists with a UniQA model."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uniqa", description="UniQA image quality and aesthetics tools.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(subparser)
+        subparser.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""`uniqa convert`: the authors' checkpoint, their adapter weights, or an HF CLIP -> a UniQA folder.
+
+    uniqa convert --checkpoint UniQA_weight.pt --output uniqa-base            # zero-shot model
+    uniqa convert --checkpoint UniQA_weight.pt --adapter net_best.pth \\
+        --mos-range 0 100 --training-dataset koniq10k --output uniqa-koniq    # fine-tuned scorer
+    uniqa convert --checkpoint path/to/clip-vit-base-patch16 --output uniqa-from-clip
+
+The output folder is complete and loads offline: weights (safetensors), config, remote code,
+image processor and CLIP tokenizer.
+"""
+
+import argparse
+import logging
+import os
+
+import torch
+
+from .clip_tokenizer import build_clip_tokenizer
+from .configuration_uniqa import UniQAConfig
+from .convert_openai_clip import load_state_dict_file, openai_to_hf_clip
+from .modeling_uniqa import UniQAModel
+
+logger = logging.getLogger(__name__)
+
+CLIP_VOCAB_SIZE = 49408
+# Keys of the authors' adapter checkpoints -> ours (`MultiCueAdapter.fc` keeps their layout).
+ADAPTER_KEY_MAP = {
+    "adapter.fc.0.weight": "adapter.fc.0.weight",
+    "adapter.fc.0.bias": "adapter.fc.0.bias",
+    "adapter.fc.2.weight": "adapter.fc.2.weight",
+    "adapter.fc.2.bias": "adapter.fc.2.bias",
+    "score_level": "level_scores",
+}
+
+
+def load_adapter_checkpoint(path) -> dict:
+    """Read the authors' adapter weights (`weights_only=True`) and map them to UniQA names.
+
+    Accepts a bare state_dict or one wrapped under a usual key, with or without `module.` /
+    `net.` prefixes. Any key that is not part of the adapter head is an error naming it.
+    """
+    state_dict = load_state_dict_file(path)
+    mapped, unknown = {}, []
+    for key, tensor in state_dict.items():
+        bare = key[len("net.") :] if key.startswith("net.") else key
+        if bare in ADAPTER_KEY_MAP:
+            mapped[ADAPTER_KEY_MAP[bare]] = tensor
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"{path}: keys that are not UniQA adapter weights: {', '.join(sorted(unknown)[:10])}"
+            f"{' ...' if len(unknown) > 10 else ''}. Expected {', '.join(k for k in ADAPTER_KEY_MAP if 'bias' not in k)}."
+        )
+    missing = [key for key in ("adapter.fc.0.weight", "adapter.fc.2.weight") if key not in mapped]
+    if missing:
+        raise ValueError(f"{path}: adapter weights lack {', '.join(missing)} (found: {', '.join(sorted(state_dict))}).")
+    return mapped
+
+
+def adapter_config_from_weights(adapter_state: dict, embed_dim: int) -> dict:
+    """Adapter settings implied by the weight shapes (reduction, biases)."""
+    down = adapter_state["adapter.fc.0.weight"]  # (hidden, dim)
+    up = adapter_state["adapter.fc.2.weight"]  # (dim, hidden)
+    if down.shape[1] != embed_dim or up.shape != (embed_dim, down.shape[0]):
+        raise ValueError(
+            f"adapter shapes {tuple(down.shape)} / {tuple(up.shape)} do not fit the backbone's {embed_dim}-d embeddings."
+        )
+    if embed_dim % down.shape[0]:
+        raise ValueError(f"adapter hidden width {down.shape[0]} does not divide the embedding width {embed_dim}.")
+    return {"adapter_reduction": embed_dim // down.shape[0], "adapter_bias": "adapter.fc.0.bias" in adapter_state}
+
+
+def _is_hf_clip_dir(path) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def convert(
+    checkpoint, output_dir=None, adapter=None, tokenizer=None, dtype=torch.float32, head_dim=64, **config_kwargs
+) -> UniQAModel:
+    """Build a UniQA model from a checkpoint and optionally save the complete folder.
+
+    Args:
+        checkpoint: an OpenAI-format CLIP file (`UniQA_weight.pt`, any ViT size) or an HF CLIP
+            folder (such as a local copy of `openai/clip-vit-base-patch16`).
+        output_dir: where to save the model, image processor and tokenizer (`None`: don't).
+        adapter: the authors' adapter weights (`adapter.fc.*`, `score_level`); without them the
+            model is zero-shot (`use_adapter=False`) unless `use_adapter=True` is passed.
+        tokenizer: a tokenizer (object or folder); default: the CLIP BPE tokenizer shipped here
+            (OpenAI vocabulary), or the one in the HF CLIP folder.
+        dtype: dtype of the saved weights.
+        head_dim: attention head width of an OpenAI-format checkpoint (64 in every OpenAI CLIP).
+        **config_kwargs: `UniQAConfig` fields (prompt_groups, task, mos_range, view_policy, ...).
+    """
+    adapter_state = load_adapter_checkpoint(adapter) if adapter is not None else None
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+
+    if _is_hf_clip_dir(checkpoint):
+        from transformers import AutoTokenizer, CLIPModel
+
+        clip = CLIPModel.from_pretrained(checkpoint, dtype=torch.float32)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    elif os.path.isfile(checkpoint):
+        clip = openai_to_hf_clip(checkpoint, dtype=torch.float32, head_dim=head_dim)
+        if tokenizer is None:
+            if clip.config.text_config.vocab_size != CLIP_VOCAB_SIZE:
+                raise ValueError(
+                    f"{checkpoint}: the text vocabulary has {clip.config.text_config.vocab_size} tokens, not "
+                    f"OpenAI's {CLIP_VOCAB_SIZE}; pass the matching tokenizer (--tokenizer DIR)."
+                )
+            tokenizer = build_clip_tokenizer(model_max_length=clip.config.text_config.max_position_embeddings)
+    else:
+        raise FileNotFoundError(f"{checkpoint}: neither a checkpoint file nor an HF CLIP folder (with config.json).")
+
+    embed_dim = clip.config.projection_dim
+    if adapter_state is not None:
+        config_kwargs = {**adapter_config_from_weights(adapter_state, embed_dim), **config_kwargs}
+        config_kwargs.setdefault("use_adapter", True)
+    else:
+        config_kwargs.setdefault("use_adapter", False)
+    config_kwargs.setdefault("view_policy", "random10")
+
+    model = UniQAModel(UniQAConfig(clip_config=clip.config.to_dict(), **config_kwargs))
+    model.clip.load_state_dict(clip.state_dict(), strict=True)
+    if adapter_state is not None:
+        level_scores = adapter_state.pop("level_scores", None)
+        if level_scores is not None:
+            with torch.no_grad():
+                model.level_scores.copy_(level_scores.reshape(-1).float())
+        model.adapter.load_state_dict({k[len("adapter.") :]: v.float() for k, v in adapter_state.items()}, strict=True)
+    model.set_prompts(None, tokenizer)
+    model = model.to(dtype).eval()
+
+    if output_dir is not None:
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        logger.info("Saved the UniQA model to %s", output_dir)
+    return model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="OpenAI-format CLIP file (UniQA_weight.pt) or HF CLIP folder.")
+    parser.add_argument("--adapter", help="The authors' adapter weights (adapter.fc.*, score_level), e.g. net_best.pth.")
+    parser.add_argument("--output", required=True, help="Folder to write the UniQA model to.")
+    parser.add_argument("--tokenizer", help="Tokenizer folder (default: the OpenAI CLIP BPE shipped with this package).")
+    parser.add_argument("--prompts", default=None, help="Prompt groups: names (default,sharpness,noise,quality,content) or ensembles (natural, aigc).")
+    parser.add_argument("--task", choices=["quality", "aesthetics"], default="quality")
+    parser.add_argument("--mos-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="MOS scale of the adapter's training data.")
+    parser.add_argument("--dmos", action="store_true", help="The training labels were DMOS (lower = better).")
+    parser.add_argument("--training-dataset", help="Name of the adapter's training dataset (for cards and messages).")
+    parser.add_argument("--view-policy", default="random10", help="Default test-time views (random10, center, five_crop, ten_crop, resize).")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the saved weights.")
+
+
+def run(args) -> int:
+    config_kwargs = {
+        "task": args.task,
+        "mos_range": args.mos_range,
+        "mos_higher_is_better": not args.dmos,
+        "training_dataset": args.training_dataset,
+        "view_policy": args.view_policy,
+    }
+    if args.prompts:
+        config_kwargs["prompt_groups"] = args.prompts
+    try:
+        model = convert(
+            args.checkpoint,
+            output_dir=args.output,
+            adapter=args.adapter,
+            tokenizer=args.tokenizer,
+            dtype=getattr(torch, args.dtype),
+            **config_kwargs,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        logger.error("%s", error)
+        return 2
+    kind = "fine-tuned" if model.adapter is not None else "zero-shot"
+    print(f"Wrote a {kind} UniQA model ({', '.join(model.config.prompt_group_names)} prompts) to {args.output}")
+    return 0
