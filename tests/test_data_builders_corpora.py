@@ -1,0 +1,132 @@
+"""Caption corpora builders and merge_corpora."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import data_fixtures as fx  # noqa: E402
+
+from data_builders import DatasetFormatError, MissingLabelFileError, image_key, merge_corpora  # noqa: E402
+
+fx.quiet_datasets()
+
+IDS = [953619, 953626, 953633, 953640]
+
+
+@pytest.fixture()
+def ava_images(tmp_path):
+    folder = tmp_path / "AVA" / "images"
+    for image_id in IDS:
+        fx.make_image(str(folder / f"{image_id}.jpg"))
+    return folder
+
+
+def test_ava_captions_json(tmp_path, ava_images):
+    path = fx.write_ava_captions(str(tmp_path / "cap" / "CLEAN_AVA_FULL_AFTER_SUBJECTIVE_CLEANING.json"), IDS)
+    ds = fx.build("ava_captions", os.path.dirname(path), tmp_path, image_dir=str(ava_images))
+    assert list(ds) == ["train"] and ds["train"].num_rows == 4
+    row = ds["train"][0]
+    assert row["image_name"] == "953619.jpg" and len(row["captions"]) == 3  # the blank one is dropped
+    assert row["captions"][0] == "Comment 0 on 953619, nice light."
+    assert (row["source"], row["task"]) == ("ava_captions", "aesthetics")
+    assert row["image"].size == (8, 8)
+
+
+def test_ava_comments_txt(tmp_path, ava_images):
+    path = fx.write_ava_comments(str(tmp_path / "AVA_Comments_Full.txt"), IDS)
+    ds = fx.build("ava_captions", path, tmp_path, image_dir=str(ava_images))
+    assert ds["train"]["captions"][1] == ["Great shot!", "Love the colours"]
+    assert ds["train"]["image_name"] == [f"{i}.jpg" for i in IDS]
+
+
+def test_uniqa_corpus_with_paths_from_another_machine(tmp_path, ava_images):
+    fx.make_image(str(tmp_path / "AVA" / "images" / "blur_dataset" / "motion0044.jpg"))
+    entries = [
+        {"image_path": f"/data/AVA/images/{IDS[0]}.jpg", "prompt": "An image of good aesthetics, warm light."},
+        {"image_path": f"/data/AVA/images/{IDS[1]}.jpg", "prompt": ["Poor aesthetics.", "Dull colours."]},
+        {"image_path": "/home/x/FLIVE/blur_dataset/motion0044.jpg", "prompt": "A bad quality image, blurry."},
+        {"image_path": "/data/AVA/images/404.jpg", "prompt": "missing image"},
+    ]
+    path = fx.write_uniqa_corpus(str(tmp_path / "corpus" / "uniqa.json"), entries)
+    ds = fx.build("uniqa_corpus", os.path.dirname(path), tmp_path, image_dir=str(tmp_path / "AVA" / "images"))
+    train = ds["train"]
+    assert train.num_rows == 3  # 404.jpg is not on disk
+    assert train["captions"][1] == ["Poor aesthetics.", "Dull colours."]
+    assert train["task"] == ["aesthetics", "aesthetics", "quality"]
+    assert train["image_path"][2].endswith(os.path.join("blur_dataset", "motion0044.jpg"))
+    kept = fx.build("uniqa_corpus", path, tmp_path, check_images=False, task="quality")
+    assert kept["train"].num_rows == 4 and set(kept["train"]["task"]) == {"quality"}
+
+
+def test_caption_jsonl_groups_records_of_one_image(tmp_path, ava_images):
+    records = [
+        {"image": f"{IDS[0]}.jpg", "caption": "Sharp and clean.", "level": "good", "task": "quality",
+         "captioner": "llava-1.5-7b", "prompt": "..."},
+        {"image": f"{IDS[1]}.jpg", "caption": "Noisy.", "level": "bad", "task": "quality",
+         "captioner": "llava-1.5-7b", "prompt": "..."},
+        {"image": f"{IDS[0]}.jpg", "caption": "Well exposed.", "level": "good", "task": "quality",
+         "captioner": "qwen-vl", "prompt": "..."},
+    ]
+    fx.write_caption_jsonl(str(tmp_path / "caps" / "a.jsonl"), records)
+    ds = fx.build("caption_jsonl", tmp_path / "caps", tmp_path, image_dir=str(ava_images))["train"]
+    assert ds.num_rows == 2
+    assert ds[0]["captions"] == ["Sharp and clean.", "Well exposed."]
+    assert ds[0]["captioners"] == ["llava-1.5-7b", "qwen-vl"] and ds[0]["levels"] == ["good", "good"]
+
+
+def test_llava_conversations_and_generation_outputs(tmp_path, ava_images):
+    images = [f"{i}.jpg" for i in IDS]
+    fx.write_llava(str(tmp_path / "llava"), images)
+    ds = fx.build("llava_conversations", tmp_path / "llava", tmp_path, image_dir=str(ava_images))["train"]
+    assert ds.num_rows == 4
+    assert ds[0]["captions"] == [f"{images[0]} is noisy.", f"The composition of {images[0]} is balanced."]
+    assert ds[0]["task"] == "aesthetics+quality" and ds[3]["task"] == "aesthetics"
+
+
+def test_merge_corpora_pools_captions_and_excludes_test_images(tmp_path, ava_images):
+    fx.write_ava_captions(str(tmp_path / "cap" / "CLEAN_AVA_FULL_COMMENTS.json"), IDS, per_image=1)
+    entries = [{"image_path": f"/data/AVA/images/{i}.jpg", "prompt": "Good aesthetics."} for i in IDS[:2]]
+    fx.write_uniqa_corpus(str(tmp_path / "corpus" / "uniqa.json"), entries)
+    human = fx.build("ava_captions", tmp_path / "cap", tmp_path, image_dir=str(ava_images))
+    generated = fx.build("uniqa_corpus", tmp_path / "corpus", tmp_path, image_dir=str(ava_images))
+    merged = merge_corpora([human, generated], exclude=[f"{IDS[3]}", f"/elsewhere/{IDS[2]}.JPG"])
+    assert merged["image_key"] == [str(IDS[0]), str(IDS[1])]
+    assert merged[0]["captions"] == [f"Comment 0 on {IDS[0]}, nice light.", "Good aesthetics."]
+    assert merged[0]["sources"] == ["ava_captions", "uniqa_corpus"] and merged[0]["source"] == "ava_captions+uniqa_corpus"
+    assert merged[0]["task"] == "aesthetics" and merged[0]["image"].size == (8, 8)
+    twice = merge_corpora([human, human])
+    assert twice.num_rows == 4 and len(twice[0]["captions"]) == 1  # duplicates dropped
+
+
+def test_merge_excludes_ava_test_split(tmp_path):
+    info = fx.write_ava(str(tmp_path / "ava"), missing=0, corrupt=0)
+    ava = fx.build("ava", tmp_path / "ava", tmp_path)
+    fx.write_ava_captions(str(tmp_path / "cap" / "CLEAN_AVA_FULL_COMMENTS.json"), info["ids"], per_image=1)
+    corpus = fx.build("ava_captions", tmp_path / "cap", tmp_path, image_dir=str(tmp_path / "ava" / "images"))
+    merged = merge_corpora([corpus], exclude=ava["test"])
+    assert merged.num_rows == 30 - 6
+    assert not {str(i) for i in info["test"]} & set(merged["image_key"])
+
+
+def test_image_key_rules():
+    assert image_key("/data/AVA/images/953619.jpg") == image_key("953619.JPG") == image_key("953619") == "953619"
+    assert image_key("a/B.jpg", "name") == "b.jpg"
+    assert image_key("C:\\x\\a\\B.jpg", "path") == "C:/x/a/B.jpg"
+    assert image_key("x/y.png", lambda n: n.upper()) == "X/Y.PNG"
+    with pytest.raises(ValueError):
+        image_key("x", "bogus")
+
+
+def test_corpus_errors_name_file_and_line(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.jsonl").write_text('{"image": "1.jpg", "caption": "ok"}\n{"image": "2.jpg", \n')
+    with pytest.raises(DatasetFormatError, match=r"a\.jsonl, line 2: invalid JSON"):
+        fx.build("caption_jsonl", tmp_path / "bad", tmp_path, check_images=False)
+    (tmp_path / "bad" / "b.json").write_text('[{"image_path": "1.jpg"}]')
+    with pytest.raises(DatasetFormatError, match=r"b\.json: item 0: expected a key 'prompt'"):
+        fx.build("uniqa_corpus", tmp_path / "bad", tmp_path, check_images=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingLabelFileError, match="CLEAN_AVA_FULL_AFTER_SUBJECTIVE_CLEANING.json"):
+        fx.build("ava_captions", tmp_path / "empty", tmp_path)
