@@ -1,0 +1,251 @@
+"""`uniqa score`: inputs, output formats, bad files, exit codes, resume, prompts, two processes."""
+
+import csv
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling_uniqa import UniQAImageProcessor, UniQAModel, load_image
+from modeling_uniqa import score_images
+from modeling_uniqa.cli import main
+from tests.conftest import make_tiny_uniqa, random_rgb
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GROUPS = ["default", "sharpness", "noise", "quality"]  # the `natural` ensemble of `saved_tiny_model`
+
+
+def write_image(path, seed, size=(40, 52)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(random_rgb(*size, seed=seed)).save(path)
+    return os.path.abspath(path)
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    """A folder of six images (JPEG and PNG, upper-case extension, a subfolder) and a non-image.
+    Returns the folder and its images in canonical (sorted path) order."""
+    folder = tmp_path / "photos"
+    names = ["b.jpg", "a.png", "sub/c.JPG", "sub/deeper/d.jpeg", "e.jpg", "f.png"]
+    paths = [write_image(str(folder / name), seed) for seed, name in enumerate(names)]
+    (folder / "notes.txt").write_text("not an image\n")
+    return str(folder), sorted(paths)
+
+
+def direct_scores(model, processor, paths, view_policy=None):
+    """Scores by the image processor and the model, without `uniqa score`."""
+    policy = view_policy or model.config.view_policy
+    views = np.stack([processor.views(load_image(path), policy, model.config.view_seed) for path in paths])
+    with torch.no_grad():
+        return model(pixel_values=torch.from_numpy(processor.normalize_views(views)))
+
+
+def load_saved(model_dir):
+    return UniQAModel.from_pretrained(model_dir).eval(), UniQAImageProcessor.from_pretrained(model_dir)
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def score(*argv):
+    return main(["score", *map(str, argv)])
+
+
+def test_folder_to_csv_matches_the_model(saved_tiny_model, photo_dir, tmp_path):
+    folder, paths = photo_dir
+    output = tmp_path / "out" / "scores.csv"
+    assert score(folder, "--model", saved_tiny_model, "--output", output, "--outputs", "score,mos,groups", "--workers", 0, "--batch-size", 4) == 0
+    rows = read_csv(output)
+    assert list(rows[0]) == ["path", "score", "mos", *(f"group_{name}" for name in GROUPS), "error"]
+    assert [row["path"] for row in rows] == paths  # the non-image is not picked from a folder
+    expected = direct_scores(*load_saved(saved_tiny_model), paths)
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected.scores, atol=1e-5)
+    np.testing.assert_allclose([float(row["mos"]) for row in rows], 100 * expected.scores, atol=1e-3)
+    groups = [[float(row[f"group_{name}"]) for name in GROUPS] for row in rows]
+    np.testing.assert_allclose(groups, expected.group_scores, atol=1e-5)
+    assert all(row["error"] == "" for row in rows)
+    assert not [name for name in os.listdir(output.parent) if name != "scores.csv"]  # no parts, no temp files
+
+
+def test_globs_and_path_lists_to_jsonl(saved_tiny_model, photo_dir, tmp_path):
+    folder, paths = photo_dir
+    listed = tmp_path / "lists" / "few.txt"
+    listed.parent.mkdir()
+    relative = os.path.relpath(paths[4], listed.parent)
+    listed.write_text(f"# chosen images\n\n{relative}\n{paths[0]}\n")
+    output = tmp_path / "scores.jsonl"
+    pattern = os.path.join(folder, "**", "*.png")
+    assert score(listed, pattern, "--model", saved_tiny_model, "--output", output, "--view-policy", "center", "--workers", 0) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    pngs = sorted(path for path in paths if path.endswith(".png"))
+    assert [row["path"] for row in rows] == [paths[4], paths[0], *(p for p in pngs if p != paths[0])]  # each once
+    assert set(rows[0]) == {"path", "score", "mos", "error"}
+    expected = direct_scores(*load_saved(saved_tiny_model), [row["path"] for row in rows], view_policy="center")
+    np.testing.assert_allclose([row["score"] for row in rows], expected.scores, atol=1e-5)
+
+
+def test_expand_inputs_keeps_input_order_and_dedupes(photo_dir, tmp_path):
+    folder, paths = photo_dir
+    other = write_image(str(tmp_path / "other.bmp"), seed=9)
+    assert score_images.expand_inputs([paths[3], folder, other]) == [paths[3], *(p for p in paths if p != paths[3]), other]
+    with pytest.raises(score_images.UsageError, match="nothing_here"):
+        score_images.expand_inputs([folder, str(tmp_path / "nothing_here*.jpg")])
+
+
+def test_bad_files_are_reported_and_counted(saved_tiny_model, photo_dir, tmp_path, caplog):
+    folder, paths = photo_dir
+    bad = {name: os.path.join(folder, name) for name in ("empty.jpg", "text.png", "truncated.jpg")}
+    open(bad["empty.jpg"], "wb").close()
+    with open(bad["text.png"], "w") as handle:
+        handle.write("this is no PNG")
+    with open(paths[0], "rb") as handle:
+        whole = handle.read()
+    with open(bad["truncated.jpg"], "wb") as handle:
+        handle.write(whole[: len(whole) // 2])
+    output = tmp_path / "scores.csv"
+    caplog.set_level(logging.INFO, logger=score_images.__name__)
+    assert score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 2, "--batch-size", 3) == 0
+    rows = {row["path"]: row for row in read_csv(output)}
+    assert sorted(rows) == sorted(paths + list(bad.values()))
+    for path in bad.values():
+        assert rows[path]["score"] == "" and path in rows[path]["error"]
+    assert "empty" in rows[bad["empty.jpg"]]["error"]
+    assert all(rows[path]["error"] == "" and float(rows[path]["score"]) > 0 for path in paths)
+    assert "Scored 6 of 9 images, 3 failed" in caplog.text
+
+
+def test_exit_codes(saved_tiny_model, tmp_path, caplog):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    output = tmp_path / "scores.csv"
+    assert score(bad, "--model", saved_tiny_model, "--output", output, "--workers", 0) == 1  # nothing scored
+    assert read_csv(output)[0]["error"]
+    missing = tmp_path / "missing_*.jpg"
+    assert score(bad, missing, "--model", saved_tiny_model, "--output", tmp_path / "other.csv") == 2
+    assert "missing_*.jpg" in caplog.text and not (tmp_path / "other.csv").exists()
+    with pytest.raises(SystemExit) as usage:
+        score(bad, "--model", saved_tiny_model, "--output", tmp_path / "scores.txt")
+    assert usage.value.code == 2
+
+
+def test_crash_then_resume(saved_tiny_model, photo_dir, tmp_path, monkeypatch):
+    folder, paths = photo_dir
+    output = tmp_path / "scores.csv"
+    real_score_batch, scored = score_images.score_batch, []
+
+    def crash_on_second_batch(model, normalize, batch, *args):
+        if scored:  # the first batch is on disk already, not in a buffer
+            assert [row["path"] for row in read_csv(output)] == paths[:2]
+            raise RuntimeError("simulated crash")
+        scored.extend(batch.indices)
+        return real_score_batch(model, normalize, batch, *args)
+
+    monkeypatch.setattr(score_images, "score_batch", crash_on_second_batch)
+    argv = [folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--batch-size", 20]  # 2 images of 10 views
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        score(*argv)
+
+    # Tamper with the partial results: a sentinel score that must survive, a failed row that must
+    # be retried, and a line cut short by the crash.
+    text = output.read_text().replace(read_csv(output)[0]["score"], "0.123456789", 1)
+    output.write_text(text + f"{paths[2]},,,earlier failure\n{paths[3]},0.9")
+
+    def counting(model, normalize, batch, *args):
+        scored.extend(batch.indices)
+        return real_score_batch(model, normalize, batch, *args)
+
+    scored.clear()
+    monkeypatch.setattr(score_images, "score_batch", counting)
+    assert score(*argv, "--resume") == 0
+    assert len(scored) == len(paths) - 2  # only the first batch was not scored again
+    rows = read_csv(output)
+    assert [row["path"] for row in rows] == paths
+    assert rows[0]["score"] == "0.123456789" and not any(row["error"] for row in rows)
+    expected = direct_scores(*load_saved(saved_tiny_model), paths[1:])
+    np.testing.assert_allclose([float(row["score"]) for row in rows[1:]], expected.scores, atol=1e-5)
+
+
+def test_resume_refuses_other_columns(saved_tiny_model, photo_dir, tmp_path):
+    folder, _ = photo_dir
+    output = tmp_path / "scores.csv"
+    assert score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 0) == 0
+    assert score(folder, "--model", saved_tiny_model, "--output", output, "--outputs", "score,groups", "--resume") == 2
+    assert len(read_csv(output)) == 6
+
+
+@pytest.fixture(scope="module")
+def zero_shot_model(tmp_path_factory, tiny_tokenizer):
+    directory = tmp_path_factory.mktemp("zero_shot")
+    model = make_tiny_uniqa(tiny_tokenizer, seed=1, use_adapter=False)
+    model.save_pretrained(directory / "without_tokenizer")
+    model.save_pretrained(directory / "model")
+    tiny_tokenizer.save_pretrained(directory / "model")
+    return directory
+
+
+def test_prompts_on_a_zero_shot_model(zero_shot_model, tiny_tokenizer, photo_dir, tmp_path):
+    folder, paths = photo_dir
+    model_dir = zero_shot_model / "model"
+    output = tmp_path / "scores.csv"
+    argv = [folder, "--model", model_dir, "--output", output, "--workers", 0, "--outputs", "score,groups", "--view-policy", "five_crop"]
+    assert score(*argv, "--prompts", "sharpness,noise") == 0
+    rows = read_csv(output)
+    assert list(rows[0]) == ["path", "score", "group_sharpness", "group_noise", "error"]
+    model = UniQAModel.from_pretrained(model_dir).eval()
+    model.set_prompts(["sharpness", "noise"], tiny_tokenizer)
+    expected = direct_scores(model, model.default_image_processor(), paths, view_policy="five_crop")
+    np.testing.assert_allclose([[float(row["group_sharpness"]), float(row["group_noise"])] for row in rows], expected.group_scores, atol=1e-5)
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected.scores, atol=1e-5)
+
+    assert score(*argv) == 0  # without --prompts: the model's own single `default` group
+    assert list(read_csv(output)[0]) == ["path", "score", "group_default", "error"]
+    assert score(*argv, "--prompts", "sharpness", "--model", zero_shot_model / "without_tokenizer") == 2
+    assert score(*argv, "--prompts", "no_such_group") == 2
+    assert score(folder, "--model", model_dir, "--output", output, "--outputs", "mos") == 2  # MOS range unknown
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_equal_one(saved_tiny_model, photo_dir, tmp_path):
+    """Two CPU processes under `accelerate launch`, resuming a partial output, give the file one
+    process gives."""
+    folder, paths = photo_dir
+    open(os.path.join(folder, "broken.jpg"), "wb").close()
+    options = ["--model", saved_tiny_model, "--outputs", "score,mos,groups", "--workers", "0", "--batch-size", "2"]
+    single = tmp_path / "single.csv"
+    assert score(folder, *options, "--output", single) == 0
+
+    distributed = tmp_path / "distributed.csv"
+    with open(single) as source:  # a crashed run that had written the first image only
+        distributed.write_text("".join(source.readlines()[:2]))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "modeling_uniqa.cli", "score", folder, *options, "--output", str(distributed), "--resume",
+    ]
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT)
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 process(es)" in result.stderr and "6 images to score (1 already" in result.stderr
+    assert "| 3/3 [" in result.stderr  # the main process's progress bar: its half of the work
+
+    single_rows, distributed_rows = read_csv(single), read_csv(distributed)
+    assert [row["path"] for row in distributed_rows] == [row["path"] for row in single_rows]
+    for one, two in zip(single_rows, distributed_rows):
+        assert one["error"] == two["error"]
+        numbers = [key for key in one if key not in ("path", "error") and one[key]]
+        np.testing.assert_allclose([float(two[key]) for key in numbers], [float(one[key]) for key in numbers], atol=1e-5)
+    assert sorted(os.listdir(tmp_path)) == ["distributed.csv", "photos", "single.csv"]  # part files merged and removed
