@@ -109,6 +109,12 @@ def parse_view_policy(policy):
     )
 
 
+def view_count(policy) -> int:
+    """How many views a view policy cuts from each image."""
+    kind, count = parse_view_policy(policy)
+    return count if kind == "random" else {"center": 1, "resize": 1, "five_crop": 5, "ten_crop": 10}[kind]
+
+
 class UniQAConfig(PreTrainedConfig):
     r"""
     Configuration of [`UniQAModel`]: a CLIP backbone, the Multi-Cue Integration Adapter and the

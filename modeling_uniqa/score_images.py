@@ -40,12 +40,11 @@ from dataclasses import dataclass
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .configuration_uniqa import parse_view_policy
+from .configuration_uniqa import parse_view_policy, view_count
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
 
@@ -412,7 +411,7 @@ def score_shard(model, processor, args, paths: list, columns: list, stream: Resu
     """Score `paths`, streaming each batch's rows to `stream`."""
     view_policy = args.view_policy or model.config.view_policy
     view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
-    views_per_image = len(processor.views(Image.new("RGB", (1, 1)), view_policy, view_seed))  # the count, from a blank image
+    views_per_image = view_count(view_policy)
     loader = DataLoader(
         ImageViews(paths, processor, view_policy, view_seed),
         batch_size=max(1, args.batch_size // views_per_image),

@@ -212,3 +212,10 @@ def test_odd_modes_from_pil(processor):
             odd = Image.fromarray(np.asarray(odd, np.float32) / 255.0)
         values = center_pixels(processor, odd)
         assert values.shape == (1, 1, 3, CROP, CROP) and np.isfinite(values).all(), mode
+
+
+@pytest.mark.parametrize("policy", ["random10", "random3", "center", "five_crop", "ten_crop", "resize"])
+def test_view_count_matches_the_views_cut(processor, policy):
+    from modeling_uniqa.configuration_uniqa import view_count
+
+    assert view_count(policy) == len(processor.views(Image.fromarray(random_rgb(40, 50)), policy))
