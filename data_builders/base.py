@@ -45,15 +45,16 @@ import hashlib
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import datasets
 import numpy as np
 
 from .errors import DatasetFormatError, MissingImageError, MissingLabelFileError
 from .levels import assign_levels
-from .readers import Table, parse_float
 from .paths import DirectoryIndex
+from .readers import Table, parse_float
 from .splits import assign_names
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ __all__ = [
 METADATA_PREFIX = "uniqa-metadata: "
 TRAIN_VAL_TEST = ("train", "validation", "test")
 _SPLIT_SCHEMES = ("auto", "official", "random", "full")
-_CODE_HASH: Optional[str] = None
+_CODE_HASH: str | None = None
 
 
 def _code_hash() -> str:
@@ -92,7 +93,7 @@ def _code_hash() -> str:
     return _CODE_HASH
 
 
-def get_metadata(obj: Any) -> Dict[str, Any]:
+def get_metadata(obj: Any) -> dict[str, Any]:
     """The UniQA metadata of a dataset, dataset dict, ``DatasetInfo``, builder or description.
 
     Returns ``{}`` when there is none (for example a dataset from another source).
@@ -143,7 +144,7 @@ class ImageConfig(datasets.BuilderConfig):
             without the images.
     """
 
-    image_dir: Optional[str] = None
+    image_dir: str | None = None
     embed_images: bool = False
     strict: bool = False
     verify_images: bool = False
@@ -177,12 +178,12 @@ class RatingConfig(ImageConfig):
     split_index: int = 0
     seed: int = 123
     train_fraction: float = 0.8
-    few_label: Optional[int] = None
+    few_label: int | None = None
     repetition: int = 0
-    split_file: Optional[str] = None
-    level_binning: Optional[str] = None
-    mos_range: Optional[Tuple[float, float]] = None
-    higher_is_better: Optional[bool] = None
+    split_file: str | None = None
+    level_binning: str | None = None
+    mos_range: tuple[float, float] | None = None
+    higher_is_better: bool | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -219,14 +220,14 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
     TASK = "quality"
     HOMEPAGE = ""
     CITATION = ""
-    IMAGE_DIRS: Tuple[str, ...] = ("",)
+    IMAGE_DIRS: tuple[str, ...] = ("",)
     VERSION = datasets.Version("1.0.0")
     BUILDER_CONFIG_CLASS = ImageConfig
-    SUPERVISED_KEYS: Optional[Tuple[str, str]] = None
+    SUPERVISED_KEYS: tuple[str, str] | None = None
 
-    def __init__(self, *args, dataset_name: Optional[str] = None, **kwargs):
-        self._state: Dict[str, Any] = {}
-        self.skipped: Dict[str, List[str]] = {}
+    def __init__(self, *args, dataset_name: str | None = None, **kwargs):
+        self._state: dict[str, Any] = {}
+        self.skipped: dict[str, list[str]] = {}
         super().__init__(*args, dataset_name=dataset_name or self.NAME, **kwargs)
         self.name = self.NAME
         self.info.builder_name = self.NAME
@@ -243,7 +244,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
         return path
 
     @property
-    def files(self) -> Dict[str, Optional[str]]:
+    def files(self) -> dict[str, str | None]:
         """The label files in use, by role (located once, see :meth:`_locate`)."""
         if "files" not in self._state:
             files = self._locate()
@@ -251,15 +252,15 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
             self._state["files"] = files
         return self._state["files"]
 
-    def _option_files(self) -> Dict[str, Optional[str]]:
+    def _option_files(self) -> dict[str, str | None]:
         """Files named by options (such as ``split_file``) that the cache must depend on."""
         return {}
 
-    def _locate(self) -> Dict[str, Optional[str]]:
+    def _locate(self) -> dict[str, str | None]:
         """Find the label files; return ``{role: path or None}`` (raise when required ones lack)."""
         raise NotImplementedError
 
-    def locate(self, *candidates: str, required: bool = True, base: Optional[str] = None) -> Optional[str]:
+    def locate(self, *candidates: str, required: bool = True, base: str | None = None) -> str | None:
         """The first of ``candidates`` (paths relative to ``base``/``data_dir``) that is a file.
 
         Raises:
@@ -305,10 +306,10 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
         return digest.hexdigest()[:16]
 
     # ----------------------------------------------------------------------- the info
-    def _features(self) -> Dict[str, Any]:
+    def _features(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _metadata(self) -> Dict[str, Any]:
+    def _metadata(self) -> dict[str, Any]:
         """The machine-readable metadata (subclasses add to it)."""
         meta = {
             "dataset": self.NAME,
@@ -319,7 +320,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
         meta.update(self._state.get("run_metadata", {}))
         return meta
 
-    def _summary(self, meta: Dict[str, Any]) -> str:
+    def _summary(self, meta: dict[str, Any]) -> str:
         return self.TITLE
 
     def _description(self) -> str:
@@ -337,7 +338,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
         )
 
     # -------------------------------------------------------------------- generation
-    def _collect(self) -> Tuple[List[Dict[str, Any]], List[str], str]:
+    def _collect(self) -> tuple[list[dict[str, Any]], list[str], str]:
         """Parse the files: ``(rows, split names in order, source file for messages)``.
 
         Each row holds the output columns (at least ``image_name``) and ``_split``; rows
@@ -345,7 +346,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
         """
         raise NotImplementedError
 
-    def _resolve_image(self, index: DirectoryIndex, name: str) -> Optional[str]:
+    def _resolve_image(self, index: DirectoryIndex, name: str) -> str | None:
         """Path of image ``name``: an existing absolute path as it is, else ``name`` under the
         image folder, else its longest tail found there (``images/1.jpg`` -> ``1.jpg``;
         ``/data/AVA/images/953619.jpg`` -> ``953619.jpg``), letter case tolerated."""
@@ -353,7 +354,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
             return name
         return index.resolve_tail(name)
 
-    def _skip(self, kind: str, names: List[str], total: int, source: str, reason: str) -> None:
+    def _skip(self, kind: str, names: list[str], total: int, source: str, reason: str) -> None:
         if not names:
             return
         self.skipped[kind] = names
@@ -365,7 +366,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
             raise MissingImageError(message, names)
         logger.warning("%s; they were skipped. Pass strict=True to make this an error.", message)
 
-    def _attach_images(self, rows: List[Dict[str, Any]], source: str) -> List[Dict[str, Any]]:
+    def _attach_images(self, rows: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
         """Give each row its ``_path``; drop (or reject) missing and, if asked, corrupt images."""
         index = DirectoryIndex(self.image_root)
         kept, missing = [], []
@@ -398,7 +399,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
         rows = self._attach_images([row for row in rows if row.get("_split")], source)
         run = self._state.setdefault("run_metadata", {})
         run.update(image_root=self.image_root, skipped_images={k: len(v) for k, v in self.skipped.items()})
-        groups: Dict[str, List[Dict[str, Any]]] = {name: [] for name in split_names if name in labelled}
+        groups: dict[str, list[dict[str, Any]]] = {name: [] for name in split_names if name in labelled}
         for row in rows:
             groups[row["_split"]].append(row)
         for name in [name for name, group in groups.items() if not group]:
@@ -409,7 +410,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
         self.info.description = self._description()
         return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name}) for name in groups]
 
-    def _image_value(self, row: Dict[str, Any]) -> Any:
+    def _image_value(self, row: dict[str, Any]) -> Any:
         if self.config.embed_images:
             with open(row["_path"], "rb") as handle:
                 data = handle.read()
@@ -451,15 +452,15 @@ class RatingBuilder(ImageBuilder):
 
     BUILDER_CONFIG_CLASS = RatingConfig
     SUPERVISED_KEYS = ("image", "score")
-    MOS_RANGE: Optional[Tuple[float, float]] = None
+    MOS_RANGE: tuple[float, float] | None = None
     HIGHER_IS_BETTER = True
     SYNTHETIC = False
     HAS_STD = False
-    OFFICIAL_SPLITS: Tuple[str, ...] = ()
+    OFFICIAL_SPLITS: tuple[str, ...] = ()
     OFFICIAL_HINT = ""
-    EXTRA_FEATURES: Dict[str, Any] = {}
+    EXTRA_FEATURES: dict[str, Any] = {}
 
-    def _index(self) -> Tuple[List[Dict[str, Any]], str]:
+    def _index(self) -> tuple[list[dict[str, Any]], str]:
         """Parse the label files into rows (``image_name``, ``mos``, optional ``std``,
         ``reference``, ``distortion``, ``level``, extras, and ``_split`` for the official
         split), in file order; return them and the main label file (for messages)."""
@@ -470,7 +471,7 @@ class RatingBuilder(ImageBuilder):
         override = self.config.higher_is_better
         return self.HIGHER_IS_BETTER if override is None else bool(override)
 
-    def _data_range(self, rows: List[Dict[str, Any]]) -> Tuple[float, float]:
+    def _data_range(self, rows: list[dict[str, Any]]) -> tuple[float, float]:
         """The MOS range in use: the ``mos_range`` option, else ``MOS_RANGE``, else the data's."""
         if self.config.mos_range is not None:
             return tuple(self.config.mos_range)
@@ -480,7 +481,7 @@ class RatingBuilder(ImageBuilder):
         low, high = (min(values), max(values)) if values else (0.0, 1.0)
         return (float(low), float(high) if high > low else float(low) + 1.0)
 
-    def _features(self) -> Dict[str, Any]:
+    def _features(self) -> dict[str, Any]:
         features = {
             "image": datasets.Image(),
             "image_path": datasets.Value("string"),
@@ -499,7 +500,7 @@ class RatingBuilder(ImageBuilder):
             features["text_level"] = datasets.Value("string")
         return features
 
-    def _metadata(self) -> Dict[str, Any]:
+    def _metadata(self) -> dict[str, Any]:
         meta = super()._metadata()
         nominal = self.config.mos_range or self.MOS_RANGE
         meta.setdefault("mos_range", [float(v) for v in nominal] if nominal else None)
@@ -512,7 +513,7 @@ class RatingBuilder(ImageBuilder):
         )
         return meta
 
-    def _summary(self, meta: Dict[str, Any]) -> str:
+    def _summary(self, meta: dict[str, Any]) -> str:
         low, high = meta["mos_range"] or ("min", "max")
         direction = "higher is better" if meta["higher_is_better"] else "lower is better (DMOS)"
         flip = "1 - (mos - low) / (high - low)" if not meta["higher_is_better"] else "(mos - low) / (high - low)"
@@ -521,7 +522,7 @@ class RatingBuilder(ImageBuilder):
             f"Column 'score' = {flip}, clipped to [0, 1] (1 = best)."
         )
 
-    def _scheme(self, rows: List[Dict[str, Any]]) -> str:
+    def _scheme(self, rows: list[dict[str, Any]]) -> str:
         has_official = bool(self.OFFICIAL_SPLITS) and any(row.get("_split") for row in rows)
         scheme = self.config.split_scheme
         if scheme == "auto":
@@ -534,7 +535,7 @@ class RatingBuilder(ImageBuilder):
             )
         return scheme
 
-    def _collect(self) -> Tuple[List[Dict[str, Any]], List[str], str]:
+    def _collect(self) -> tuple[list[dict[str, Any]], list[str], str]:
         rows, source = self._index()
         _check_unique(rows, source)
         low, high = self._data_range(rows)
@@ -583,7 +584,7 @@ class RatingBuilder(ImageBuilder):
         )
         return rows, order, source
 
-    def _option_files(self) -> Dict[str, Optional[str]]:
+    def _option_files(self) -> dict[str, str | None]:
         if not self.config.split_file:
             return {}
         path = os.path.abspath(os.fspath(self.config.split_file))
@@ -608,8 +609,8 @@ def table_rows(
     name: Sequence[str],
     mos: Sequence[str],
     std: Sequence[str] = (),
-    extras: Optional[Dict[str, Tuple[Sequence[str], Any]]] = None,
-) -> List[Dict[str, Any]]:
+    extras: dict[str, tuple[Sequence[str], Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Rating rows from a table with image-name and MOS columns.
 
     Args:
@@ -635,8 +636,8 @@ def table_rows(
     return rows
 
 
-def _check_unique(rows: List[Dict[str, Any]], source: str) -> None:
-    seen: Dict[str, Any] = {}
+def _check_unique(rows: list[dict[str, Any]], source: str) -> None:
+    seen: dict[str, Any] = {}
     for i, row in enumerate(rows):
         name = row["image_name"]
         where = row.get("_line", i + 1)

@@ -38,7 +38,8 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import datasets
 
@@ -64,7 +65,7 @@ __all__ = [
 _STRINGS = datasets.List(datasets.Value("string"))
 
 
-def infer_task(text: str) -> Optional[str]:
+def infer_task(text: str) -> str | None:
     """``aesthetics`` if ``text`` mentions aesthetics, else ``quality`` if it mentions quality."""
     lowered = (text or "").lower()
     if "aesthetic" in lowered:
@@ -86,17 +87,17 @@ class CorpusConfig(ImageConfig):
         source: the ``source`` value (default: the builder name).
     """
 
-    caption_files: Optional[List[str]] = None
-    task: Optional[str] = None
-    source: Optional[str] = None
+    caption_files: list[str] | None = None
+    task: str | None = None
+    source: str | None = None
 
 
 @dataclasses.dataclass
 class _Record:
     image: str
-    captions: List[str]
-    task: Optional[str] = None
-    extras: Dict[str, List[Any]] = dataclasses.field(default_factory=dict)
+    captions: list[str]
+    task: str | None = None
+    extras: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
 
 
 class CorpusBuilder(ImageBuilder):
@@ -109,9 +110,9 @@ class CorpusBuilder(ImageBuilder):
 
     BUILDER_CONFIG_CLASS = CorpusConfig
     TASK = "unknown"
-    FILE_NAMES: Tuple[str, ...] = ()
-    FILE_SUFFIXES: Tuple[str, ...] = ()
-    EXTRA_FEATURES: Dict[str, Any] = {}
+    FILE_NAMES: tuple[str, ...] = ()
+    FILE_SUFFIXES: tuple[str, ...] = ()
+    EXTRA_FEATURES: dict[str, Any] = {}
 
     def _locate(self):
         config, base = self.config, self.data_dir
@@ -128,7 +129,7 @@ class CorpusBuilder(ImageBuilder):
             raise MissingLabelFileError(self.NAME, expected, base)
         return {f"captions{i}": os.path.join(base, n) for i, n in enumerate(found)}
 
-    def _features(self) -> Dict[str, Any]:
+    def _features(self) -> dict[str, Any]:
         features = {
             "image": datasets.Image(),
             "image_path": datasets.Value("string"),
@@ -145,8 +146,8 @@ class CorpusBuilder(ImageBuilder):
         raise NotImplementedError
 
     def _collect(self):
-        rows: Dict[str, Dict[str, Any]] = {}
-        tasks: Dict[str, List[str]] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        tasks: dict[str, list[str]] = {}
         paths = [p for p in self.files.values() if p]  # in the order _locate found them
         source = self.config.source or self.NAME
         for path in paths:
@@ -182,7 +183,7 @@ def _load_json(path: str) -> Any:
         raise DatasetFormatError(f"not UTF-8 text: {exc}", path) from None
 
 
-def _iter_jsonl(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
+def _iter_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, encoding="utf-8", errors="replace") as handle:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
@@ -196,7 +197,7 @@ def _iter_jsonl(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
             yield line, record
 
 
-def _field(record: Dict[str, Any], keys: Tuple[str, ...], path: str, where: str, kind=str) -> Any:
+def _field(record: dict[str, Any], keys: tuple[str, ...], path: str, where: str, kind=str) -> Any:
     for key in keys:
         value = record.get(key)
         if value is not None:
@@ -207,7 +208,7 @@ def _field(record: Dict[str, Any], keys: Tuple[str, ...], path: str, where: str,
     raise DatasetFormatError(f"{where}: expected a key {' or '.join(map(repr, keys))}, got {sorted(record)}", path)
 
 
-def _json_list(path: str, key: Optional[str] = None) -> List[Dict[str, Any]]:
+def _json_list(path: str, key: str | None = None) -> list[dict[str, Any]]:
     data = _load_json(path)
     if key and isinstance(data, dict):
         data = data.get(key)
@@ -331,7 +332,7 @@ class LLaVAConversations(CorpusBuilder):
 
 
 # --------------------------------------------------------------------------- merging
-KeyRule = Union[str, Callable[[str], str]]
+KeyRule = str | Callable[[str], str]
 
 
 def image_key(name: str, rule: KeyRule = "stem") -> str:
@@ -356,7 +357,7 @@ def image_key(name: str, rule: KeyRule = "stem") -> str:
     raise ValueError(f"key must be 'stem', 'name', 'path' or a callable, got {rule!r}")
 
 
-def _splits(obj: Any) -> List[Any]:
+def _splits(obj: Any) -> list[Any]:
     return list(obj.values()) if isinstance(obj, datasets.DatasetDict) else [obj]
 
 
@@ -393,7 +394,7 @@ def merge_corpora(
         first appearance. Extra per-corpus columns are not carried over.
     """
     excluded = _exclusion_keys(exclude, key)
-    merged: Dict[str, Dict[str, Any]] = {}
+    merged: dict[str, dict[str, Any]] = {}
     dropped = 0
     for corpus in corpora:
         for part in _splits(corpus):

@@ -7,7 +7,7 @@ files, 1-based) or row (spreadsheets, the row number Excel shows) and what was e
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = ["DatasetFormatError", "MissingLabelFileError", "MissingImageError"]
 
@@ -20,7 +20,7 @@ class DatasetFormatError(ValueError):
         line: 1-based line (or spreadsheet row) number, or ``None``.
     """
 
-    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None):
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
         self.path = os.fspath(path) if path is not None else None
         self.line = line
         self.detail = message

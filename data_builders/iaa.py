@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, List, Optional
 
 import datasets
 
@@ -34,9 +33,9 @@ __all__ = ["AestheticsBuilder", "AVA", "AADB", "BAID", "read_id_names"]
 _INT = datasets.Value("int32")
 
 
-def read_id_names(path: Optional[str]) -> Dict[int, str]:
+def read_id_names(path: str | None) -> dict[int, str]:
     """``<integer id> <name ...>`` lines (AVA's ``tags.txt``/``challenges.txt``) as a dict."""
-    names: Dict[int, str] = {}
+    names: dict[int, str] = {}
     for line, fields in read_tokens(path) if path else ():
         try:
             names[int(fields[0])] = " ".join(fields[1:])
@@ -95,7 +94,7 @@ class AVA(AestheticsBuilder):
         tags = read_id_names(self.files["tags"])
         challenges = read_id_names(self.files["challenges"])
         test = set()
-        for line, fields in read_tokens(self.files["test"]) if self.files["test"] else ():
+        for _line, fields in read_tokens(self.files["test"]) if self.files["test"] else ():
             test.add(fields[0])
         official = bool(self.files["test"])
         scores = range(1, 11)
@@ -183,7 +182,7 @@ class AADB(AestheticsBuilder):
         return files
 
     def _index(self):
-        rows: List[dict] = []
+        rows: list[dict] = []
         for split in self._PARTS:
             path = self.files[split]
             if path is None:

@@ -38,11 +38,12 @@ first candidate found is used; ``image_dir=`` overrides the image folder):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import datasets
 
@@ -81,7 +82,7 @@ _TEXT = datasets.Value("string")
 _SYNTHETIC_NAME = re.compile(r"^(i\d+)_(\d+)_(\d+)\.[a-z0-9]+$", re.IGNORECASE)
 
 
-def parse_synthetic_name(name: str, path: str, line: int) -> Dict[str, Any]:
+def parse_synthetic_name(name: str, path: str, line: int) -> dict[str, Any]:
     """``I01_05_3.bmp`` -> ``{"reference": "I01", "distortion": "05", "level": 3}``.
 
     The file names of TID2013 and KADID-10k (reference, distortion type, level).
@@ -246,15 +247,13 @@ class LIVE(SyntheticBuilder):
             "refnames": self.locate(*under(folders, "refnames_all.mat")),
         }
 
-    def _params(self, folder: str) -> Dict[str, float]:
+    def _params(self, folder: str) -> dict[str, float]:
         path = self.locate(f"{folder}/info.txt", required=False, base=self.image_root)
-        params: Dict[str, float] = {}
-        for line, fields in read_tokens(path) if path else ():
+        params: dict[str, float] = {}
+        for _line, fields in read_tokens(path) if path else ():
             if len(fields) >= 3:
-                try:
+                with contextlib.suppress(ValueError):  # info.txt layouts vary; the parameter is an optional extra
                     params[fields[1].lower()] = float(fields[2])
-                except ValueError:
-                    pass  # info.txt layouts vary; the parameter is an optional extra
         return params
 
     def _index(self):
@@ -333,7 +332,7 @@ class CSIQ(SyntheticBuilder):
             return self._from_xlsx(self.files["xlsx"]), self.files["xlsx"]
         return self._from_txt(self.files["txt"]), self.files["txt"]
 
-    def _from_xlsx(self, path: str) -> List[Dict[str, Any]]:
+    def _from_xlsx(self, path: str) -> list[dict[str, Any]]:
         table = read_xlsx(path, required=("image", "dst_type", "dst_lev", "dmos"), sheet="all_by_image")
         rows = table_rows(table, ("image",), ("dmos",), ("dmos_std",), extras={"level": (("dst_lev",), parse_int)})
         kind = table.column("dst_type")
@@ -357,7 +356,7 @@ class CSIQ(SyntheticBuilder):
             )
         return rows
 
-    def _from_txt(self, path: str) -> List[Dict[str, Any]]:
+    def _from_txt(self, path: str) -> list[dict[str, Any]]:
         rows = []
         for line, name, dmos in read_pairs(path):
             parts = os.path.basename(name).split(".")
@@ -554,14 +553,14 @@ class FolderCSVConfig(RatingConfig):
     ``True``) should be given so that scores mean the same across runs.
     """
 
-    label_file: Optional[str] = None
-    name_column: Optional[str] = None
-    mos_column: Optional[str] = None
-    std_column: Optional[str] = None
-    reference_column: Optional[str] = None
-    distortion_column: Optional[str] = None
-    level_column: Optional[str] = None
-    delimiter: Optional[str] = None
+    label_file: str | None = None
+    name_column: str | None = None
+    mos_column: str | None = None
+    std_column: str | None = None
+    reference_column: str | None = None
+    distortion_column: str | None = None
+    level_column: str | None = None
+    delimiter: str | None = None
 
 
 class FolderCSV(RatingBuilder):
@@ -604,7 +603,7 @@ class FolderCSV(RatingBuilder):
         path, config = self.files["labels"], self.config
         table = read_csv(path, delimiter=config.delimiter)
 
-        def pick(chosen: Optional[str], default: tuple) -> tuple:
+        def pick(chosen: str | None, default: tuple) -> tuple:
             return (chosen,) if chosen else default
 
         extras = {}

@@ -19,20 +19,20 @@ For DMOS (``higher_is_better=False``) the scale is flipped first, so the lowest 
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 __all__ = ["LEVEL_NAMES", "assign_levels", "level_indices"]
 
-LEVEL_NAMES: Tuple[str, ...] = ("bad", "poor", "fair", "good", "perfect")
+LEVEL_NAMES: tuple[str, ...] = ("bad", "poor", "fair", "good", "perfect")
 
 
 def level_indices(
     mos: Iterable[float],
     higher_is_better: bool = True,
     method: str = "rank",
-    mos_range: Optional[Sequence[float]] = None,
+    mos_range: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Level numbers 0 (bad) .. 4 (perfect); see :func:`assign_levels`."""
     values = np.asarray(list(mos), dtype=np.float64)
@@ -68,8 +68,8 @@ def assign_levels(
     mos: Iterable[float],
     higher_is_better: bool = True,
     method: str = "rank",
-    mos_range: Optional[Sequence[float]] = None,
-) -> List[str]:
+    mos_range: Sequence[float] | None = None,
+) -> list[str]:
     """Map opinion scores to the five text levels ``bad .. perfect``.
 
     Args:

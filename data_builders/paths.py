@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
 
 __all__ = ["DirectoryIndex", "split_parts", "under"]
 
 _SEPARATORS = re.compile(r"[\\/]+")
 
 
-def split_parts(name: str) -> List[str]:
+def split_parts(name: str) -> list[str]:
     """Path components of ``name`` with ``/`` or ``\\`` separators, without ``.``/empty parts."""
     return [p for p in _SEPARATORS.split(name) if p not in ("", ".")]
 
 
-def under(prefixes: Iterable[str], *names: str) -> List[str]:
+def under(prefixes: Iterable[str], *names: str) -> list[str]:
     """Every ``prefix/name`` combination, prefixes first (``""`` = no prefix)."""
     return [f"{p}/{n}" if p else n for p in prefixes for n in names]
 
@@ -32,9 +32,9 @@ class DirectoryIndex:
 
     def __init__(self, root: str):
         self.root = os.path.abspath(os.fspath(root))
-        self._listings: Dict[str, Optional[Tuple[frozenset, Dict[str, str]]]] = {}
+        self._listings: dict[str, tuple[frozenset, dict[str, str]] | None] = {}
 
-    def _listing(self, rel_dir: str) -> Optional[Tuple[frozenset, Dict[str, str]]]:
+    def _listing(self, rel_dir: str) -> tuple[frozenset, dict[str, str]] | None:
         if rel_dir not in self._listings:
             try:
                 with os.scandir(os.path.join(self.root, rel_dir)) as entries:
@@ -42,13 +42,13 @@ class DirectoryIndex:
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 self._listings[rel_dir] = None
             else:
-                lower: Dict[str, str] = {}
+                lower: dict[str, str] = {}
                 for name in sorted(names):  # sorted: the same pick on every run when only case differs
                     lower.setdefault(name.lower(), name)
                 self._listings[rel_dir] = (frozenset(names), lower)
         return self._listings[rel_dir]
 
-    def resolve(self, name: str) -> Optional[str]:
+    def resolve(self, name: str) -> str | None:
         """Absolute path of ``name`` (relative to ``root``) if it exists, else ``None``."""
         rel = ""
         for part in split_parts(name):
@@ -65,7 +65,7 @@ class DirectoryIndex:
             rel = os.path.join(rel, actual) if rel else actual
         return os.path.join(self.root, rel) if rel else None
 
-    def find(self, candidates: Iterable[str], want_dir: bool = False) -> Optional[str]:
+    def find(self, candidates: Iterable[str], want_dir: bool = False) -> str | None:
         """The first candidate (relative path) that exists as a file (or folder)."""
         for candidate in candidates:
             path = self.resolve(candidate)
@@ -73,7 +73,7 @@ class DirectoryIndex:
                 return path
         return None
 
-    def resolve_tail(self, path: str) -> Optional[str]:
+    def resolve_tail(self, path: str) -> str | None:
         """Resolve a path written on another machine by its longest tail found under ``root``.
 
         ``/data/AVA/images/953619.jpg`` is tried as ``data/AVA/images/953619.jpg``, then

@@ -12,7 +12,8 @@ from __future__ import annotations
 import csv
 import math
 import re
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ __all__ = [
     "read_pairs",
 ]
 
-Row = Tuple[int, List[str]]
+Row = tuple[int, list[str]]
 
 _ENCODING = "utf-8-sig"  # tolerate a byte-order mark written by spreadsheet programs
 
@@ -71,7 +72,7 @@ class Table:
         rows: ``(line_number, cells)`` pairs; cells are stripped strings ("" when empty).
     """
 
-    def __init__(self, path: str, header: Sequence[str], header_line: int, rows: List[Row]):
+    def __init__(self, path: str, header: Sequence[str], header_line: int, rows: list[Row]):
         self.path = path
         self.header = [str(h) for h in header]
         self.header_line = header_line
@@ -84,7 +85,7 @@ class Table:
         """Whether any of the column names is present."""
         return any(norm_header(a) in self._positions for a in aliases)
 
-    def column(self, *aliases: str, required: bool = True) -> Optional[int]:
+    def column(self, *aliases: str, required: bool = True) -> int | None:
         """Index of the first column matching one of ``aliases`` (normalised names).
 
         Raises:
@@ -105,7 +106,7 @@ class Table:
     def cell(
         self,
         row: Row,
-        index: Optional[int],
+        index: int | None,
         convert: Callable[[str, str, int, str], Any] = None,
         required: bool = True,
     ) -> Any:
@@ -135,7 +136,7 @@ def _cell_text(value: Any) -> str:
     return str(value).strip()
 
 
-def read_csv(path: str, delimiter: Optional[str] = None) -> Table:
+def read_csv(path: str, delimiter: str | None = None) -> Table:
     """Read a delimited text file with a header line.
 
     Args:
@@ -152,9 +153,9 @@ def read_csv(path: str, delimiter: Optional[str] = None) -> Table:
             except csv.Error:
                 delimiter = ","
         reader = csv.reader(handle, delimiter=delimiter)
-        header: Optional[List[str]] = None
+        header: list[str] | None = None
         header_line = 0
-        rows: List[Row] = []
+        rows: list[Row] = []
         try:
             for cells in reader:
                 if not any(c.strip() for c in cells):
@@ -170,7 +171,7 @@ def read_csv(path: str, delimiter: Optional[str] = None) -> Table:
     return Table(path, header, header_line, rows)
 
 
-def read_xlsx(path: str, required: Sequence[str], sheet: Optional[str] = None, scan_rows: int = 50) -> Table:
+def read_xlsx(path: str, required: Sequence[str], sheet: str | None = None, scan_rows: int = 50) -> Table:
     """Read a table from an ``.xlsx`` workbook whose header may not start at A1.
 
     The header is the first row (among the first ``scan_rows``) that contains every name in
@@ -199,9 +200,9 @@ def read_xlsx(path: str, required: Sequence[str], sheet: Optional[str] = None, s
         else:
             worksheet = workbook.worksheets[0]
         wanted = {norm_header(r) for r in required}
-        header: Optional[List[str]] = None
+        header: list[str] | None = None
         header_row, first_col = 0, 0
-        rows: List[Row] = []
+        rows: list[Row] = []
         for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):
             cells = [_cell_text(v) for v in values]
             if header is None:
@@ -223,7 +224,7 @@ def read_xlsx(path: str, required: Sequence[str], sheet: Optional[str] = None, s
     return Table(path, header, header_row, rows)
 
 
-def read_tokens(path: str, separator: Optional[str] = None) -> Iterator[Tuple[int, List[str]]]:
+def read_tokens(path: str, separator: str | None = None) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, fields)`` for each non-blank line of a text file.
 
     Fields are split on whitespace by default, or on ``separator``.
@@ -240,7 +241,7 @@ def read_tokens(path: str, separator: Optional[str] = None) -> Iterator[Tuple[in
             yield number, fields
 
 
-def read_pairs(path: str, name_field: int = 0, value_field: int = 1) -> List[Tuple[int, str, float]]:
+def read_pairs(path: str, name_field: int = 0, value_field: int = 1) -> list[tuple[int, str, float]]:
     """Read ``<name> <number>`` lines (fields in any order) as ``(line, name, value)``."""
     pairs = []
     need = max(name_field, value_field) + 1
@@ -251,7 +252,7 @@ def read_pairs(path: str, name_field: int = 0, value_field: int = 1) -> List[Tup
     return pairs
 
 
-def load_mat(path: str, *variables: Sequence[str]) -> List[np.ndarray]:
+def load_mat(path: str, *variables: Sequence[str]) -> list[np.ndarray]:
     """Load variables from a MATLAB ``.mat`` file (v4-v7.2, as scipy reads them).
 
     Each item of ``variables`` is a list of accepted names (matched case-insensitively);
@@ -279,7 +280,7 @@ def load_mat(path: str, *variables: Sequence[str]) -> List[np.ndarray]:
     return arrays
 
 
-def mat_strings(array: Any) -> List[str]:
+def mat_strings(array: Any) -> list[str]:
     """Flatten a MATLAB cell array (or char matrix) of strings into a list of str."""
     if isinstance(array, str):
         return [array.strip()]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Type
+from typing import Any
 
 import datasets
 
@@ -14,7 +14,7 @@ from .iqa import AGIQA3K, CLIVE, CSIQ, FLIVE, LIVE, SPAQ, TID2013, FolderCSV, KA
 
 __all__ = ["BUILDERS", "available", "get_builder", "load", "mos_convention"]
 
-BUILDERS: Dict[str, Type[ImageBuilder]] = {
+BUILDERS: dict[str, type[ImageBuilder]] = {
     cls.NAME: cls
     for cls in (
         KonIQ10k,
@@ -38,12 +38,12 @@ BUILDERS: Dict[str, Type[ImageBuilder]] = {
 }
 
 
-def available() -> List[str]:
+def available() -> list[str]:
     """Names accepted by :func:`load`: the rating datasets, ``folder_csv``, the corpora."""
     return list(BUILDERS)
 
 
-def get_builder(name: str) -> Type[ImageBuilder]:
+def get_builder(name: str) -> type[ImageBuilder]:
     """The builder class registered under ``name`` (case-insensitive, ``-`` = ``_``)."""
     key = name.lower().replace("-", "_")
     if key not in BUILDERS:
@@ -51,7 +51,7 @@ def get_builder(name: str) -> Type[ImageBuilder]:
     return BUILDERS[key]
 
 
-def mos_convention(name: str) -> Dict[str, Any]:
+def mos_convention(name: str) -> dict[str, Any]:
     """``{"mos_range": (low, high) or None, "higher_is_better": bool}`` of a rating builder.
 
     These are the class constants ``MOS_RANGE`` and ``HIGHER_IS_BETTER``; a dataset built
@@ -66,8 +66,8 @@ def mos_convention(name: str) -> Dict[str, Any]:
 def load(
     name: str,
     data_dir: str,
-    cache_dir: Optional[str] = None,
-    download_mode: Optional[str] = None,
+    cache_dir: str | None = None,
+    download_mode: str | None = None,
     **options: Any,
 ) -> datasets.DatasetDict:
     """Build dataset ``name`` from the folder the user downloaded and return its splits.

@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def random_split(
     seed: int = 123,
     split_index: int = 0,
     train_fraction: float = 0.8,
-) -> Tuple[Set[Hashable], Set[Hashable]]:
+) -> tuple[set[Hashable], set[Hashable]]:
     """Split ``units`` (image or reference names) into ``(train, test)`` sets.
 
     Args:
@@ -83,7 +84,7 @@ def few_label_subset(
     seed: int = 123,
     split_index: int = 0,
     repetition: int = 0,
-) -> Set[Hashable]:
+) -> set[Hashable]:
     """Draw ``n`` training names (nested in ``n``; see the module docstring)."""
     _check_seed(seed=seed, split_index=split_index, repetition=repetition)
     ordered = sorted(set(names))
@@ -98,7 +99,7 @@ def few_label_subset(
 def write_split(
     splits: Any,
     path: str,
-    metadata: Optional[Mapping[str, Any]] = None,
+    metadata: Mapping[str, Any] | None = None,
     column: str = "image_name",
 ) -> str:
     """Write the image names of each split to a JSON file.
@@ -114,8 +115,8 @@ def write_split(
     Returns:
         ``path``.
     """
-    names: Dict[str, List[str]] = {}
-    meta: Dict[str, Any] = {}
+    names: dict[str, list[str]] = {}
+    meta: dict[str, Any] = {}
     for split, value in splits.items():
         if hasattr(value, "column_names"):
             names[split] = [str(n) for n in value[column]]
@@ -127,7 +128,7 @@ def write_split(
             names[split] = [str(n) for n in value]
     meta.update(metadata or {})
     meta["format"] = SPLIT_FILE_FORMAT
-    payload: Dict[str, Any] = dict(names)
+    payload: dict[str, Any] = dict(names)
     payload["metadata"] = meta
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -137,7 +138,7 @@ def write_split(
     return path
 
 
-def read_split(path: str) -> Tuple[Dict[str, List[str]], Dict[str, Any]]:
+def read_split(path: str) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """Read a split file written by :func:`write_split`.
 
     Returns:
@@ -157,8 +158,8 @@ def read_split(path: str) -> Tuple[Dict[str, List[str]], Dict[str, Any]]:
     if not isinstance(payload, dict):
         raise DatasetFormatError('expected a JSON object {"train": [...], "test": [...]}', path)
     metadata = payload.get("metadata") or {}
-    splits: Dict[str, List[str]] = {}
-    owner: Dict[str, str] = {}
+    splits: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
     for split, value in payload.items():
         if split == "metadata":
             continue
@@ -177,15 +178,15 @@ def read_split(path: str) -> Tuple[Dict[str, List[str]], Dict[str, Any]]:
 def assign_names(
     names: Sequence[str],
     units: Sequence[Hashable],
-    official: Sequence[Optional[str]],
+    official: Sequence[str | None],
     scheme: str,
     seed: int,
     split_index: int,
     train_fraction: float,
-    split_file: Optional[str] = None,
-    few_label: Optional[int] = None,
+    split_file: str | None = None,
+    few_label: int | None = None,
     repetition: int = 0,
-) -> Tuple[List[Optional[str]], Dict[str, Any]]:
+) -> tuple[list[str | None], dict[str, Any]]:
     """Assign a split name (or ``None`` = dropped) to every row.
 
     Args:
@@ -199,7 +200,7 @@ def assign_names(
     Returns:
         The per-row split names and a dict describing what was done (for the metadata).
     """
-    info: Dict[str, Any] = {"split_scheme": scheme}
+    info: dict[str, Any] = {"split_scheme": scheme}
     if split_file is not None:
         by_name, _ = read_split(split_file)
         lookup = {n: s for s, group in by_name.items() for n in group}

@@ -320,7 +320,9 @@ def merge_results(output: str, paths: list, columns: list) -> list:
     rows = [results[path] for path in paths if path in results]
     if len(rows) < len(results):
         logger.warning("Dropped %d rows of %s for images that are not among the inputs.", len(results) - len(rows), output)
-    handle = tempfile.NamedTemporaryFile("w", dir=os.path.dirname(output), prefix=".tmp-", suffix=os.path.basename(output), delete=False, encoding="utf-8", newline="")
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by the `with` below, kept for its name)
+        "w", dir=os.path.dirname(output), prefix=".tmp-", suffix=os.path.basename(output), delete=False, encoding="utf-8", newline=""
+    )
     with handle:
         handle.write(format_rows(rows, columns, is_csv(output), header=True))
         handle.flush()
@@ -336,7 +338,7 @@ class ResultStream:
 
     def __init__(self, path: str, columns: list):
         self.columns, self.csv_format = columns, is_csv(path)
-        self.handle = open(path, "a", encoding="utf-8", newline="")
+        self.handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (a stream kept open across batches)
         self.needs_header = self.handle.tell() == 0
 
     def write(self, rows: list) -> None:

@@ -11,7 +11,7 @@ import csv
 import json
 import os
 import zlib
-from typing import Dict, Iterable, List
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def _images(folder: str, names: Iterable[str]) -> None:
         make_image(os.path.join(folder, name))
 
 
-def _write_csv(path: str, header: List[str], rows: Iterable[Iterable]) -> str:
+def _write_csv(path: str, header: list[str], rows: Iterable[Iterable]) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -70,20 +70,20 @@ def _write_lines(path: str, lines: Iterable[str]) -> str:
     return path
 
 
-def _cell_array(strings: List[str], column: bool = False) -> np.ndarray:
+def _cell_array(strings: list[str], column: bool = False) -> np.ndarray:
     cells = np.empty((len(strings), 1) if column else (1, len(strings)), dtype=object)
     for i, s in enumerate(strings):
         cells.flat[i] = s
     return cells
 
 
-def _mos(n: int, low: float, high: float, seed: int = 0) -> List[float]:
+def _mos(n: int, low: float, high: float, seed: int = 0) -> list[float]:
     rng = np.random.default_rng(seed)
     return [round(float(v), 4) for v in rng.uniform(low, high, n)]
 
 
 # ---------------------------------------------------------------------------- IQA
-def write_koniq(root: str, n: int = 20, sets: bool = True, scores: bool = True, folder: str = "512x384") -> Dict:
+def write_koniq(root: str, n: int = 20, sets: bool = True, scores: bool = True, folder: str = "512x384") -> dict:
     names = [f"{1000 + i}.jpg" for i in range(n)]
     mos = _mos(n, 5, 95)
     set_names = ["training"] * (n - 8) + ["validation"] * 3 + ["test"] * 5
@@ -107,7 +107,7 @@ def write_koniq(root: str, n: int = 20, sets: bool = True, scores: bool = True, 
     return {"names": names, "mos": mos, "sets": dict(zip(names, set_names)), "counts": counts}
 
 
-def write_spaq(root: str, n: int = 15) -> Dict:
+def write_spaq(root: str, n: int = 15) -> dict:
     import openpyxl
 
     names = [f"{i:05d}.jpg" for i in range(1, n + 1)]
@@ -123,7 +123,7 @@ def write_spaq(root: str, n: int = 15) -> Dict:
     return {"names": names, "mos": mos}
 
 
-def write_clive(root: str, n: int = 20) -> Dict:
+def write_clive(root: str, n: int = 20) -> dict:
     import scipy.io
 
     training = [f"t{i}.bmp" for i in range(1, 8)]
@@ -142,7 +142,7 @@ def write_clive(root: str, n: int = 20) -> Dict:
 LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
 
 
-def write_live(root: str, realigned: bool = True, n_refs: int = 6) -> Dict:
+def write_live(root: str, realigned: bool = True, n_refs: int = 6) -> dict:
     """All 982 entries (the layout is fixed); every 5th entry is a reference copy."""
     import scipy.io
 
@@ -175,7 +175,7 @@ CSIQ_TYPES = (("noise", "awgn", "AWGN"), ("jpeg", "jpeg", "JPEG"), ("jpeg 2000",
 
 
 def write_csiq(root: str, refs=(1600, "bridge", "cactus", "child_swimming", "fisher"), levels: int = 2,
-               label_txt: bool = False) -> Dict:
+               label_txt: bool = False) -> dict:
     """Header on row 4 from column D, sheet ``all_by_image``; one folder's files in upper case."""
     import openpyxl
 
@@ -218,7 +218,7 @@ def _synthetic_grid(n_refs: int, n_dist: int, levels: int, pattern: str, low: fl
                 yield r, pattern.format(r=r, d=d, lev=lev), next(mos)
 
 
-def write_tid2013(root: str, n_refs: int = 5, n_dist: int = 3, levels: int = 2) -> Dict:
+def write_tid2013(root: str, n_refs: int = 5, n_dist: int = 3, levels: int = 2) -> dict:
     """Names upper case in the list (``I01_01_1.bmp``), lower case on disk."""
     grid = list(_synthetic_grid(n_refs, n_dist, levels, "I{r:02d}_{d:02d}_{lev}.bmp", 0.3, 7.2, seed=5))
     lines = [f"{mos:.5f} {name}" for _, name, mos in grid]
@@ -226,10 +226,10 @@ def write_tid2013(root: str, n_refs: int = 5, n_dist: int = 3, levels: int = 2) 
     _write_lines(os.path.join(root, "mos_with_names.txt"), lines)
     _write_lines(os.path.join(root, "mos_std.txt"), ["0.75"] * len(grid))
     _images(os.path.join(root, "reference_images"), [f"I{r:02d}.BMP" for r in range(1, n_refs + 1)])
-    return {"names": [name for _, name, _ in grid], "mos": [float(l.split()[0]) for l in lines]}
+    return {"names": [name for _, name, _ in grid], "mos": [float(line.split()[0]) for line in lines]}
 
 
-def write_kadid(root: str, n_refs: int = 5, n_dist: int = 2, levels: int = 3) -> Dict:
+def write_kadid(root: str, n_refs: int = 5, n_dist: int = 2, levels: int = 3) -> dict:
     grid = list(_synthetic_grid(n_refs, n_dist, levels, "I{r:02d}_{d:02d}_{lev:02d}.png", 1.1, 4.9, seed=6))
     rows = [[name, f"I{r:02d}.png", mos, 0.25] for r, name, mos in grid]
     _write_csv(os.path.join(root, "dmos.csv"), ["dist_img", "ref_img", "dmos", "var"], rows)
@@ -237,7 +237,7 @@ def write_kadid(root: str, n_refs: int = 5, n_dist: int = 2, levels: int = 3) ->
     return {"names": [row[0] for row in rows], "mos": [row[2] for row in rows]}
 
 
-def write_flive(root: str) -> Dict:
+def write_flive(root: str) -> dict:
     folders = ["voc_emotic_ava", "blur_dataset", "EE371R"]
     names = [f"{folders[i % 3]}/{'AVA__' if i % 3 == 0 else 'img'}{100 + i}.jpg" for i in range(20)]
     mos = _mos(20, 20, 90, seed=7)
@@ -252,7 +252,7 @@ def write_flive(root: str) -> Dict:
     return {"names": names, "test": test, "validation": valid}
 
 
-def write_agiqa(root: str, n: int = 15) -> Dict:
+def write_agiqa(root: str, n: int = 15) -> dict:
     generators = ["sd1.5", "midjourney", "AttnGAN", "glide", "xl2.2", "DALLE2"]
     names = [f"{generators[i % 6]}_normal_{i:03d}.jpg" for i in range(n)]
     mos = _mos(n, 0.5, 4.5, seed=8)
@@ -264,7 +264,7 @@ def write_agiqa(root: str, n: int = 15) -> Dict:
     return {"names": names, "mos": mos, "generators": [n.split("_")[0] for n in names]}
 
 
-def write_folder_csv(root: str, n: int = 20, reference: bool = False) -> Dict:
+def write_folder_csv(root: str, n: int = 20, reference: bool = False) -> dict:
     names = [f"uw_{i:03d}.png" for i in range(n)]
     mos = _mos(n, 1, 10, seed=9)
     header = ["file_name", "MOS"] + (["ref"] if reference else [])
@@ -275,7 +275,7 @@ def write_folder_csv(root: str, n: int = 20, reference: bool = False) -> Dict:
 
 
 # ---------------------------------------------------------------------------- IAA
-def write_ava(root: str, n: int = 30, missing: int = 1, corrupt: int = 1, n_test: int = 6) -> Dict:
+def write_ava(root: str, n: int = 30, missing: int = 1, corrupt: int = 1, n_test: int = 6) -> dict:
     """AVA.txt lines; the last ``missing`` images are absent, the ones before them corrupt."""
     ids = [953619 + 7 * i for i in range(n)]
     lines = []
@@ -297,10 +297,10 @@ def write_ava(root: str, n: int = 30, missing: int = 1, corrupt: int = 1, n_test
             "corrupt": present[len(present) - corrupt:]}
 
 
-def write_aadb(root: str) -> Dict:
+def write_aadb(root: str) -> dict:
     parts = {"Train": 12, "Validation": 4, "TestNew": 6}
     labels = os.path.join(root, "imgListFiles_label")
-    names: Dict[str, List[str]] = {}
+    names: dict[str, list[str]] = {}
     start = 0
     for part, count in parts.items():
         names[part] = [f"farm1_{start + i}_{part.lower()}.jpg" for i in range(count)]
@@ -316,7 +316,7 @@ def write_aadb(root: str) -> Dict:
     return {"train": names["Train"], "validation": names["Validation"], "test": names["TestNew"]}
 
 
-def write_baid(root: str) -> Dict:
+def write_baid(root: str) -> dict:
     splits = {"train_set.csv": range(0, 12), "val_set.csv": range(12, 15), "test_set.csv": range(15, 20)}
     names = {}
     for file_name, ids in splits.items():
@@ -328,7 +328,7 @@ def write_baid(root: str) -> Dict:
 
 
 # ------------------------------------------------------------------------- corpora
-def write_ava_captions(path: str, ids: List[int], per_image: int = 3) -> str:
+def write_ava_captions(path: str, ids: list[int], per_image: int = 3) -> str:
     images = [
         {
             "filename": f"{image_id}.jpg",
@@ -348,22 +348,22 @@ def write_ava_captions(path: str, ids: List[int], per_image: int = 3) -> str:
     return path
 
 
-def write_ava_comments(path: str, ids: List[int]) -> str:
+def write_ava_comments(path: str, ids: list[int]) -> str:
     return _write_lines(path, [f"{i + 1}#{image_id}#Great shot!#Love the colours" for i, image_id in enumerate(ids)])
 
 
-def write_uniqa_corpus(path: str, entries: List[Dict]) -> str:
+def write_uniqa_corpus(path: str, entries: list[dict]) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(entries, handle)
     return path
 
 
-def write_caption_jsonl(path: str, records: List[Dict]) -> str:
+def write_caption_jsonl(path: str, records: list[dict]) -> str:
     return _write_lines(path, [json.dumps(r) for r in records])
 
 
-def write_llava(folder: str, images: List[str]) -> Dict:
+def write_llava(folder: str, images: list[str]) -> dict:
     conversations = [
         {
             "id": str(i),
@@ -403,14 +403,14 @@ def build(name: str, root: str, tmp_path, **options):
     return data_builders.load(name, root, **options)
 
 
-def split_names(dataset_dict) -> Dict[str, List[str]]:
+def split_names(dataset_dict) -> dict[str, list[str]]:
     """``{split: [image_name, ...]}`` of a DatasetDict."""
     return {split: list(part["image_name"]) for split, part in dataset_dict.items()}
 
 
 def assert_disjoint(dataset_dict, column: str = "image_name") -> None:
     """No value of ``column`` is in two splits (``reference`` for content-disjointness)."""
-    owner: Dict[str, str] = {}
+    owner: dict[str, str] = {}
     for split, part in dataset_dict.items():
         for value in set(part[column]):
             assert value not in owner, f"{column} {value!r} is in both {owner[value]!r} and {split!r}"

@@ -10,7 +10,7 @@ from transformers import AutoModel, AutoTokenizer, CLIPConfig, CLIPModel, pipeli
 from modeling_uniqa import UniQAModel
 from modeling_uniqa.cli import main as uniqa_main
 from modeling_uniqa.convert import convert
-from tests.conftest import build_tiny_tokenizer, random_rgb, tiny_clip_config
+from tests.helpers import build_tiny_tokenizer, random_rgb, tiny_clip_config
 from tests.openai_clip_reference import OpenAICLIPReference, make_random_openai_state_dict
 
 HEAD_DIM = 16  # the tiny reference towers are 64 wide: 4 heads

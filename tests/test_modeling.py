@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel
 
 from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAConfig, UniQAModel
-from tests.conftest import TINY_IMAGE_SIZE
+from tests.helpers import TINY_IMAGE_SIZE
 
 
 def pixels(batch: int, views: int | None = None, seed: int = 0) -> torch.Tensor:
@@ -227,7 +227,7 @@ def test_missing_prompt_embeds_are_recomputed(tiny_model_factory, tmp_path):
 def test_from_clip(tiny_tokenizer, tmp_path):
     from transformers import CLIPConfig, CLIPModel
 
-    from tests.conftest import tiny_clip_config
+    from tests.helpers import tiny_clip_config
 
     torch.manual_seed(1)
     clip = CLIPModel(CLIPConfig(**tiny_clip_config()))

@@ -14,7 +14,7 @@ from transformers import AutoModel, pipeline
 
 import modeling_uniqa
 from modeling_uniqa import UniQAImageError, UniQAImageProcessor
-from tests.conftest import random_rgb
+from tests.helpers import random_rgb
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,8 @@ def test_registered_auto_classes(saved_tiny_model):
 
     assert isinstance(AutoConfig.from_pretrained(saved_tiny_model), modeling_uniqa.UniQAConfig)
     assert isinstance(AutoImageProcessor.from_pretrained(saved_tiny_model), UniQAImageProcessor)
-    saved = json.loads(open(os.path.join(saved_tiny_model, "config.json")).read())
+    with open(os.path.join(saved_tiny_model, "config.json")) as handle:
+        saved = json.load(handle)
     assert saved["auto_map"]["AutoModel"] == "modeling_uniqa.UniQAModel"
     assert saved["custom_pipelines"]["image-quality"]["impl"] == "pipeline_uniqa.ImageQualityPipeline"
 

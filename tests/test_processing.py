@@ -8,7 +8,7 @@ from PIL import Image
 
 from modeling_uniqa import UniQAImageError, UniQAImageProcessor
 from modeling_uniqa.processing_uniqa import crop_boxes
-from tests.conftest import random_rgb
+from tests.helpers import random_rgb
 
 CROP = 32
 

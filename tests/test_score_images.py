@@ -4,21 +4,16 @@ import csv
 import json
 import logging
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from modeling_uniqa import UniQAImageProcessor, UniQAModel, load_image
-from modeling_uniqa import score_images
+from modeling_uniqa import UniQAImageProcessor, UniQAModel, load_image, score_images
 from modeling_uniqa.cli import main
-from tests.conftest import make_tiny_uniqa, random_rgb
+from tests.helpers import launch_two_processes, make_tiny_uniqa, random_rgb
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUPS = ["default", "sharpness", "noise", "quality"]  # the `natural` ensemble of `saved_tiny_model`
 
 
@@ -213,12 +208,6 @@ def test_prompts_on_a_zero_shot_model(zero_shot_model, tiny_tokenizer, photo_dir
     assert score(folder, "--model", model_dir, "--output", output, "--outputs", "mos") == 2  # MOS range unknown
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_processes_equal_one(saved_tiny_model, photo_dir, tmp_path):
     """Two CPU processes under `accelerate launch`, resuming a partial output, give the file one
     process gives."""
@@ -231,13 +220,9 @@ def test_two_processes_equal_one(saved_tiny_model, photo_dir, tmp_path):
     distributed = tmp_path / "distributed.csv"
     with open(single) as source:  # a crashed run that had written the first image only
         distributed.write_text("".join(source.readlines()[:2]))
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        "-m", "modeling_uniqa.cli", "score", folder, *options, "--output", str(distributed), "--resume",
-    ]
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT)
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    result = launch_two_processes(
+        ["-m", "modeling_uniqa.cli", "score", folder, *options, "--output", str(distributed), "--resume"], timeout=180
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 process(es)" in result.stderr and "6 images to score (1 already" in result.stderr
     assert "| 3/3 [" in result.stderr  # the main process's progress bar: its half of the work

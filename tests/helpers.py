@@ -1,0 +1,106 @@
+"""Helpers shared by the tests: tiny random CLIP/UniQA models, an offline tokenizer, images,
+and launching real multi-process runs. Fixtures that use them live in `conftest.py`.
+
+Everything is built here, offline: no weights or tokenizers come from the Hub.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import CLIPTokenizer
+
+from modeling_uniqa import UniQAConfig, UniQAModel
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_IMAGE_SIZE = 32
+
+
+def tiny_clip_config(projection_dim: int = 16, vocab_size: int = 64) -> dict:
+    """A CLIP with 2-layer, 32-wide towers on 32x32 images (patch 8)."""
+    return {
+        "text_config": {
+            "vocab_size": vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 32,
+            "hidden_act": "quick_gelu",
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
+        "vision_config": {
+            "image_size": TINY_IMAGE_SIZE,
+            "patch_size": 8,
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "hidden_act": "quick_gelu",
+        },
+        "projection_dim": projection_dim,
+    }
+
+
+def build_tiny_tokenizer() -> CLIPTokenizer:
+    """A character-level CLIP BPE tokenizer (plus a few merges) covering the named prompts."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in "abcdefghijklmnopqrstuvwxyz-":
+        vocab[char] = len(vocab)
+        vocab[char + "</w>"] = len(vocab)
+    merges = [("i", "m"), ("a", "g"), ("im", "ag"), ("imag", "e</w>")]
+    for first, second in merges:
+        vocab[first + second] = len(vocab)
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token="<|endoftext|>",
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
+
+
+def make_tiny_uniqa(tokenizer, seed: int = 0, **config_kwargs) -> UniQAModel:
+    """A random tiny UniQA model with its prompts embedded, in eval mode."""
+    torch.manual_seed(seed)
+    config_kwargs.setdefault("clip_config", tiny_clip_config())
+    model = UniQAModel(UniQAConfig(**config_kwargs)).eval()
+    model.set_prompts(None, tokenizer)
+    return model
+
+
+def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB image (uint8), so crops at different places differ."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(height // 4 + 1, width // 4 + 1, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(base).resize((width, height), Image.BILINEAR))
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_two_processes(arguments: list, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `accelerate launch` with two real CPU processes (gloo DDP) on `arguments`
+    (e.g. `["-m", "modeling_uniqa.cli", "score", ...]` or `["train_scripts/x.py", ...]`).
+
+    `accelerate launch --cpu --num_processes 2` silently runs one process; `--multi_gpu` with
+    `ACCELERATE_USE_CPU=1` runs two.
+    """
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), *[str(argument) for argument in arguments],
+    ]
+    environment = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT, **(env or {}))
+    return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
