@@ -1,0 +1,1 @@
+"""Pieces the training scripts share, each in one small tested module."""
