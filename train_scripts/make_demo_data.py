@@ -1,0 +1,231 @@
+"""Build the demo data: a small IQA set in the KADID-10k layout and a small AVA-format IAA set.
+
+    python train_scripts/make_demo_data.py --output_dir demo-output/data [--seed 0] [--size 96]
+
+Reference photographs are scikit-image's bundled sample images whose licence is public domain
+or CC0 (each file's source and licence is written to `SOURCES.md`). Everything else is made
+here, deterministically for a seed:
+
+* `kadid/`: every reference distorted by 8 real distortions (Gaussian blur, Gaussian noise,
+  JPEG, contrast loss, under-exposure, desaturation, pixelation, motion blur) at 5 levels, in
+  KADID-10k's layout (`images/I01.png`, `images/I01_01_01.png`..., `dmos.csv` with
+  `dist_img,ref_img,dmos,var`), so the real `kadid10k` builder reads it. The pseudo-MOS is a
+  full-reference score: 1 + 4 * SSIM (colour SSIM against the reference), on KADID's 1-5
+  scale, higher is better; `var` holds a vote standard deviation as KADID's does.
+* `ava/`: aesthetic variants of the references (well or badly framed crops, exposure and colour
+  grading) as `images/<id>.jpg`, `AVA.txt` vote counts around a pseudo aesthetic score,
+  `aesthetics_image_lists/generic_test.jpgl` (about 20% of the ids), and an AVA-Captions JSON
+  (`CLEAN_AVA_FULL_COMMENTS.json`) whose comments mix relevant remarks on the variant with
+  irrelevant chatter, so that AIR purification has something to remove.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+logger = logging.getLogger(__name__)
+
+# scikit-image sample photographs with a public-domain or CC0 licence (from each loader's docstring).
+REFERENCES = (
+    ("astronaut", "Eileen Collins, NASA", "public domain"),
+    ("chelsea", "Stefan van der Walt", "CC0"),
+    ("coffee", "Rachel Michetti", "CC0"),
+    ("rocket", "SpaceX", "public domain"),
+    ("hubble_deep_field", "NASA", "public domain"),
+    ("retina", "Häggström, Mikael (2014)", "CC0"),
+    ("brick", "CC0Textures", "CC0"),
+    ("grass", "CC0Textures", "CC0"),
+    ("gravel", "CC0Textures", "CC0"),
+    ("camera", "Lav Varshney", "CC0"),
+    ("coins", "Brooklyn Museum (Greek coins from Pompeii)", "public domain"),
+)
+
+DISTORTIONS = ("gaussian_blur", "gaussian_noise", "jpeg", "contrast", "darken", "desaturate", "pixelate", "motion_blur")
+LEVELS = 5
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", required=True, help="Folder to write `kadid/`, `ava/` and SOURCES.md into.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of every random choice (noise, crops, votes, comments).")
+    parser.add_argument("--size", type=int, default=96, help="Short side of the reference images, in pixels.")
+    parser.add_argument("--references", type=int, default=len(REFERENCES), help="How many reference photographs to use.")
+    return parser.parse_args(argv)
+
+
+def load_references(size: int, count: int) -> list[tuple[str, Image.Image]]:
+    """The reference photographs as RGB images with short side `size`."""
+    try:
+        from skimage import data as sample_images
+    except ImportError as error:
+        raise SystemExit("The demo data needs scikit-image's sample photographs: pip install -e '.[demo]'") from error
+    references = []
+    for name, _, _ in REFERENCES[:count]:
+        image = Image.fromarray(getattr(sample_images, name)()).convert("RGB")
+        scale = size / min(image.size)
+        references.append((name, image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)))
+    return references
+
+
+def distort(image: Image.Image, kind: str, level: int, rng: np.random.Generator) -> Image.Image:
+    """`image` with distortion `kind` at `level` (1 = mildest, 5 = strongest)."""
+    strength = level / LEVELS
+    if kind == "gaussian_blur":
+        return image.filter(ImageFilter.GaussianBlur(radius=0.4 + 2.6 * strength))
+    if kind == "gaussian_noise":
+        pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 4 + 46 * strength, size=(image.height, image.width, 3))
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    if kind == "jpeg":
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(round(40 - 36 * strength)))
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    if kind == "contrast":
+        return ImageEnhance.Contrast(image).enhance(1 - 0.85 * strength)
+    if kind == "darken":
+        return ImageEnhance.Brightness(image).enhance(1 - 0.8 * strength)
+    if kind == "desaturate":
+        return ImageEnhance.Color(image).enhance(1 - strength)
+    if kind == "pixelate":
+        factor = 1 + 7 * strength
+        small = image.resize((max(1, round(image.width / factor)), max(1, round(image.height / factor))), Image.BILINEAR)
+        return small.resize(image.size, Image.NEAREST)
+    if kind == "motion_blur":
+        length = 1 + 2 * level
+        pixels = np.asarray(image, dtype=np.float32)
+        # A horizontal box filter: the mean of `length` shifted copies (edges repeat).
+        padded = np.pad(pixels, ((0, 0), (length // 2, length - 1 - length // 2), (0, 0)), mode="edge")
+        blurred = np.mean([padded[:, shift : shift + image.width] for shift in range(length)], axis=0)
+        return Image.fromarray(np.clip(blurred, 0, 255).astype(np.uint8))
+    raise ValueError(f"Unknown distortion {kind!r}; expected one of {DISTORTIONS}.")
+
+
+def colour_ssim(reference: Image.Image, distorted: Image.Image) -> float:
+    from skimage.metrics import structural_similarity
+
+    return float(
+        structural_similarity(np.asarray(reference), np.asarray(distorted), channel_axis=2, data_range=255, win_size=7)
+    )
+
+
+def write_kadid(references, folder: str, rng: np.random.Generator) -> int:
+    images = os.path.join(folder, "images")
+    os.makedirs(images, exist_ok=True)
+    rows = ["dist_img,ref_img,dmos,var"]
+    for ref_index, (_, reference) in enumerate(references, start=1):
+        ref_name = f"I{ref_index:02d}.png"
+        reference.save(os.path.join(images, ref_name))
+        for type_index, kind in enumerate(DISTORTIONS, start=1):
+            for level in range(1, LEVELS + 1):
+                distorted = distort(reference, kind, level, rng)
+                name = f"I{ref_index:02d}_{type_index:02d}_{level:02d}.png"
+                distorted.save(os.path.join(images, name))
+                quality = max(0.0, colour_ssim(reference, distorted))
+                mos = 1 + 4 * quality
+                spread = 0.25 + 0.5 * np.sqrt(quality * (1 - quality))  # raters agree most at the extremes
+                rows.append(f"{name},{ref_name},{mos:.4f},{spread:.4f}")
+    with open(os.path.join(folder, "dmos.csv"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(rows) + "\n")
+    return len(rows) - 1
+
+
+# (variant, pseudo aesthetic score on 1-10, relevant comments)
+AESTHETIC_VARIANTS = (
+    ("thirds", 7.2, ("Lovely composition, the subject sits right on the thirds.", "Beautiful light and colours, well done.")),
+    ("vivid", 6.6, ("The vivid colours really pop here.", "Great colour grading and nice contrast.")),
+    ("original", 5.8, ("A solid, well exposed shot.", "Nice detail, the framing is fine.")),
+    ("washed", 4.3, ("The colours look washed out and flat.", "Needs more contrast, it feels dull.")),
+    ("dark", 3.6, ("Far too dark, the subject is lost in shadow.", "Underexposed, I cannot see the details.")),
+    ("off_centre", 3.2, ("The crop cuts the subject awkwardly.", "Composition feels off balance and tilted.")),
+)
+CHATTER = ("Thanks for voting!", "First!", "Good luck in the challenge.", "See my entry too.", "ok", "Nice.")
+
+
+def aesthetic_variant(image: Image.Image, variant: str) -> Image.Image:
+    width, height = image.size
+    if variant == "thirds":
+        return image.crop((width // 6, 0, width, height)).resize(image.size, Image.LANCZOS)
+    if variant == "vivid":
+        return ImageEnhance.Contrast(ImageEnhance.Color(image).enhance(1.5)).enhance(1.2)
+    if variant == "washed":
+        return ImageEnhance.Contrast(ImageEnhance.Color(image).enhance(0.4)).enhance(0.6)
+    if variant == "dark":
+        return ImageEnhance.Brightness(image).enhance(0.35)
+    if variant == "off_centre":
+        tilted = image.rotate(9, resample=Image.BICUBIC, fillcolor=(0, 0, 0))
+        return tilted.crop((width // 2, height // 3, width, height)).resize(image.size, Image.LANCZOS)
+    return image
+
+
+def vote_counts(score: float, rng: np.random.Generator) -> list[int]:
+    """Votes on 1..10 from raters whose opinions spread around `score`."""
+    votes = np.clip(np.rint(rng.normal(score, 1.3, size=int(rng.integers(60, 160)))), 1, 10).astype(int)
+    return np.bincount(votes, minlength=11)[1:].tolist()
+
+
+def write_ava(references, folder: str, rng: np.random.Generator) -> int:
+    images = os.path.join(folder, "images")
+    os.makedirs(images, exist_ok=True)
+    os.makedirs(os.path.join(folder, "aesthetics_image_lists"), exist_ok=True)
+    lines, test_ids, captions = [], [], []
+    image_id = 100000
+    for _, reference in references:
+        for variant, score, remarks in AESTHETIC_VARIANTS:
+            image_id += 1
+            aesthetic_variant(reference, variant).save(os.path.join(images, f"{image_id}.jpg"), quality=92)
+            counts = vote_counts(score + rng.normal(0, 0.3), rng)
+            lines.append(" ".join(str(v) for v in [len(lines) + 1, image_id, *counts, 0, 0, 1]))
+            if rng.random() < 0.2:
+                test_ids.append(image_id)
+            chatter = rng.choice(len(CHATTER), size=3, replace=False)
+            comments = [*remarks, *(CHATTER[i] for i in chatter)]
+            order = rng.permutation(len(comments))
+            captions.append(
+                {
+                    "filename": f"{image_id}.jpg",
+                    "imgid": image_id,
+                    "split": "train",
+                    "sentences": [{"raw": comments[i]} for i in order],
+                }
+            )
+    with open(os.path.join(folder, "AVA.txt"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    with open(os.path.join(folder, "aesthetics_image_lists", "generic_test.jpgl"), "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{i}\n" for i in test_ids))
+    with open(os.path.join(folder, "CLEAN_AVA_FULL_COMMENTS.json"), "w", encoding="utf-8") as handle:
+        json.dump({"dataset": "AVA", "images": captions}, handle, indent=1)
+    return len(lines)
+
+
+def write_sources(references, output_dir: str) -> None:
+    lines = ["# Demo reference photographs", "", "From scikit-image's bundled sample data (`skimage.data`).", ""]
+    lines += ["| file | skimage name | author / source | licence |", "|---|---|---|---|"]
+    for index, (name, _) in enumerate(references, start=1):
+        _, author, licence = next(entry for entry in REFERENCES if entry[0] == name)
+        lines.append(f"| I{index:02d}.png | {name} | {author} | {licence} |")
+    with open(os.path.join(output_dir, "SOURCES.md"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def main(args: argparse.Namespace) -> None:
+    if not 2 <= args.references <= len(REFERENCES):
+        raise SystemExit(f"--references must be between 2 and {len(REFERENCES)}.")
+    if args.size < 16:
+        raise SystemExit("--size must be at least 16 pixels.")
+    os.makedirs(args.output_dir, exist_ok=True)
+    references = load_references(args.size, args.references)
+    rng = np.random.default_rng(args.seed)
+    distorted = write_kadid(references, os.path.join(args.output_dir, "kadid"), rng)
+    rated = write_ava(references, os.path.join(args.output_dir, "ava"), rng)
+    write_sources(references, args.output_dir)
+    print(f"demo data: {distorted} distorted images of {len(references)} references, {rated} AVA-format images -> {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main(parse_args())
