@@ -36,3 +36,14 @@ def test_demo_data_reads_with_the_real_builders_and_is_deterministic(tmp_path):
     assert all(len(row["captions"]) == 5 for row in captions["train"])
     assert "public domain" in (tmp_path / "a/SOURCES.md").read_text()
     assert os.path.exists(tmp_path / "a/kadid/images/I03_08_05.png")
+
+
+def test_small_clip_folder_loads_like_a_hub_clip(tmp_path):
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    make_demo_data.write_small_clip(str(tmp_path), image_size=32, seed=0)
+    model = CLIPModel.from_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert tokenizer("bad image").input_ids == [49406, 2103, 2867, 49407]  # OpenAI's ids, not a toy vocabulary
+    assert model.config.text_config.vocab_size == len(tokenizer)
+    assert AutoImageProcessor.from_pretrained(tmp_path).crop_size["height"] == model.config.vision_config.image_size == 32

@@ -17,6 +17,11 @@ here, deterministically for a seed:
   `aesthetics_image_lists/generic_test.jpgl` (about 20% of the ids), and an AVA-Captions JSON
   (`CLEAN_AVA_FULL_COMMENTS.json`) whose comments mix relevant remarks on the variant with
   irrelevant chatter, so that AIR purification has something to remove.
+
+With `--clip_output DIR` it also writes the demo's starting point: a small randomly initialised
+CLIP (64x64 images, 4-layer towers) with OpenAI's real BPE tokenizer and a CLIP image
+processor, laid out like a Hub CLIP folder, so `train_pretrain.py --init DIR` treats it as it
+would `openai/clip-vit-base-patch16`.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Seed of every random choice (noise, crops, votes, comments).")
     parser.add_argument("--size", type=int, default=96, help="Short side of the reference images, in pixels.")
     parser.add_argument("--references", type=int, default=len(REFERENCES), help="How many reference photographs to use.")
+    parser.add_argument("--clip_output", help="Also write a small random CLIP folder (weights, tokenizer, image processor) here.")
+    parser.add_argument("--clip_image_size", type=int, default=64, help="Input size of that CLIP's vision tower.")
     return parser.parse_args(argv)
 
 
@@ -213,6 +220,26 @@ def write_sources(references, output_dir: str) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
+def write_small_clip(folder: str, image_size: int, seed: int) -> None:
+    """A small random CLIP with OpenAI's tokenizer, saved like a Hub CLIP folder."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
+
+    tokenizer = build_clip_tokenizer()
+    tower = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4, "hidden_act": "quick_gelu"}
+    config = CLIPConfig(
+        text_config={**tower, "vocab_size": len(tokenizer), "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={**tower, "image_size": image_size, "patch_size": 8},
+        projection_dim=64,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+
+
 def main(args: argparse.Namespace) -> None:
     if not 2 <= args.references <= len(REFERENCES):
         raise SystemExit(f"--references must be between 2 and {len(REFERENCES)}.")
@@ -224,6 +251,8 @@ def main(args: argparse.Namespace) -> None:
     distorted = write_kadid(references, os.path.join(args.output_dir, "kadid"), rng)
     rated = write_ava(references, os.path.join(args.output_dir, "ava"), rng)
     write_sources(references, args.output_dir)
+    if args.clip_output:
+        write_small_clip(args.clip_output, args.clip_image_size, args.seed)
     print(f"demo data: {distorted} distorted images of {len(references)} references, {rated} AVA-format images -> {args.output_dir}")
 
 
