@@ -12,6 +12,8 @@ import sys
 SUBCOMMANDS = {
     "convert": ("modeling_uniqa.convert", "Turn an OpenAI-format checkpoint (e.g. UniQA_weight.pt) or HF CLIP into a UniQA model directory."),
     "score": ("modeling_uniqa.score_images", "Score image files, folders, globs or path lists with a UniQA model."),
+    "retrieve": ("modeling_uniqa.retrieve", "Rank indexed images by text queries: a contact sheet PNG and an HTML page."),
+    "explain": ("modeling_uniqa.explain", "Grad-CAM heat maps of where the model looks for a prompt or its score."),
 }
 
 
