@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,8 +40,7 @@ class EmbeddingIndexError(ValueError):
     """An index folder that cannot be used: unreadable, inconsistent, or built by another model."""
 
 
-@dataclass(frozen=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):  # a tuple: 100,000 of them are built in a fraction of a second
     path: str
     size: int
     mtime_ns: int
@@ -233,7 +233,7 @@ def update_index(
     old = EmbeddingIndex.load(directory, fingerprint) if os.path.exists(os.path.join(directory, INDEX_FILE)) else None
     old_rows = {entry.path: row for row, entry in enumerate(old.entries)} if old is not None else {}
     report = UpdateReport()
-    rows, todo = {}, []  # path -> (entry, embedding) and the paths to embed
+    rows, todo = {}, []  # path -> (entry, its row in `old` or its new embedding); the paths to embed
     for path in paths:
         try:
             size, mtime_ns = file_signature(path)
@@ -242,7 +242,7 @@ def update_index(
             continue
         row = old_rows.get(path)
         if row is not None and (old.entries[row].size, old.entries[row].mtime_ns) == (size, mtime_ns):
-            rows[path] = (old.entries[row], old.embeddings[row])
+            rows[path] = (old.entries[row], row)
             report.kept += 1
         else:
             todo.append((path, size, mtime_ns))
@@ -255,7 +255,13 @@ def update_index(
 
     def build() -> EmbeddingIndex:
         present = [path for path in paths if path in rows]  # input order
-        embeddings = torch.stack([rows[path][1] for path in present]) if present else torch.zeros((0, dim or 0))
+        embeddings = torch.zeros((len(present), dim or 0))
+        kept = [(position, rows[path][1]) for position, path in enumerate(present) if isinstance(rows[path][1], int)]
+        new = [(position, rows[path][1]) for position, path in enumerate(present) if not isinstance(rows[path][1], int)]
+        if kept:  # one gather, not a tensor per row
+            embeddings[[position for position, _ in kept]] = old.embeddings[[row for _, row in kept]]
+        if new:
+            embeddings[[position for position, _ in new]] = torch.stack([embedding for _, embedding in new])
         return EmbeddingIndex(fingerprint, [rows[path][0] for path in present], embeddings, dict(info or {}))
 
     if not todo and old is not None and report.removed == 0 and [entry.path for entry in old.entries] == [p for p in paths if p in rows]:

@@ -215,13 +215,13 @@ def run(args) -> int:
                 "Index %s: %d images (%d kept, %d new, %d changed, %d removed, %d failed).",
                 index_dir, len(index), report.kept, report.added, report.changed, report.removed, len(report.failed),
             )
+        if len(index) == 0:
+            logger.error("No image could be indexed: nothing to rank.")
+            return 1
         results = search(index, model, tokenizer, args.query, args.top)
     except (UsageError, EmbeddingIndexError, ValueError) as error:
         logger.error("%s", error)
         return 2
-    if len(index) == 0:
-        logger.error("No image could be indexed: nothing to rank.")
-        return 1
     for result in results:
         print(f"query: {result.query}")
         for rank_number, (path, similarity) in enumerate(result.hits, start=1):
