@@ -168,7 +168,11 @@ def run(args) -> int:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
         _check_colormap(args.colormap)
-        paths = expand_inputs(args.inputs)
+        output_dir = os.path.abspath(args.output)
+        # heat maps written below an input folder by an earlier run are not inputs
+        paths = [path for path in expand_inputs(args.inputs) if os.path.commonpath([path, output_dir]) != output_dir]
+        if not paths:
+            raise UsageError(f"every input lies inside --output {args.output}: nothing to explain.")
         model, processor, tokenizer = load_model_folder(args.model, args.tokenizer, DTYPES[args.dtype], device, need_tokenizer=bool(args.prompt))
         targets = [prompt_target(model, tokenizer, prompt, args.embedding) for prompt in args.prompt]
         if args.score:
@@ -183,7 +187,7 @@ def run(args) -> int:
             slug, number = f"{target.slug}-{number}", number + 1
         target.slug = slug
         slugs.append(slug)
-    destinations = output_paths(paths, slugs, os.path.abspath(args.output))
+    destinations = output_paths(paths, slugs, output_dir)
     explained = 0
     for path in paths:
         try:

@@ -128,7 +128,7 @@ def index_images(
     view_seed = model.config.view_seed if view_seed is None else view_seed
     fingerprint = model_fingerprint(model, processor, view_policy, view_seed, embedding)
     info = {"model": model_name, "embedding": embedding, "view_policy": view_policy, "view_seed": view_seed}
-    paths = [os.path.normpath(os.path.abspath(path)) for path in paths]
+    paths = list(dict.fromkeys(os.path.normpath(os.path.abspath(path)) for path in paths))  # each once, in order
 
     def embed(todo):
         return embed_image_files(model, processor, todo, view_policy, view_seed, embedding, batch_size, workers, show_progress)
@@ -197,6 +197,8 @@ def run(args) -> int:
     html_path = os.path.abspath(args.html or os.path.splitext(args.output)[0] + ".html")
     try:
         paths = expand_inputs(args.inputs) if args.inputs else None
+        if paths is not None:  # a sheet written among the photos is no photo to rank
+            paths = [path for path in paths if path != args.output]
         model, processor, tokenizer = load_model_folder(args.model, args.tokenizer, DTYPES[args.dtype], device)
         if paths is None:
             view_policy = args.view_policy or model.config.view_policy

@@ -186,3 +186,12 @@ def test_cli_writes_one_png_per_image_and_target(saved_tiny_model, tmp_path, cap
         assert png.size == (WIDTH, HEIGHT)
     assert main(["explain", str(inputs), "--model", saved_tiny_model, "--output", str(output)]) == 2  # nothing to explain
     assert main(["explain", str(inputs / "a" / "broken.png"), "--model", saved_tiny_model, "--score", "--output", str(output)]) == 1
+
+
+def test_maps_written_inside_an_input_folder_are_not_explained_again(saved_tiny_model, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(random_rgb(HEIGHT, WIDTH)).save(folder / "photo.png")
+    for _ in range(2):
+        assert main(["explain", str(folder), "--model", saved_tiny_model, "--score", "--output", str(folder / "cams")]) == 0
+    assert sorted(os.listdir(folder / "cams")) == ["photo.score.png"]

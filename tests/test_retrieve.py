@@ -273,3 +273,12 @@ def test_model_fingerprint_names_what_the_embeddings_depend_on(saved_tiny_model,
     assert model_fingerprint(reloaded, processor, "random10", 123, "clip") == model_fingerprint(model, processor, "random10", 123, "clip")
     other = tiny_model_factory(seed=1, prompt_groups="natural")
     assert model_fingerprint(other, processor, "random10", 123, "clip") != model_fingerprint(model, processor, "random10", 123, "clip")
+
+
+def test_a_sheet_written_among_the_photos_is_not_indexed(saved_tiny_model, tmp_path):
+    folder = tmp_path / "photos"
+    paths = [write_image(str(folder / f"{seed}.png"), seed) for seed in range(2)]
+    arguments = ["retrieve", str(folder), "--model", saved_tiny_model, "--query", "good image", "--view-policy", "center",
+                 "--workers", "0", "--output", str(folder / "sheet.png"), "--index", str(tmp_path / "index")]
+    assert main(arguments) == 0 and main(arguments) == 0
+    assert EmbeddingIndex.load(str(tmp_path / "index")).paths == paths
