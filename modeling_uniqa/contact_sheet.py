@@ -80,14 +80,20 @@ def write_contact_sheet(results, path: str, thumb_size: int = 160) -> None:
     atomic_write(os.path.abspath(path), lambda temporary: sheet.save(temporary, format="PNG"))
 
 
+def display_path(path: str) -> str:
+    """A path as printable text: bytes of a non-UTF-8 file name become `\\xNN` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def image_link(image_path: str, page_dir: str) -> str:
     """The `src` of an image on a page in `page_dir`: a relative URL when one exists (so the page
-    and images can move together), else a `file://` URL; percent-encoded either way."""
+    and images can move together), else a `file://` URL; percent-encoded either way, the raw
+    bytes of non-UTF-8 file names included."""
     try:
-        relative = os.path.relpath(image_path, page_dir)
+        link = os.path.relpath(image_path, page_dir)
     except ValueError:  # another drive (Windows)
-        return "file://" + urllib.parse.quote(os.path.abspath(image_path).replace(os.sep, "/"))
-    return urllib.parse.quote(relative.replace(os.sep, "/"))
+        return "file://" + urllib.parse.quote(os.path.abspath(image_path).replace(os.sep, "/"), errors="surrogateescape")
+    return urllib.parse.quote(link.replace(os.sep, "/"), errors="surrogateescape")
 
 
 def render_html(results, page_dir: str, thumb_size: int = 160, title: str = "UniQA retrieval") -> str:
@@ -106,10 +112,10 @@ def render_html(results, page_dir: str, thumb_size: int = 160, title: str = "Uni
         parts.append(f"<section><h2>{escape(query)}</h2><ol>")
         for rank, (path, similarity) in enumerate(hits, start=1):
             link = escape(image_link(path, page_dir), quote=True)
-            name = escape(os.path.basename(path))
+            name = escape(display_path(os.path.basename(path)))
             parts.append(
                 f'<li><figure><a href="{link}"><img src="{link}" alt="{name}" loading="lazy"></a>'
-                f'<figcaption><b>#{rank}</b> {similarity:.4f}<br><span title="{escape(path, quote=True)}">{name}</span></figcaption></figure></li>'
+                f'<figcaption><b>#{rank}</b> {similarity:.4f}<br><span title="{escape(display_path(path), quote=True)}">{name}</span></figcaption></figure></li>'
             )
         parts.append("</ol></section>")
     parts.append("</body></html>")
@@ -129,4 +135,4 @@ def write_html(results, path: str, thumb_size: int = 160) -> None:
     atomic_write(path, write)
 
 
-__all__ = ["image_link", "render_contact_sheet", "render_html", "write_contact_sheet", "write_html"]
+__all__ = ["display_path", "image_link", "render_contact_sheet", "render_html", "write_contact_sheet", "write_html"]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .contact_sheet import display_path
 from .embedding_index import atomic_write
 from .gradcam import grad_cam, overlay, upsample_map
 from .modeling_uniqa import UniQAModel
@@ -203,7 +204,7 @@ def run(args) -> int:
             os.makedirs(os.path.dirname(destination), exist_ok=True)
             picture = explanation.picture(side_by_side=not args.overlay_only, alpha=args.alpha, colormap=args.colormap)
             atomic_write(destination, lambda temporary, picture=picture: picture.save(temporary, format="PNG"))
-            print(f"{path}\t{target.name}\t{explanation.value:.4f}\t{destination}")
+            print(f"{display_path(path)}\t{target.name}\t{explanation.value:.4f}\t{display_path(destination)}")
         explained += 1
     logger.info("Explained %d of %d images into %s.", explained, len(paths), args.output)
     return 0 if explained else 1

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .configuration_uniqa import view_count
-from .contact_sheet import write_contact_sheet, write_html
+from .contact_sheet import display_path, write_contact_sheet, write_html
 from .embedding_index import EmbeddingIndex, EmbeddingIndexError, update_index
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageProcessor
@@ -227,7 +227,7 @@ def run(args) -> int:
     for result in results:
         print(f"query: {result.query}")
         for rank_number, (path, similarity) in enumerate(result.hits, start=1):
-            print(f"{rank_number:4d}  {similarity:.4f}  {path}")
+            print(f"{rank_number:4d}  {similarity:.4f}  {display_path(path)}")
     write_contact_sheet(results, args.output, thumb_size=args.thumb_size)
     write_html(results, html_path, thumb_size=args.thumb_size)
     logger.info("Wrote %s and %s.", args.output, html_path)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from modeling_uniqa import embedding_index
 from modeling_uniqa.cli import main
+from modeling_uniqa.contact_sheet import write_contact_sheet, write_html
 from modeling_uniqa.embedding_index import (
     INDEX_FILE,
     EmbeddingIndex,
@@ -282,3 +283,14 @@ def test_a_sheet_written_among_the_photos_is_not_indexed(saved_tiny_model, tmp_p
                  "--workers", "0", "--output", str(folder / "sheet.png"), "--index", str(tmp_path / "index")]
     assert main(arguments) == 0 and main(arguments) == 0
     assert EmbeddingIndex.load(str(tmp_path / "index")).paths == paths
+
+
+def test_html_links_non_utf8_file_names_by_their_bytes(tmp_path):
+    folder = os.fsencode(str(tmp_path))
+    path = os.fsdecode(folder + b"/caf\xe9 #2.png")
+    Image.fromarray(random_rgb(20, 20)).save(path)
+    results = [("a query", [(path, 0.5)])]
+    write_html(results, str(tmp_path / "page.html"))
+    write_contact_sheet(results, str(tmp_path / "sheet.png"))
+    page = (tmp_path / "page.html").read_bytes().decode("utf-8")  # valid UTF-8
+    assert 'src="caf%E9%20%232.png"' in page and "caf\\xe9 #2.png" in page
