@@ -43,7 +43,8 @@ from typing import Any
 
 import datasets
 
-from .base import ImageBuilder, ImageConfig
+from .builders import ImageBuilder
+from .configs import ImageConfig
 from .errors import DatasetFormatError, MissingLabelFileError
 from .paths import split_parts
 from .readers import read_tokens

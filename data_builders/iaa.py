@@ -23,10 +23,11 @@ import os
 
 import datasets
 
-from .base import TRAIN_VAL_TEST, RatingBuilder, table_rows
+from .builders import RatingBuilder
 from .errors import DatasetFormatError
 from .paths import under
-from .readers import read_csv, read_pairs, read_tokens
+from .readers import read_csv, read_pairs, read_tokens, table_rows
+from .splits import TRAIN_VAL_TEST
 
 __all__ = ["AestheticsBuilder", "AVA", "AADB", "BAID", "read_id_names"]
 

@@ -47,7 +47,8 @@ from typing import Any
 
 import datasets
 
-from .base import TRAIN_VAL_TEST, RatingBuilder, RatingConfig, SyntheticBuilder, table_rows
+from .builders import RatingBuilder, SyntheticBuilder
+from .configs import RatingConfig
 from .errors import DatasetFormatError, MissingLabelFileError
 from .paths import under
 from .readers import (
@@ -60,7 +61,9 @@ from .readers import (
     read_pairs,
     read_tokens,
     read_xlsx,
+    table_rows,
 )
+from .splits import TRAIN_VAL_TEST
 
 __all__ = [
     "KonIQ10k",
