@@ -23,7 +23,7 @@ from .errors import MissingImageError, MissingLabelFileError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DirectoryIndex", "attach_images", "find_image_root", "locate_file", "split_parts", "under"]
+__all__ = ["DirectoryIndex", "attach_images", "find_image_root", "locate_file", "resolve_image", "split_parts", "under"]
 
 _SEPARATORS = re.compile(r"[\\/]+")
 
