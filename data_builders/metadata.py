@@ -8,7 +8,8 @@ reads it back. For rating datasets it holds ``mos_range`` and ``higher_is_better
 :func:`mos_to_score` and :func:`score_to_mos` take.
 
 This is the one data-side home of the MOS <-> score mapping: every module of
-``data_builders`` imports it from here.
+``data_builders`` imports it from here. (When ``modeling_uniqa.configuration_uniqa``
+provides the same two functions, this module imports them from there instead.)
 """
 
 from __future__ import annotations
