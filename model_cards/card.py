@@ -17,7 +17,7 @@ import os
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from modeling_uniqa.adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, PEFT_CONFIG_NAME
+from modeling_uniqa.adapter_io import ADAPTER_CONFIG_NAME, PEFT_CONFIG_NAME
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.md")
 CARD_NAME = "README.md"
