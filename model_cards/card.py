@@ -301,8 +301,13 @@ def _training_text(info: dict, source: dict, training: dict) -> str:
     return "\n".join(lines)
 
 
-def _license(license: str | None, source: dict) -> tuple:
-    """(license, license_name, license_link, text) for the card."""
+def _license(license: str | None, source: dict, old_data: dict) -> tuple:
+    """(license, license_name, license_link, text) for the card: the `license` given, else the
+    card's earlier choice, else what `source` implies (the authors' release: non-commercial)."""
+    if license is None and old_data.get("license") and old_data.get("license_name") != "inherited":
+        license = old_data["license"]
+        if license == "other" and old_data.get("license_name") != NON_COMMERCIAL_LICENSE_NAME:
+            return license, old_data.get("license_name"), old_data.get("license_link"), "See the licence linked in the metadata."
     if license and license != "other":
         return license, None, None, f"Weights: `{license}`. Code (`*.py`): Apache-2.0."
     if source.get("kind") == "authors-release" or license == "other":
@@ -379,8 +384,8 @@ def write_model_card(
         source: where the weights come from: `{"kind": "authors-release" | "hf-clip" | "trained",
             "checkpoint": ..., "adapter": ...}`. Converted authors' weights get the
             non-commercial licence.
-        license: SPDX id of the weights' licence; default: kept from the card, else derived from
-            `source`.
+        license: SPDX id of the weights' licence (`"other"`: the authors' non-commercial one);
+            default: kept from the card, else derived from `source`.
         base_model: Hub id of the base model; default: the adapter's base (when a Hub id) or the
             OpenAI CLIP of the same shape.
         repo_id: the Hub repo the directory is (or will be) pushed to; used by the usage snippet.
@@ -399,10 +404,7 @@ def write_model_card(
     if repo_id is not None:
         stored["repo_id"] = repo_id
     source, training = stored.get("source") or {}, stored.get("training") or {}
-    license = license or old_data.get("license")
-    if license == "other" and old_data.get("license_name") == "inherited" and source.get("kind") != "authors-release":
-        license = None  # "inherited" was a placeholder, not a choice: derive it again
-    license, license_name, license_link, license_text = _license(license, source)
+    license, license_name, license_link, license_text = _license(license, source, old_data)
 
     eval_results = merge_eval_results(old_results, results_to_eval_results(results or [], info.get("task", "quality")))
     is_adapter = info["kind"] == "adapter"
@@ -414,13 +416,14 @@ def write_model_card(
     tags = ["uniqa", task_tag, "clip", "custom_code"] + (["adapter"] if is_adapter else [])
     if info.get("has_lora"):
         tags.append("lora")
-    model_name = os.path.basename(os.path.abspath(model_dir)) if repo_id is None and not stored.get("repo_id") else stored["repo_id"].split("/")[-1]
+    model_name = stored["repo_id"].split("/")[-1] if stored.get("repo_id") else os.path.basename(os.path.abspath(model_dir))
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
         pipeline_tag=PIPELINE_TAG,
         tags=tags,
         base_model=base_model,
+        base_model_relation="adapter" if is_adapter and base_model else None,
         license=license,
         license_name=license_name,
         license_link=license_link,

@@ -107,6 +107,7 @@ def test_dmos_and_zero_shot_wording(tiny_model_factory, tmp_path):
     tiny_model_factory(use_adapter=False).save_pretrained(tmp_path / "zero")
     text = write_model_card(tmp_path / "zero", license="mit").text
     assert "knows no MOS scale" in text and "Zero-shot" in text and "Weights: `mit`" in text
+    assert write_model_card(tmp_path / "zero", results=[KONIQ]).data.license == "mit"  # a choice is kept
 
 
 def test_bad_inputs_are_named(model_dir, tmp_path):
@@ -146,6 +147,8 @@ def test_adapter_card_and_its_snippet(tiny_model_factory, tmp_path):
     adapter_dir = save_adapter(model, tmp_path / "adapter", base_name=str(tmp_path / "base"))
     card = ModelCard.load(os.path.join(adapter_dir, "README.md"))
     assert "adapter" in card.data.tags and card.data.base_model is None  # a local path is no Hub id
+    assert "base_model_relation" not in card.data.to_dict()
+    assert write_model_card(adapter_dir, base_model="my-org/uniqa-base").data.to_dict()["base_model_relation"] == "adapter"
     assert "only the UniQA head" in card.text and "trained on clive" in card.text
     image = tmp_path / "photo.png"
     Image.fromarray(random_rgb(32, 40)).save(image)
