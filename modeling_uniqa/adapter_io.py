@@ -59,10 +59,12 @@ class AdapterMismatchError(ValueError):
 def backbone_digest(clip) -> str:
     """SHA-256 of a CLIP model's weights (a `CLIPModel` or its state dict), as a hex string.
 
-    Tensors are hashed in sorted key order, each with its name and shape, in float32 (a bf16 base
-    loaded as fp32 hashes the same). Independent of device and of how the model was loaded. A
-    backbone with peft LoRA layers injected hashes as its base: LoRA tensors are skipped and the
-    wrapped `base_layer` weights count under their original names.
+    Tensors are hashed in sorted key order, each with its name and shape. Floating-point tensors
+    are hashed at bfloat16 precision, so one base loaded in float32 or bfloat16 (`uniqa score
+    --dtype bfloat16`) has one digest, while any real change of the weights still shows. (A
+    float16 copy can differ: fp32 -> fp16 -> bf16 rounds twice.) A backbone with peft LoRA layers
+    injected hashes as its base: LoRA tensors are skipped and the wrapped `base_layer` weights
+    count under their original names.
     """
     state_dict = clip if isinstance(clip, dict) else clip.state_dict()
     state_dict = {key.replace(".base_layer.", "."): value for key, value in state_dict.items() if "lora_" not in key}
@@ -70,8 +72,8 @@ def backbone_digest(clip) -> str:
     for key in sorted(state_dict):
         tensor = state_dict[key].detach()
         if tensor.is_floating_point():
-            tensor = tensor.float()
-        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+            tensor = tensor.to(torch.bfloat16)
+        digest.update(f"{key}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
@@ -184,7 +186,7 @@ def load_adapter(model_or_base, adapter, **from_pretrained_kwargs) -> UniQAModel
         raise AdapterMismatchError(
             f"{directory}: this adapter was trained on base {metadata['base_model'].get('name')!r} with backbone "
             f"sha256 {expected}, but {model.name_or_path or 'the given model'!r} has backbone sha256 {actual}. "
-            "Load it onto the base it was trained on."
+            "Load it onto the base it was trained on (in float32 or bfloat16: a float16 copy can hash differently)."
         )
 
     config = metadata["config"]

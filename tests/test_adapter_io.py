@@ -93,13 +93,18 @@ def test_other_backbone_is_refused_with_both_digests(trained, tiny_model_factory
         load_adapter(tiny_model_factory(seed=1, use_adapter=False), adapter_dir)
 
 
-def test_digest_is_stable_and_dtype_independent(trained):
+def test_digest_is_stable_and_dtype_independent(trained, base_dir, tmp_path):
     state = trained.clip.state_dict()
     shuffled = dict(reversed(list(state.items())))
     assert backbone_digest(state) == backbone_digest(shuffled) == backbone_digest(trained.clip)
-    half = {key: value.to(torch.bfloat16) if value.is_floating_point() else value for key, value in state.items()}
-    upcast = {key: value.float() if value.is_floating_point() else value for key, value in half.items()}
-    assert backbone_digest(half) == backbone_digest(upcast) != backbone_digest(state)
+    # One base loaded in float32 or bfloat16 is one backbone (e.g. `uniqa score --dtype bfloat16`).
+    bf16_base = UniQAModel.from_pretrained(base_dir, dtype=torch.bfloat16)
+    assert bf16_base.clip.visual_projection.weight.dtype == torch.bfloat16
+    assert backbone_digest(bf16_base.clip) == backbone_digest(state)
+    adapter_dir = save_adapter(trained, tmp_path / "adapter", write_card=False)
+    loaded = load_adapter(bf16_base, adapter_dir)
+    assert loaded.adapter.fc[0].weight.dtype == torch.bfloat16
+    torch.testing.assert_close(scores(loaded, PIXELS.bfloat16()), scores(trained), atol=0.05, rtol=0)
 
 
 def test_bad_directories(trained, tiny_model_factory, tmp_path):
