@@ -49,8 +49,7 @@ def check_push_directory(directory) -> str:
         raise PushError(f"{directory}: neither a UniQA model (config.json) nor a UniQA adapter ({ADAPTER_CONFIG_NAME}).")
     if not os.path.isfile(os.path.join(directory, CARD_NAME)):
         problems.append(
-            f"no model card ({CARD_NAME}); write one with `python -c \"from model_cards import write_model_card; "
-            f"write_model_card('{directory}')\"`"
+            f"no model card ({CARD_NAME}); write one with `python -m model_cards {directory}`"
         )
     if problems:
         raise PushError(f"{directory}: refusing to push: " + "; ".join(problems) + ".")
@@ -103,6 +102,15 @@ def push_to_hub(
     kind = check_push_directory(directory)
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PushError(f"--repo-id must be ORG/NAME, got {repo_id!r}.")
+    if kind == "adapter":
+        from .adapter_io import read_adapter_config
+
+        base_name = read_adapter_config(directory)["base_model"].get("name")
+        if not base_name or base_name.count("/") != 1 or os.path.exists(base_name):
+            logger.warning(
+                "%s: the adapter's base is %r, not a Hub repo id: users of %s will have to find that base themselves "
+                "(save_adapter(..., base_name='ORG/BASE') records a pushed one).", directory, base_name, repo_id
+            )
     from model_cards import write_model_card
 
     write_model_card(directory, repo_id=repo_id)  # the card's usage snippet names the repo

@@ -1,5 +1,6 @@
 """model_cards: the generated README.md parses back, merges results, and its usage snippet runs."""
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,8 @@ from PIL import Image
 from transformers import CLIPModel
 
 from model_cards import ModelCardError, write_model_card
+from model_cards.__main__ import main as card_main
+from model_cards.__main__ import parse_args as card_args
 from model_cards.card import NON_COMMERCIAL_LICENSE_NAME, guess_base_model
 from modeling_uniqa.adapter_io import save_adapter
 from modeling_uniqa.convert import convert
@@ -165,3 +168,15 @@ def test_convert_writes_the_card(tmp_path, tiny_tokenizer):
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.library_name == "transformers" and card.data.license_name == "inherited"
     assert "from the HF CLIP checkpoint `clip`" in card.text
+
+
+def test_command_line(model_dir, tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([KONIQ, CLIVE]))
+    assert card_main(card_args([model_dir, "--results", str(results), "--license", "other", "--repo-id", "my-org/m"])) == 0
+    card = ModelCard.load(os.path.join(model_dir, "README.md"))
+    assert len(card.data.eval_results) == 4 and card.data.license_name == NON_COMMERCIAL_LICENSE_NAME
+    assert 'pipeline(model="my-org/m"' in card.text
+    results.write_text(json.dumps({"dataset": "koniq10k"}))
+    assert card_main(card_args([model_dir, "--results", str(results)])) == 2
+    assert "results must be a JSON list" in capsys.readouterr().err

@@ -39,9 +39,10 @@ def test_push_model_directory(model_dir, api):
     assert len(card.data.eval_results) == 2
 
 
-def test_push_adapter_directory_is_small(tiny_model_factory, api, tmp_path):
+def test_push_adapter_directory_is_small(tiny_model_factory, api, tmp_path, caplog):
     adapter_dir = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name="my-org/uniqa-base")
     push_to_hub(adapter_dir, "my-org/uniqa-adapter", api=api)
+    assert "not a Hub repo id" not in caplog.text
     assert api.upload_folder.call_args.kwargs["folder_path"] == adapter_dir
     assert api.upload_folder.call_args.kwargs["commit_message"] == "Upload UniQA adapter with uniqa push"
     api.create_branch.assert_not_called()
@@ -78,3 +79,10 @@ def test_directory_without_weights_is_refused(model_dir):
     os.remove(os.path.join(model_dir, "model.safetensors"))
     with pytest.raises(PushError, match="no weights"):
         push_to_hub(model_dir, "my-org/x", api=create_autospec(HfApi, instance=True))
+
+
+def test_adapter_on_a_local_base_is_pushed_with_a_warning(tiny_model_factory, api, tmp_path, caplog):
+    adapter_dir = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name=str(tmp_path))
+    push_to_hub(adapter_dir, "my-org/uniqa-adapter", api=api)
+    assert "not a Hub repo id" in caplog.text
+    api.upload_folder.assert_called_once()
