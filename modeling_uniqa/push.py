@@ -144,8 +144,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args, api=None) -> int:
-    from huggingface_hub.errors import HfHubHTTPError
-
     try:
         commit = push_to_hub(
             args.directory,
@@ -158,8 +156,8 @@ def run(args, api=None) -> int:
     except (PushError, FileNotFoundError, ValueError) as error:
         logger.error("%s", error)
         return 2
-    except HfHubHTTPError as error:
-        logger.error("The Hub refused the upload to %s: %s", args.repo_id, error)
+    except Exception as error:  # the checks passed: the Hub or the network failed (auth, offline, quota, ...)
+        logger.error("Uploading %s to %s failed: %s: %s", args.directory, args.repo_id, type(error).__name__, error)
         return 1
     print(f"Pushed {args.directory} to {getattr(commit, 'commit_url', None) or args.repo_id}")
     return 0

@@ -86,3 +86,10 @@ def test_adapter_on_a_local_base_is_pushed_with_a_warning(tiny_model_factory, ap
     push_to_hub(adapter_dir, "my-org/uniqa-adapter", api=api)
     assert "not a Hub repo id" in caplog.text
     api.upload_folder.assert_called_once()
+
+
+def test_hub_failure_is_reported_not_raised(model_dir, api, monkeypatch, caplog):
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda: api)
+    api.create_repo.side_effect = ConnectionError("Cannot reach https://huggingface.co: offline mode is enabled")
+    assert uniqa_main(["push", model_dir, "--repo-id", "my-org/x"]) == 1
+    assert "Uploading" in caplog.text and "ConnectionError: Cannot reach" in caplog.text
