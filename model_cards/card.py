@@ -61,6 +61,12 @@ OPENAI_CLIP_IDS = {
     (1024, 14, 24, 224): "openai/clip-vit-large-patch14",
     (1024, 14, 24, 336): "openai/clip-vit-large-patch14-336",
 }
+# Metadata keys this generator writes; any other key found on the card (datasets, language, ...)
+# was added by hand and is carried over.
+MANAGED_KEYS = {
+    "model_name", "library_name", "pipeline_tag", "tags", "base_model", "base_model_relation", "license",
+    "license_name", "license_link", "metrics", "model-index", "eval_results", METADATA_KEY,
+}
 RESULT_KEYS = {"dataset", "dataset_name", "srcc", "plcc", "split", "protocol", "task", "config", "source", "source_url"}
 
 
@@ -390,7 +396,8 @@ def write_model_card(
             OpenAI CLIP of the same shape.
         repo_id: the Hub repo the directory is (or will be) pushed to; used by the usage snippet.
         notes: replaces the free-text "Notes" section (otherwise kept as it is).
-    Returns the `ModelCard` (already saved).
+    Returns the `ModelCard` (already saved). Metadata added to the card by hand (extra tags,
+    `datasets`, `language`, ...) is kept. Call it from one process only (the main one).
     """
     model_dir = str(model_dir)
     info = read_model_info(model_dir)
@@ -416,6 +423,8 @@ def write_model_card(
     tags = ["uniqa", task_tag, "clip", "custom_code"] + (["adapter"] if is_adapter else [])
     if info.get("has_lora"):
         tags.append("lora")
+    tags += [tag for tag in old_data.get("tags") or [] if tag not in tags]
+    hand_added = {key: value for key, value in old_data.items() if key not in MANAGED_KEYS}
     model_name = stored["repo_id"].split("/")[-1] if stored.get("repo_id") else os.path.basename(os.path.abspath(model_dir))
     card_data = ModelCardData(
         model_name=model_name,
@@ -429,7 +438,8 @@ def write_model_card(
         license_link=license_link,
         metrics=[metric for metric, _ in METRICS.values()] if eval_results else None,
         eval_results=eval_results or None,
-        **{METADATA_KEY: stored} if stored else {},
+        **hand_added,
+        **({METADATA_KEY: stored} if stored else {}),
     )
     model_id = stored.get("repo_id") or model_dir
     size = _directory_size(model_dir)

@@ -77,6 +77,10 @@ def test_results_merge_into_an_existing_card(model_dir):
     path = os.path.join(model_dir, "README.md")
     with open(path, "a") as handle:
         handle.write("\nHand-written: calibrated on the 512x384 release.\n")
+    edited = ModelCard.load(path)
+    edited.data.tags.append("koniq")
+    edited.data.language = "en"
+    edited.save(path)
     write_model_card(model_dir, results=[CLIVE, dict(KONIQ, srcc=0.94, plcc=None)])
     card = ModelCard.load(path)
     assert metrics_of(card) == {
@@ -93,6 +97,7 @@ def test_results_merge_into_an_existing_card(model_dir):
     assert card.data.license_name == NON_COMMERCIAL_LICENSE_NAME
     assert "- epochs: 20" in card.text and "calibrated on the 512x384 release" in card.text
     assert card.text.count("## Notes") == 1
+    assert "koniq" in card.data.tags and card.data.language == "en"  # hand-edited metadata kept
 
 
 def test_foreign_readme_is_kept_as_notes(model_dir):
