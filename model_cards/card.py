@@ -14,6 +14,7 @@ are kept unless given again; the "Notes" section is kept as written. Offline: no
 
 import json
 import os
+import re
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -474,5 +475,6 @@ def write_model_card(
         citation=CITATION,
         notes=(notes if notes is not None else old_notes) or "None yet.",
     )
+    card = ModelCard(re.sub(r"\n{3,}", "\n\n", card.content))  # blank lines left by the template's branches
     card.save(path)
     return card
