@@ -12,6 +12,7 @@ import sys
 SUBCOMMANDS = {
     "convert": ("modeling_uniqa.convert", "Turn an OpenAI-format checkpoint (e.g. UniQA_weight.pt) or HF CLIP into a UniQA model directory."),
     "score": ("modeling_uniqa.score_images", "Score image files, folders, globs or path lists with a UniQA model."),
+    "push": ("modeling_uniqa.push", "Upload a UniQA model or adapter directory (weights, remote code, card) to the Hub."),
 }
 
 
