@@ -8,23 +8,37 @@ Point a builder at the folder you downloaded and get a ``datasets.DatasetDict``:
     live = load("live", "/data/databaserelease2", split_index=0)   # 80/20 by reference
     ava = load("ava", "/data/AVA")                                 # generic_test.jpgl split
 
-See :mod:`data_builders.base` for the columns, caching and metadata,
-:mod:`data_builders.splits` for the split rules, :mod:`data_builders.iqa`,
-:mod:`data_builders.iaa` and :mod:`data_builders.corpora` for the files each builder reads.
+One job per module:
+
+* :mod:`~data_builders.registry`: :func:`load`, :func:`available`, :func:`get_builder`;
+* :mod:`~data_builders.iqa`, :mod:`~data_builders.iaa`, :mod:`~data_builders.corpora`:
+  the builders and the files each reads (and :func:`merge_corpora`, :func:`image_key`);
+* :mod:`~data_builders.builders`: the builder bases (columns, images, caching, metadata);
+* :mod:`~data_builders.configs`: the options (:class:`ImageConfig`, :class:`RatingConfig`);
+* :mod:`~data_builders.metadata`: :func:`get_metadata`, :func:`mos_to_score`,
+  :func:`score_to_mos`;
+* :mod:`~data_builders.splits`: the split rules and split files;
+  :mod:`~data_builders.levels`: the five text levels;
+* :mod:`~data_builders.readers`: parsing label files (CSV, xlsx, text, .mat);
+  :mod:`~data_builders.paths`: finding label files and images;
+  :mod:`~data_builders.errors`: the exceptions.
 """
 
-from . import base, corpora, errors, iaa, iqa, levels, registry, splits
-from .base import *  # noqa: F401,F403
+from . import builders, configs, corpora, errors, iaa, iqa, levels, metadata, registry, splits
+from .builders import *  # noqa: F401,F403
+from .configs import *  # noqa: F401,F403
 from .corpora import *  # noqa: F401,F403
 from .errors import *  # noqa: F401,F403
 from .iaa import *  # noqa: F401,F403
 from .iqa import *  # noqa: F401,F403
 from .levels import *  # noqa: F401,F403
+from .metadata import *  # noqa: F401,F403
+from .readers import table_rows  # noqa: F401  (for writing a builder of your own)
 from .registry import *  # noqa: F401,F403
 from .splits import *  # noqa: F401,F403
 
 __all__ = [
     name
-    for module in (registry, base, iqa, iaa, corpora, splits, levels, errors)
+    for module in (registry, builders, configs, metadata, iqa, iaa, corpora, splits, levels, errors)
     for name in module.__all__
-]
+] + ["table_rows"]

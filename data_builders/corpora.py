@@ -14,8 +14,9 @@ default ``data_dir``, trying the path as written and then its shorter tails, so
 * ``ava_captions`` (:class:`AVACaptions`): ``CLEAN_AVA_FULL_AFTER_SUBJECTIVE_CLEANING.json``
   or ``CLEAN_AVA_FULL_COMMENTS.json`` (``{"images": [{"filename", "sentences": [{"raw"}]}]}``;
   ``raw`` is used, other keys are optional) or the raw ``AVA_Comments_Full.txt`` (one
-  image a line, ``#``-separated: field 2 the image id, the rest comments). Task
-  ``aesthetics``.
+  image a line, ``#``-separated: field 2 the image id, the rest comments; as in the
+  AVA-Captions authors' reader, lines whose id is not an integer are skipped, with a
+  warning and their count in the metadata's ``skipped_lines``). Task ``aesthetics``.
 * ``uniqa_corpus`` (:class:`UniQACorpus`): the authors' JSON list of
   ``{"image_path": str, "prompt": str | [str, ...]}`` (every ``*.json`` in ``data_dir``).
 * ``caption_jsonl`` (:class:`CaptionJSONL`): what our captioner writes, one record a line
@@ -38,12 +39,14 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import datasets
 
-from .base import ImageBuilder, ImageConfig
+from .builders import ImageBuilder
+from .configs import ImageConfig
 from .errors import DatasetFormatError, MissingLabelFileError
 from .paths import split_parts
 from .readers import read_tokens
@@ -63,6 +66,7 @@ __all__ = [
 ]
 
 _STRINGS = datasets.List(datasets.Value("string"))
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def infer_task(text: str) -> str | None:
@@ -145,6 +149,14 @@ class CorpusBuilder(ImageBuilder):
         """Yield the caption records of one file, in file order."""
         raise NotImplementedError
 
+    def _skip_lines(self, path: str, lines: list[int], reason: str) -> None:
+        """Record (in the metadata's ``skipped_lines``) and log lines of ``path`` left out."""
+        if not lines:
+            return
+        self._state.setdefault("skipped_lines", {})[path] = len(lines)
+        shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+        logger.warning("%s: %d lines of %s were skipped: %s (lines %s)", self.NAME, len(lines), path, reason, shown)
+
     def _collect(self):
         rows: dict[str, dict[str, Any]] = {}
         tasks: dict[str, list[str]] = {}
@@ -169,7 +181,11 @@ class CorpusBuilder(ImageBuilder):
                     tasks[record.image].append(task)
         for image, row in rows.items():
             row["task"] = "+".join(sorted(tasks[image]))
-        self._state["run_metadata"] = {"caption_files": paths, "num_captions": sum(len(r["captions"]) for r in rows.values())}
+        self._state["run_metadata"] = {
+            "caption_files": paths,
+            "num_captions": sum(len(r["captions"]) for r in rows.values()),
+            "skipped_lines": dict(self._state.get("skipped_lines", {})),
+        }
         return list(rows.values()), ["train"], ", ".join(paths)
 
 
@@ -260,15 +276,14 @@ class AVACaptions(CorpusBuilder):
             yield _Record(name, captions, "aesthetics")
 
     def _comment_records(self, path):
+        skipped = []
         for line, fields in read_tokens(path, separator="#"):
-            head = fields[0].split()
-            if len(fields) >= 2 and fields[1].strip().isdigit():
-                image_id, comments = fields[1].strip(), fields[2:]
-            elif head and head[-1].isdigit():
-                image_id, comments = head[-1], fields[1:]
-            else:
-                raise DatasetFormatError("expected '#'-separated fields with the image id in field 2", path, line)
-            yield _Record(f"{image_id}.jpg", comments, "aesthetics")
+            image_id = fields[1].strip() if len(fields) >= 2 else ""
+            if not _DIGITS.fullmatch(image_id):
+                skipped.append(line)  # the reference reader skips these too (int() fails)
+                continue
+            yield _Record(f"{image_id}.jpg", fields[2:], "aesthetics")
+        self._skip_lines(path, skipped, "the image id (field 2 of the '#'-separated fields) is not an integer")
 
 
 class UniQACorpus(CorpusBuilder):
@@ -335,6 +350,10 @@ class LLaVAConversations(CorpusBuilder):
 KeyRule = str | Callable[[str], str]
 
 
+# FLIVE (PaQ-2-PiQ) names its copies of AVA images AVA__<id>.jpg
+_AVA_COPY = re.compile(r"ava__([0-9]+)(\.[^.]*)?", re.IGNORECASE)
+
+
 def image_key(name: str, rule: KeyRule = "stem") -> str:
     """The key under which :func:`merge_corpora` matches images.
 
@@ -343,6 +362,11 @@ def image_key(name: str, rule: KeyRule = "stem") -> str:
     ``"name"``: the lower-cased file name with extension; ``"path"``: the whole path with
     ``/`` separators, case kept (for corpora whose file names repeat across folders, as
     FLIVE's may); or a callable ``name -> key``.
+
+    With ``"stem"`` and ``"name"`` an AVA image has one key whichever corpus lists it:
+    FLIVE's copies ``voc_emotic_ava/AVA__953619.jpg`` (in FLIVE and in corpora built from
+    it, such as the authors' pre-training JSON) get the key of AVA's ``953619.jpg``, so
+    excluding AVA's test split also drops their FLIVE copies.
     """
     if callable(rule):
         return rule(name)
@@ -350,6 +374,9 @@ def image_key(name: str, rule: KeyRule = "stem") -> str:
     if rule == "path":
         return "/".join(parts)
     base = parts[-1] if parts else ""
+    copy = _AVA_COPY.fullmatch(base)
+    if copy is not None:
+        base = copy.group(1) + (copy.group(2) or "")
     if rule == "name":
         return base.lower()
     if rule == "stem":

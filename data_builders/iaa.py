@@ -10,8 +10,9 @@ Files each builder expects under ``data_dir`` (names matched case-insensitively)
 * ``aadb`` (:class:`AADB`): ``imgListFiles_label/imgListTrainRegression_score.txt``,
   ``imgListValidationRegression_score.txt``, ``imgListTestNewRegression_score.txt``
   (``<file> <score>``) and the attribute files
-  ``imgList{Train,Validation,Test}Regression_<Attribute>.txt``. Images in
-  ``datasetImages_originalSize/``.
+  ``imgList{Train,Validation,TestNew}Regression_<Attribute>.txt`` (for the test part the
+  older ``imgListTestRegression_<Attribute>.txt`` is used when no TestNew file exists).
+  Images in ``datasetImages_originalSize/``.
 * ``baid`` (:class:`BAID`): ``train_set.csv``, ``val_set.csv``, ``test_set.csv``
   (``image,score``), in ``data_dir`` or ``dataset/``. Images in ``images/``.
 """
@@ -23,10 +24,11 @@ import os
 
 import datasets
 
-from .base import TRAIN_VAL_TEST, RatingBuilder, table_rows
+from .builders import RatingBuilder
 from .errors import DatasetFormatError
 from .paths import under
-from .readers import read_csv, read_pairs, read_tokens
+from .readers import read_csv, read_pairs, read_tokens, table_rows
+from .splits import TRAIN_VAL_TEST
 
 __all__ = ["AestheticsBuilder", "AVA", "AADB", "BAID", "read_id_names"]
 
@@ -167,18 +169,22 @@ class AADB(AestheticsBuilder):
         "VividColor": "vivid_color",
     }
     EXTRA_FEATURES = {column: datasets.Value("float64") for column in ATTRIBUTES.values()}
-    # split -> (score-file part, attribute-file part)
-    _PARTS = {"train": ("Train", "Train"), "validation": ("Validation", "Validation"), "test": ("TestNew", "Test")}
+    # split -> (score-file part, attribute-file parts in order of preference)
+    _PARTS = {
+        "train": ("Train", ("Train",)),
+        "validation": ("Validation", ("Validation",)),
+        "test": ("TestNew", ("TestNew", "Test")),
+    }
     _FOLDERS = ("imgListFiles_label", "")
 
     def _locate(self):
         files = {}
-        for split, (part, attr_part) in self._PARTS.items():
+        for split, (part, attr_parts) in self._PARTS.items():
             name = f"imgList{part}Regression_score.txt"
             files[split] = self.locate(*under(self._FOLDERS, name), required=split != "validation")
             for attribute in self.ATTRIBUTES:
-                name = f"imgList{attr_part}Regression_{attribute}.txt"
-                files[f"{split}:{attribute}"] = self.locate(*under(self._FOLDERS, name), required=False)
+                names = [f"imgList{p}Regression_{attribute}.txt" for p in attr_parts]
+                files[f"{split}:{attribute}"] = self.locate(*under(self._FOLDERS, *names), required=False)
         return files
 
     def _index(self):

@@ -6,7 +6,8 @@ first candidate found is used; ``image_dir=`` overrides the image folder):
 * ``koniq10k`` (:class:`KonIQ10k`): ``koniq10k_distributions_sets.csv``
   (``image_name,c1..c5,c_total,MOS,SD,set``, MOS 0-100, official sets) and/or
   ``koniq10k_scores_and_distributions.csv`` (``...,MOS,SD,MOS_zscore``; ``MOS_zscore``,
-  0-100, is used). Images in ``512x384/`` or ``1024x768/``.
+  0-100, is used). ``SD`` is on the 1-5 vote scale in both, so it becomes
+  ``sd_1_to_5``, not ``std``. Images in ``512x384/`` or ``1024x768/``.
 * ``spaq`` (:class:`SPAQ`): ``Annotations/MOS and Image attribute scores.xlsx`` (first
   sheet: ``Image name, MOS, Brightness, Colorfulness, Contrast, Noisiness, Sharpness``).
   Images in ``TestImage/``.
@@ -25,10 +26,10 @@ first candidate found is used; ``image_dir=`` overrides the image folder):
 * ``tid2013`` (:class:`TID2013`): ``mos_with_names.txt`` (``<MOS> <name>``), optional
   ``mos_std.txt``. Images in ``distorted_images/``.
 * ``kadid10k`` (:class:`KADID10k`): ``dmos.csv`` (``dist_img,ref_img,dmos,var``; a MOS
-  1-5 despite the name). Images in ``images/``.
+  1-5 and a standard deviation despite the names). Images in ``images/``.
 * ``flive`` (:class:`FLIVE`): ``labels_image.csv`` (``name,mos``), optional
-  ``labels640.csv`` (official test, ``name_image``) and ``labels=640_padded.csv``
-  (``name_image,is_valid``: validation). In ``data_dir`` or ``database/``; image names
+  ``labels640.csv`` (official test, ``name_image``) and ``labels=640_padded.csv`` or
+  ``labels<=640_padded.csv`` (``name_image,is_valid``: validation). In ``data_dir`` or ``database/``; image names
   carry sub-folders relative to ``database/``.
 * ``agiqa3k`` (:class:`AGIQA3K`): ``data.csv`` (``name,prompt,adj1,adj2,style,
   mos_quality,std_quality,mos_align,std_align``). Images flat.
@@ -40,14 +41,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import re
 from typing import Any
 
 import datasets
 
-from .base import TRAIN_VAL_TEST, RatingBuilder, RatingConfig, SyntheticBuilder, table_rows
+from .builders import RatingBuilder, SyntheticBuilder
+from .configs import RatingConfig
 from .errors import DatasetFormatError, MissingLabelFileError
 from .paths import under
 from .readers import (
@@ -60,7 +61,9 @@ from .readers import (
     read_pairs,
     read_tokens,
     read_xlsx,
+    table_rows,
 )
+from .splits import TRAIN_VAL_TEST
 
 __all__ = [
     "KonIQ10k",
@@ -106,7 +109,11 @@ class KonIQ10k(RatingBuilder):
 
     Official sets (7,058 train / 1,000 validation / 2,015 test) from
     ``koniq10k_distributions_sets.csv``; without it only random splits are available.
-    Extras: ``vote_distribution`` (fractions of votes 1..5) and ``num_votes``.
+    Extras: ``vote_distribution`` (fractions of votes 1..5), ``num_votes`` and
+    ``sd_1_to_5``: the file's ``SD``, the standard deviation of the votes on the 1-5 scale.
+    There is no ``std`` column: ``mos`` is the 0-100 ``MOS_zscore`` (the sets file's
+    ``MOS`` is the same), which is not a linear function of the 1-5 votes, so ``SD`` cannot
+    be put in its units. The 1-5 mean vote is ``sum(k * vote_distribution[k - 1])``.
     The image folder defaults to ``512x384/`` (as in the authors' fine-tuning) and else
     ``1024x768/``.
     """
@@ -115,11 +122,14 @@ class KonIQ10k(RatingBuilder):
     TITLE = "KonIQ-10k in-the-wild image quality"
     HOMEPAGE = "http://database.mmsp-kn.de/koniq-10k-database.html"
     MOS_RANGE = (0.0, 100.0)
-    HAS_STD = True
     OFFICIAL_SPLITS = TRAIN_VAL_TEST
     OFFICIAL_HINT = "the official sets need koniq10k_distributions_sets.csv"
     IMAGE_DIRS = ("512x384", "1024x768", "koniq10k_512x384/512x384", "koniq10k_1024x768/1024x768", "images")
-    EXTRA_FEATURES = {"vote_distribution": datasets.List(_FLOAT), "num_votes": datasets.Value("int32")}
+    EXTRA_FEATURES = {
+        "vote_distribution": datasets.List(_FLOAT),
+        "num_votes": datasets.Value("int32"),
+        "sd_1_to_5": _FLOAT,
+    }
     _SETS = {"training": "train", "train": "train", "validation": "validation", "val": "validation", "test": "test"}
 
     def _locate(self):
@@ -134,7 +144,7 @@ class KonIQ10k(RatingBuilder):
         path = self.files["sets"] or self.files["scores"]
         table = read_csv(path)
         mos_columns = ("MOS",) if self.files["sets"] else ("MOS_zscore",)
-        rows = table_rows(table, ("image_name",), mos_columns, ("SD",))
+        rows = table_rows(table, ("image_name",), mos_columns, extras={"sd_1_to_5": (("SD",), parse_float)})
         votes = [table.column(f"c{i}") for i in range(1, 6)]
         total = table.column("c_total", required=False)
         split = table.column("set", required=bool(self.files["sets"]))
@@ -418,7 +428,9 @@ class TID2013(SyntheticBuilder):
 class KADID10k(SyntheticBuilder):
     """KADID-10k (10,125 images of 81 references, 25 distortions x 5 levels; MOS 1-5).
 
-    The ``dmos`` column is in fact a MOS (higher is better). ``std`` is ``sqrt(var)``.
+    The ``dmos`` column is in fact a MOS (higher is better). ``std`` is the ``var`` column
+    as it is: despite its name it already holds the standard deviation (its values, such as
+    0.3 and 0.5, are ``sqrt(f(1 - f))`` of two-level vote splits, not variances).
     Split by reference image; ``reference`` (``I01`` .. ``I81``), ``distortion`` (two
     digits) and ``level`` come from the file name (``I01_05_03.png``).
     """
@@ -435,10 +447,8 @@ class KADID10k(SyntheticBuilder):
     def _index(self):
         path = self.files["dmos"]
         table = read_csv(path)
-        rows = table_rows(table, ("dist_img",), ("dmos",), extras={"var": (("var",), parse_float)})
+        rows = table_rows(table, ("dist_img",), ("dmos",), ("var",))
         for row in rows:
-            variance = row.pop("var")
-            row["std"] = math.sqrt(variance) if variance is not None and variance >= 0 else None
             row.update(parse_synthetic_name(row["image_name"], path, row["_line"]))
         return rows, path
 
@@ -447,8 +457,10 @@ class FLIVE(RatingBuilder):
     """FLIVE / PaQ-2-PiQ (39,810 images; MOS 0-100, higher is better), image labels only.
 
     Official split: test = ``labels640.csv`` (``name_image``), validation = rows of
-    ``labels=640_padded.csv`` with ``is_valid`` true, train = the rest of
-    ``labels_image.csv``. Patch labels are not read.
+    ``labels=640_padded.csv`` (or ``labels<=640_padded.csv``) with ``is_valid`` true, train
+    = the rest of ``labels_image.csv``. Patch labels are not read. AVA images are listed as
+    ``voc_emotic_ava/AVA__<id>.jpg``; :func:`~data_builders.corpora.image_key` gives them
+    the key of AVA's ``<id>.jpg``, so excluding AVA's test split catches them.
     """
 
     NAME = "flive"
@@ -458,13 +470,15 @@ class FLIVE(RatingBuilder):
     OFFICIAL_SPLITS = TRAIN_VAL_TEST
     OFFICIAL_HINT = "the official split needs labels640.csv"
     IMAGE_DIRS = ("database",)
+    _VALID_FILES = ("labels=640_padded.csv", "labels<=640_padded.csv")
 
     def _locate(self):
         folders = ("", "database")
         return {
             "images": self.locate(*under(folders, "labels_image.csv")),
             "test": self.locate(*under(folders, "labels640.csv"), required=False),
-            "valid": self.locate(*under(folders, "labels=640_padded.csv"), required=False),
+            # the release names it labels=640_padded.csv; PaQ-2-PiQ's own code writes labels<=640_padded.csv
+            "valid": self.locate(*under(folders, *self._VALID_FILES), required=False),
         }
 
     @staticmethod

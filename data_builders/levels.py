@@ -23,10 +23,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from modeling_uniqa import LEVEL_NAMES  # the one source, shared with the model
+
 __all__ = ["LEVEL_NAMES", "assign_levels", "level_indices"]
-
-LEVEL_NAMES: tuple[str, ...] = ("bad", "poor", "fair", "good", "perfect")
-
 
 def level_indices(
     mos: Iterable[float],

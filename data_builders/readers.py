@@ -31,6 +31,7 @@ __all__ = [
     "parse_float",
     "parse_int",
     "read_pairs",
+    "table_rows",
 ]
 
 Row = tuple[int, list[str]]
@@ -126,6 +127,41 @@ class Table:
                 raise DatasetFormatError(f"empty value in column {name!r}", self.path, line)
             return None
         return convert(text, self.path, line, f"column {name!r}") if convert else text
+
+
+def table_rows(
+    table: Table,
+    name: Sequence[str],
+    mos: Sequence[str],
+    std: Sequence[str] = (),
+    extras: dict[str, tuple[Sequence[str], Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Rating rows from a table with image-name and MOS columns.
+
+    Args:
+        table: the parsed CSV or spreadsheet.
+        name, mos: accepted names of the image-name and MOS columns (required).
+        std: accepted names of an optional standard-deviation column (gives ``std``).
+        extras: ``{output column: (accepted names, converter)}`` for optional columns;
+            the converter is :func:`parse_float`, :func:`parse_int` or ``None`` (keep the
+            text). Empty cells and absent columns give ``None``.
+
+    Returns:
+        One dict per table row: ``image_name``, ``mos``, ``_line`` (the row's line), and
+        ``std`` and the extras where asked for.
+    """
+    name_at, mos_at = table.column(*name), table.column(*mos)
+    std_at = table.column(*std, required=False) if std else None
+    extra_at = {key: (table.column(*aliases, required=False), convert) for key, (aliases, convert) in (extras or {}).items()}
+    rows = []
+    for entry in table.rows:
+        row = {"image_name": table.cell(entry, name_at), "mos": table.cell(entry, mos_at, parse_float), "_line": entry[0]}
+        if std:
+            row["std"] = table.cell(entry, std_at, parse_float, required=False)
+        for key, (index, convert) in extra_at.items():
+            row[key] = table.cell(entry, index, convert, required=False)
+        rows.append(row)
+    return rows
 
 
 def _cell_text(value: Any) -> str:

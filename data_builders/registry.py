@@ -7,7 +7,7 @@ from typing import Any
 
 import datasets
 
-from .base import ImageBuilder
+from .builders import ImageBuilder
 from .corpora import AVACaptions, CaptionJSONL, LLaVAConversations, UniQACorpus
 from .iaa import AADB, AVA, BAID
 from .iqa import AGIQA3K, CLIVE, CSIQ, FLIVE, LIVE, SPAQ, TID2013, FolderCSV, KADID10k, KonIQ10k
@@ -81,7 +81,7 @@ def load(
         **options: the builder's config options (``split_index``, ``seed``,
             ``few_label``, ``repetition``, ``image_dir``, ``embed_images``, ``strict``,
             ``verify_images``, ``split_file``, ``level_binning``, ...; see
-            :class:`~data_builders.base.RatingConfig` and
+            :class:`~data_builders.configs.RatingConfig` and
             :class:`~data_builders.corpora.CorpusConfig`) or builder arguments (``hash``,
             ``writer_batch_size``).
 

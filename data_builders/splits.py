@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from .errors import DatasetFormatError
+from .metadata import get_metadata
 
 __all__ = [
+    "TRAIN_VAL_TEST",
     "random_split",
     "few_label_subset",
     "write_split",
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 SPLIT_FILE_FORMAT = "uniqa-hf-split/1"
+TRAIN_VAL_TEST = ("train", "validation", "test")
 _SPLIT_STREAM = 1
 _FEW_LABEL_STREAM = 2
 
@@ -106,7 +109,7 @@ def write_split(
 
     Args:
         splits: a ``datasets.DatasetDict`` (names are read from ``column``; the dataset's
-            UniQA metadata is added, see :func:`data_builders.base.get_metadata`) or a
+            UniQA metadata is added, see :func:`data_builders.metadata.get_metadata`) or a
             mapping ``{split: [names...]}``.
         path: where to write.
         metadata: extra metadata (merged over what the dataset provides).
@@ -121,8 +124,6 @@ def write_split(
         if hasattr(value, "column_names"):
             names[split] = [str(n) for n in value[column]]
             if not meta:
-                from .base import get_metadata
-
                 meta = dict(get_metadata(value))
         else:
             names[split] = [str(n) for n in value]

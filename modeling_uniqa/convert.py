@@ -138,6 +138,11 @@ def convert(
     if output_dir is not None:
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
+        from model_cards import write_model_card
+
+        # An OpenAI-format file is taken to be the authors' release: the stricter (non-commercial) licence.
+        kind = "hf-clip" if _is_hf_clip_dir(checkpoint) else "authors-release"
+        write_model_card(output_dir, source={"kind": kind, "checkpoint": os.path.basename(os.path.normpath(checkpoint)), **({"adapter": os.path.basename(adapter)} if adapter else {})})
         logger.info("Saved the UniQA model to %s", output_dir)
     return model
 

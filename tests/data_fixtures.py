@@ -88,23 +88,27 @@ def write_koniq(root: str, n: int = 20, sets: bool = True, scores: bool = True, 
     mos = _mos(n, 5, 95)
     set_names = ["training"] * (n - 8) + ["validation"] * 3 + ["test"] * 5
     counts = [[(i + k) % 7 + 1 for k in range(5)] for i in range(n)]
+    # SD is the vote standard deviation on the 1-5 scale in both files (not in MOS_zscore units)
+    sd_sets = [round(0.4 + 0.05 * (i % 9), 4) for i in range(n)]
+    sd_scores = [round(0.45 + 0.03 * (i % 7), 4) for i in range(n)]
     if sets:
         _write_csv(
             os.path.join(root, "koniq10k_distributions_sets.csv"),
             ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "set"],
             [
-                [name] + [round(c / sum(cs), 4) for c in cs] + [sum(cs), m, 8.5, s]
-                for name, cs, m, s in zip(names, counts, mos, set_names)
+                [name] + [round(c / sum(cs), 4) for c in cs] + [sum(cs), m, sd, s]
+                for name, cs, m, sd, s in zip(names, counts, mos, sd_sets, set_names)
             ],
         )
     if scores:
         _write_csv(
             os.path.join(root, "koniq10k_scores_and_distributions.csv"),
             ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"],
-            [[name] + cs + [sum(cs), round(1 + m / 25, 3), 0.6, m] for name, cs, m in zip(names, counts, mos)],
+            [[name] + cs + [sum(cs), round(1 + m / 25, 3), sd, m] for name, cs, m, sd in zip(names, counts, mos, sd_scores)],
         )
     _images(os.path.join(root, folder), names)
-    return {"names": names, "mos": mos, "sets": dict(zip(names, set_names)), "counts": counts}
+    return {"names": names, "mos": mos, "sets": dict(zip(names, set_names)), "counts": counts,
+            "sd_sets": dict(zip(names, sd_sets)), "sd_scores": dict(zip(names, sd_scores))}
 
 
 def write_spaq(root: str, n: int = 15) -> dict:
@@ -218,11 +222,19 @@ def _synthetic_grid(n_refs: int, n_dist: int, levels: int, pattern: str, low: fl
                 yield r, pattern.format(r=r, d=d, lev=lev), next(mos)
 
 
-def write_tid2013(root: str, n_refs: int = 5, n_dist: int = 3, levels: int = 2) -> dict:
-    """Names upper case in the list (``I01_01_1.bmp``), lower case on disk."""
+def write_tid2013(root: str, n_refs: int = 5, n_dist: int = 3, levels: int = 2, upper_bmp: bool = False) -> dict:
+    """Names upper case in the list (``I01_01_1.bmp``), lower case on disk.
+
+    With ``upper_bmp`` the last reference's names end in ``.BMP`` in the list (as in the
+    release) and on disk its first distortion is ``I05_01_1.BMP`` while the list says
+    ``.BMP`` for a lower-case ``.bmp`` file elsewhere.
+    """
     grid = list(_synthetic_grid(n_refs, n_dist, levels, "I{r:02d}_{d:02d}_{lev}.bmp", 0.3, 7.2, seed=5))
+    if upper_bmp:
+        grid = [(r, name[:-4] + ".BMP" if r == n_refs else name, mos) for r, name, mos in grid]
     lines = [f"{mos:.5f} {name}" for _, name, mos in grid]
-    _images(os.path.join(root, "distorted_images"), [name.lower() for _, name, _ in grid])
+    disk = [name if upper_bmp and r == n_refs and name[4:6] == "01" else name.lower() for r, name, _ in grid]
+    _images(os.path.join(root, "distorted_images"), disk)
     _write_lines(os.path.join(root, "mos_with_names.txt"), lines)
     _write_lines(os.path.join(root, "mos_std.txt"), ["0.75"] * len(grid))
     _images(os.path.join(root, "reference_images"), [f"I{r:02d}.BMP" for r in range(1, n_refs + 1)])
@@ -231,22 +243,27 @@ def write_tid2013(root: str, n_refs: int = 5, n_dist: int = 3, levels: int = 2) 
 
 def write_kadid(root: str, n_refs: int = 5, n_dist: int = 2, levels: int = 3) -> dict:
     grid = list(_synthetic_grid(n_refs, n_dist, levels, "I{r:02d}_{d:02d}_{lev:02d}.png", 1.1, 4.9, seed=6))
-    rows = [[name, f"I{r:02d}.png", mos, 0.25] for r, name, mos in grid]
+    # 'var' holds standard deviations such as sqrt(f(1-f)) of two-level vote splits: 0.3, 0.5, 0.4
+    stds = (0.3, 0.5, 0.4, 0.458)
+    rows = [[name, f"I{r:02d}.png", mos, stds[i % 4]] for i, (r, name, mos) in enumerate(grid)]
     _write_csv(os.path.join(root, "dmos.csv"), ["dist_img", "ref_img", "dmos", "var"], rows)
     _images(os.path.join(root, "images"), [row[0] for row in rows] + [f"I{r:02d}.png" for r in range(1, n_refs + 1)])
-    return {"names": [row[0] for row in rows], "mos": [row[2] for row in rows]}
+    return {"names": [row[0] for row in rows], "mos": [row[2] for row in rows], "std": {row[0]: row[3] for row in rows}}
 
 
-def write_flive(root: str) -> dict:
+def write_flive(root: str, valid_file: str = "labels=640_padded.csv", ava_ids: list[int] | None = None) -> dict:
+    """20 images; every third is an AVA copy ``voc_emotic_ava/AVA__<id>.jpg`` (ids from ``ava_ids``)."""
     folders = ["voc_emotic_ava", "blur_dataset", "EE371R"]
-    names = [f"{folders[i % 3]}/{'AVA__' if i % 3 == 0 else 'img'}{100 + i}.jpg" for i in range(20)]
+    ava = iter(ava_ids or range(100, 120))
+    names = [f"voc_emotic_ava/AVA__{next(ava)}.jpg" if i % 3 == 0 else f"{folders[i % 3]}/img{100 + i}.jpg"
+             for i in range(20)]
     mos = _mos(20, 20, 90, seed=7)
     database = os.path.join(root, "database")
     _write_csv(os.path.join(database, "labels_image.csv"), ["name", "mos"], zip(names, mos))
     test, valid = names[:4], names[4:8]
     _write_csv(os.path.join(database, "labels640.csv"), ["mos_image", "name_image", "mos_patch"],
                [[m, n, 1.0] for n, m in zip(test, mos)])
-    _write_csv(os.path.join(database, "labels=640_padded.csv"), ["name_image", "is_valid"],
+    _write_csv(os.path.join(database, valid_file), ["name_image", "is_valid"],
                [[n, "True"] for n in valid] + [[n, "False"] for n in names[8:]])
     _images(database, names)
     return {"names": names, "test": test, "validation": valid}
@@ -297,7 +314,8 @@ def write_ava(root: str, n: int = 30, missing: int = 1, corrupt: int = 1, n_test
             "corrupt": present[len(present) - corrupt:]}
 
 
-def write_aadb(root: str) -> dict:
+def write_aadb(root: str, test_attributes: str = "Test") -> dict:
+    """Score files Train/Validation/TestNew; the test attribute files named ``test_attributes``."""
     parts = {"Train": 12, "Validation": 4, "TestNew": 6}
     labels = os.path.join(root, "imgListFiles_label")
     names: dict[str, list[str]] = {}
@@ -309,19 +327,20 @@ def write_aadb(root: str) -> dict:
         _write_lines(os.path.join(labels, f"imgList{part}Regression_score.txt"),
                      [f"{n} {s}" for n, s in zip(names[part], scores)])
         _images(os.path.join(root, "datasetImages_originalSize"), names[part])
-    for part in ("Train", "Validation", "Test"):
-        source = names["TestNew" if part == "Test" else part]
+    for part in ("Train", "Validation", test_attributes):
+        source = names["TestNew" if part == test_attributes else part]
         _write_lines(os.path.join(labels, f"imgList{part}Regression_BalacingElements.txt"), [f"{n} 0.2" for n in source])
         _write_lines(os.path.join(labels, f"imgList{part}Regression_ColorHarmony.txt"), [f"{n} -0.4" for n in source[:-1]])
     return {"train": names["Train"], "validation": names["Validation"], "test": names["TestNew"]}
 
 
-def write_baid(root: str) -> dict:
+def write_baid(root: str, label_folder: str = "") -> dict:
+    """The three CSVs in ``root/label_folder`` (the release has them in ``dataset/``), images in ``images/``."""
     splits = {"train_set.csv": range(0, 12), "val_set.csv": range(12, 15), "test_set.csv": range(15, 20)}
     names = {}
     for file_name, ids in splits.items():
         rows = [[f"{i}.jpg", round(2 + (i * 37 % 60) / 10, 2)] for i in ids]
-        _write_csv(os.path.join(root, file_name), ["image", "score"], rows)
+        _write_csv(os.path.join(root, label_folder, file_name), ["image", "score"], rows)
         names[file_name] = [r[0] for r in rows]
         _images(os.path.join(root, "images"), names[file_name])
     return {"train": names["train_set.csv"], "validation": names["val_set.csv"], "test": names["test_set.csv"]}

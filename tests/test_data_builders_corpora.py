@@ -1,5 +1,6 @@
 """Caption corpora builders and merge_corpora."""
 
+import logging
 import os
 import sys
 
@@ -8,7 +9,13 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import data_fixtures as fx  # noqa: E402
 
-from data_builders import DatasetFormatError, MissingLabelFileError, image_key, merge_corpora  # noqa: E402
+from data_builders import (  # noqa: E402
+    DatasetFormatError,
+    MissingLabelFileError,
+    get_metadata,
+    image_key,
+    merge_corpora,
+)
 
 fx.quiet_datasets()
 
@@ -39,6 +46,19 @@ def test_ava_comments_txt(tmp_path, ava_images):
     ds = fx.build("ava_captions", path, tmp_path, image_dir=str(ava_images))
     assert ds["train"]["captions"][1] == ["Great shot!", "Love the colours"]
     assert ds["train"]["image_name"] == [f"{i}.jpg" for i in IDS]
+
+
+def test_ava_comments_lines_without_an_integer_id_are_skipped_and_counted(tmp_path, ava_images, caplog):
+    path = tmp_path / "AVA_Comments_Full.txt"
+    fx.write_ava_comments(str(path), IDS)
+    lines = path.read_text().splitlines()
+    lines[1:1] = ["2#not-an-id#Nice", "no separators at all", "3#12ab#x", "4# #empty id"]
+    path.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="data_builders"):
+        ds = fx.build("ava_captions", str(path), tmp_path, image_dir=str(ava_images))
+    assert ds["train"]["image_name"] == [f"{i}.jpg" for i in IDS]
+    assert get_metadata(ds)["skipped_lines"] == {str(path): 4}
+    assert "4 lines of" in caplog.text and "lines 2, 3, 4, 5" in caplog.text
 
 
 def test_uniqa_corpus_with_paths_from_another_machine(tmp_path, ava_images):
@@ -110,8 +130,49 @@ def test_merge_excludes_ava_test_split(tmp_path):
     assert not {str(i) for i in info["test"]} & set(merged["image_key"])
 
 
+def test_an_ava_image_has_one_key_in_every_corpus(tmp_path):
+    """AVA, AVA-Captions, FLIVE (``AVA__<id>`` copies) and the authors' JSON agree on keys,
+    so excluding AVA's test split drops FLIVE's copies of test images from pre-training."""
+    info = fx.write_ava(str(tmp_path / "ava"), n=12, missing=0, corrupt=0, n_test=4)
+    ids, test = info["ids"], info["test"]
+    ava = fx.build("ava", tmp_path / "ava", tmp_path)
+    flive_info = fx.write_flive(str(tmp_path / "flive"), ava_ids=ids[:7])  # AVA copies of test and train images
+    flive = fx.build("flive", tmp_path / "flive", tmp_path, split_scheme="full")
+    flive_ava = [n for n in flive_info["names"] if "AVA__" in n]
+    fx.write_ava_captions(str(tmp_path / "cap" / "CLEAN_AVA_FULL_COMMENTS.json"), ids, per_image=1)
+    captions = fx.build("ava_captions", tmp_path / "cap", tmp_path, image_dir=str(tmp_path / "ava" / "images"))
+    entries = [{"image_path": f"/data/AVA/images/{i}.jpg", "prompt": "Good aesthetics."} for i in ids]
+    entries += [{"image_path": f"/data/FLIVE/database/{n}", "prompt": "Good quality."} for n in flive_ava]
+    fx.write_uniqa_corpus(str(tmp_path / "corpus" / "uniqa.json"), entries)
+    corpus = fx.build("uniqa_corpus", tmp_path / "corpus", tmp_path, image_dir=str(tmp_path / "flive" / "database"),
+                      check_images=False)
+
+    keys = {
+        "ava": {image_key(n) for n in ava["test"]["image_name"]},
+        "ava_captions": {image_key(n) for n in captions["train"]["image_name"] if int(n[:-4]) in test},
+        "flive": {image_key(n) for n in flive["full"]["image_name"] if "AVA__" in n and int(n.split("__")[1][:-4]) in test},
+        "uniqa_corpus": {image_key(n) for n in corpus["train"]["image_name"] if any(str(i) in n for i in test)},
+    }
+    assert all(k == {str(i) for i in test} for k in keys.values()), keys
+    assert {image_key(n) for n in flive["full"]["image_name"]} >= {str(i) for i in ids[:7]}
+
+    merged = merge_corpora([captions, corpus], exclude=ava["test"])
+    assert not {str(i) for i in test} & set(merged["image_key"])
+    assert not any("AVA__" in n and int(n.split("__")[1][:-4]) in test for n in merged["image_name"])
+    assert set(merged["image_key"]) == {str(i) for i in ids if i not in test}
+    # FLIVE's copy and AVA's original of one image pool their captions
+    both = merged[merged["image_key"].index(str(ids[4]))]
+    assert both["captions"] == [f"Comment 0 on {ids[4]}, nice light.", "Good aesthetics.", "Good quality."]
+    # a FLIVE split as the exclusion list works the same way
+    assert set(merge_corpora([captions], exclude=flive)["image_key"]) == {str(i) for i in ids[7:]}
+
+
 def test_image_key_rules():
     assert image_key("/data/AVA/images/953619.jpg") == image_key("953619.JPG") == image_key("953619") == "953619"
+    assert image_key("voc_emotic_ava/AVA__953619.jpg") == image_key("AVA__953619") == "953619"
+    assert image_key("/x/voc_emotic_ava/ava__953619.JPG", "name") == image_key("953619.jpg", "name") == "953619.jpg"
+    assert image_key("voc_emotic_ava/AVA__953619.jpg", "path") == "voc_emotic_ava/AVA__953619.jpg"
+    assert image_key("blur_dataset/motion0044.jpg") == "motion0044" and image_key("AVA__x1.jpg") == "ava__x1"
     assert image_key("a/B.jpg", "name") == "b.jpg"
     assert image_key("C:\\x\\a\\B.jpg", "path") == "C:/x/a/B.jpg"
     assert image_key("x/y.png", lambda n: n.upper()) == "X/Y.PNG"

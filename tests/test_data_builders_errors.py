@@ -86,6 +86,16 @@ def test_mat_file_with_wrong_length_or_variable(tmp_path):
         fx.build("clive", tmp_path / "clive", tmp_path)
 
 
+def test_negative_standard_deviation_names_file_and_line(tmp_path):
+    fx.write_kadid(str(tmp_path / "kadid"))
+    path = tmp_path / "kadid" / "dmos.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = ",".join(lines[3].split(",")[:3] + ["-0.2"])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"dmos\.csv, line 4: the standard deviation of .* must be >= 0, got -0.2"):
+        fx.build("kadid10k", tmp_path / "kadid", tmp_path)
+
+
 def test_duplicate_image_is_an_error(tmp_path):
     fx.write_baid(str(tmp_path / "baid"))
     path = tmp_path / "baid" / "test_set.csv"

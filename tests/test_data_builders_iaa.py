@@ -80,11 +80,23 @@ def test_aadb_official_splits_and_attributes(tmp_path):
     assert set(ds["train"]["symmetry"]) == {None}
 
 
-def test_baid_official_splits(tmp_path):
-    info = fx.write_baid(str(tmp_path / "baid"))
-    ds = fx.build("baid", tmp_path / "baid", tmp_path)
+@pytest.mark.parametrize("test_attributes", ["Test", "TestNew"])
+def test_aadb_attribute_files_of_the_test_part_old_or_new_names(tmp_path, test_attributes):
+    fx.write_aadb(str(tmp_path / "aadb"), test_attributes=test_attributes)
+    ds = fx.build("aadb", tmp_path / "aadb", tmp_path)
+    assert set(ds["test"]["balancing_elements"]) == {0.2}
+    assert ds["test"]["color_harmony"][-1] is None and ds["test"]["color_harmony"][0] == -0.4
+    assert any(f"imgList{test_attributes}Regression_ColorHarmony.txt" in p for p in get_metadata(ds)["label_files"])
+
+
+@pytest.mark.parametrize("label_folder", ["", "dataset"])
+def test_baid_official_splits(tmp_path, label_folder):
+    info = fx.write_baid(str(tmp_path / "baid"), label_folder=label_folder)
+    ds = fx.build("baid", tmp_path / "baid", tmp_path, strict=True)
     assert fx.split_names(ds) == info
     fx.assert_scores(ds, (0, 10), True)
+    expected = os.path.join(str(tmp_path / "baid"), label_folder, "test_set.csv")
+    assert expected in get_metadata(ds)["label_files"]
 
 
 def test_embedded_images_survive_moving_the_folder(tmp_path):

@@ -26,10 +26,32 @@ def test_koniq_official_sets(tmp_path):
     assert row["image_path"].endswith(os.path.join("512x384", row["image_name"]))
     assert row["image"].size == (8, 8)
     assert sum(row["vote_distribution"]) == pytest.approx(1.0, abs=1e-3)
-    assert row["num_votes"] == sum(info["counts"][0]) and row["std"] == 8.5
+    assert row["num_votes"] == sum(info["counts"][0])
     meta = get_metadata(ds)
     assert meta["mos_range"] == [0.0, 100.0] and meta["higher_is_better"] is True
     assert meta["split"]["split_scheme"] == "official" and meta["num_rows"]["test"] == 5
+
+
+@pytest.mark.parametrize("scores", [True, False])
+def test_koniq_sd_is_kept_on_its_1_to_5_scale_not_as_std(tmp_path, scores):
+    # SD is on the 1-5 vote scale while mos is 0-100 (MOS_zscore): it is no std of mos
+    info = fx.write_koniq(str(tmp_path / "k"), scores=scores)
+    ds = fx.build("koniq10k", tmp_path / "k", tmp_path)
+    assert "std" not in ds["train"].column_names
+    for part in ds.values():
+        for name, sd in zip(part["image_name"], part["sd_1_to_5"]):
+            assert sd == info["sd_sets"][name]
+
+
+def test_koniq_sets_file_alone_gives_the_official_sets(tmp_path):
+    info = fx.write_koniq(str(tmp_path / "k"), scores=False)
+    ds = fx.build("koniq10k", tmp_path / "k", tmp_path, strict=True)
+    assert {k: v.num_rows for k, v in ds.items()} == {"train": 12, "validation": 3, "test": 5}
+    expected = {"train": "training", "validation": "validation", "test": "test"}
+    assert all(info["sets"][n] == expected[split] for split, names in fx.split_names(ds).items() for n in names)
+    mos = {n: m for part in ds.values() for n, m in zip(part["image_name"], part["mos"])}
+    assert mos == pytest.approx(dict(zip(info["names"], info["mos"])))
+    assert get_metadata(ds)["label_files"] == [str(tmp_path / "k" / "koniq10k_distributions_sets.csv")]
 
 
 def test_koniq_scores_file_only_gives_random_splits(tmp_path):
@@ -39,6 +61,8 @@ def test_koniq_scores_file_only_gives_random_splits(tmp_path):
     mos = dict(zip(ds["train"]["image_name"], ds["train"]["mos"]))
     assert all(mos[n] == pytest.approx(m) for n, m in zip(info["names"], info["mos"]) if n in mos)  # MOS_zscore
     assert "1024x768" in ds["train"][0]["image_path"]
+    sd = dict(zip(ds["train"]["image_name"], ds["train"]["sd_1_to_5"]))
+    assert sd == {n: info["sd_scores"][n] for n in sd} and "std" not in ds["train"].column_names
     with pytest.raises(ValueError, match="koniq10k_distributions_sets.csv"):
         fx.build("koniq10k", tmp_path / "k", tmp_path, split_scheme="official")
 
@@ -99,6 +123,17 @@ def test_csiq_xlsx_header_on_row_4_and_case_insensitive_files(tmp_path, label_tx
     assert set(ds["train"]["level"]) == {1, 2}
 
 
+def test_tid2013_upper_case_bmp_names(tmp_path):
+    info = fx.write_tid2013(str(tmp_path / "tid"), upper_bmp=True)
+    assert any(n.endswith(".BMP") for n in info["names"])
+    ds = fx.build("tid2013", tmp_path / "tid", tmp_path, strict=True)
+    rows = {n: (r, d, lev) for part in ds.values()
+            for n, r, d, lev in zip(part["image_name"], part["reference"], part["distortion"], part["level"])}
+    assert sorted(rows) == sorted(info["names"])
+    assert rows["I05_01_1.BMP"] == ("I05", "01", 1) and rows["I05_02_2.BMP"] == ("I05", "02", 2)
+    assert all(os.path.isfile(p) for part in ds.values() for p in part["image_path"])
+
+
 def test_tid2013_case_differs_between_list_and_disk(tmp_path):
     info = fx.write_tid2013(str(tmp_path / "tid"))
     ds = fx.build("tid2013", tmp_path / "tid", tmp_path, strict=True)
@@ -110,12 +145,14 @@ def test_tid2013_case_differs_between_list_and_disk(tmp_path):
 
 
 def test_kadid_is_a_mos_and_split_by_reference(tmp_path):
-    fx.write_kadid(str(tmp_path / "kadid"))
+    info = fx.write_kadid(str(tmp_path / "kadid"))
     ds = fx.build("kadid10k", tmp_path / "kadid", tmp_path)
     assert {k: v.num_rows for k, v in ds.items()} == {"train": 24, "test": 6}
     fx.assert_disjoint(ds, "reference")
     fx.assert_scores(ds, (1, 5), True)
-    assert ds["train"][0]["std"] == pytest.approx(0.5)
+    # the 'var' column already holds the standard deviation: taken as it is, no square root
+    for part in ds.values():
+        assert dict(zip(part["image_name"], part["std"])) == {n: info["std"][n] for n in part["image_name"]}
 
 
 def test_flive_official_split_and_subfolders(tmp_path):
@@ -127,6 +164,14 @@ def test_flive_official_split_and_subfolders(tmp_path):
     assert os.path.isfile(ds["train"][0]["image_path"]) and "/" in ds["train"][0]["image_name"]
     random = fx.build("flive", tmp_path / "flive", tmp_path, split_scheme="random")
     assert {k: v.num_rows for k, v in random.items()} == {"train": 16, "test": 4}
+
+
+def test_flive_validation_file_as_paq2piq_code_names_it(tmp_path):
+    info = fx.write_flive(str(tmp_path / "flive"), valid_file="labels<=640_padded.csv")
+    ds = fx.build("flive", tmp_path / "flive", tmp_path)
+    names = fx.split_names(ds)
+    assert names["validation"] == info["validation"] and names["test"] == info["test"]
+    assert any(p.endswith("labels<=640_padded.csv") for p in get_metadata(ds)["label_files"])
 
 
 def test_agiqa3k_prompts_and_extras(tmp_path):

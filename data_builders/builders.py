@@ -1,9 +1,11 @@
-"""Shared base classes: :class:`ImageBuilder`, :class:`RatingBuilder` and their configs.
+"""The builder bases: :class:`ImageBuilder`, :class:`RatingBuilder`, :class:`SyntheticBuilder`.
 
 Every builder is a ``datasets.GeneratorBasedBuilder`` that reads a folder as the user
-downloaded and unpacked it (``data_dir``) and writes Arrow files to ``cache_dir``.
-
-What the base classes do, so that the dataset modules only parse their files:
+downloaded and unpacked it (``data_dir``) and writes Arrow files to ``cache_dir``. The
+dataset modules (:mod:`~data_builders.iqa`, :mod:`~data_builders.iaa`,
+:mod:`~data_builders.corpora`) only parse their files; the bases do the rest with the
+helpers of :mod:`~data_builders.paths` (finding files), :mod:`~data_builders.splits`,
+:mod:`~data_builders.levels` and :mod:`~data_builders.metadata`:
 
 * **Finding files.** Label files are looked up case-insensitively among a builder's
   candidate paths; when none exists a :class:`MissingLabelFileError` lists every path that
@@ -21,61 +23,43 @@ What the base classes do, so that the dataset modules only parse their files:
   modification time of every label file used, and the modification time of the image
   folder, so editing the code, replacing a label file or adding images regenerates
   (``hash=`` pins the folder instead; ``download_mode="force_redownload"`` rebuilds).
-* **Metadata.** ``DatasetInfo`` has no free-form metadata field in datasets 5.2, so the
-  builders put a human-readable summary and one machine-readable line
-  ``uniqa-metadata: {json}`` into ``DatasetInfo.description``; it survives ``as_dataset()``,
-  ``select``/``filter``/``map``, ``save_to_disk``/``load_from_disk``. Read it back with
-  :func:`get_metadata`. ``DatasetInfo.supervised_keys`` is ``(image, score)`` for rating
-  datasets. For rating datasets the metadata holds ``mos_range`` and
-  ``higher_is_better``; each builder class also exposes them as ``MOS_RANGE`` and
-  ``HIGHER_IS_BETTER``, and :func:`mos_to_score` / :func:`score_to_mos` convert.
+* **Metadata.** ``DatasetInfo.description`` carries the ``uniqa-metadata`` line (read it
+  with :func:`~data_builders.metadata.get_metadata`); ``DatasetInfo.supervised_keys`` is
+  ``(image, score)`` for rating datasets. For rating datasets the metadata holds
+  ``mos_range`` and ``higher_is_better``; each builder class also exposes them as
+  ``MOS_RANGE`` and ``HIGHER_IS_BETTER``.
 
 Rating datasets (:class:`RatingBuilder`) get the columns ``image``, ``image_path``,
 ``image_name`` (the path relative to the image folder, as in the label file; split files
 use it), ``mos`` (as in the file), ``score`` (``mos`` scaled to [0, 1] with the dataset's
 MOS range, flipped for DMOS so that 1 is best, clipped to [0, 1]), ``std`` where the
-dataset gives one, ``reference``/``distortion``/``level`` for synthetic sets, the
-dataset's extras, and ``text_level`` when ``level_binning`` is set.
+dataset gives one in the units of ``mos`` (never negative), ``reference``/``distortion``/
+``level`` for synthetic sets, the dataset's extras, and ``text_level`` when
+``level_binning`` is set.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
+import math
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import datasets
 import numpy as np
 
-from .errors import DatasetFormatError, MissingImageError, MissingLabelFileError
+from .configs import ImageConfig, RatingConfig
+from .errors import DatasetFormatError, MissingLabelFileError
 from .levels import assign_levels
-from .paths import DirectoryIndex
-from .readers import Table, parse_float
-from .splits import assign_names
+from .metadata import describe, mos_to_score
+from .paths import attach_images, find_image_root, locate_file
+from .splits import TRAIN_VAL_TEST, assign_names
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "ImageConfig",
-    "RatingConfig",
-    "ImageBuilder",
-    "RatingBuilder",
-    "SyntheticBuilder",
-    "TRAIN_VAL_TEST",
-    "get_metadata",
-    "mos_to_score",
-    "score_to_mos",
-    "table_rows",
-    "METADATA_PREFIX",
-]
+__all__ = ["ImageBuilder", "RatingBuilder", "SyntheticBuilder"]
 
-METADATA_PREFIX = "uniqa-metadata: "
-TRAIN_VAL_TEST = ("train", "validation", "test")
-_SPLIT_SCHEMES = ("auto", "official", "random", "full")
 _CODE_HASH: str | None = None
 
 
@@ -91,119 +75,6 @@ def _code_hash() -> str:
                     digest.update(name.encode() + b"\0" + handle.read())
         _CODE_HASH = digest.hexdigest()
     return _CODE_HASH
-
-
-def get_metadata(obj: Any) -> dict[str, Any]:
-    """The UniQA metadata of a dataset, dataset dict, ``DatasetInfo``, builder or description.
-
-    Returns ``{}`` when there is none (for example a dataset from another source).
-    """
-    if isinstance(obj, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        obj = next(iter(obj.values()), None)  # the splits share one info
-    info = getattr(obj, "info", obj)
-    text = info if isinstance(info, str) else getattr(info, "description", "") or ""
-    for line in text.splitlines():
-        if line.startswith(METADATA_PREFIX):
-            return json.loads(line[len(METADATA_PREFIX) :])
-    return {}
-
-
-def mos_to_score(mos: Any, mos_range: Sequence[float], higher_is_better: bool = True) -> Any:
-    """Scale MOS to [0, 1] with 1 = best (flipped when lower is better). Not clipped."""
-    low, high = float(mos_range[0]), float(mos_range[1])
-    score = (np.asarray(mos, dtype=np.float64) - low) / (high - low)
-    score = score if higher_is_better else 1.0 - score
-    return float(score) if score.ndim == 0 else score
-
-
-def score_to_mos(score: Any, mos_range: Sequence[float], higher_is_better: bool = True) -> Any:
-    """Inverse of :func:`mos_to_score`: a [0, 1] score back on the dataset's MOS scale."""
-    low, high = float(mos_range[0]), float(mos_range[1])
-    score = np.asarray(score, dtype=np.float64)
-    score = score if higher_is_better else 1.0 - score
-    mos = low + score * (high - low)
-    return float(mos) if mos.ndim == 0 else mos
-
-
-@dataclasses.dataclass
-class ImageConfig(datasets.BuilderConfig):
-    """Options shared by every builder (pass them to ``load()`` or the builder).
-
-    Attributes:
-        data_dir: the folder as downloaded and unpacked (required; for the caption corpora
-            it may also be the caption file itself).
-        image_dir: where the images are, absolute or relative to ``data_dir``; by default
-            the first of the builder's usual image folders that exists, else ``data_dir``.
-        embed_images: store image bytes in the Arrow files instead of paths (portable,
-            pushable to the Hub; costs disk space).
-        strict: raise :class:`MissingImageError` when a listed image is missing (or corrupt
-            with ``verify_images``) instead of skipping it with a warning.
-        verify_images: decode every kept image once with PIL to find corrupt files (slow).
-        check_images: look the images up on disk (default). With ``False`` rows are kept
-            whether or not the image exists, which is useful to inspect labels or captions
-            without the images.
-    """
-
-    image_dir: str | None = None
-    embed_images: bool = False
-    strict: bool = False
-    verify_images: bool = False
-    check_images: bool = True
-
-
-@dataclasses.dataclass
-class RatingConfig(ImageConfig):
-    """Options of the rating builders (see :mod:`data_builders.splits` for the split rules).
-
-    Attributes:
-        split_scheme: ``"auto"`` (default: the official split where the dataset has one and
-            its split file is present, else random), ``"official"``, ``"random"`` (train/test
-            80/20, by reference image for synthetic sets) or ``"full"`` (one split ``full``).
-        split_index: which random split, 0-9 for the usual ten (any index >= 0 works).
-        seed: base seed of the random splits and few-label draws (123 as in the release).
-        train_fraction: share of images (or references) in the random training part.
-        few_label: keep only this many training images (50, 100, 200 in the paper); the
-            test (and validation) part is unchanged.
-        repetition: which few-label draw (0-9 for the usual ten).
-        split_file: a JSON split file (:func:`data_builders.write_split`) to reproduce
-            exactly; overrides ``split_scheme``; rows not listed in it are left out.
-        level_binning: add a ``text_level`` column (bad .. perfect) computed over all
-            labelled images with :func:`data_builders.assign_levels`: ``"rank"`` (quintiles)
-            or ``"width"`` (equal-width bins over the MOS range).
-        mos_range: override the dataset's ``(low, high)`` MOS range used for ``score``.
-        higher_is_better: override the dataset's score direction.
-    """
-
-    split_scheme: str = "auto"
-    split_index: int = 0
-    seed: int = 123
-    train_fraction: float = 0.8
-    few_label: int | None = None
-    repetition: int = 0
-    split_file: str | None = None
-    level_binning: str | None = None
-    mos_range: tuple[float, float] | None = None
-    higher_is_better: bool | None = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.split_scheme not in _SPLIT_SCHEMES:
-            raise ValueError(f"split_scheme must be one of {_SPLIT_SCHEMES}, got {self.split_scheme!r}")
-        for name in ("split_index", "seed", "repetition"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if not 0.0 < float(self.train_fraction) < 1.0:
-            raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
-        if self.few_label is not None and (not isinstance(self.few_label, int) or self.few_label <= 0):
-            raise ValueError(f"few_label must be a positive integer, got {self.few_label!r}")
-        if self.level_binning not in (None, "rank", "width"):
-            raise ValueError(f"level_binning must be None, 'rank' or 'width', got {self.level_binning!r}")
-        if self.mos_range is not None:
-            low, high = (float(v) for v in self.mos_range)
-            if not high > low:
-                raise ValueError(f"mos_range must be (low, high) with low < high, got {self.mos_range}")
-            self.mos_range = (low, high)
 
 
 class ImageBuilder(datasets.GeneratorBasedBuilder):
@@ -266,11 +137,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
         Raises:
             MissingLabelFileError: when ``required`` and none exists; lists every candidate.
         """
-        base = base or self.data_dir
-        found = DirectoryIndex(base).find(candidates)
-        if found is None and required:
-            raise MissingLabelFileError(self.NAME, [os.path.join(base, c) for c in candidates], base)
-        return found
+        return locate_file(self.NAME, base or self.data_dir, candidates, required)
 
     @property
     def image_root(self) -> str:
@@ -281,13 +148,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
 
     def _find_image_root(self) -> str:
         base = self.data_dir if os.path.isdir(self.data_dir) else os.path.dirname(self.data_dir)
-        if self.config.image_dir is not None:
-            root = os.path.join(base, os.path.expanduser(os.fspath(self.config.image_dir)))
-            if not os.path.isdir(root):
-                raise MissingLabelFileError(self.NAME, [root], base, hint="image_dir is not a folder.")
-            return os.path.abspath(root)
-        found = DirectoryIndex(base).find([d for d in self.IMAGE_DIRS if d], want_dir=True)
-        return found or base
+        return find_image_root(self.NAME, base, self.config.image_dir, self.IMAGE_DIRS)
 
     # ------------------------------------------------------------------------ caching
     def _build_cache_dir(self):
@@ -325,7 +186,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
 
     def _description(self) -> str:
         meta = self._metadata()
-        return f"{self._summary(meta)}\n{METADATA_PREFIX}{json.dumps(meta, sort_keys=True)}"
+        return describe(self._summary(meta), meta)
 
     def _info(self) -> datasets.DatasetInfo:
         keys = self.SUPERVISED_KEYS
@@ -346,51 +207,18 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
         """
         raise NotImplementedError
 
-    def _resolve_image(self, index: DirectoryIndex, name: str) -> str | None:
-        """Path of image ``name``: an existing absolute path as it is, else ``name`` under the
-        image folder, else its longest tail found there (``images/1.jpg`` -> ``1.jpg``;
-        ``/data/AVA/images/953619.jpg`` -> ``953619.jpg``), letter case tolerated."""
-        if os.path.isabs(name) and os.path.isfile(name):
-            return name
-        return index.resolve_tail(name)
-
-    def _skip(self, kind: str, names: list[str], total: int, source: str, reason: str) -> None:
-        if not names:
-            return
-        self.skipped[kind] = names
-        message = (
-            f"{self.NAME}: {len(names)} of {total} images listed in {source} {reason} "
-            f"(first: {', '.join(names[:5])})"
-        )
-        if self.config.strict:
-            raise MissingImageError(message, names)
-        logger.warning("%s; they were skipped. Pass strict=True to make this an error.", message)
-
     def _attach_images(self, rows: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
         """Give each row its ``_path``; drop (or reject) missing and, if asked, corrupt images."""
-        index = DirectoryIndex(self.image_root)
-        kept, missing = [], []
-        for row in rows:
-            path = self._resolve_image(index, row["image_name"])
-            if path is None:
-                if self.config.check_images:
-                    missing.append(row["image_name"])
-                    continue
-                path = os.path.join(self.image_root, row["image_name"])
-            row["_path"] = path
-            kept.append(row)
-        if rows and not kept:
-            raise MissingImageError(
-                f"{self.NAME}: none of the {len(rows)} images listed in {source} was found under "
-                f"{self.image_root!r} (e.g. {rows[0]['image_name']!r}); pass image_dir= to point at them",
-                [r["image_name"] for r in rows],
-            )
-        self._skip("missing", missing, len(rows), source, f"were not found under {self.image_root}")
-        if self.config.verify_images:
-            flags = [_image_ok(row["_path"]) for row in kept]
-            corrupt = [row["image_name"] for row, ok in zip(kept, flags) if not ok]
-            self._skip("corrupt", corrupt, len(rows), source, "could not be decoded")
-            kept = [row for row, ok in zip(kept, flags) if ok]
+        config = self.config
+        kept, self.skipped = attach_images(
+            rows,
+            self.image_root,
+            self.NAME,
+            source,
+            check_images=config.check_images,
+            verify_images=config.verify_images,
+            strict=config.strict,
+        )
         return kept
 
     def _split_generators(self, dl_manager):
@@ -427,17 +255,6 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
             example["image"] = self._image_value(row)
             example["image_path"] = row["_path"]
             yield key, example
-
-
-def _image_ok(path: str) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.verify()
-        return True
-    except Exception:
-        return False
 
 
 class RatingBuilder(ImageBuilder):
@@ -537,7 +354,7 @@ class RatingBuilder(ImageBuilder):
 
     def _collect(self) -> tuple[list[dict[str, Any]], list[str], str]:
         rows, source = self._index()
-        _check_unique(rows, source)
+        _check_rows(rows, source)
         low, high = self._data_range(rows)
         mos = [row["mos"] for row in rows]
         scores = np.clip(np.asarray(mos_to_score(mos, (low, high), self.higher_is_better)), 0.0, 1.0)
@@ -604,39 +421,8 @@ class SyntheticBuilder(RatingBuilder):
     HAS_STD = True
 
 
-def table_rows(
-    table: Table,
-    name: Sequence[str],
-    mos: Sequence[str],
-    std: Sequence[str] = (),
-    extras: dict[str, tuple[Sequence[str], Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """Rating rows from a table with image-name and MOS columns.
-
-    Args:
-        table: the parsed CSV or spreadsheet.
-        name, mos: accepted names of the image-name and MOS columns (required).
-        std: accepted names of an optional standard-deviation column.
-        extras: ``{output column: (accepted names, converter)}`` for optional columns;
-            the converter is :func:`~data_builders.readers.parse_float`,
-            :func:`~data_builders.readers.parse_int` or ``None`` (keep the text). Empty
-            cells and absent columns give ``None``.
-    """
-    name_at, mos_at = table.column(*name), table.column(*mos)
-    std_at = table.column(*std, required=False) if std else None
-    extra_at = {key: (table.column(*aliases, required=False), convert) for key, (aliases, convert) in (extras or {}).items()}
-    rows = []
-    for entry in table.rows:
-        row = {"image_name": table.cell(entry, name_at), "mos": table.cell(entry, mos_at, parse_float), "_line": entry[0]}
-        if std:
-            row["std"] = table.cell(entry, std_at, parse_float, required=False)
-        for key, (index, convert) in extra_at.items():
-            row[key] = table.cell(entry, index, convert, required=False)
-        rows.append(row)
-    return rows
-
-
-def _check_unique(rows: list[dict[str, Any]], source: str) -> None:
+def _check_rows(rows: list[dict[str, Any]], source: str) -> None:
+    """Each image listed once; a standard deviation, where given, a finite non-negative number."""
     seen: dict[str, Any] = {}
     for i, row in enumerate(rows):
         name = row["image_name"]
@@ -644,3 +430,6 @@ def _check_unique(rows: list[dict[str, Any]], source: str) -> None:
         if name in seen:
             raise DatasetFormatError(f"image {name!r} is listed twice (lines {seen[name]} and {where})", source, where)
         seen[name] = where
+        std = row.get("std")
+        if std is not None and not (math.isfinite(std) and std >= 0):
+            raise DatasetFormatError(f"the standard deviation of {name!r} must be >= 0, got {std}", source, where)

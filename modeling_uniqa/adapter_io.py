@@ -1,0 +1,255 @@
+"""UniQA heads as small artefacts on a shared base: `save_adapter` / `load_adapter`.
+
+A 150M-parameter CLIP copied per dataset is the wrong unit of sharing: what a fine-tuning run
+changes is the Multi-Cue adapter, the five level scores and the prompts (about 1 MB for
+ViT-B/16). An adapter directory holds
+
+- `uniqa_adapter.safetensors`: `adapter.fc.*`, `level_scores`, `prompt_embeds`;
+- `uniqa_adapter.json`: the adapter and prompt settings, the score metadata (task, MOS range and
+  direction, training dataset) and the identity of the base: its name and `backbone_sha256`, a
+  digest of the CLIP weights. Loading onto another backbone is refused by comparing the digest,
+  never the name (two copies of a model can share a name and differ in weights).
+
+File names differ from peft's (`adapter_model.safetensors`, `adapter_config.json`) so a LoRA
+saved by peft (`PeftModel.save_pretrained`) can live in the same directory; `load_adapter`
+applies it after the same backbone check.
+"""
+
+import hashlib
+import json
+import logging
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .configuration_uniqa import resolve_prompt_groups
+from .modeling_uniqa import MultiCueAdapter, UniQAModel
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_CONFIG_NAME = "uniqa_adapter.json"
+ADAPTER_WEIGHTS_NAME = "uniqa_adapter.safetensors"
+PEFT_CONFIG_NAME = "adapter_config.json"  # written by peft's `save_pretrained`
+ADAPTER_FORMAT_VERSION = 1
+
+# UniQAConfig fields an adapter carries: its shape, its prompts and what its score means.
+ADAPTER_CONFIG_FIELDS = (
+    "adapter_reduction",
+    "adapter_bias",
+    "adapter_final_relu",
+    "adapter_residual_ratio",
+    "temperature",
+    "prompt_groups",
+    "prompt_group_names",
+    "prompt_input_ids",
+    "view_policy",
+    "view_seed",
+    "task",
+    "mos_range",
+    "mos_higher_is_better",
+    "training_dataset",
+)
+
+
+class AdapterMismatchError(ValueError):
+    """An adapter directory does not belong to the base model it is loaded onto."""
+
+
+def backbone_digest(clip) -> str:
+    """SHA-256 of a CLIP model's weights (a `CLIPModel` or its state dict), as a hex string.
+
+    Tensors are hashed in sorted key order, each with its name and shape. Floating-point tensors
+    are hashed at bfloat16 precision, so one base loaded in float32 or bfloat16 (`uniqa score
+    --dtype bfloat16`) has one digest, while any real change of the weights still shows. (A
+    float16 copy can differ: fp32 -> fp16 -> bf16 rounds twice.) A backbone with peft LoRA layers
+    injected hashes as its base: LoRA tensors are skipped and the wrapped `base_layer` weights
+    count under their original names.
+    """
+    state_dict = clip if isinstance(clip, dict) else clip.state_dict()
+    state_dict = {key.replace(".base_layer.", "."): value for key, value in state_dict.items() if "lora_" not in key}
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach()
+        if tensor.is_floating_point():
+            tensor = tensor.to(torch.bfloat16)
+        digest.update(f"{key}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def save_adapter(model: UniQAModel, save_directory, base_name: str | None = None, write_card: bool = True) -> str:
+    """Write `model`'s UniQA head (adapter, level scores, prompts, score metadata) and the
+    identity of its backbone to `save_directory`; returns the directory.
+
+    Args:
+        model: a `UniQAModel` with an adapter (`use_adapter=True`).
+        save_directory: created if needed; files of the same names are replaced, others kept
+            (e.g. a peft LoRA saved there).
+        base_name: the base model's Hub id or path, recorded for people and cards (loading checks
+            the digest, not the name). Default: `model.name_or_path`.
+        write_card: also write (or update) the directory's README.md model card.
+    """
+    if model.adapter is None:
+        raise ValueError("This UniQA model has no adapter (use_adapter=False): there is nothing to save as an adapter.")
+    if torch.isnan(model.prompt_embeds).any():
+        if model.prompt_input_ids is None:
+            raise ValueError("The model's prompts are not embedded: call `model.set_prompts(prompt_groups, tokenizer)` first.")
+        model.refresh_prompt_embeds()
+    os.makedirs(save_directory, exist_ok=True)
+    tensors = {f"adapter.{key}": value for key, value in model.adapter.state_dict().items()}
+    tensors["level_scores"] = model.level_scores.detach()
+    tensors["prompt_embeds"] = model.prompt_embeds.detach()
+    tensors = {key: value.cpu().contiguous() for key, value in tensors.items()}
+    base_name = base_name or model.name_or_path or None
+    metadata = {
+        "format": "uniqa-adapter",
+        "format_version": ADAPTER_FORMAT_VERSION,
+        "base_model": {"name": base_name, "backbone_sha256": backbone_digest(model.clip)},
+        "config": {field: getattr(model.config, field) for field in ADAPTER_CONFIG_FIELDS},
+    }
+    save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+    with open(os.path.join(save_directory, ADAPTER_CONFIG_NAME), "w", encoding="utf-8") as handle:
+        json.dump(metadata, handle, indent=2)
+        handle.write("\n")
+    if write_card:
+        from model_cards import write_model_card
+
+        write_model_card(save_directory)
+    logger.info("Saved the UniQA adapter (base %s, backbone %s) to %s", base_name, metadata["base_model"]["backbone_sha256"][:12], save_directory)
+    return str(save_directory)
+
+
+def read_adapter_config(adapter_directory) -> dict:
+    """The `uniqa_adapter.json` of an adapter directory, checked; errors name the file."""
+    path = os.path.join(adapter_directory, ADAPTER_CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{adapter_directory}: not a UniQA adapter directory (no {ADAPTER_CONFIG_NAME}).")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            metadata = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}).") from error
+    if not isinstance(metadata, dict) or metadata.get("format") != "uniqa-adapter":
+        raise ValueError(f"{path}: not a UniQA adapter description (missing \"format\": \"uniqa-adapter\").")
+    if metadata.get("format_version", 0) > ADAPTER_FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: adapter format version {metadata['format_version']} is newer than this package reads "
+            f"({ADAPTER_FORMAT_VERSION}); upgrade uniqa-hf."
+        )
+    base = metadata.get("base_model") or {}
+    config = metadata.get("config") or {}
+    if not base.get("backbone_sha256"):
+        raise ValueError(f"{path}: no base_model.backbone_sha256, so the backbone it belongs to cannot be checked.")
+    missing = [field for field in ("adapter_reduction", "prompt_groups", "prompt_input_ids") if config.get(field) is None]
+    if missing:
+        raise ValueError(f"{path}: config lacks {', '.join(missing)}.")
+    return metadata
+
+
+def _resolve_adapter_directory(adapter) -> str:
+    """A local directory as is; otherwise a Hub repo id, downloaded (cached) with huggingface_hub."""
+    if os.path.isdir(adapter):
+        return str(adapter)
+    if os.path.exists(adapter):
+        raise ValueError(f"{adapter}: an adapter is a directory, not a file.")
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id=str(adapter))
+
+
+def load_adapter(model_or_base, adapter, **from_pretrained_kwargs) -> UniQAModel:
+    """Put a saved UniQA head onto a base model; returns the model, ready to score.
+
+    Args:
+        model_or_base: a `UniQAModel` (changed in place) or the path / Hub id of one (loaded
+            with `UniQAModel.from_pretrained(model_or_base, **from_pretrained_kwargs)`). Any UniQA
+            model with the right backbone works, zero-shot (no adapter) or not.
+        adapter: an adapter directory written by `save_adapter`, or its Hub repo id.
+
+    Raises `AdapterMismatchError` when the base's backbone digest differs from the one the adapter
+    was trained on (both digests and names in the message). A peft LoRA saved in the same
+    directory (`adapter_config.json`) is applied and merged after that check.
+    """
+    directory = _resolve_adapter_directory(adapter)
+    metadata = read_adapter_config(directory)
+    weights_path = os.path.join(directory, ADAPTER_WEIGHTS_NAME)
+    if not os.path.isfile(weights_path):
+        raise FileNotFoundError(f"{directory}: {ADAPTER_WEIGHTS_NAME} is missing.")
+
+    model = model_or_base
+    if not isinstance(model, UniQAModel):
+        model = UniQAModel.from_pretrained(model_or_base, **from_pretrained_kwargs)
+    expected = metadata["base_model"]["backbone_sha256"]
+    actual = backbone_digest(model.clip)
+    if actual != expected:
+        raise AdapterMismatchError(
+            f"{directory}: this adapter was trained on base {metadata['base_model'].get('name')!r} with backbone "
+            f"sha256 {expected}, but {model.name_or_path or 'the given model'!r} has backbone sha256 {actual}. "
+            "Load it onto the base it was trained on (in float32 or bfloat16: a float16 copy can hash differently)."
+        )
+
+    config = metadata["config"]
+    names, groups = resolve_prompt_groups(config["prompt_groups"])
+    if config.get("prompt_group_names") and len(config["prompt_group_names"]) == len(groups):
+        names = list(config["prompt_group_names"])
+    tensors = load_file(weights_path)
+    expected_keys = {"level_scores", "prompt_embeds"}
+    if not expected_keys <= set(tensors) or not any(key.startswith("adapter.") for key in tensors):
+        raise ValueError(f"{weights_path}: expected adapter.fc.*, level_scores and prompt_embeds, found {', '.join(sorted(tensors))}.")
+    prompt_embeds = tensors.pop("prompt_embeds")
+    if prompt_embeds.shape != (len(groups) * 5, model.clip.config.projection_dim):
+        raise ValueError(
+            f"{weights_path}: prompt_embeds has shape {tuple(prompt_embeds.shape)}, expected "
+            f"({len(groups) * 5}, {model.clip.config.projection_dim}) for {len(groups)} prompt groups."
+        )
+
+    # Everything is checked: now change the model.
+    dtype, device = model.level_scores.dtype, model.level_scores.device
+    for field in ADAPTER_CONFIG_FIELDS:
+        if field in config:
+            setattr(model.config, field, config[field])
+    model.config.prompt_groups, model.config.prompt_group_names = groups, names
+    model.config.use_adapter = True
+    adapter_module = MultiCueAdapter(
+        model.clip.config.projection_dim,
+        reduction=model.config.adapter_reduction,
+        bias=model.config.adapter_bias,
+        final_relu=model.config.adapter_final_relu,
+        residual_ratio=model.config.adapter_residual_ratio,
+    )
+    adapter_module.load_state_dict({key[len("adapter.") :]: value for key, value in tensors.items() if key.startswith("adapter.")}, strict=True)
+    model.adapter = adapter_module.to(device=device, dtype=dtype)
+    with torch.no_grad():
+        model.level_scores.copy_(tensors["level_scores"].reshape(-1).to(dtype))
+    model._set_prompt_token_buffers()
+    model.register_buffer("prompt_embeds", prompt_embeds.to(device=device, dtype=model.prompt_embeds.dtype))
+
+    if os.path.isfile(os.path.join(directory, PEFT_CONFIG_NAME)):
+        model = _merge_lora(model, directory)
+    return model.eval()
+
+
+def _merge_lora(model: UniQAModel, directory: str) -> UniQAModel:
+    """Apply and merge a peft LoRA saved (by `PeftModel.save_pretrained` on the `UniQAModel`) in
+    `directory`. The prompt embeddings stored with the adapter already reflect a LoRA on the text
+    tower, so they are kept."""
+    try:
+        from peft import PeftModel
+    except ImportError as error:
+        raise ImportError(f"{directory} holds a peft LoRA ({PEFT_CONFIG_NAME}): install peft (`pip install peft`).") from error
+    prompt_embeds = model.prompt_embeds.clone()
+    merged = PeftModel.from_pretrained(model, directory).merge_and_unload()
+    merged.prompt_embeds.copy_(prompt_embeds)
+    return merged
+
+
+__all__ = [
+    "ADAPTER_CONFIG_NAME",
+    "ADAPTER_WEIGHTS_NAME",
+    "AdapterMismatchError",
+    "backbone_digest",
+    "load_adapter",
+    "read_adapter_config",
+    "save_adapter",
+]
