@@ -46,7 +46,7 @@ import data_builders
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
 from modeling_uniqa.configuration_uniqa import view_count
 from train_scripts.common import paper_results
-from train_scripts.common.image_views import ImageViewDataset, TestViews, image_sources
+from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
 from train_scripts.common.metrics import compute_metrics
 from train_scripts.train_adapter import (
     RESULTS_FILE,
@@ -85,7 +85,7 @@ def predict(model, processor, data, view_policy: str | None = None, batch_size: 
     """Normalised scores (1 = best) of every image of `data` (a `datasets.Dataset`): the model's
     forward averaged over the test-time views. `batch_size` counts views per forward."""
     view_policy = view_policy or model.config.view_policy
-    dataset = ImageViewDataset(image_sources(data), processor, TestViews(processor, view_policy, model.config.view_seed))
+    dataset = ImageViewDataset(image_sources(data), processor, EvalViews(processor, view_policy, model.config.view_seed))
     loader = DataLoader(dataset, batch_size=max(1, batch_size // view_count(view_policy)), num_workers=num_workers)
     model.to(device)
     scores = np.empty(len(dataset), dtype=np.float64)

@@ -57,7 +57,7 @@ from modeling_uniqa import UniQAImageProcessor, UniQAModel
 from modeling_uniqa.configuration_uniqa import parse_view_policy, view_count
 from train_scripts.common.checkpointing import checkpoint_step, resolve_checkpoint, save_checkpoint
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
-from train_scripts.common.image_views import BankViews, ImageViewDataset, TestViews, TrainCrop, image_sources
+from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset, TrainCrop, image_sources
 from train_scripts.common.metrics import compute_metrics, srcc
 
 logger = logging.getLogger(__name__)
@@ -342,7 +342,7 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     processor = UniQAImageProcessor.from_pretrained(model_path) if os.path.isfile(os.path.join(model_path, "preprocessor_config.json")) else model.default_image_processor()
     crop = processor.crop_size
     view_policy = config.view_policy or model.config.view_policy
-    test_views = TestViews(processor, view_policy, model.config.view_seed)
+    test_views = EvalViews(processor, view_policy, model.config.view_seed)
     views_per_test_image = view_count(view_policy)
     device = accelerator.device
     model.to(device)
@@ -405,8 +405,8 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
         batches = epoch_batches(len(train_sources), config.per_device_train_batch_size, config.seed, epoch, accelerator.process_index, accelerator.num_processes)
         batches = batches[skip_batches if epoch == first_epoch else 0 :]
         if bank is not None:
-            generator = torch.Generator().manual_seed(config.seed * 100003 + epoch * 1009 + accelerator.process_index)
-            inputs = ((torch.tensor(batch), bank.sample(torch.tensor(batch), generator)) for batch in batches)
+            views = bank.draw_views(torch.Generator().manual_seed(config.seed * 100003 + epoch))
+            inputs = ((torch.tensor(batch), bank.sample(torch.tensor(batch), views)) for batch in batches)
         else:
             keyed = [[(index, epoch) for index in batch] for batch in batches]
             inputs = DataLoader(train_views, batch_sampler=keyed, num_workers=config.num_workers)

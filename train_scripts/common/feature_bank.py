@@ -143,10 +143,14 @@ class FeatureBank:
     def views_per_image(self) -> int:
         return self.features.shape[1]
 
-    def sample(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One random view's embedding for each image of `indices`: `(len(indices), dim)`."""
-        views = torch.randint(self.views_per_image, (len(indices),), generator=generator)
-        return self.features[indices, views]
+    def draw_views(self, generator: torch.Generator) -> torch.Tensor:
+        """One random view index per image `(images,)`: an epoch's augmentation, drawn up front
+        so that a run resumed mid-epoch sees the same views as an uninterrupted one."""
+        return torch.randint(self.views_per_image, (len(self),), generator=generator)
+
+    def sample(self, indices: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """The embeddings `(len(indices), dim)` of images `indices` in their drawn `views`."""
+        return self.features[indices, views[indices]]
 
 
 __all__ = ["EmbeddingHead", "image_encoder", "embed_views", "model_fingerprint", "bank_cache_file", "FeatureBank"]

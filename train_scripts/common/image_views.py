@@ -4,7 +4,7 @@ feature bank and evaluation.
 Each item is decoded in a DataLoader worker with `modeling_uniqa`'s own `load_image` (EXIF
 orientation, every PIL mode to RGB, a clear error naming the file) and normalised with the
 model's `UniQAImageProcessor`; which views are cut is the job of a small picklable "view
-maker" (`TestViews`, `TrainCrop`, `BankViews`). Keys are `index` or `(index, epoch)` so that a
+maker" (`EvalViews`, `TrainCrop`, `BankViews`). Keys are `index` or `(index, epoch)` so that a
 sampler can ask for a fresh augmentation every epoch while the draw stays a pure function of
 `(seed, epoch, index)`: results never depend on worker scheduling.
 """
@@ -42,7 +42,7 @@ def open_source(source) -> Image.Image:
     return load_image(source)
 
 
-class TestViews:
+class EvalViews:
     """The processor's test-time views (`view_policy`, seeded per image as when scoring)."""
 
     def __init__(self, processor: UniQAImageProcessor, view_policy: str, view_seed: int):
@@ -89,4 +89,4 @@ class ImageViewDataset(Dataset):
         return index, torch.from_numpy(self.processor.normalize_views(views))
 
 
-__all__ = ["image_sources", "open_source", "TestViews", "TrainCrop", "BankViews", "ImageViewDataset"]
+__all__ = ["image_sources", "open_source", "EvalViews", "TrainCrop", "BankViews", "ImageViewDataset"]
