@@ -186,3 +186,20 @@ def test_train_transforms():
     small = upscale_to_crop(Image.fromarray(random_rgb(10, 20)), 24)
     assert small.size == (48, 24)
     assert upscale_to_crop(image, 24) is image  # native resolution kept
+
+
+def test_two_process_ddp_run_with_the_feature_bank(workspace, tmp_path):
+    """Real 2-process CPU DDP: the bank is embedded in shares and gathered, the adapter trains."""
+    from tests.helpers import launch_two_processes
+
+    output = tmp_path / "ddp"
+    completed = launch_two_processes([
+        "train_scripts/train_adapter.py", "--model", workspace["model"], "--dataset", "folder_csv", "--data_dir", workspace["data"],
+        "--output_dir", output, "--num_train_epochs", "2", "--bank_crops", "1", "--cache_dir", workspace["cache"],
+        "--dataset_option", "split_scheme=random", "--dataset_option", "mos_range=[1,10]",
+    ])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with open(output / "eval_results.json") as handle:
+        results = json.load(handle)
+    assert results["num_train"] == 26 and len(results["epochs"]) == 2
+    assert UniQAModel.from_pretrained(str(output)).config.training_dataset == "folder_csv"

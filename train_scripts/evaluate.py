@@ -15,8 +15,10 @@ Protocols:
   (10 in the paper) with `train_adapter.py`'s code and the same training flags; per-split rows,
   median (the headline), mean and std.
 - `few_label`: fine-tune on `--few_label_sizes` (50, 100, 200) training images drawn
-  `--repetitions` times (10) from split `--split_index`, same test set; median per size
+  `--repetitions` times (10) from random split `--split_index`, same test set; median per size
   (Table IX). Headline: the median of the first size.
+  Both training protocols use random splits even where the dataset has an official one
+  (`--dataset_option split_scheme=official` overrides).
 
 Every protocol writes `results.json` (`srcc` and `plcc` at the top level, details below),
 `results.md` (our numbers beside the paper's) and `scatter.png` (predicted vs. real MOS; needs
@@ -167,7 +169,8 @@ def run_training(args, run_name: str, split_index: int, few_label: int | None = 
         logger.info("Run %s finished earlier: reusing %s.", run_name, results_file)
         with open(results_file, encoding="utf-8") as handle, open(predictions_file, encoding="utf-8") as plot:
             return json.load(handle) | json.load(plot)
-    splits = load_splits(args.dataset, args.data_dir, split_index, few_label, repetition, args.seed, args.cache_dir, dict(args.dataset_option))
+    options = {"split_scheme": "random", **dict(args.dataset_option)}  # the paper's random splits, even where an official one exists
+    splits = load_splits(args.dataset, args.data_dir, split_index, few_label, repetition, args.seed, args.cache_dir, options)
     data_builders.write_split({"train": splits.train["image_name"], "test": splits.test["image_name"]}, os.path.join(run_dir, "split.json"),
                               metadata={"split_index": split_index, "few_label": few_label, "repetition": repetition})
     config = config_from_args(args, args.dataset)
@@ -246,8 +249,11 @@ def _fmt(value) -> str:
 
 def markdown_table(protocol: str, paper_key: str, results: dict) -> str:
     """Our numbers beside the paper's, laid out like the paper's table for this protocol."""
-    table = paper_results.TABLE_OF.get(paper_key, "the paper")
+    table = paper_results.TABLE_OF.get(paper_key)
     lines = [f"# UniQA on {paper_key}: protocol `{protocol}`", ""]
+    if table is None and protocol in ("single", "splits", "cross"):
+        lines += [f"The paper reports no fine-tuning result for {paper_key!r} (choose a row with --paper_key).", ""]
+        table = "—"
     if protocol in ("single", "splits", "cross"):
         adapter, full = paper_results.ADAPTER.get(paper_key), paper_results.FULL.get(paper_key)
         ours = f"median of {len(results['runs'])} splits" if protocol == "splits" else protocol

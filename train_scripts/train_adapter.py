@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import re
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -357,9 +358,12 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
         cache_file = bank_cache_file(config.bank_cache_dir, model, train_sources, settings) if config.bank_cache_dir else None
         bank_data = ImageViewDataset(train_sources, processor, BankViews(crop, config.seed, config.bank_crops))
         model.eval()
+        bank_start = time.perf_counter()
         bank = FeatureBank.build(image_encoder(model), bank_data, 2 * config.bank_crops, accelerator, config.eval_batch_size, config.num_workers, cache_file)
+        bank_seconds = time.perf_counter() - bank_start
         trainee = head
     else:
+        bank_seconds = None
         trainee = trainee_model
         train_views = ImageViewDataset(train_sources, processor, TrainCrop(crop, config.seed))
 
@@ -402,6 +406,7 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     bar = tqdm(total=total_steps, initial=global_step, desc=f"Fine-tuning ({config.mode})", disable=not accelerator.is_local_main_process)
     for epoch in range(first_epoch, config.num_train_epochs):
         trainee.train()
+        epoch_start = time.perf_counter()
         batches = epoch_batches(len(train_sources), config.per_device_train_batch_size, config.seed, epoch, accelerator.process_index, accelerator.num_processes)
         batches = batches[skip_batches if epoch == first_epoch else 0 :]
         if bank is not None:
@@ -430,7 +435,7 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
         # The epoch's mean loss over all processes (steps of a resumed epoch only).
         mean_loss = accelerator.gather(torch.stack(losses).mean()[None]).mean().item() if losses else float("nan")
         scheduler.step()
-        record = {"epoch": epoch + 1, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]}
+        record = {"epoch": epoch + 1, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
         if selection_data is not None:
             predictions, mos = evaluate_on(selection_data, "selection")
             record["selection_srcc"] = abs(srcc(predictions, mos))
@@ -458,6 +463,7 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
         "selected_epoch": progress.best_epoch or config.num_train_epochs,
         "view_policy": view_policy,
         "feature_bank": bool(config.feature_bank),
+        "feature_bank_seconds": bank_seconds,
         "epochs": progress.epochs,
         "config": asdict(config),
     }
