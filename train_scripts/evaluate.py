@@ -25,6 +25,9 @@ Every protocol writes `results.json` (`srcc` and `plcc` at the top level, detail
 matplotlib, the `viz` extra). Training protocols keep each run in `runs/<name>/` and skip runs
 that already finished, so an interrupted evaluation resumes where it stopped.
 
+Under `accelerate launch` the training protocols train each run on all processes and the main
+process writes the reports; the scoring protocols (single, cross, zero_shot) run in one process.
+
 Scores are the model's forward averaged over its test-time views (`--view_policy`, default the
 model's own, `random10`). Correlations are computed between predicted and real MOS; PLCC is raw
 (as the release reports) and `--logistic` adds the PLCC after a 4-parameter logistic fit.
@@ -344,6 +347,8 @@ def main(args: argparse.Namespace) -> dict:
     logger.setLevel(logging.INFO)
     os.makedirs(args.output_dir, exist_ok=True)
     results = PROTOCOL_FUNCTIONS[args.protocol](args)
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` the main process writes the reports
+        return results
     plot = results.pop("_plot")
     for part in ("single_prompt", "ensemble"):
         results.get(part, {}).pop("_plot", None)
