@@ -203,3 +203,12 @@ def test_two_process_ddp_run_with_the_feature_bank(workspace, tmp_path):
         results = json.load(handle)
     assert results["num_train"] == 26 and len(results["epochs"]) == 2
     assert UniQAModel.from_pretrained(str(output)).config.training_dataset == "folder_csv"
+
+
+def test_epoch_batches_cover_every_item_with_equal_steps_per_process():
+    shares = [train_adapter.epoch_batches(11, 2, seed=123, epoch=4, process_index=rank, num_processes=3) for rank in range(3)]
+    assert len({len(batches) for batches in shares}) == 1  # DDP: every process runs the same number of steps
+    items = [index for batches in shares for batch in batches for index in batch]
+    assert set(items) == set(range(11)) and len(items) == 12  # one item repeated to even the shares
+    assert shares[0] == train_adapter.epoch_batches(11, 2, seed=123, epoch=4, process_index=0, num_processes=3)
+    assert shares[0] != train_adapter.epoch_batches(11, 2, seed=123, epoch=5, process_index=0, num_processes=3)
