@@ -212,3 +212,21 @@ def test_epoch_batches_cover_every_item_with_equal_steps_per_process():
     assert set(items) == set(range(11)) and len(items) == 12  # one item repeated to even the shares
     assert shares[0] == train_adapter.epoch_batches(11, 2, seed=123, epoch=4, process_index=0, num_processes=3)
     assert shares[0] != train_adapter.epoch_batches(11, 2, seed=123, epoch=5, process_index=0, num_processes=3)
+
+
+def test_image_views_read_paths_and_embedded_bytes_alike_and_name_bad_files(workspace, tmp_path):
+    from modeling_uniqa.processing_uniqa import UniQAImageError
+    from train_scripts.common.image_views import image_sources
+
+    processor = UniQAImageProcessor(crop_size=TINY_IMAGE_SIZE)
+    by_path = load_splits("folder_csv", workspace["data"], cache_dir=workspace["cache"], options=DATA_OPTIONS).test
+    embedded = load_splits("folder_csv", workspace["data"], cache_dir=str(tmp_path / "cache"), options={**DATA_OPTIONS, "embed_images": True}).test
+    sources = image_sources(embedded)
+    assert all(isinstance(source, tuple) for source in sources) and all(isinstance(source, str) for source in image_sources(by_path))
+    views = EvalViews(processor, "five_crop", 123)
+    for (_, first), (_, second) in zip(ImageViewDataset(image_sources(by_path), processor, views), ImageViewDataset(sources, processor, views)):
+        torch.testing.assert_close(first, second)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(UniQAImageError, match="broken.png"):
+        ImageViewDataset([str(broken)], processor, views)[0]
