@@ -104,3 +104,35 @@ def launch_two_processes(arguments: list, timeout: float = 300, env: dict | None
     ]
     environment = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT, **(env or {}))
     return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def write_rated_folder(root: str, n: int = 32, seed: int = 0, size: tuple = (40, 48)) -> list:
+    """A `folder_csv` dataset (`labels.csv` + `images/`) whose MOS (1-10) sets each image's
+    brightness, so that a model can learn it. Returns the MOS values."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    rows = []
+    for index in range(n):
+        mos = round(float(rng.uniform(1, 10)), 3)
+        pixels = (random_rgb(*size, seed=seed * 1000 + index).astype(np.float32) * mos / 10).astype(np.uint8)
+        name = f"im{index:03d}.png"
+        Image.fromarray(pixels).save(os.path.join(root, "images", name))
+        rows.append((name, mos))
+    with open(os.path.join(root, "labels.csv"), "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "MOS"])
+        writer.writerows(rows)
+    return [mos for _, mos in rows]
+
+
+def save_tiny_uniqa(directory: str, tokenizer, seed: int = 0, **config_kwargs) -> str:
+    """A complete tiny model folder (weights, remote code, 32-pixel processor, tokenizer)."""
+    from modeling_uniqa import UniQAImageProcessor
+
+    model = make_tiny_uniqa(tokenizer, seed=seed, **config_kwargs)
+    model.save_pretrained(directory)
+    UniQAImageProcessor(crop_size=TINY_IMAGE_SIZE, view_policy="random10").save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -24,3 +24,40 @@ def test_metrics_equal_scipy_on_random_data():
 def test_bad_inputs_are_refused(predictions, targets, message):
     with pytest.raises(ValueError, match=message):
         srcc(predictions, targets)
+
+
+def test_logistic_plcc_equals_a_direct_scipy_fit():
+    from scipy.optimize import curve_fit
+
+    from train_scripts.common.metrics import compute_metrics, logistic_4, plcc_logistic
+
+    rng = np.random.default_rng(1)
+    targets = rng.uniform(0, 100, size=150)
+    predictions = 1 / (1 + np.exp(-(targets - 50) / 15)) + rng.normal(0, 0.05, size=150)  # non-linear in the MOS
+    initial = [targets.max(), targets.min(), predictions.mean(), predictions.std()]
+    params, _ = curve_fit(logistic_4, predictions, targets, p0=initial, maxfev=20000)
+    expected = stats.pearsonr(logistic_4(predictions, *params), targets)[0]
+    assert plcc_logistic(predictions, targets) == pytest.approx(expected, abs=1e-9)
+    assert plcc_logistic(predictions, targets) > plcc(predictions, targets)  # the fit removes the non-linearity
+    metrics = compute_metrics(predictions, targets, logistic=True)
+    assert set(metrics) == {"srcc", "plcc", "krcc", "rmse", "plcc_logistic"}
+    assert set(compute_metrics(predictions, targets)) == {"srcc", "plcc", "krcc", "rmse"}
+
+
+def test_evaluate_module_loads_offline_and_wraps_the_functions():
+    import os
+
+    import evaluate
+
+    from tests.helpers import REPO_ROOT
+    from train_scripts.common.metrics import compute_metrics
+
+    metric = evaluate.load(os.path.join(REPO_ROOT, "train_scripts", "common", "iqa_metric"))
+    rng = np.random.default_rng(2)
+    targets = rng.uniform(1, 5, size=50)
+    predictions = targets + rng.normal(0, 0.5, size=50)
+    result = metric.compute(predictions=predictions.tolist(), references=targets.tolist(), logistic=True)
+    expected = compute_metrics(predictions, targets, logistic=True)
+    assert set(result) == set(expected)
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, abs=1e-9)

@@ -1,4 +1,5 @@
-"""Correlation metrics of IQA/IAA: SRCC, PLCC, KRCC and RMSE, in numpy/scipy.
+"""Correlation metrics of IQA/IAA: SRCC, PLCC (raw or after a 4-parameter logistic fit), KRCC
+and RMSE, in numpy/scipy. `iqa_metric/` wraps them as an `evaluate` metric module.
 
 Predictions and ground truth are 1-D sequences of the same length. Non-finite values are an
 error, not something to drop silently: a NaN MOS or score means a bug upstream.
@@ -43,3 +44,47 @@ def rmse(predictions, targets) -> float:
     """Root mean squared error, in the units of the inputs."""
     predictions, targets = _pair(predictions, targets)
     return float(np.sqrt(np.mean((predictions - targets) ** 2)))
+
+
+def logistic_4(x, beta1, beta2, beta3, beta4):
+    """The 4-parameter logistic of VQEG: `(b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2`."""
+    return (beta1 - beta2) / (1.0 + np.exp(-(x - beta3) / np.abs(beta4))) + beta2
+
+
+def fit_logistic(predictions, targets) -> np.ndarray:
+    """Map predictions onto the targets' scale with the fitted 4-parameter logistic.
+
+    The usual IQA practice before PLCC/RMSE (VQEG): it removes the non-linearity between a
+    model's scale and the MOS. Raises `RuntimeError` when the fit does not converge.
+    """
+    from scipy.optimize import curve_fit
+
+    predictions, targets = _pair(predictions, targets)
+    spread = np.std(predictions)
+    initial = [np.max(targets), np.min(targets), np.mean(predictions), spread if spread > 0 else 1.0]
+    try:
+        params, _ = curve_fit(logistic_4, predictions, targets, p0=initial, maxfev=20000)
+    except (RuntimeError, ValueError) as error:
+        raise RuntimeError(f"The 4-parameter logistic fit failed ({error}); report the raw PLCC instead.") from error
+    return logistic_4(predictions, *params)
+
+
+def plcc_logistic(predictions, targets) -> float:
+    """Pearson correlation after the 4-parameter logistic fit of the predictions to the targets."""
+    return plcc(fit_logistic(predictions, targets), targets)
+
+
+def compute_metrics(predictions, targets, logistic: bool = False) -> dict:
+    """`{"srcc", "plcc", "krcc", "rmse"}` (+ `"plcc_logistic"` with `logistic=True`).
+
+    RMSE is in the units of the inputs: give predictions and targets on the same scale.
+    """
+    result = {
+        "srcc": srcc(predictions, targets),
+        "plcc": plcc(predictions, targets),
+        "krcc": krcc(predictions, targets),
+        "rmse": rmse(predictions, targets),
+    }
+    if logistic:
+        result["plcc_logistic"] = plcc_logistic(predictions, targets)
+    return result

@@ -1,0 +1,102 @@
+import json
+import os
+import statistics
+import sys
+
+import pytest
+
+from tests.helpers import save_tiny_uniqa, write_rated_folder
+from train_scripts import evaluate as evaluation
+from train_scripts.common import paper_results
+
+# 30 images: random splits of 24 train / 6 test.
+TRAINING_FLAGS = ["--num_train_epochs", "1", "--bank_crops", "1", "--learning_rate", "1e-2"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_tokenizer):
+    root = tmp_path_factory.mktemp("evaluate")
+    write_rated_folder(str(root / "data"), n=30, seed=3)
+    model_dir = save_tiny_uniqa(str(root / "model"), tiny_tokenizer, mos_range=[1, 10])
+    return {"root": root, "model": model_dir, "data": str(root / "data"), "cache": str(root / "cache")}
+
+
+def _run(workspace, output, protocol, *extra, model=None):
+    args = evaluation.parse_args([
+        "--model", model or workspace["model"], "--dataset", "folder_csv", "--data_dir", workspace["data"], "--protocol", protocol,
+        "--output_dir", str(output), "--cache_dir", workspace["cache"], "--dataset_option", "split_scheme=random",
+        "--dataset_option", "mos_range=[1,10]", *extra,
+    ])
+    results = evaluation.main(args)
+    with open(os.path.join(output, "results.json")) as handle:
+        written = json.load(handle)
+    assert written["srcc"] == pytest.approx(results["srcc"]) and written["plcc"] == pytest.approx(results["plcc"])
+    assert list(written)[:2] == ["srcc", "plcc"]  # the headline figure first
+    with open(os.path.join(output, "results.md")) as handle:
+        markdown = handle.read()
+    assert os.path.isfile(os.path.join(output, "scatter.png"))
+    return written, markdown
+
+
+def _split(run_dir):
+    with open(os.path.join(run_dir, "split.json")) as handle:
+        split = json.load(handle)
+    return set(split["train"]), set(split["test"])
+
+
+def test_splits_runner_trains_once_per_disjoint_split_and_resumes(workspace, tmp_path):
+    results, markdown = _run(workspace, tmp_path, "splits", "--num_splits", "3", "--paper_key", "koniq10k", *TRAINING_FLAGS)
+    assert [row["split_index"] for row in results["runs"]] == [0, 1, 2]
+    assert sorted(os.listdir(tmp_path / "runs")) == ["split_0", "split_1", "split_2"]
+    tests = []
+    for k in range(3):
+        train, test = _split(tmp_path / "runs" / f"split_{k}")
+        assert len(train) == 24 and len(test) == 6 and not train & test
+        tests.append(test)
+    assert len({frozenset(test) for test in tests}) == 3  # three different splits
+    srccs = [row["srcc"] for row in results["runs"]]
+    assert results["srcc"] == pytest.approx(statistics.median(srccs))
+    assert results["summary"]["srcc"]["mean"] == pytest.approx(statistics.fmean(srccs))
+    assert "| UniQA, paper (adapter) | 0.933 | 0.941 |" in markdown and "ours (median of 3 splits)" in markdown
+    assert not [name for name in os.listdir(tmp_path / "runs" / "split_0") if name.startswith("checkpoint-")]
+
+    # A second call reuses the finished runs (an interrupted evaluation resumes).
+    os.remove(tmp_path / "runs" / "split_2" / "eval_results.json")
+    again, _ = _run(workspace, tmp_path, "splits", "--num_splits", "3", *TRAINING_FLAGS)
+    assert [row["srcc"] for row in again["runs"]][:2] == srccs[:2]
+
+
+def test_few_label_runner_draws_nested_subsets_with_one_test_set(workspace, tmp_path):
+    results, markdown = _run(workspace, tmp_path, "few_label", "--few_label_sizes", "4,8", "--repetitions", "2", "--paper_key", "clive", *TRAINING_FLAGS)
+    assert [(row["few_label"], row["repetition"], row["num_train"]) for row in results["runs"]] == [(4, 0, 4), (4, 1, 4), (8, 0, 8), (8, 1, 8)]
+    splits = {name: _split(tmp_path / "runs" / name) for name in ("few4_rep0", "few4_rep1", "few8_rep0", "few8_rep1")}
+    assert len({frozenset(test) for _, test in splits.values()}) == 1  # the same test set throughout
+    assert all(not train & test for train, test in splits.values())
+    assert splits["few4_rep0"][0] != splits["few4_rep1"][0]  # repetitions draw different images
+    assert splits["few4_rep0"][0] < splits["few8_rep0"][0]  # nested sizes
+    assert results["srcc"] == pytest.approx(results["by_size"]["4"]["srcc"]["median"])
+    assert "| 50 |" not in markdown and "| 4 | — |" in markdown
+
+
+def test_single_cross_and_zero_shot(workspace, tmp_path):
+    trained = tmp_path / "trained"
+    _run(workspace, trained, "splits", "--num_splits", "1", "--keep_run_models", *TRAINING_FLAGS)
+    model_dir = str(trained / "runs" / "split_0")
+    with open(os.path.join(model_dir, "eval_results.json")) as handle:
+        training = json.load(handle)
+    single, _ = _run(workspace, tmp_path / "single", "single", model=model_dir)
+    # The model's forward over the processor's views reproduces the training run's evaluation.
+    assert single["srcc"] == pytest.approx(training["srcc"], abs=1e-6) and single["plcc"] == pytest.approx(training["plcc"], abs=1e-5)
+    cross, markdown = _run(workspace, tmp_path / "cross", "cross", "--logistic", model=model_dir)
+    assert cross["num_images"] == 30 and cross["trained_on"] == "folder_csv" and "plcc_logistic" in cross
+    zero, markdown = _run(workspace, tmp_path / "zero", "zero_shot", "--paper_key", "koniq10k")
+    assert zero["single_prompt"]["prompt_groups"] == ["default"]
+    assert zero["ensemble"]["prompt_groups"] == ["default", "sharpness", "noise", "quality"]
+    assert zero["srcc"] == zero["ensemble"]["srcc"]
+    assert f"| {paper_results.ZERO_SHOT_SRCC['koniq10k'][1]:.3f} |" in markdown
+
+
+def test_scatter_plot_degrades_without_matplotlib(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert evaluation.scatter_plot([1, 2], [1, 2], "t", str(tmp_path / "s.png")) is None
+    assert "pip install '.[viz]'" in caplog.text and not os.path.exists(tmp_path / "s.png")

@@ -1,0 +1,156 @@
+"""The feature bank of adapter-mode fine-tuning, and the UniQA head on image embeddings.
+
+With the CLIP backbone frozen, an image view's embedding never changes during training. So the
+embeddings of a fixed bank of augmented views per image (N random crops and their mirror
+images) are computed once, in large batches and without gradients, and every epoch draws one
+view per image from the bank: an epoch costs the adapter and the level scores only, which is
+thousands of times cheaper than a backbone forward. The price is augmentation from N crop
+positions instead of a fresh one every epoch.
+
+`embed_views` is also how adapter-mode evaluation works: the test views' embeddings are
+computed once and each epoch's evaluation runs the head on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddingHead(nn.Module):
+    """UniQA's scoring from raw CLIP image embeddings: adapter, prompt similarities, level
+    scores (eq. 6-8), the same maths as `UniQAModel.forward` after the image tower.
+
+    Wraps `model` so that DDP sees the adapter and level scores as this module's parameters.
+    `forward(raw_embeds (n, dim) or (n, views, dim)) -> scores (n,)`, averaged over views.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, raw_embeds: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        shape = raw_embeds.shape[:-1]
+        image_embeds = model.adapt_image_embeds(raw_embeds.reshape(-1, raw_embeds.shape[-1]))
+        level_probs = model.score_levels(image_embeds, model.prompt_features())  # (n * views, groups, 5)
+        group_scores = level_probs @ model.level_scores.float()  # (n * views, groups)
+        group_scores = group_scores.view(*shape, -1)
+        if group_scores.dim() == 3:
+            group_scores = group_scores.mean(1)
+        return group_scores.mean(-1)
+
+
+def image_encoder(model):
+    """`pixel_values (n, 3, H, W) -> raw image embeddings (n, dim)` of a UniQA model's CLIP."""
+
+    def encode(pixel_values: torch.Tensor) -> torch.Tensor:
+        pixel_values = pixel_values.to(model.clip.visual_projection.weight.dtype)
+        return model.clip.get_image_features(pixel_values=pixel_values).pooler_output
+
+    return encode
+
+
+@torch.no_grad()
+def embed_views(encode, dataset, views_per_image: int, accelerator, batch_size: int = 256, num_workers: int = 0, desc: str = "Embedding views") -> torch.Tensor:
+    """Raw embeddings `(len(dataset), views, dim)` (float32, CPU, on every process) of every view.
+
+    `dataset` is an `ImageViewDataset`; `batch_size` counts views per forward. With several
+    processes each embeds a strided share and the shares are gathered.
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    total = len(dataset)
+    shard = list(range(rank, total, world))
+    loader = DataLoader(Subset(dataset, shard), batch_size=max(1, batch_size // views_per_image), num_workers=num_workers)
+    chunks = []
+    with tqdm(total=len(shard), unit="img", desc=desc, disable=not accelerator.is_local_main_process) as bar:
+        for _, views in loader:
+            pixel_values = views.to(accelerator.device).flatten(0, 1)
+            embeds = encode(pixel_values).float()
+            chunks.append(embeds.view(views.shape[0], views.shape[1], -1))
+            bar.update(views.shape[0])
+    local = torch.cat(chunks) if chunks else None
+    if world == 1:
+        return local.cpu()
+    # Equal-sized shares for the gather (padding rows are dropped below).
+    per_process = math.ceil(total / world)
+    if local is None:
+        probe = encode(dataset[0][1][:1].to(accelerator.device)).float()
+        local = probe.new_zeros((0, views_per_image, probe.shape[-1]))
+    padded = torch.cat([local, local.new_zeros((per_process - local.shape[0], *local.shape[1:]))])
+    gathered = accelerator.gather(padded).cpu().view(world, per_process, *local.shape[1:])
+    order = torch.empty((total, *local.shape[1:]))
+    for process in range(world):
+        count = len(range(process, total, world))
+        order[process::world] = gathered[process, :count]
+    return order
+
+
+def model_fingerprint(model) -> str:
+    """A hash of the image tower's weights: a cached bank is valid only for the same backbone."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.clip.vision_model.state_dict().items()) + [("visual_projection", model.clip.visual_projection.weight)]:
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def bank_cache_file(cache_dir: str, model, sources: list, settings: dict) -> str:
+    """`<cache_dir>/bank-<hash>.safetensors`, the hash covering the backbone, the images and `settings`."""
+    names = [source if isinstance(source, str) else source[0] for source in sources]
+    key = json.dumps({"model": model_fingerprint(model), "images": names, "settings": settings}, sort_keys=True)
+    return os.path.join(cache_dir, f"bank-{hashlib.sha256(key.encode()).hexdigest()[:20]}.safetensors")
+
+
+class FeatureBank:
+    """Embeddings `(images, views, dim)` of a fixed set of augmented views of each image."""
+
+    def __init__(self, features: torch.Tensor):
+        self.features = features
+
+    @classmethod
+    def build(cls, encode, dataset, views_per_image: int, accelerator, batch_size: int = 256, num_workers: int = 0, cache_file: str | None = None) -> FeatureBank:
+        """Embed the bank's views, or load them from `cache_file` when it exists (and write it when not)."""
+        if cache_file and os.path.isfile(cache_file):
+            features = load_file(cache_file)["features"]
+            if features.shape[:2] != (len(dataset), views_per_image):
+                raise ValueError(f"{cache_file}: holds {tuple(features.shape[:2])} (images, views), expected {(len(dataset), views_per_image)}; delete it.")
+            logger.info("Feature bank loaded from %s.", cache_file)
+            return cls(features)
+        features = embed_views(encode, dataset, views_per_image, accelerator, batch_size, num_workers, desc="Feature bank")
+        if cache_file and accelerator.is_main_process:
+            os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
+            partial = cache_file + ".partial"
+            save_file({"features": features.contiguous()}, partial)
+            os.replace(partial, cache_file)  # never a half-written bank under the final name
+        return cls(features)
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def views_per_image(self) -> int:
+        return self.features.shape[1]
+
+    def draw_views(self, generator: torch.Generator) -> torch.Tensor:
+        """One random view index per image `(images,)`: an epoch's augmentation, drawn up front
+        so that a run resumed mid-epoch sees the same views as an uninterrupted one."""
+        return torch.randint(self.views_per_image, (len(self),), generator=generator)
+
+    def sample(self, indices: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """The embeddings `(len(indices), dim)` of images `indices` in their drawn `views`."""
+        return self.features[indices, views[indices]]
+
+
+__all__ = ["EmbeddingHead", "image_encoder", "embed_views", "model_fingerprint", "bank_cache_file", "FeatureBank"]

@@ -1,0 +1,92 @@
+"""A DataLoader dataset of normalised views of rated images, shared by fine-tuning, the
+feature bank and evaluation.
+
+Each item is decoded in a DataLoader worker with `modeling_uniqa`'s own `load_image` (EXIF
+orientation, every PIL mode to RGB, a clear error naming the file) and normalised with the
+model's `UniQAImageProcessor`; which views are cut is the job of a small picklable "view
+maker" (`EvalViews`, `TrainCrop`, `BankViews`). Keys are `index` or `(index, epoch)` so that a
+sampler can ask for a fresh augmentation every epoch while the draw stays a pure function of
+`(seed, epoch, index)`: results never depend on worker scheduling.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from modeling_uniqa import UniQAImageProcessor
+from modeling_uniqa.processing_uniqa import load_image
+
+from .transforms import finetune_crop_flip, finetune_view_bank
+
+
+def image_sources(dataset) -> list:
+    """The images of a `datasets.Dataset` (column `image`) as paths, or `(name, bytes)` when embedded."""
+    import datasets
+
+    column = dataset.cast_column("image", datasets.Image(decode=False))["image"]
+    return [entry["path"] if not entry.get("bytes") else (entry["path"] or "<embedded image>", entry["bytes"]) for entry in column]
+
+
+def open_source(source) -> Image.Image:
+    """A path or `(name, bytes)` -> an upright RGB PIL image (errors name the file)."""
+    if isinstance(source, tuple):
+        name, payload = source
+        image = Image.open(io.BytesIO(payload))
+        image.filename = name  # so that errors name the image
+        return load_image(image)
+    return load_image(source)
+
+
+class EvalViews:
+    """The processor's test-time views (`view_policy`, seeded per image as when scoring)."""
+
+    def __init__(self, processor: UniQAImageProcessor, view_policy: str, view_seed: int):
+        self.processor, self.view_policy, self.view_seed = processor, view_policy, view_seed
+
+    def __call__(self, image: Image.Image, index: int, epoch: int) -> np.ndarray:
+        return self.processor.views(image, self.view_policy, self.view_seed)
+
+
+class TrainCrop:
+    """One random crop + flip per image and epoch (`finetune_crop_flip`), seeded by (seed, epoch, index)."""
+
+    def __init__(self, crop: int, seed: int):
+        self.crop, self.seed = crop, seed
+
+    def __call__(self, image: Image.Image, index: int, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch, index, 1])
+        return finetune_crop_flip(image, self.crop, rng)[None]
+
+
+class BankViews:
+    """The feature bank's fixed views: `num_crops` random crops and their mirrors, seeded by (seed, index)."""
+
+    def __init__(self, crop: int, seed: int, num_crops: int):
+        self.crop, self.seed, self.num_crops = crop, seed, num_crops
+
+    def __call__(self, image: Image.Image, index: int, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, index, 2])
+        return finetune_view_bank(image, self.crop, rng, self.num_crops)
+
+
+class ImageViewDataset(Dataset):
+    """`key` (`index` or `(index, epoch)`) -> `(index, float32 views (views, 3, crop, crop))`."""
+
+    def __init__(self, sources: list, processor: UniQAImageProcessor, make_views):
+        self.sources, self.processor, self.make_views = sources, processor, make_views
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        views = self.make_views(open_source(self.sources[index]), index, epoch)
+        return index, torch.from_numpy(self.processor.normalize_views(views))
+
+
+__all__ = ["image_sources", "open_source", "EvalViews", "TrainCrop", "BankViews", "ImageViewDataset"]

@@ -1,0 +1,369 @@
+"""Evaluate UniQA with the paper's protocols and compare with the paper's numbers.
+
+    python train_scripts/evaluate.py --model uniqa-koniq --dataset koniq10k --data_dir /data/koniq10k \
+        --protocol single --output_dir eval/koniq
+
+Protocols:
+
+- `single`: score `--model` (a fine-tuned folder) on one split (`--split`, default test) of
+  split `--split_index`.
+- `cross`: score `--model` on the whole of another dataset (its `full` split).
+- `zero_shot`: score `--model`'s pre-trained backbone without the adapter, with one prompt
+  group (`--single_prompt`, default `default`) and with a prompt ensemble (`--prompts`, default
+  `natural`, `aigc` for AGIQA-3K), on the whole dataset (Table VII). Headline: the ensemble.
+- `splits`: fine-tune `--model` (a pre-trained folder) on `--num_splits` random 80/20 splits
+  (10 in the paper) with `train_adapter.py`'s code and the same training flags; per-split rows,
+  median (the headline), mean and std.
+- `few_label`: fine-tune on `--few_label_sizes` (50, 100, 200) training images drawn
+  `--repetitions` times (10) from random split `--split_index`, same test set; median per size
+  (Table IX). Headline: the median of the first size.
+  Both training protocols use random splits even where the dataset has an official one
+  (`--dataset_option split_scheme=official` overrides).
+
+Every protocol writes `results.json` (`srcc` and `plcc` at the top level, details below),
+`results.md` (our numbers beside the paper's) and `scatter.png` (predicted vs. real MOS; needs
+matplotlib, the `viz` extra). Training protocols keep each run in `runs/<name>/` and skip runs
+that already finished, so an interrupted evaluation resumes where it stopped.
+
+Under `accelerate launch` the training protocols train each run on all processes and the main
+process writes the reports; the scoring protocols (single, cross, zero_shot) run in one process.
+
+Scores are the model's forward averaged over its test-time views (`--view_policy`, default the
+model's own, `random10`). Correlations are computed between predicted and real MOS; PLCC is raw
+(as the release reports) and `--logistic` adds the PLCC after a 4-parameter logistic fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import data_builders
+from modeling_uniqa import UniQAImageProcessor, UniQAModel
+from modeling_uniqa.configuration_uniqa import view_count
+from train_scripts.common import paper_results
+from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
+from train_scripts.common.metrics import compute_metrics
+from train_scripts.train_adapter import (
+    RESULTS_FILE,
+    add_training_arguments,
+    config_from_args,
+    finetune,
+    load_splits,
+    load_tokenizer,
+)
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("single", "splits", "few_label", "zero_shot", "cross")
+SUMMARY_STATS = ("median", "mean", "std")
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring
+# ------------------------------------------------------------------------------------------------
+def load_scorer(model_path: str, use_adapter: bool | None = None, dtype: torch.dtype = torch.float32):
+    """A UniQA model (eval mode) and its image processor; `use_adapter=False` drops the adapter."""
+    overrides = {} if use_adapter is None else {"use_adapter": use_adapter}
+    try:
+        model = UniQAModel.from_pretrained(model_path, dtype=dtype, **overrides)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--model {model_path}: cannot load a UniQA model ({error}).") from error
+    if os.path.isfile(os.path.join(model_path, "preprocessor_config.json")):
+        processor = UniQAImageProcessor.from_pretrained(model_path)
+    else:
+        processor = model.default_image_processor()
+    return model.eval(), processor
+
+
+@torch.no_grad()
+def predict(model, processor, data, view_policy: str | None = None, batch_size: int = 64, num_workers: int = 0, device: str | torch.device = "cpu") -> np.ndarray:
+    """Normalised scores (1 = best) of every image of `data` (a `datasets.Dataset`): the model's
+    forward averaged over the test-time views. `batch_size` counts views per forward."""
+    view_policy = view_policy or model.config.view_policy
+    dataset = ImageViewDataset(image_sources(data), processor, EvalViews(processor, view_policy, model.config.view_seed))
+    loader = DataLoader(dataset, batch_size=max(1, batch_size // view_count(view_policy)), num_workers=num_workers)
+    model.to(device)
+    scores = np.empty(len(dataset), dtype=np.float64)
+    for indices, views in tqdm(loader, desc="Scoring", unit="batch"):
+        scores[indices.numpy()] = model(pixel_values=views.to(device)).scores.float().cpu().numpy()
+    return scores
+
+
+def score_metrics(scores, data, metadata: dict, logistic: bool = False) -> tuple:
+    """`(metrics, predicted MOS, MOS)`: predictions mapped onto `data`'s MOS scale first."""
+    mos = np.asarray(data["mos"], dtype=np.float64)
+    predicted_mos = data_builders.score_to_mos(np.asarray(scores), metadata["mos_range"], metadata.get("higher_is_better", True))
+    return compute_metrics(predicted_mos, mos, logistic=logistic), predicted_mos, mos
+
+
+def summarise(rows: list) -> dict:
+    """Median, mean and (sample) std of the SRCC and PLCC of several runs."""
+    summary = {}
+    for metric in ("srcc", "plcc"):
+        values = [row[metric] for row in rows]
+        summary[metric] = {
+            "median": statistics.median(values),
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        }
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------
+# Protocols
+# ------------------------------------------------------------------------------------------------
+def load_full(name: str, data_dir: str, cache_dir: str | None, options: dict):
+    """The whole dataset (one `full` split) and its metadata."""
+    dataset = data_builders.load(name, data_dir, cache_dir=cache_dir, **{**options, "split_scheme": "full"})
+    return dataset["full"], data_builders.get_metadata(dataset)
+
+
+def evaluate_model(args, data, metadata: dict, use_adapter: bool | None = None, prompts: str | None = None) -> dict:
+    """Score `args.model` on `data`: metrics plus predictions for the plot."""
+    model, processor = load_scorer(args.model, use_adapter=use_adapter)
+    if prompts:
+        model.set_prompts(prompts, load_tokenizer(args.tokenizer or args.model))
+    scores = predict(model, processor, data, args.view_policy, args.eval_batch_size, args.num_workers, args.device)
+    metrics, predicted_mos, mos = score_metrics(scores, data, metadata, args.logistic)
+    return {**metrics, "num_images": len(data), "prompt_groups": model.config.prompt_group_names,
+            "view_policy": args.view_policy or model.config.view_policy, "training_dataset": model.config.training_dataset,
+            "_plot": (predicted_mos, mos)}
+
+
+def protocol_single(args) -> dict:
+    options = dict(args.dataset_option)
+    dataset = data_builders.load(args.dataset, args.data_dir, cache_dir=args.cache_dir, split_index=args.split_index, seed=args.seed, **options)
+    if args.split not in dataset:
+        raise ValueError(f"--split {args.split}: {args.dataset} has the splits {list(dataset)}.")
+    result = evaluate_model(args, dataset[args.split], data_builders.get_metadata(dataset), prompts=args.prompts)
+    return {**result, "split": args.split, "split_index": args.split_index}
+
+
+def protocol_cross(args) -> dict:
+    data, metadata = load_full(args.dataset, args.data_dir, args.cache_dir, dict(args.dataset_option))
+    result = evaluate_model(args, data, metadata, prompts=args.prompts)
+    return {**result, "trained_on": result.pop("training_dataset"), "tested_on": args.dataset}
+
+
+def protocol_zero_shot(args) -> dict:
+    data, metadata = load_full(args.dataset, args.data_dir, args.cache_dir, dict(args.dataset_option))
+    ensemble = args.prompts or ("aigc" if args.dataset == "agiqa3k" else "natural")
+    single = evaluate_model(args, data, metadata, use_adapter=False, prompts=args.single_prompt)
+    combined = evaluate_model(args, data, metadata, use_adapter=False, prompts=ensemble)
+    return {"srcc": combined["srcc"], "plcc": combined["plcc"], "single_prompt": single, "ensemble": combined, "_plot": combined["_plot"]}
+
+
+def run_training(args, run_name: str, split_index: int, few_label: int | None = None, repetition: int = 0) -> dict:
+    """One fine-tuning run of a training protocol, in `runs/<run_name>/`; reused when finished."""
+    run_dir = os.path.join(args.output_dir, "runs", run_name)
+    results_file = os.path.join(run_dir, RESULTS_FILE)
+    predictions_file = os.path.join(run_dir, "predictions.json")
+    if os.path.isfile(results_file) and os.path.isfile(predictions_file):
+        logger.info("Run %s finished earlier: reusing %s.", run_name, results_file)
+        with open(results_file, encoding="utf-8") as handle, open(predictions_file, encoding="utf-8") as plot:
+            return json.load(handle) | json.load(plot)
+    options = {"split_scheme": "random", **dict(args.dataset_option)}  # the paper's random splits, even where an official one exists
+    splits = load_splits(args.dataset, args.data_dir, split_index, few_label, repetition, args.seed, args.cache_dir, options)
+    data_builders.write_split({"train": splits.train["image_name"], "test": splits.test["image_name"]}, os.path.join(run_dir, "split.json"),
+                              metadata={"split_index": split_index, "few_label": few_label, "repetition": repetition})
+    config = config_from_args(args, args.dataset)
+    config.resume_from_checkpoint = "latest"  # an interrupted run goes on from its last epoch
+    results = finetune(args.model, splits, run_dir, config)
+    metadata = splits.metadata
+    predicted_mos = data_builders.score_to_mos(np.asarray(results["predictions"]), metadata["mos_range"], metadata.get("higher_is_better", True))
+    plot = {"predicted_mos": np.asarray(predicted_mos).tolist(), "mos": results["mos"]}
+    if args.logistic:
+        results["plcc_logistic"] = compute_metrics(predicted_mos, results["mos"], logistic=True)["plcc_logistic"]
+    with open(predictions_file, "w", encoding="utf-8") as handle:
+        json.dump(plot, handle)
+    for name in os.listdir(run_dir):  # the run is complete: its resume checkpoints are no longer needed
+        if name.startswith("checkpoint-"):
+            shutil.rmtree(os.path.join(run_dir, name))
+    if not args.keep_run_models:
+        weights = os.path.join(run_dir, "model.safetensors")
+        if os.path.isfile(weights):
+            os.remove(weights)
+        shutil.rmtree(os.path.join(run_dir, "lora"), ignore_errors=True)
+    return results | plot
+
+
+def _row(run: dict, **keys) -> dict:
+    row = {**keys, "srcc": run["srcc"], "plcc": run["plcc"], "krcc": run["krcc"], "rmse": run["rmse"],
+           "num_train": run["num_train"], "num_test": run["num_test"], "selection": run["selection"]}
+    if "plcc_logistic" in run:
+        row["plcc_logistic"] = run["plcc_logistic"]
+    return row
+
+
+def _median_run(runs: list) -> dict:
+    """The run whose SRCC is the median (lower median for an even count): the one to plot."""
+    order = sorted(range(len(runs)), key=lambda i: runs[i]["srcc"])
+    return runs[order[(len(order) - 1) // 2]]
+
+
+def protocol_splits(args) -> dict:
+    runs = [run_training(args, f"split_{k}", k) for k in range(args.num_splits)]
+    rows = [_row(run, split_index=k) for k, run in enumerate(runs)]
+    summary = summarise(rows)
+    plotted = _median_run(runs)
+    return {"srcc": summary["srcc"]["median"], "plcc": summary["plcc"]["median"], "summary": summary, "runs": rows,
+            "mode": args.mode, "selection": runs[0]["selection"], "_plot": (plotted["predicted_mos"], plotted["mos"])}
+
+
+def protocol_few_label(args) -> dict:
+    sizes, by_size, rows, plotted = args.few_label_sizes, {}, [], None
+    for size in sizes:
+        runs = [run_training(args, f"few{size}_rep{r}", args.split_index, few_label=size, repetition=r) for r in range(args.repetitions)]
+        size_rows = [_row(run, few_label=size, repetition=r) for r, run in enumerate(runs)]
+        rows += size_rows
+        by_size[str(size)] = summarise(size_rows)
+        if plotted is None:
+            plotted = _median_run(runs)
+    first = by_size[str(sizes[0])]
+    return {"srcc": first["srcc"]["median"], "plcc": first["plcc"]["median"], "headline": f"median of the {sizes[0]}-label runs",
+            "by_size": by_size, "runs": rows, "mode": args.mode, "_plot": (plotted["predicted_mos"], plotted["mos"])}
+
+
+PROTOCOL_FUNCTIONS = {
+    "single": protocol_single,
+    "splits": protocol_splits,
+    "few_label": protocol_few_label,
+    "zero_shot": protocol_zero_shot,
+    "cross": protocol_cross,
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Reports
+# ------------------------------------------------------------------------------------------------
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def markdown_table(protocol: str, paper_key: str, results: dict) -> str:
+    """Our numbers beside the paper's, laid out like the paper's table for this protocol."""
+    table = paper_results.TABLE_OF.get(paper_key)
+    lines = [f"# UniQA on {paper_key}: protocol `{protocol}`", ""]
+    if table is None and protocol in ("single", "splits", "cross"):
+        lines += [f"The paper reports no fine-tuning result for {paper_key!r} (choose a row with --paper_key).", ""]
+        table = "—"
+    if protocol in ("single", "splits", "cross"):
+        adapter, full = paper_results.ADAPTER.get(paper_key), paper_results.FULL.get(paper_key)
+        ours = f"median of {len(results['runs'])} splits" if protocol == "splits" else protocol
+        lines += [f"Paper: {table} (median of 10 random splits).", "", "| method | SRCC | PLCC |", "|---|---|---|",
+                  f"| UniQA, paper (adapter) | {_fmt(adapter and adapter[0])} | {_fmt(adapter and adapter[1])} |",
+                  f"| UniQA, paper (backbone unfrozen) | {_fmt(full and full[0])} | {_fmt(full and full[1])} |",
+                  f"| ours ({ours}) | {_fmt(results['srcc'])} | {_fmt(results['plcc'])} |"]
+        if protocol == "splits":
+            summary = results["summary"]
+            lines += ["", f"Mean ± std over splits: SRCC {summary['srcc']['mean']:.3f} ± {summary['srcc']['std']:.3f}, "
+                          f"PLCC {summary['plcc']['mean']:.3f} ± {summary['plcc']['std']:.3f}. Model selection: {results['selection']}."]
+        if protocol == "cross":
+            lines += ["", f"Trained on {results.get('trained_on')}, tested on all of {results.get('tested_on')}; the paper rows are in-dataset results, for scale only."]
+    elif protocol == "zero_shot":
+        paper = paper_results.ZERO_SHOT_SRCC.get(paper_key, (None, None))
+        lines += ["Paper: Table VII (zero-shot SRCC).", "", "| prompts | paper SRCC | ours SRCC | ours PLCC |", "|---|---|---|---|",
+                  f"| single ({', '.join(results['single_prompt']['prompt_groups'])}) | {_fmt(paper[0])} | {_fmt(results['single_prompt']['srcc'])} | {_fmt(results['single_prompt']['plcc'])} |",
+                  f"| ensemble ({', '.join(results['ensemble']['prompt_groups'])}) | {_fmt(paper[1])} | {_fmt(results['ensemble']['srcc'])} | {_fmt(results['ensemble']['plcc'])} |"]
+    elif protocol == "few_label":
+        paper = paper_results.FEW_LABEL_SRCC.get(paper_key, {})
+        lines += ["Paper: Table IX (few-label SRCC, median of 10 repetitions).", "",
+                  "| training images | paper SRCC | ours SRCC (median) | ours PLCC (median) |", "|---|---|---|---|"]
+        for size, summary in results["by_size"].items():
+            lines.append(f"| {size} | {_fmt(paper.get(int(size)))} | {_fmt(summary['srcc']['median'])} | {_fmt(summary['plcc']['median'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def scatter_plot(predicted_mos, mos, title: str, path: str) -> str | None:
+    """Predicted vs. real MOS as a PNG; `None` (with a warning) when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install '.[viz]'): no scatter plot written.")
+        return None
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.scatter(mos, predicted_mos, s=8, alpha=0.6)
+    axes.set_xlabel("MOS")
+    axes.set_ylabel("predicted MOS")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+def _sizes(value: str) -> list:
+    try:
+        sizes = [int(item) for item in value.split(",") if item.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from error
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {value!r}")
+    return sizes
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="A fine-tuned UniQA folder (single, cross) or a pre-trained one (splits, few_label, zero_shot).")
+    parser.add_argument("--dataset", required=True, help=f"data_builders name: {', '.join(data_builders.available())}.")
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="single")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--split_index", type=int, default=0, help="single/few_label: which random split.")
+    parser.add_argument("--split", default="test", help="single: which split to score.")
+    parser.add_argument("--num_splits", type=int, default=10, help="splits: how many random splits.")
+    parser.add_argument("--few_label_sizes", type=_sizes, default=[50, 100, 200], help="few_label: comma-separated sizes.")
+    parser.add_argument("--repetitions", type=int, default=10, help="few_label: draws per size.")
+    parser.add_argument("--single_prompt", default="default", help="zero_shot: the single prompt group.")
+    parser.add_argument("--logistic", action="store_true", help="Also report PLCC after the 4-parameter logistic fit.")
+    parser.add_argument("--paper_key", default=None, help="Which paper row to compare with (default: --dataset; e.g. uwiqa for folder_csv data).")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Scoring device.")
+    parser.add_argument("--keep_run_models", action="store_true", help="splits/few_label: keep each run's trained weights.")
+    add_training_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.num_splits < 1 or args.repetitions < 1:
+        parser.error("--num_splits and --repetitions must be >= 1")
+    return args
+
+
+def main(args: argparse.Namespace) -> dict:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logger.setLevel(logging.INFO)
+    os.makedirs(args.output_dir, exist_ok=True)
+    results = PROTOCOL_FUNCTIONS[args.protocol](args)
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` the main process writes the reports
+        return results
+    plot = results.pop("_plot")
+    for part in ("single_prompt", "ensemble"):
+        results.get(part, {}).pop("_plot", None)
+    paper_key = args.paper_key or args.dataset
+    title = f"{args.dataset} ({args.protocol}): SRCC {results['srcc']:.3f}, PLCC {results['plcc']:.3f}"
+    scatter = scatter_plot(plot[0], plot[1], title, os.path.join(args.output_dir, "scatter.png"))
+    results = {"srcc": results["srcc"], "plcc": results["plcc"], "protocol": args.protocol, "dataset": args.dataset,
+               "model": os.path.abspath(args.model), "scatter": scatter and os.path.basename(scatter), **results}
+    with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2)
+    with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(markdown_table(args.protocol, paper_key, results))
+    logger.info("%s: SRCC %.4f, PLCC %.4f. Written to %s.", args.protocol, results["srcc"], results["plcc"], args.output_dir)
+    return results
+
+
+if __name__ == "__main__":
+    main(parse_args())
