@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from train_scripts.common.air import air_ranks, informativeness, rank, select_top_k, sentence_length, word_entropy, words
+from train_scripts.common.air import (
+    air_ranks,
+    informativeness,
+    rank,
+    select_top_k,
+    sentence_length,
+    word_entropy,
+    words,
+)
 
 # Four comments of one image, worked by hand:
 #   s_A    = 0.1  0.5  0.3  0.2   -> AR = 1 4 3 2

@@ -21,20 +21,9 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-__all__ = ["HFCaptioner", "PerRowGumbelSampler", "resolve_dtype"]
+from train_scripts.common.dtypes import resolve_dtype
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on a GPU that supports it, else fp16 on a GPU, fp32 on the CPU."""
-    if name != "auto":
-        if name not in DTYPES:
-            raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, got {name!r}")
-        return DTYPES[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+__all__ = ["HFCaptioner", "PerRowGumbelSampler"]
 
 
 class PerRowGumbelSampler(LogitsProcessor):
