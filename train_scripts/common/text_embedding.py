@@ -50,6 +50,8 @@ def embed_texts(
         normalize: L2-normalise the embeddings (for cosine similarities).
         progress: optional callable ``progress(n_texts_done_in_batch)``.
     """
+    if len(texts) == 0:
+        return torch.empty((0, clip.config.projection_dim), dtype=torch.float32)
     context = clip.config.text_config.max_position_embeddings
     device = torch.device(device) if device is not None else clip.text_projection.weight.device
     encoded = tokenizer(list(texts), padding=False, truncation=True, max_length=context)["input_ids"]
@@ -77,6 +79,4 @@ def embed_texts(
         output[torch.tensor(indices)] = features.cpu()
         if progress is not None:
             progress(len(indices))
-    if output is None:
-        return torch.empty((0, clip.config.projection_dim), dtype=torch.float32)
     return output
