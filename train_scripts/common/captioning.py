@@ -124,8 +124,8 @@ _FACTORS = {
         "sharpness": [
             ["the image is heavily blurred and details are lost", "edges are smeared by strong blur"],
             ["details are soft and noticeably blurry", "the focus is off and fine textures are unclear"],
-            ["sharpness is acceptable though fine details are a little soft", "the subject is reasonably clear but not crisp"],
-            ["the image is sharp with clear details", "edges are crisp and textures are well defined"],
+            ["sharpness is acceptable though fine details are a little soft", "the subject is reasonably sharp but not crisp"],
+            ["the image is sharp with clear details", "edges are crisp and sharp, textures well defined"],
             ["the image is tack sharp with every fine detail resolved", "focus is excellent and textures are crystal clear"],
         ],
         "color balance": [
