@@ -20,7 +20,7 @@ from train_scripts.common.air import informativeness, select_top_k
 from train_scripts.common.text_embedding import embed_texts, length_sorted_batches
 
 IDS = [953619, 953626, 953633, 953640, 953647, 953654]
-WORDS = "nice light colour sharp focus composition lovely mood great shot soft tones".split()
+WORDS = ["nice", "light", "colour", "sharp", "focus", "composition", "lovely", "mood", "great", "shot", "soft", "tones"]
 
 
 @pytest.fixture(scope="module")

@@ -277,6 +277,9 @@ def main(args) -> int:
 
     keys = [(item["image_name"], k) for item in items for k in range(args.captions_per_image)]
     done = output.done_keys()
+    # No process writes before every process has read what is done: a part file growing while
+    # another process reads it would make the processes disagree on the work left (lost captions).
+    accelerator.wait_for_everyone()
     todo_images = [i for i, item in enumerate(items) if any((item["image_name"], k) not in done for k in range(args.captions_per_image))]
     shard = todo_images[accelerator.process_index :: accelerator.num_processes]  # whole images: each decoded once
     work = [(i, k) for i in shard for k in range(args.captions_per_image) if (items[i]["image_name"], k) not in done]

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # `python train_scripts/purify_captions.py` from a checkout
@@ -50,6 +51,7 @@ if REPO_ROOT not in sys.path:  # `python train_scripts/purify_captions.py` from 
 
 import data_builders  # noqa: E402
 from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError  # noqa: E402
+from modeling_uniqa import UniQAModel  # noqa: E402 - also registers the uniqa model type
 from modeling_uniqa.processing_uniqa import UniQAImageProcessor  # noqa: E402
 from modeling_uniqa.score_images import ImageViews, Normalizer, collate_views  # noqa: E402
 from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable, write_atomic  # noqa: E402
@@ -142,11 +144,6 @@ def load_comments(data_dir: str, image_dir: str | None, cache_dir: str | None, m
 # --------------------------------------------------------------------------------------------
 def load_clip_aes(path: str, tokenizer_path: str | None, device: torch.device, dtype: torch.dtype):
     """``(CLIPModel, tokenizer, image processor)`` of a UniQA or HF CLIP folder, in eval mode."""
-    import modeling_uniqa  # noqa: F401 - registers the uniqa model type
-    from transformers import AutoConfig, AutoTokenizer, CLIPModel
-
-    from modeling_uniqa import UniQAModel
-
     try:
         config = AutoConfig.from_pretrained(path)
         if config.model_type == "uniqa":
@@ -271,6 +268,9 @@ def main(args) -> int:
 
     keys = [(images[i]["image_name"], k) for i in eligible_indices for k in range(min(args.top_k, len(images[i]["comments"])))]
     done_images = {name for name, _ in output.done_keys()}
+    # No process writes before every process has read what is done: a part file growing while
+    # another process reads it would make the processes disagree on the work left (lost captions).
+    accelerator.wait_for_everyone()
     todo = [i for i in eligible_indices if images[i]["image_name"] not in done_images]
     shard = todo[accelerator.process_index :: accelerator.num_processes]
     if accelerator.is_main_process:
