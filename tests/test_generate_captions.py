@@ -177,6 +177,26 @@ def test_tiny_llava_end_to_end_merged_with_template_captions(tmp_path, dataset, 
     assert set(merged["task"]) == {"quality"}
 
 
+def test_unreadable_images_are_skipped_then_retried_by_resume(tmp_path, dataset, tiny_llava):
+    data_dir, info = dataset
+    broken = os.path.join(data_dir, "images", info["names"][0])
+    with open(broken, "rb") as handle:
+        good = handle.read()
+    with open(broken, "wb") as handle:
+        handle.write(b"not an image")
+    options = ["--task", "quality", "--captioner", tiny_llava, "--max_new_tokens", "4", "--max_images", "2"]
+    assert run(tmp_path, data_dir, tmp_path / "none.jsonl", *options[:-1], "1") == 1  # nothing could be captioned
+    assert run(tmp_path, data_dir, tmp_path / "c.jsonl", *options) == 0
+    first = read_jsonl(tmp_path / "c.jsonl")
+    assert [(r["image_name"], r["caption_index"]) for r in first] == [(info["names"][1], k) for k in range(3)]
+    with open(broken, "wb") as handle:
+        handle.write(good)
+    assert run(tmp_path, data_dir, tmp_path / "c.jsonl", *options, "--resume") == 0
+    rows = read_jsonl(tmp_path / "c.jsonl")
+    assert [(r["image_name"], r["caption_index"]) for r in rows] == [(n, k) for n in info["names"][:2] for k in range(3)]
+    assert rows[3:] == first
+
+
 def test_bad_arguments(tmp_path, dataset):
     base = ["--dataset", "folder_csv", "--data_dir", "d", "--output", "o.jsonl"]
     with pytest.raises(SystemExit):

@@ -253,7 +253,7 @@ def caption_with_model(captioner, work: list, items: list, template: str, args, 
 # The run
 # --------------------------------------------------------------------------------------------
 def main(args) -> int:
-    """Caption the split; returns 0 when every caption is in ``--output``, 1 otherwise."""
+    """Caption the split; returns 0 when some captions were written, 1 when none (like ``uniqa score``)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     accelerator = Accelerator()
     check_writable(args.output)  # before any costly work
@@ -307,7 +307,9 @@ def main(args) -> int:
         "Wrote %s: %d of %d captions (%d images unreadable). This process: %d captions in %.1f s (%.2f captions/s).",
         args.output, len(result.rows), len(keys), failed, len(work), seconds, len(work) / seconds if seconds > 0 else 0.0,
     )
-    return 0 if missing == 0 else 1
+    if missing:
+        logger.warning("%d captions are missing: their images could not be read (see the warnings above); a --resume retries them.", missing)
+    return 0 if result.rows else 1
 
 
 if __name__ == "__main__":

@@ -243,7 +243,7 @@ def summary_path(output: str) -> str:
 # The run
 # --------------------------------------------------------------------------------------------
 def main(args) -> int:
-    """Purify the corpus; returns 0 when every eligible image is in ``--output``, 1 otherwise."""
+    """Purify the corpus; returns 0 when some comments were kept, 1 when none (like ``uniqa score``)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     accelerator = Accelerator()
     check_writable(args.output)
@@ -304,7 +304,9 @@ def main(args) -> int:
         "Wrote %s: %d images, %d comments (summary: %s). This process: %d images in %.1f s.",
         args.output, summary["images_out"], summary["comments_out"], summary_path(output.output), len(shard), seconds,
     )
-    return 0 if summary["dropped_images"]["unreadable_image"] == 0 else 1
+    if summary["dropped_images"]["unreadable_image"]:
+        logger.warning("%d images could not be read (see the warnings above); a --resume retries them.", summary["dropped_images"]["unreadable_image"])
+    return 0 if result.rows else 1
 
 
 if __name__ == "__main__":
