@@ -38,6 +38,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -171,65 +172,82 @@ def _as_list(batch):
 # --------------------------------------------------------------------------------------------
 # Captioners
 # --------------------------------------------------------------------------------------------
-def build_captioner(args, device: torch.device):
-    """The template captioner or an :class:`~train_scripts.common.hf_captioner.HFCaptioner`."""
-    if args.captioner == "template":
+def build_captioner(
+    name: str, device: torch.device, dtype: str = "auto", temperature: float = 0.7, top_p: float = 0.9, top_k: int = 0,
+    max_new_tokens: int = 128,
+):
+    """``template`` -> :class:`TemplateCaptioner`; a model id or folder -> an
+    :class:`~train_scripts.common.hf_captioner.HFCaptioner` with these generation settings."""
+    if name == "template":
         return TemplateCaptioner()
     from train_scripts.common.hf_captioner import HFCaptioner
 
-    return HFCaptioner(
-        args.captioner, device, dtype=args.dtype, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-    )
+    return HFCaptioner(name, device, dtype=dtype, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens)
 
 
-def make_record(item: dict, caption_index: int, caption: str, captioner, settings: dict, prompt: str, seed: int, args) -> dict:
-    return {
-        "image": item["image"], "image_name": item["image_name"], "caption_index": caption_index, "caption": caption,
-        "level": item["level"], "mos": item["mos"], "task": args.task, "captioner": captioner.name,
-        "template": isinstance(captioner, TemplateCaptioner), "prompt": prompt, "generation": settings, "seed": seed,
-        "dataset": args.dataset, "split": args.split,
-    }
+@dataclass
+class CaptionJob:
+    """What every caption of a run shares: its prompt template, seeds and record fields."""
+
+    task: str
+    template: str
+    seed: int
+    dataset: str
+    split: str
+    captioner: str
+    is_template: bool
+    settings: dict
+
+    def prompt(self, item: dict) -> str:
+        return format_prompt(self.template, item["level"])
+
+    def caption_seed(self, item: dict, caption_index: int) -> int:
+        return caption_seed(self.seed, item["image_name"], caption_index)
+
+    def record(self, item: dict, caption_index: int, caption: str) -> dict:
+        """One output line (see the module docstring)."""
+        return {
+            "image": item["image"], "image_name": item["image_name"], "caption_index": caption_index, "caption": caption,
+            "level": item["level"], "mos": item["mos"], "task": self.task, "captioner": self.captioner,
+            "template": self.is_template, "prompt": self.prompt(item), "generation": self.settings,
+            "seed": self.caption_seed(item, caption_index), "dataset": self.dataset, "split": self.split,
+        }
 
 
-def caption_template(captioner: TemplateCaptioner, work: list, items: list, template: str, args, writer, bar) -> int:
-    """Template captions for ``work`` (``(item index, caption index)`` pairs), one batch at a time."""
-    settings = captioner.settings()
-    for start in range(0, len(work), args.batch_size):
+def caption_template(captioner: TemplateCaptioner, job: CaptionJob, work: list, items: list, batch_size: int, writer, bar) -> int:
+    """Template captions for ``work`` (``(item index, caption index)`` pairs), ``batch_size`` per
+    write. Returns 0 (no image is read)."""
+    for start in range(0, len(work), batch_size):
         records = []
-        for index, k in work[start : start + args.batch_size]:
+        for index, k in work[start : start + batch_size]:
             item = items[index]
-            seed = caption_seed(args.seed, item["image_name"], k)
-            text = captioner.caption(item["level"], args.task, seed)
-            records.append(make_record(item, k, text, captioner, settings, format_prompt(template, item["level"]), seed, args))
+            records.append(job.record(item, k, captioner.caption(item["level"], job.task, job.caption_seed(item, k))))
         writer.write(records)
         bar.update(len(records))
     return 0
 
 
-def caption_with_model(captioner, work: list, items: list, template: str, args, writer, bar) -> int:
-    """MLLM captions for ``work``: images decoded once in DataLoader workers, captions generated
-    ``--batch_size`` at a time and streamed. Returns the number of unreadable images."""
+def caption_with_model(captioner, job: CaptionJob, work: list, items: list, batch_size: int, num_workers: int, writer, bar) -> int:
+    """MLLM captions for ``work``: each image decoded once in DataLoader workers, captions
+    generated ``batch_size`` at a time and written per batch. Returns the number of unreadable images."""
     pending: dict = {}
     for index, k in work:
         pending.setdefault(index, []).append(k)
     image_indices = list(pending)
+    captions_per_image = max((len(ks) for ks in pending.values()), default=1)
     loader = DataLoader(
         DecodedImages([items[i]["image"] for i in image_indices]),
-        batch_size=max(1, args.batch_size // args.captions_per_image),
-        num_workers=args.num_workers,
-        collate_fn=_as_list,
+        batch_size=max(1, batch_size // captions_per_image), num_workers=num_workers, collate_fn=_as_list,
     )
-    settings, failed, queue = captioner.settings(), 0, []
+    failed, queue = 0, []
 
     def flush(rows):
-        seeds = [caption_seed(args.seed, items[i]["image_name"], k) for i, k, _ in rows]
-        prompts = [format_prompt(template, items[i]["level"]) for i, _, _ in rows]
-        texts = captioner.caption([image for _, _, image in rows], prompts, seeds)
-        writer.write(
-            [make_record(items[i], k, text, captioner, settings, prompt, seed, args)
-             for (i, k, _), text, prompt, seed in zip(rows, texts, prompts, seeds)]
+        texts = captioner.caption(
+            [image for _, _, image in rows],
+            [job.prompt(items[i]) for i, _, _ in rows],
+            [job.caption_seed(items[i], k) for i, k, _ in rows],
         )
+        writer.write([job.record(items[i], k, text) for (i, k, _), text in zip(rows, texts)])
         bar.update(len(rows))
 
     for batch in loader:
@@ -241,9 +259,9 @@ def caption_with_model(captioner, work: list, items: list, template: str, args, 
                 bar.update(len(pending[index]))
                 continue
             queue += [(index, k, image) for k in pending[index]]
-        while len(queue) >= args.batch_size:
-            flush(queue[: args.batch_size])
-            queue = queue[args.batch_size :]
+        while len(queue) >= batch_size:
+            flush(queue[:batch_size])
+            queue = queue[batch_size:]
     if queue:
         flush(queue)
     return failed
@@ -260,7 +278,13 @@ def main(args) -> int:
     template = load_prompt_templates(args.prompt_file, args.task) if args.prompt_file else PROMPT_TEMPLATES[args.task]
     with accelerator.main_process_first():  # one process builds the datasets cache, the others read it
         items = load_images_with_levels(args.dataset, args.data_dir, args.split, args.levels, args.image_dir, args.cache_dir, args.max_images)
-    captioner = build_captioner(args, accelerator.device)
+    captioner = build_captioner(
+        args.captioner, accelerator.device, args.dtype, args.temperature, args.top_p, args.top_k, args.max_new_tokens
+    )
+    job = CaptionJob(
+        args.task, template, args.seed, args.dataset, args.split, captioner.name,
+        isinstance(captioner, TemplateCaptioner), captioner.settings(),
+    )
     output = ShardedOutput(
         args.output, COLUMNS, KEY_COLUMNS,
         fingerprint={
@@ -293,9 +317,9 @@ def main(args) -> int:
         total=len(work), unit="caption", desc="Captioning", disable=not accelerator.is_main_process
     ) as bar:
         if isinstance(captioner, TemplateCaptioner):
-            failed = caption_template(captioner, work, items, template, args, writer, bar)
+            failed = caption_template(captioner, job, work, items, args.batch_size, writer, bar)
         else:
-            failed = caption_with_model(captioner, work, items, template, args, writer, bar)
+            failed = caption_with_model(captioner, job, work, items, args.batch_size, args.num_workers, writer, bar)
     seconds = time.perf_counter() - start
     failed = int(accelerator.gather(torch.tensor([failed], device=accelerator.device)).sum())
     accelerator.wait_for_everyone()

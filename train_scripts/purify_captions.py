@@ -177,23 +177,29 @@ def fingerprint_of(path: str) -> dict:
 # --------------------------------------------------------------------------------------------
 # Ranking
 # --------------------------------------------------------------------------------------------
-def purify_batch(clip, tokenizer, normalize: Normalizer, batch, images: list, args, device) -> list:
-    """The kept-comment records of a decoded image batch (unreadable images give none)."""
+def purify_batch(
+    clip, tokenizer, normalize: Normalizer, batch, images: list, device, top_k: int = 4, alpha: float = 1.0,
+    beta: float = 1.0, measure: str = "length", text_batch_size: int = 256,
+) -> list:
+    """The kept-comment records of a decoded image batch (unreadable images give none).
+
+    ``batch`` is a :func:`~modeling_uniqa.score_images.collate_views` batch of centre views whose
+    indices point into ``images``; the AIR arguments are those of :func:`select_top_k`."""
     if batch.views is None:
         return []
     with torch.inference_mode():
         pixels = normalize(batch.views)[:, 0].to(clip.visual_projection.weight.dtype)  # one centre view each
         image_embeds = F.normalize(clip.get_image_features(pixel_values=pixels).pooler_output.float(), dim=-1).cpu()
     comments = [comment for index in batch.indices for comment in images[index]["comments"]]
-    text_embeds = embed_texts(clip, tokenizer, comments, batch_size=args.text_batch_size, device=device)
+    text_embeds = embed_texts(clip, tokenizer, comments, batch_size=text_batch_size, device=device)
     records, offset = [], 0
     for row, index in enumerate(batch.indices):
         item = images[index]
         n = len(item["comments"])
         relevance = (text_embeds[offset : offset + n] @ image_embeds[row]).double().numpy()
         offset += n
-        info = informativeness(item["comments"], args.informativeness)
-        selection = select_top_k(relevance, info, args.top_k, args.alpha, args.beta)
+        info = informativeness(item["comments"], measure)
+        selection = select_top_k(relevance, info, top_k, alpha, beta)
         for position, j in enumerate(selection.indices):
             records.append({
                 "image": item["image"], "image_name": item["image_name"], "caption_index": position,
@@ -205,8 +211,11 @@ def purify_batch(clip, tokenizer, normalize: Normalizer, batch, images: list, ar
     return records
 
 
-def summarize(stats: dict, eligible: list, rows: list, args) -> dict:
-    """The summary written next to the output (counts in and out, histogram, drops and why)."""
+def summarize(stats: dict, eligible: list, rows: list, settings: dict) -> dict:
+    """The summary written next to the output (counts in and out, histogram, drops and why).
+
+    ``stats``: the input counts of :func:`load_comments`; ``eligible``: the images with enough
+    comments; ``rows``: the records of the merged output; ``settings``: recorded as they are."""
     per_image = Counter(row["image_name"] for row in rows)
     eligible_comments = sum(len(item["comments"]) for item in eligible)
     unreadable = [item for item in eligible if item["image_name"] not in per_image]
@@ -228,10 +237,7 @@ def summarize(stats: dict, eligible: list, rows: list, args) -> dict:
             "of_unreadable_images": sum(len(item["comments"]) for item in unreadable),
             "below_top_k": eligible_comments - sum(len(item["comments"]) for item in unreadable) - len(rows),
         },
-        "settings": {
-            "top_k": args.top_k, "alpha": args.alpha, "beta": args.beta, "informativeness": args.informativeness,
-            "min_captions": args.min_captions, "clip_aes": os.path.abspath(args.clip_aes),
-        },
+        "settings": settings,
     }
 
 
@@ -252,13 +258,13 @@ def main(args) -> int:
     eligible_indices = [i for i, item in enumerate(images) if len(item["comments"]) >= args.min_captions]
     dtype = resolve_dtype(args.dtype, accelerator.device)
     clip, tokenizer, processor = load_clip_aes(args.clip_aes, args.tokenizer, accelerator.device, dtype)
+    settings = {
+        "top_k": args.top_k, "alpha": args.alpha, "beta": args.beta, "informativeness": args.informativeness,
+        "min_captions": args.min_captions, "clip_aes": os.path.abspath(args.clip_aes),
+    }
     output = ShardedOutput(
         args.output, COLUMNS, KEY_COLUMNS,
-        fingerprint={
-            "top_k": args.top_k, "alpha": args.alpha, "beta": args.beta, "informativeness": args.informativeness,
-            "min_captions": args.min_captions, "clip_aes": os.path.abspath(args.clip_aes),
-            "clip_aes_weights": fingerprint_of(args.clip_aes), "dtype": str(dtype),
-        },
+        fingerprint=settings | {"clip_aes_weights": fingerprint_of(args.clip_aes), "dtype": str(dtype)},
     )
     output.check(resume=args.resume, overwrite=args.overwrite)
     accelerator.wait_for_everyone()
@@ -291,14 +297,17 @@ def main(args) -> int:
         for batch in loader:
             for _, message in batch.errors:
                 logger.warning("Not ranked: %s", message)
-            writer.write(purify_batch(clip, tokenizer, normalize, batch, shard_images, args, accelerator.device))
+            writer.write(purify_batch(
+                clip, tokenizer, normalize, batch, shard_images, accelerator.device, args.top_k, args.alpha, args.beta,
+                args.informativeness, args.text_batch_size,
+            ))
             bar.update(len(batch.indices) + len(batch.errors))
     seconds = time.perf_counter() - start
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return 0
     result = output.finish(keys)
-    summary = summarize(stats, [images[i] for i in eligible_indices], result.rows, args)
+    summary = summarize(stats, [images[i] for i in eligible_indices], result.rows, settings)
     write_atomic(summary_path(output.output), json.dumps(summary, indent=1) + "\n")
     logger.info(
         "Wrote %s: %d images, %d comments (summary: %s). This process: %d images in %.1f s.",
