@@ -150,6 +150,24 @@ def test_levels_are_rank_quintiles_or_equal_width_bins(tmp_path, dataset):
         assert r["prompt"] == FIG2_AESTHETICS.replace("{level}", r["level"])
 
 
+def test_levels_of_a_dmos_dataset_are_flipped(tmp_path):
+    from tests.data_fixtures import write_csiq
+
+    write_csiq(str(tmp_path / "csiq"))
+    common = ["--dataset", "csiq", "--data_dir", str(tmp_path / "csiq"), "--split", "full", "--task", "quality",
+              "--captions_per_image", "1", "--cache_dir", str(tmp_path / "cache")]
+    assert generate_captions.main(generate_captions.parse_args([*common, "--output", str(tmp_path / "q.jsonl")])) == 0
+    rows = read_jsonl(tmp_path / "q.jsonl")
+    assert len(rows) == 60
+    by_dmos = sorted(rows, key=lambda r: r["mos"])  # 60 distinct DMOS: the 12 lowest are perfect
+    assert [r["level"] for r in by_dmos] == [level for level in reversed(LEVELS) for _ in range(12)]
+    assert generate_captions.main(generate_captions.parse_args(
+        [*common, "--levels", "equal_width", "--output", str(tmp_path / "w.jsonl")]
+    )) == 0
+    for r in read_jsonl(tmp_path / "w.jsonl"):  # CSIQ's DMOS range is [0, 1], lower is better
+        assert r["level"] == LEVELS[min(4, math.floor(5 * (1.0 - r["mos"])))]
+
+
 def test_tiny_llava_end_to_end_merged_with_template_captions(tmp_path, dataset, tiny_llava):
     data_dir, _ = dataset
     corpus = tmp_path / "corpus"
