@@ -1,0 +1,346 @@
+#!/usr/bin/env python
+"""Step 1 of UniQA: MOS-guided captioning of a rating dataset (method.md section 1).
+
+    python train_scripts/generate_captions.py --dataset flive --data_dir /data/FLIVE --split full \\
+        --task quality --captioner llava-hf/llava-1.5-7b-hf --output captions/flive_llava.jsonl
+    python train_scripts/generate_captions.py --dataset ava --data_dir /data/AVA --task aesthetics \\
+        --captioner template --output captions/ava_template.jsonl
+    accelerate launch --num_processes 8 train_scripts/generate_captions.py ... --resume
+
+What it does:
+
+- Reads split ``--split`` of any rating dataset of ``data_builders`` (``full`` = every labelled
+  image). Each image's MOS becomes a level ``bad .. perfect`` with
+  :func:`data_builders.assign_levels` over the images of that split: rank quintiles
+  (``--levels quintile``, default) or five equal-width bins over the dataset's MOS range
+  (``--levels equal_width``); DMOS datasets are flipped first.
+- Prompts are those of Fig. 2 (:data:`train_scripts.common.captioning.PROMPT_TEMPLATES`), or
+  ``--prompt_file``.
+- ``--captioner``: ``template`` (offline sentences, no MLLM; every record says
+  ``template: true``) or any image-text-to-text model id or folder (``AutoProcessor`` +
+  ``AutoModelForImageTextToText``, its chat template, left padding, bf16/fp16 on a GPU). Each
+  caption has its own seed (a hash of ``--seed``, the image and the caption index) and is
+  sampled from its own generator, so it does not depend on batch size, process count or resume.
+- Output: JSONL, one caption a line, with ``image`` (path), ``image_name``, ``caption_index``,
+  ``caption``, ``level``, ``mos``, ``task``, ``captioner``, ``template``, ``prompt``,
+  ``generation`` (the settings), ``seed``, ``dataset``, ``split``: readable by the
+  ``caption_jsonl`` builder. Files of several captioners in one folder load as one corpus
+  (the captioner ensembles of Table X).
+- Written through :mod:`modeling_uniqa.sharded_output`: every process streams its captions to
+  its own part file, flushed per batch; ``--resume`` after a kill keeps every caption written
+  and produces only the missing ones; the end merges them into ``--output`` in dataset order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # `python train_scripts/generate_captions.py` from a checkout
+    sys.path.insert(0, REPO_ROOT)
+
+import data_builders  # noqa: E402
+from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError  # noqa: E402
+from modeling_uniqa.processing_uniqa import UniQAImageError, load_image  # noqa: E402
+from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable  # noqa: E402
+from train_scripts.common.captioning import (  # noqa: E402
+    DEFAULT_CAPTIONS_PER_IMAGE,
+    PROMPT_TEMPLATES,
+    TASKS,
+    TemplateCaptioner,
+    caption_seed,
+    format_prompt,
+    load_prompt_templates,
+)
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = [
+    "image", "image_name", "caption_index", "caption", "level", "mos", "task", "captioner", "template",
+    "prompt", "generation", "seed", "dataset", "split",
+]
+KEY_COLUMNS = ["image_name", "caption_index"]
+LEVEL_METHODS = {"quintile": "rank", "equal_width": "width"}
+USER_ERRORS = (ValueError, OutputError, DatasetFormatError, MissingLabelFileError, MissingImageError, FileNotFoundError)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="MOS-guided captioning of a rating dataset (UniQA step 1).")
+    parser.add_argument("--dataset", required=True, help=f"A rating dataset of data_builders: {', '.join(data_builders.available())}.")
+    parser.add_argument("--data_dir", required=True, help="The dataset folder as downloaded and unpacked.")
+    parser.add_argument("--split", default="train", help="Which split to caption (default train); 'full' = every labelled image.")
+    parser.add_argument("--image_dir", default=None, help="Where the images are, if not in the dataset's usual folder.")
+    parser.add_argument("--cache_dir", default=None, help="datasets cache folder (default: the datasets cache).")
+    parser.add_argument("--task", required=True, choices=TASKS, help="quality (IQA prompt) or aesthetics (IAA prompt).")
+    parser.add_argument("--captioner", default="template", help="'template' (offline sentences) or an image-text-to-text model id or folder, e.g. llava-hf/llava-1.5-7b-hf.")
+    parser.add_argument("--output", required=True, help="The JSONL file to write (one caption a line).")
+    parser.add_argument("--captions_per_image", type=int, default=None, help="Default: 3 for quality, 1 for aesthetics (as in the paper).")
+    parser.add_argument("--levels", choices=sorted(LEVEL_METHODS), default="quintile", help="MOS -> level: rank quintiles (default) or equal-width bins over the MOS range.")
+    parser.add_argument("--prompt_file", default=None, help='Replace the Fig. 2 prompt: a text file with the template, or JSON {"quality": ..., "aesthetics": ...}; {level} marks the level.')
+    parser.add_argument("--batch_size", type=int, default=8, help="Captions per generate call (default 8).")
+    parser.add_argument("--max_new_tokens", type=int, default=128, help="Longest caption in tokens (default 128).")
+    parser.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature (default 0.7); 0 = greedy.")
+    parser.add_argument("--top_p", type=float, default=0.9, help="Nucleus sampling threshold (default 0.9; 1 = off).")
+    parser.add_argument("--top_k", type=int, default=0, help="Top-k filter (default 0 = off).")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Model dtype (auto: bf16/fp16 on a GPU, fp32 on the CPU).")
+    parser.add_argument("--seed", type=int, default=0, help="Run seed; each caption's seed is derived from it, the image and the caption index.")
+    parser.add_argument("--max_images", type=int, default=None, help="Caption only the first N images of the split (a trial run).")
+    parser.add_argument("--num_workers", type=int, default=2, help="Image decoding worker processes (default 2; 0 = in the main process).")
+    parser.add_argument("--resume", action="store_true", help="Continue an interrupted or shorter run: keep its captions, write the missing ones.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing output that this script did not write.")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "max_new_tokens", "captions_per_image", "max_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be >= 1, got {value}")
+    if args.num_workers < 0:
+        parser.error("--num_workers must be >= 0")
+    if not args.output.lower().endswith(".jsonl"):
+        parser.error(f"--output must be a .jsonl file, got {args.output}")
+    if args.captions_per_image is None:
+        args.captions_per_image = DEFAULT_CAPTIONS_PER_IMAGE[args.task]
+    if args.captioner != "template" and args.temperature == 0 and args.captions_per_image > 1:
+        parser.error(f"--temperature 0 (greedy) would write {args.captions_per_image} identical captions per image: sample (temperature > 0) or use --captions_per_image 1")
+    return args
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+def load_images_with_levels(
+    dataset: str, data_dir: str, split: str, levels: str = "quintile", image_dir: str | None = None,
+    cache_dir: str | None = None, max_images: int | None = None,
+) -> list:
+    """``[{"image", "image_name", "mos", "level"}]`` of one split of a rating dataset, in dataset order.
+
+    Levels are computed over the images of the split (before ``max_images`` cuts it), with the
+    dataset's score direction and, for ``equal_width``, its nominal MOS range.
+    """
+    builder = data_builders.get_builder(dataset)
+    if not hasattr(builder, "HIGHER_IS_BETTER"):
+        raise ValueError(f"--dataset {dataset}: a caption corpus, not a rating dataset (it has no MOS to turn into levels)")
+    options = {"split_scheme": "full"} if split == "full" else {}
+    if image_dir is not None:
+        options["image_dir"] = image_dir
+    splits = data_builders.load(dataset, data_dir, cache_dir=cache_dir, **options)
+    if split not in splits:
+        raise ValueError(f"--split {split}: {dataset} in {data_dir} has the splits {sorted(splits)} (or use 'full')")
+    table = splits[split]
+    meta = data_builders.get_metadata(table)
+    columns = table.select_columns(["image_path", "image_name", "mos"]).to_dict()
+    mos_range = meta.get("mos_range") if levels == "equal_width" else None
+    names = data_builders.assign_levels(
+        columns["mos"], higher_is_better=meta.get("higher_is_better", True), method=LEVEL_METHODS[levels], mos_range=mos_range
+    )
+    items = [
+        {"image": path, "image_name": name, "mos": float(mos), "level": level}
+        for path, name, mos, level in zip(columns["image_path"], columns["image_name"], columns["mos"], names)
+    ]
+    return items[:max_images] if max_images else items
+
+
+class DecodedImages(Dataset):
+    """Item ``i`` -> ``(i, RGB PIL image or None, error message or None)``; runs in DataLoader workers."""
+
+    def __init__(self, paths: list):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return index, load_image(self.paths[index]), None
+        except UniQAImageError as error:
+            return index, None, str(error)
+
+
+def _as_list(batch):
+    return batch
+
+
+# --------------------------------------------------------------------------------------------
+# Captioners
+# --------------------------------------------------------------------------------------------
+def build_captioner(
+    name: str, device: torch.device, dtype: str = "auto", temperature: float = 0.7, top_p: float = 0.9, top_k: int = 0,
+    max_new_tokens: int = 128,
+):
+    """``template`` -> :class:`TemplateCaptioner`; a model id or folder -> an
+    :class:`~train_scripts.common.hf_captioner.HFCaptioner` with these generation settings."""
+    if name == "template":
+        return TemplateCaptioner()
+    from train_scripts.common.hf_captioner import HFCaptioner
+
+    return HFCaptioner(name, device, dtype=dtype, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens)
+
+
+@dataclass
+class CaptionJob:
+    """What every caption of a run shares: its prompt template, seeds and record fields."""
+
+    task: str
+    template: str
+    seed: int
+    dataset: str
+    split: str
+    captioner: str
+    is_template: bool
+    settings: dict
+
+    def prompt(self, item: dict) -> str:
+        return format_prompt(self.template, item["level"])
+
+    def caption_seed(self, item: dict, caption_index: int) -> int:
+        return caption_seed(self.seed, item["image_name"], caption_index)
+
+    def record(self, item: dict, caption_index: int, caption: str) -> dict:
+        """One output line (see the module docstring)."""
+        return {
+            "image": item["image"], "image_name": item["image_name"], "caption_index": caption_index, "caption": caption,
+            "level": item["level"], "mos": item["mos"], "task": self.task, "captioner": self.captioner,
+            "template": self.is_template, "prompt": self.prompt(item), "generation": self.settings,
+            "seed": self.caption_seed(item, caption_index), "dataset": self.dataset, "split": self.split,
+        }
+
+
+def caption_template(captioner: TemplateCaptioner, job: CaptionJob, work: list, items: list, batch_size: int, writer, bar) -> int:
+    """Template captions for ``work`` (``(item index, caption index)`` pairs), ``batch_size`` per
+    write. Returns 0 (no image is read)."""
+    for start in range(0, len(work), batch_size):
+        records = []
+        for index, k in work[start : start + batch_size]:
+            item = items[index]
+            records.append(job.record(item, k, captioner.caption(item["level"], job.task, job.caption_seed(item, k))))
+        writer.write(records)
+        bar.update(len(records))
+    return 0
+
+
+def caption_with_model(captioner, job: CaptionJob, work: list, items: list, batch_size: int, num_workers: int, writer, bar) -> int:
+    """MLLM captions for ``work``: each image decoded once in DataLoader workers, captions
+    generated ``batch_size`` at a time and written per batch. Returns the number of unreadable images."""
+    pending: dict = {}
+    for index, k in work:
+        pending.setdefault(index, []).append(k)
+    image_indices = list(pending)
+    captions_per_image = max((len(ks) for ks in pending.values()), default=1)
+    loader = DataLoader(
+        DecodedImages([items[i]["image"] for i in image_indices]),
+        batch_size=max(1, batch_size // captions_per_image), num_workers=num_workers, collate_fn=_as_list,
+    )
+    failed, queue = 0, []
+
+    def flush(rows):
+        texts = captioner.caption(
+            [image for _, _, image in rows],
+            [job.prompt(items[i]) for i, _, _ in rows],
+            [job.caption_seed(items[i], k) for i, k, _ in rows],
+        )
+        writer.write([job.record(items[i], k, text) for (i, k, _), text in zip(rows, texts)])
+        bar.update(len(rows))
+
+    for batch in loader:
+        for position, image, error in batch:
+            index = image_indices[position]
+            if error is not None:
+                failed += 1
+                logger.warning("Not captioned: %s", error)
+                bar.update(len(pending[index]))
+                continue
+            queue += [(index, k, image) for k in pending[index]]
+        while len(queue) >= batch_size:
+            flush(queue[:batch_size])
+            queue = queue[batch_size:]
+    if queue:
+        flush(queue)
+    return failed
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+def main(args) -> int:
+    """Caption the split; returns 0 when some captions were written, 1 when none (like ``uniqa score``)."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    accelerator = Accelerator()
+    check_writable(args.output)  # before any costly work
+    template = load_prompt_templates(args.prompt_file, args.task) if args.prompt_file else PROMPT_TEMPLATES[args.task]
+    with accelerator.main_process_first():  # one process builds the datasets cache, the others read it
+        items = load_images_with_levels(args.dataset, args.data_dir, args.split, args.levels, args.image_dir, args.cache_dir, args.max_images)
+    captioner = build_captioner(
+        args.captioner, accelerator.device, args.dtype, args.temperature, args.top_p, args.top_k, args.max_new_tokens
+    )
+    job = CaptionJob(
+        args.task, template, args.seed, args.dataset, args.split, captioner.name,
+        isinstance(captioner, TemplateCaptioner), captioner.settings(),
+    )
+    output = ShardedOutput(
+        args.output, COLUMNS, KEY_COLUMNS,
+        fingerprint={
+            "dataset": args.dataset, "split": args.split, "task": args.task, "levels": args.levels,
+            "prompt_template": template, "captions_per_image": args.captions_per_image, "seed": args.seed,
+            "captioner": captioner.name, "generation": captioner.settings(),
+        },
+    )
+    output.check(resume=args.resume, overwrite=args.overwrite)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        output.start(resume=args.resume)
+    accelerator.wait_for_everyone()
+
+    keys = [(item["image_name"], k) for item in items for k in range(args.captions_per_image)]
+    done = output.done_keys()
+    # No process writes before every process has read what is done: a part file growing while
+    # another process reads it would make the processes disagree on the work left (lost captions).
+    accelerator.wait_for_everyone()
+    todo_images = [i for i, item in enumerate(items) if any((item["image_name"], k) not in done for k in range(args.captions_per_image))]
+    shard = todo_images[accelerator.process_index :: accelerator.num_processes]  # whole images: each decoded once
+    work = [(i, k) for i in shard for k in range(args.captions_per_image) if (items[i]["image_name"], k) not in done]
+    if accelerator.is_main_process:
+        logger.info(
+            "%d images, %d captions to write (%d already in %s), %s, %d process(es).",
+            len(items), len(keys) - len(done & set(keys)), len(done & set(keys)), args.output, captioner.name, accelerator.num_processes,
+        )
+    start = time.perf_counter()
+    with output.part_writer(accelerator.process_index) as writer, tqdm(
+        total=len(work), unit="caption", desc="Captioning", disable=not accelerator.is_main_process
+    ) as bar:
+        if isinstance(captioner, TemplateCaptioner):
+            failed = caption_template(captioner, job, work, items, args.batch_size, writer, bar)
+        else:
+            failed = caption_with_model(captioner, job, work, items, args.batch_size, args.num_workers, writer, bar)
+    seconds = time.perf_counter() - start
+    failed = int(accelerator.gather(torch.tensor([failed], device=accelerator.device)).sum())
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return 0
+    result = output.finish(keys)
+    missing = len(keys) - len(result.rows)
+    logger.info(
+        "Wrote %s: %d of %d captions (%d images unreadable). This process: %d captions in %.1f s (%.2f captions/s).",
+        args.output, len(result.rows), len(keys), failed, len(work), seconds, len(work) / seconds if seconds > 0 else 0.0,
+    )
+    if missing:
+        logger.warning("%d captions are missing: their images could not be read (see the warnings above); a --resume retries them.", missing)
+    return 0 if result.rows else 1
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    try:
+        code = main(arguments)
+    except USER_ERRORS as error:
+        logging.getLogger(__name__).error("%s", error)
+        code = 2
+    sys.exit(code)
