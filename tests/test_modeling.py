@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel
 
-from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAConfig, UniQAModel
-from tests.helpers import TINY_IMAGE_SIZE
+from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAConfig, UniQAModel, build_clip_tokenizer
+from modeling_uniqa.clip_tokenizer import OPENAI_VOCAB_SIZE
+from tests.helpers import TINY_IMAGE_SIZE, tiny_clip_config
 
 
 def pixels(batch: int, views: int | None = None, seed: int = 0) -> torch.Tensor:
@@ -160,9 +161,89 @@ def test_training_text_tower_refreshes_cache(tiny_model_factory):
 
 
 def test_prompts_need_tokens():
-    model = UniQAModel(UniQAConfig(clip_config={"projection_dim": 16, "text_config": {"hidden_size": 32, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}, "vision_config": {"hidden_size": 32, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 16}})).eval()
+    """A fresh model whose vocabulary is not OpenAI's has no tokenizer to use: it says so."""
+    model = UniQAModel(UniQAConfig(clip_config=tiny_clip_config(vocab_size=100))).eval()
+    assert model.config.prompt_input_ids is None
     with pytest.raises(ValueError, match="set_prompts"):
         model(pixel_values=pixels(1))
+    with pytest.raises(ValueError, match="100 tokens.*not OpenAI's"):
+        model.set_prompts(None)
+
+
+def openai_vocab_clip_config() -> dict:
+    config = tiny_clip_config(vocab_size=OPENAI_VOCAB_SIZE)
+    config["text_config"].update(bos_token_id=OPENAI_VOCAB_SIZE - 2, eos_token_id=OPENAI_VOCAB_SIZE - 1, pad_token_id=1)
+    return config
+
+
+def test_fresh_openai_vocab_model_scores_without_set_prompts():
+    torch.manual_seed(0)
+    model = UniQAModel(UniQAConfig(clip_config=openai_vocab_clip_config(), prompt_groups=["default", "noise"])).eval()
+    assert model.config.prompt_input_ids[0] == [49406, 2103, 2867, 49407]  # "bad image", OpenAI's ids
+    x = pixels(2)
+    with torch.no_grad():
+        fresh = model(pixel_values=x).scores
+    assert torch.isfinite(fresh).all()
+    model.set_prompts(None, build_clip_tokenizer())  # the explicit way gives the same scores
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=x).scores, fresh, atol=0, rtol=0)
+
+
+def test_set_prompts_refuses_a_tokenizer_of_another_vocabulary(tiny_model_factory, tiny_tokenizer):
+    model = tiny_model_factory()
+    before = list(model.config.prompt_input_ids)
+    with pytest.raises(ValueError, match="49408 tokens but the text tower's vocabulary has 60"):
+        model.set_prompts(["sharpness"], build_clip_tokenizer())
+    other_eos = UniQAModel(UniQAConfig(clip_config=tiny_clip_config()))
+    other_eos.config.clip_config.text_config.eos_token_id = 5
+    with pytest.raises(ValueError, match="eos_token_id is 1 but the text tower's is 5"):
+        other_eos.set_prompts(None, tiny_tokenizer)
+    assert model.config.prompt_input_ids == before  # nothing changed on refusal
+
+
+def test_saved_folder_tokenizer_and_fallbacks(tiny_model_factory, tiny_tokenizer, tmp_path):
+    """`set_prompts(groups)` without a tokenizer uses the one saved with the model; a folder whose
+    tokenizer is broken (no tokenizer.json: transformers builds a 2-token one) is refused."""
+    model = tiny_model_factory()
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    loaded = UniQAModel.from_pretrained(tmp_path).eval()
+    loaded.set_prompts(["sharpness"])
+    model.set_prompts(["sharpness"], tiny_tokenizer)
+    assert loaded.config.prompt_input_ids == model.config.prompt_input_ids
+    (tmp_path / "tokenizer.json").unlink()
+    with pytest.raises(ValueError, match="does not fit.*2 tokens.*not OpenAI's"):
+        loaded.set_prompts(["noise"])
+    assert loaded.config.prompt_group_names == ["sharpness"]
+
+
+def test_logit_scale_stays_frozen(tiny_model_factory, tmp_path):
+    model = tiny_model_factory()
+    assert not model.clip.logit_scale.requires_grad
+    model.requires_grad_(True)
+    assert not model.clip.logit_scale.requires_grad
+    assert model.clip.vision_model.embeddings.patch_embedding.weight.requires_grad
+    model.save_pretrained(tmp_path)
+    assert not UniQAModel.from_pretrained(tmp_path).clip.logit_scale.requires_grad
+
+
+def trainable_names(model) -> set:
+    return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def test_set_trainable(tiny_model_factory):
+    model = tiny_model_factory()
+    everything = {name for name, _ in model.named_parameters()}
+    head = {name for name in everything if name.startswith("adapter.")} | {"level_scores"}
+    vision = {name for name in everything if name.startswith(("clip.vision_model.", "clip.visual_projection."))}
+    text = {name for name in everything if name.startswith(("clip.text_model.", "clip.text_projection."))}
+    assert head | vision | text | {"clip.logit_scale"} == everything
+    assert trainable_names(model.set_trainable()) == head
+    assert trainable_names(model.set_trainable(backbone=True)) == head | vision | text
+    assert trainable_names(model.set_trainable(adapter=False, backbone=True, text_tower=False)) == vision
+    assert trainable_names(model.set_trainable(adapter=False, backbone=False)) == set()
+    zero_shot = tiny_model_factory(use_adapter=False).set_trainable()
+    assert trainable_names(zero_shot) == {"level_scores"}
 
 
 def test_temperature_override(tiny_model_factory):
@@ -226,8 +307,6 @@ def test_missing_prompt_embeds_are_recomputed(tiny_model_factory, tmp_path):
 
 def test_from_clip(tiny_tokenizer, tmp_path):
     from transformers import CLIPConfig, CLIPModel
-
-    from tests.helpers import tiny_clip_config
 
     torch.manual_seed(1)
     clip = CLIPModel(CLIPConfig(**tiny_clip_config()))
