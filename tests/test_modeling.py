@@ -1,11 +1,22 @@
-"""UniQAModel: the head's maths, prompts, modes, and save/load."""
+"""UniQAModel: the head's maths, prompts, modes, training switches, and save/load."""
 
+import os
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel
 
-from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAConfig, UniQAModel, build_clip_tokenizer
+from modeling_uniqa import (
+    NAMED_PROMPT_GROUPS,
+    UniQAConfig,
+    UniQAModel,
+    build_clip_tokenizer,
+    mos_to_score,
+    score_to_mos,
+)
+from modeling_uniqa.modeling_uniqa import REMOTE_CODE_FILES
 from modeling_uniqa.clip_tokenizer import OPENAI_VOCAB_SIZE
 from tests.helpers import TINY_IMAGE_SIZE, tiny_clip_config
 
@@ -318,3 +329,35 @@ def test_from_clip(tiny_tokenizer, tmp_path):
     x = pixels(2)
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_values=x).scores, reference_scores(model, tiny_tokenizer, x), atol=1e-5, rtol=1e-5)
+
+
+def test_resave_rewrites_stale_remote_code(tiny_model_factory, tmp_path):
+    """Saving into a folder that holds older copies of the remote code replaces every one."""
+    import modeling_uniqa.modeling_uniqa as modeling_module
+
+    package_dir = os.path.dirname(modeling_module.__file__)
+    for name in REMOTE_CODE_FILES:
+        (tmp_path / name).write_text("# stale copy from an older version\n")
+    tiny_model_factory().save_pretrained(tmp_path)
+    for name in REMOTE_CODE_FILES:
+        with open(os.path.join(package_dir, name)) as handle:
+            assert (tmp_path / name).read_text() == handle.read(), name
+
+
+def test_mos_score_mapping_on_floats_arrays_and_tensors():
+    assert mos_to_score(25.0, (0, 100)) == pytest.approx(0.25)
+    assert mos_to_score(25.0, (0, 100), higher_is_better=False) == pytest.approx(0.75)
+    assert isinstance(mos_to_score(np.float32(3), [1, 5]), float)
+    scores = mos_to_score(np.array([1, 3, 5]), [1, 5])  # integer array: float64 result, like numpy
+    assert isinstance(scores, np.ndarray) and scores.dtype == np.float64
+    np.testing.assert_allclose(scores, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(mos_to_score([1, 3, 5], [1, 5], False), [1.0, 0.5, 0.0])
+    tensor = score_to_mos(torch.tensor([0.0, 0.25, 1.0], dtype=torch.bfloat16), [0, 100], False)
+    assert tensor.dtype == torch.bfloat16
+    torch.testing.assert_close(tensor, torch.tensor([100.0, 75.0, 0.0], dtype=torch.bfloat16))
+    assert score_to_mos(torch.tensor([1, 0]), [1, 5]).dtype == torch.float32
+    mos = np.array([1.3, 2.7, 4.9])
+    for higher in (True, False):  # round trip in float64
+        np.testing.assert_allclose(score_to_mos(mos_to_score(mos, [1, 5], higher), [1, 5], higher), mos, rtol=1e-15)
+    with pytest.raises(ValueError, match="high > low"):
+        mos_to_score(1.0, (5, 5))
