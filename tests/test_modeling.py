@@ -1,5 +1,6 @@
 """UniQAModel: the head's maths, prompts, modes, training switches, and save/load."""
 
+import json
 import os
 
 import numpy as np
@@ -16,9 +17,9 @@ from modeling_uniqa import (
     mos_to_score,
     score_to_mos,
 )
-from modeling_uniqa.modeling_uniqa import REMOTE_CODE_FILES
 from modeling_uniqa.clip_tokenizer import OPENAI_VOCAB_SIZE
-from tests.helpers import TINY_IMAGE_SIZE, tiny_clip_config
+from modeling_uniqa.modeling_uniqa import REMOTE_CODE_FILES
+from tests.helpers import TINY_IMAGE_SIZE, launch_two_processes, tiny_clip_config
 
 
 def pixels(batch: int, views: int | None = None, seed: int = 0) -> torch.Tensor:
@@ -361,3 +362,14 @@ def test_mos_score_mapping_on_floats_arrays_and_tensors():
         np.testing.assert_allclose(score_to_mos(mos_to_score(mos, [1, 5], higher), [1, 5], higher), mos, rtol=1e-15)
     with pytest.raises(ValueError, match="high > low"):
         mos_to_score(1.0, (5, 5))
+
+
+def test_ddp_step_with_backbone_unfrozen(tmp_path):
+    """Two real processes (gloo DDP) train everything but logit_scale without DDP stopping."""
+    result_path = tmp_path / "result.json"
+    completed = launch_two_processes(["tests/ddp_train_step.py", result_path], timeout=240)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(result_path.read_text())
+    assert result["processes"] == 2
+    assert result["replica_difference"] == 0.0 and result["parameters_moved"] > 0
+    assert result["text_tower_moved"] and result["logit_scale_unchanged"]
