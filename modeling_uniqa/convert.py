@@ -137,7 +137,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="OpenAI-format CLIP file (UniQA_weight.pt) or HF CLIP folder.")
     parser.add_argument("--adapter", help="The authors' adapter weights (adapter.fc.*, score_level), e.g. net_best.pth.")
     parser.add_argument("--output", required=True, help="Folder to write the UniQA model to.")
-    parser.add_argument("--tokenizer", help="Tokenizer folder (default: the OpenAI CLIP BPE shipped with this package).")
+    parser.add_argument(
+        "--tokenizer",
+        help="Tokenizer folder; it must match the CLIP vocabulary (default: the HF CLIP folder's own if it fits, "
+        "else the OpenAI CLIP BPE shipped with this package for OpenAI's 49,408-token vocabulary).",
+    )
     parser.add_argument("--prompts", default=None, help="Prompt groups: names (default,sharpness,noise,quality,content) or ensembles (natural, aigc).")
     parser.add_argument("--task", choices=["quality", "aesthetics"], default="quality")
     parser.add_argument("--mos-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="MOS scale of the adapter's training data.")
