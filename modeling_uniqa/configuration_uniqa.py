@@ -173,8 +173,9 @@ class UniQAConfig(PreTrainedConfig):
             `prompt_groups`.
         prompt_input_ids (`list[list[int]]`, *optional*):
             The tokenised prompts (one unpadded id list per prompt, groups concatenated), written
-            by `UniQAModel.set_prompts` so the model can rebuild its prompt embeddings without a
-            tokenizer.
+            by `UniQAModel.set_prompts` (or by `UniQAModel` itself, with the shipped OpenAI BPE,
+            when the CLIP vocabulary is OpenAI's) so the model can rebuild its prompt embeddings
+            without a tokenizer.
         initial_level_scores (`list[float]`, *optional*):
             Initial values of the five learnable level scores `c` of eq. 7. Defaults to
             `[0.2, 0.4, 0.6, 0.8, 1.0]`.

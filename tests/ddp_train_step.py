@@ -7,6 +7,7 @@ frozen); the error surfaces when the second step starts, hence two steps. The ma
 writes what the test checks to RESULT.json.
 """
 
+import faulthandler
 import json
 import sys
 
@@ -48,8 +49,13 @@ def main(result_path: str) -> None:
                 },
                 handle,
             )
+    # Release DDP (its reducer holds process-group work) on every process before the group goes.
+    accelerator.wait_for_everyone()
+    del model, unwrapped, optimizer
     accelerator.end_training()
 
 
 if __name__ == "__main__":
+    # A hung process prints where it is stuck and exits, before the test's timeout kills it silently.
+    faulthandler.dump_traceback_later(150, exit=True)
     main(sys.argv[1])
