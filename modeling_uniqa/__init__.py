@@ -8,7 +8,15 @@ Importing this package registers `AutoConfig`, `AutoModel`, `AutoImageProcessor`
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_uniqa import LEVEL_NAMES, NAMED_PROMPT_ENSEMBLES, NAMED_PROMPT_GROUPS, UniQAConfig
+from .clip_tokenizer import build_clip_tokenizer, openai_clip_tokenizer, resolve_prompt_tokenizer
+from .configuration_uniqa import (
+    LEVEL_NAMES,
+    NAMED_PROMPT_ENSEMBLES,
+    NAMED_PROMPT_GROUPS,
+    UniQAConfig,
+    mos_to_score,
+    score_to_mos,
+)
 from .modeling_uniqa import IMAGE_QUALITY_TASK, MultiCueAdapter, UniQAModel, UniQAOutput, UniQAPreTrainedModel
 from .pipeline_uniqa import ImageQualityPipeline
 from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
@@ -34,5 +42,10 @@ __all__ = [
     "UniQAModel",
     "UniQAOutput",
     "UniQAPreTrainedModel",
+    "build_clip_tokenizer",
     "load_image",
+    "mos_to_score",
+    "openai_clip_tokenizer",
+    "resolve_prompt_tokenizer",
+    "score_to_mos",
 ]

@@ -4,6 +4,7 @@ This file is shipped as remote code with every saved model, so it imports only `
 `transformers` and its sibling files.
 """
 
+import torch
 from transformers import CLIPConfig, PreTrainedConfig
 
 # The five text levels of the method, worst to best (method.md section 1).
@@ -53,6 +54,44 @@ TASKS = ("quality", "aesthetics")
 # this file runs from the installed package, the task is registered locally instead, and the
 # pointer is dropped: `pipeline()` would otherwise demand `trust_remote_code` for local code.
 RUNNING_AS_REMOTE_CODE = __name__.startswith("transformers_modules.")
+
+
+def _mos_bounds(mos_range) -> tuple[float, float]:
+    low, high = float(mos_range[0]), float(mos_range[1])
+    if not high > low:
+        raise ValueError(f"`mos_range` must be [low, high] with high > low, got {list(mos_range)}.")
+    return low, high
+
+
+def _as_float_values(values):
+    """`(values as a float tensor, how to give results back)`: tensors stay tensors (float dtype
+    kept, integers become the default float dtype); floats, numpy values and sequences are
+    computed in float64 and come back as a `float` (0-d) or a numpy array, like numpy would."""
+    if isinstance(values, torch.Tensor):
+        if not values.is_floating_point():
+            values = values.to(torch.get_default_dtype())
+        return values, lambda result: result
+    values = torch.as_tensor(values, dtype=torch.float64)
+    return values, lambda result: float(result) if result.dim() == 0 else result.numpy()
+
+
+def mos_to_score(mos, mos_range, higher_is_better: bool = True):
+    """Scale MOS to [0, 1] with 1 = best (flipped when lower is better, e.g. DMOS). Not clipped.
+
+    Works on floats, numpy arrays (and sequences) and tensors; see `score_to_mos` for the inverse.
+    """
+    low, high = _mos_bounds(mos_range)
+    values, give_back = _as_float_values(mos)
+    score = (values - low) / (high - low)
+    return give_back(score if higher_is_better else 1.0 - score)
+
+
+def score_to_mos(score, mos_range, higher_is_better: bool = True):
+    """Inverse of `mos_to_score`: a [0, 1] score (1 = best) back on the dataset's MOS scale."""
+    low, high = _mos_bounds(mos_range)
+    values, give_back = _as_float_values(score)
+    values = values if higher_is_better else 1.0 - values
+    return give_back(low + values * (high - low))
 
 
 def resolve_prompt_groups(prompt_groups):
@@ -134,8 +173,9 @@ class UniQAConfig(PreTrainedConfig):
             `prompt_groups`.
         prompt_input_ids (`list[list[int]]`, *optional*):
             The tokenised prompts (one unpadded id list per prompt, groups concatenated), written
-            by `UniQAModel.set_prompts` so the model can rebuild its prompt embeddings without a
-            tokenizer.
+            by `UniQAModel.set_prompts` (or by `UniQAModel` itself, with the shipped OpenAI BPE,
+            when the CLIP vocabulary is OpenAI's) so the model can rebuild its prompt embeddings
+            without a tokenizer.
         initial_level_scores (`list[float]`, *optional*):
             Initial values of the five learnable level scores `c` of eq. 7. Defaults to
             `[0.2, 0.4, 0.6, 0.8, 1.0]`.
@@ -210,10 +250,7 @@ class UniQAConfig(PreTrainedConfig):
         if self.task not in TASKS:
             raise ValueError(f"`task` must be one of {TASKS}, got {self.task!r}.")
         if self.mos_range is not None:
-            low, high = (float(v) for v in self.mos_range)
-            if not high > low:
-                raise ValueError(f"`mos_range` must be [low, high] with high > low, got {self.mos_range}.")
-            self.mos_range = [low, high]
+            self.mos_range = list(_mos_bounds(self.mos_range))
         if self.adapter_reduction < 1:
             raise ValueError(f"`adapter_reduction` must be >= 1, got {self.adapter_reduction}.")
         if self.temperature is not None and not self.temperature > 0:
@@ -232,4 +269,4 @@ class UniQAConfig(PreTrainedConfig):
 
 UniQAConfig.register_for_auto_class()
 
-__all__ = ["UniQAConfig", "NAMED_PROMPT_GROUPS", "NAMED_PROMPT_ENSEMBLES", "LEVEL_NAMES"]
+__all__ = ["UniQAConfig", "NAMED_PROMPT_GROUPS", "NAMED_PROMPT_ENSEMBLES", "LEVEL_NAMES", "mos_to_score", "score_to_mos"]

@@ -15,14 +15,13 @@ import os
 
 import torch
 
-from .clip_tokenizer import build_clip_tokenizer
+from .clip_tokenizer import resolve_prompt_tokenizer
 from .configuration_uniqa import UniQAConfig
 from .convert_openai_clip import load_state_dict_file, openai_to_hf_clip
 from .modeling_uniqa import UniQAModel
 
 logger = logging.getLogger(__name__)
 
-CLIP_VOCAB_SIZE = 49408
 # Keys of the authors' adapter checkpoints -> ours (`MultiCueAdapter.fc` keeps their layout).
 ADAPTER_KEY_MAP = {
     "adapter.fc.0.weight": "adapter.fc.0.weight",
@@ -86,35 +85,27 @@ def convert(
         output_dir: where to save the model, image processor and tokenizer (`None`: don't).
         adapter: the authors' adapter weights (`adapter.fc.*`, `score_level`); without them the
             model is zero-shot (`use_adapter=False`) unless `use_adapter=True` is passed.
-        tokenizer: a tokenizer (object or folder); default: the CLIP BPE tokenizer shipped here
-            (OpenAI vocabulary), or the one in the HF CLIP folder.
+        tokenizer: a tokenizer (object or folder) matching the CLIP vocabulary; default: the one
+            in the HF CLIP folder if it fits, else the OpenAI CLIP BPE shipped here when the
+            vocabulary is OpenAI's (see `resolve_prompt_tokenizer`).
         dtype: dtype of the saved weights.
         head_dim: attention head width of an OpenAI-format checkpoint (64 in every OpenAI CLIP).
         **config_kwargs: `UniQAConfig` fields (prompt_groups, task, mos_range, view_policy, ...).
     """
     adapter_state = load_adapter_checkpoint(adapter) if adapter is not None else None
-    if isinstance(tokenizer, (str, os.PathLike)):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-
     if _is_hf_clip_dir(checkpoint):
-        from transformers import AutoTokenizer, CLIPModel
+        from transformers import CLIPModel
 
         clip = CLIPModel.from_pretrained(checkpoint, dtype=torch.float32)
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        tokenizer_source = checkpoint  # the folder: its own tokenizer when it fits
     elif os.path.isfile(checkpoint):
-        clip = openai_to_hf_clip(checkpoint, dtype=torch.float32, head_dim=head_dim)
-        if tokenizer is None:
-            if clip.config.text_config.vocab_size != CLIP_VOCAB_SIZE:
-                raise ValueError(
-                    f"{checkpoint}: the text vocabulary has {clip.config.text_config.vocab_size} tokens, not "
-                    f"OpenAI's {CLIP_VOCAB_SIZE}; pass the matching tokenizer (--tokenizer DIR)."
-                )
-            tokenizer = build_clip_tokenizer(model_max_length=clip.config.text_config.max_position_embeddings)
+        clip = tokenizer_source = openai_to_hf_clip(checkpoint, dtype=torch.float32, head_dim=head_dim)
     else:
         raise FileNotFoundError(f"{checkpoint}: neither a checkpoint file nor an HF CLIP folder (with config.json).")
+    try:
+        tokenizer = resolve_prompt_tokenizer(tokenizer_source, tokenizer)
+    except ValueError as error:
+        raise ValueError(f"{checkpoint}: {error}") from error
 
     embed_dim = clip.config.projection_dim
     if adapter_state is not None:
@@ -151,7 +142,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="OpenAI-format CLIP file (UniQA_weight.pt) or HF CLIP folder.")
     parser.add_argument("--adapter", help="The authors' adapter weights (adapter.fc.*, score_level), e.g. net_best.pth.")
     parser.add_argument("--output", required=True, help="Folder to write the UniQA model to.")
-    parser.add_argument("--tokenizer", help="Tokenizer folder (default: the OpenAI CLIP BPE shipped with this package).")
+    parser.add_argument(
+        "--tokenizer",
+        help="Tokenizer folder; it must match the CLIP vocabulary (default: the HF CLIP folder's own if it fits, "
+        "else the OpenAI CLIP BPE shipped with this package for OpenAI's 49,408-token vocabulary).",
+    )
     parser.add_argument("--prompts", default=None, help="Prompt groups: names (default,sharpness,noise,quality,content) or ensembles (natural, aigc).")
     parser.add_argument("--task", choices=["quality", "aesthetics"], default="quality")
     parser.add_argument("--mos-range", nargs=2, type=float, metavar=("LOW", "HIGH"), help="MOS scale of the adapter's training data.")

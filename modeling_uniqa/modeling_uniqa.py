@@ -16,11 +16,18 @@ from transformers import CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_uniqa import LEVEL_NAMES, UniQAConfig, resolve_prompt_groups
+from .clip_tokenizer import DEFAULT_MERGES_PATH, is_openai_vocab, openai_clip_tokenizer, resolve_prompt_tokenizer
+from .configuration_uniqa import LEVEL_NAMES, UniQAConfig, resolve_prompt_groups, score_to_mos
 
 # Files a saved model directory needs next to the weights so that both `AutoModel` and
 # `pipeline("image-quality")` work with `trust_remote_code=True` and no package installed.
-REMOTE_CODE_FILES = ("configuration_uniqa.py", "modeling_uniqa.py", "processing_uniqa.py", "pipeline_uniqa.py")
+REMOTE_CODE_FILES = (
+    "configuration_uniqa.py",
+    "modeling_uniqa.py",
+    "clip_tokenizer.py",
+    "processing_uniqa.py",
+    "pipeline_uniqa.py",
+)
 IMAGE_QUALITY_TASK = "image-quality"
 CUSTOM_PIPELINES = {
     IMAGE_QUALITY_TASK: {
@@ -127,6 +134,14 @@ class UniQAModel(UniQAPreTrainedModel):
     The prompt text embeddings `T` are constants at scoring time: they are computed once by the
     text tower, kept in the `prompt_embeds` buffer (saved with the weights) and only recomputed
     when the prompts change or while the text tower is being trained.
+
+    A model whose text tower uses OpenAI's vocabulary (49,408 ids) tokenises its prompts with the
+    OpenAI BPE tokenizer shipped in this package when it is built without `prompt_input_ids`, so
+    `UniQAModel(UniQAConfig())` scores right away; any other vocabulary needs `set_prompts`.
+
+    `clip.logit_scale` is always frozen: tau is fixed (the checkpoint's value or
+    `config.temperature`), so it never gets a gradient, and a trainable parameter without one
+    stops DDP. Use `set_trainable` to choose what trains.
     """
 
     def __init__(self, config: UniQAConfig):
@@ -146,8 +161,14 @@ class UniQAModel(UniQAPreTrainedModel):
         )
         self.level_scores = nn.Parameter(torch.tensor(config.initial_level_scores))
         self.register_buffer("prompt_embeds", torch.full((len(config.prompts), embed_dim), float("nan")))
+        text_config = config.clip_config.text_config
+        if config.prompt_input_ids is None and is_openai_vocab(text_config) and DEFAULT_MERGES_PATH.is_file():
+            # (The merges file is absent in remote code run without this package: set_prompts then.)
+            tokenizer = openai_clip_tokenizer(text_config.max_position_embeddings)
+            config.prompt_input_ids = self._tokenize_prompts(tokenizer, config.prompts)
         self._set_prompt_token_buffers()
         self.post_init()
+        self.set_trainable(adapter=True, backbone=True)  # everything but logit_scale, like a fresh nn.Module
 
     # ----------------------------------------------------------------------------------------
     # Prompts
@@ -173,21 +194,31 @@ class UniQAModel(UniQAPreTrainedModel):
         self.register_buffer("prompt_input_ids", input_ids, persistent=False)
         self.register_buffer("prompt_attention_mask", attention_mask, persistent=False)
 
-    def set_prompts(self, prompt_groups, tokenizer):
+    def _tokenize_prompts(self, tokenizer, prompts) -> list:
+        """Unpadded id lists, cut to the text tower's context length."""
+        max_length = self.config.clip_config.text_config.max_position_embeddings
+        input_ids = tokenizer(list(prompts), padding=False, truncation=True, max_length=max_length)["input_ids"]
+        return [list(map(int, ids)) for ids in input_ids]
+
+    def set_prompts(self, prompt_groups=None, tokenizer=None):
         """Replace the prompt groups (names, ensembles or 5-prompt lists) in one call.
 
         Tokenises the prompts, stores the ids in the config (so the saved model needs no
         tokenizer) and recomputes the prompt embeddings once with the text tower.
         `prompt_groups=None` keeps the current groups (tokenise and embed them).
+        `tokenizer` (object or folder) must match the text tower's vocabulary; `None` picks one
+        with `resolve_prompt_tokenizer`: the tokenizer saved with the model if it fits, else
+        OpenAI's BPE (shipped here) for OpenAI's vocabulary, else a `ValueError`.
         """
+        tokenizer = resolve_prompt_tokenizer(self, tokenizer)
         if prompt_groups is None:
             names, groups = self.config.prompt_group_names, self.config.prompt_groups
         else:
             names, groups = resolve_prompt_groups(prompt_groups)
         prompts = [prompt for group in groups for prompt in group]
-        input_ids = tokenizer(prompts, padding=False, truncation=True)["input_ids"]
+        input_ids = self._tokenize_prompts(tokenizer, prompts)
         self.config.prompt_groups, self.config.prompt_group_names = groups, names
-        self.config.prompt_input_ids = [list(map(int, ids)) for ids in input_ids]
+        self.config.prompt_input_ids = input_ids
         self._set_prompt_token_buffers()
         embeds = self.prompt_embeds
         self.register_buffer("prompt_embeds", torch.full((len(prompts), embeds.shape[1]), float("nan"), dtype=embeds.dtype, device=embeds.device))
@@ -198,7 +229,7 @@ class UniQAModel(UniQAPreTrainedModel):
         if self.prompt_input_ids is None:
             raise ValueError(
                 "This UniQA model has no tokenised prompts: call `model.set_prompts(prompt_groups, tokenizer)` "
-                "with a CLIP tokenizer first."
+                "with the CLIP model's tokenizer first."
             )
         return self.clip.get_text_features(
             input_ids=self.prompt_input_ids, attention_mask=self.prompt_attention_mask
@@ -289,39 +320,84 @@ class UniQAModel(UniQAPreTrainedModel):
         )
         return output if return_dict is not False else output.to_tuple()
 
-    def score_to_mos(self, scores: torch.Tensor) -> torch.Tensor | None:
-        """Map normalised scores (1 = best) to the training data's MOS scale; `None` if unknown."""
+    def score_to_mos(self, scores):
+        """Map normalised scores (1 = best) to the training data's MOS scale; `None` if unknown.
+
+        Uses `configuration_uniqa.score_to_mos` (floats, arrays or tensors; tensors stay tensors).
+        """
         if self.config.mos_range is None:
             return None
-        low, high = self.config.mos_range
-        return low + scores * (high - low) if self.config.mos_higher_is_better else high - scores * (high - low)
+        return score_to_mos(scores, self.config.mos_range, self.config.mos_higher_is_better)
+
+    # ----------------------------------------------------------------------------------------
+    # Training
+    # ----------------------------------------------------------------------------------------
+    def set_trainable(self, adapter: bool = True, backbone: bool = False, text_tower: bool | None = None) -> "UniQAModel":
+        """Choose which parameters train, in one call (returns the model).
+
+        Args:
+            adapter: the Multi-Cue adapter and the five level scores (the head; the paper's
+                default rows train only these).
+            backbone: CLIP's image tower and visual projection (the paper's "unfrozen" rows,
+                with a 100x smaller learning rate).
+            text_tower: CLIP's text tower and text projection; `None` follows `backbone`. While
+                it trains, prompt embeddings are recomputed with gradients on every forward.
+
+        `clip.logit_scale` stays frozen whatever is asked (tau is fixed; see the class doc).
+        """
+        text_tower = backbone if text_tower is None else text_tower
+        clip = self.clip
+        for module, trainable in (
+            (clip.vision_model, backbone),
+            (clip.visual_projection, backbone),
+            (clip.text_model, text_tower),
+            (clip.text_projection, text_tower),
+        ):
+            module.requires_grad_(trainable)
+        if self.adapter is not None:
+            self.adapter.requires_grad_(adapter)
+        self.level_scores.requires_grad_(adapter)
+        clip.logit_scale.requires_grad_(False)
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> "UniQAModel":
+        """`nn.Module.requires_grad_`, except that `clip.logit_scale` stays frozen (it never gets a
+        gradient, and DDP stops on a trainable parameter without one)."""
+        super().requires_grad_(requires_grad)
+        self.clip.logit_scale.requires_grad_(False)
+        return self
 
     # ----------------------------------------------------------------------------------------
     # Construction and saving
     # ----------------------------------------------------------------------------------------
     @classmethod
     def from_clip(cls, clip, tokenizer=None, **config_kwargs) -> "UniQAModel":
-        """Start a UniQA model from an HF CLIP model, or the name or path of one.
+        """Start a UniQA model from an HF CLIP model, or the name or path of one, with its prompts
+        tokenised and embedded.
 
-        With a `tokenizer` (or one found next to the CLIP checkpoint) the prompts are tokenised
-        and embedded right away; otherwise call `set_prompts` before scoring.
+        `tokenizer` (object or folder) must match the CLIP vocabulary; by default the one saved
+        with the CLIP checkpoint is used if it fits, else OpenAI's BPE for OpenAI's vocabulary
+        (see `resolve_prompt_tokenizer`); otherwise a `ValueError` says what to pass.
         """
+        source = clip
         if not isinstance(clip, CLIPModel):
-            name_or_path = clip
-            clip = CLIPModel.from_pretrained(name_or_path)
-            if tokenizer is None:
-                from transformers import AutoTokenizer
-
-                try:
-                    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-                except (OSError, ValueError):
-                    tokenizer = None
+            clip = CLIPModel.from_pretrained(clip)
+        local_folder = isinstance(source, (str, os.PathLike)) and os.path.isdir(source)
+        tokenizer = resolve_prompt_tokenizer(source if local_folder else clip, tokenizer)
         model = cls(UniQAConfig(clip_config=clip.config.to_dict(), **config_kwargs))
         model.clip.load_state_dict(clip.state_dict())
         model.to(clip.dtype)
-        if tokenizer is not None:
-            model.set_prompts(None, tokenizer)
+        model.set_prompts(None, tokenizer)
         return model
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with `clip.logit_scale` frozen again (loading makes
+        every floating-point parameter trainable)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
+        model.clip.logit_scale.requires_grad_(False)
+        return loaded
 
     def default_image_processor(self):
         """The image processor matching this model: CLIP conventions, its view policy."""
@@ -336,7 +412,10 @@ class UniQAModel(UniQAPreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights and config with the remote code, the `image-quality` pipeline code and
         (unless one is there already) an image processor, so the directory is complete:
-        `pipeline(model=dir, trust_remote_code=True)` works where this package is absent."""
+        `pipeline(model=dir, trust_remote_code=True)` works where this package is absent.
+
+        The remote-code files are always (re)written, so re-saving into an existing folder never
+        leaves code from an older version beside new weights."""
         if torch.isnan(self.prompt_embeds).any() and self.prompt_input_ids is not None:
             self.refresh_prompt_embeds()
         self.config.custom_pipelines = CUSTOM_PIPELINES
@@ -348,8 +427,8 @@ class UniQAModel(UniQAPreTrainedModel):
         for name in REMOTE_CODE_FILES:
             source = os.path.join(source_dir, name)
             target = os.path.join(save_directory, name)
-            if os.path.isfile(source) and not os.path.isfile(target):
-                shutil.copy(source, target)
+            if os.path.isfile(source) and not (os.path.isfile(target) and os.path.samefile(source, target)):
+                shutil.copyfile(source, target)
         if not os.path.isfile(os.path.join(save_directory, "preprocessor_config.json")):
             self.default_image_processor().save_pretrained(save_directory)
 

@@ -360,11 +360,11 @@ def load_scorer(args, device: torch.device):
     except (OSError, ValueError) as error:
         raise UsageError(f"--model {args.model}: cannot load a UniQA model ({error}).") from error
     if args.prompts:
-        from transformers import AutoTokenizer
+        from .clip_tokenizer import resolve_prompt_tokenizer
 
         tokenizer_dir = args.tokenizer or args.model
         try:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            tokenizer = resolve_prompt_tokenizer(model, args.tokenizer)
         except (OSError, ValueError) as error:
             raise UsageError(f"--prompts needs a CLIP tokenizer and {tokenizer_dir} has none ({error}); pass --tokenizer DIR.") from error
         try:

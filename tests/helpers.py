@@ -20,8 +20,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_IMAGE_SIZE = 32
 
 
-def tiny_clip_config(projection_dim: int = 16, vocab_size: int = 64) -> dict:
-    """A CLIP with 2-layer, 32-wide towers on 32x32 images (patch 8)."""
+def tiny_clip_config(projection_dim: int = 16, vocab_size: int = 60) -> dict:
+    """A CLIP with 2-layer, 32-wide towers on 32x32 images (patch 8); its vocabulary is the
+    60 ids of `build_tiny_tokenizer` (prompt tokenizers must match the text tower exactly)."""
     return {
         "text_config": {
             "vocab_size": vocab_size,

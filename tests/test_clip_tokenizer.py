@@ -5,9 +5,19 @@ import hashlib
 import shutil
 
 import pytest
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
-from modeling_uniqa.clip_tokenizer import DEFAULT_MERGES_PATH, build_clip_tokenizer, read_clip_merges
+from modeling_uniqa.clip_tokenizer import (
+    DEFAULT_MERGES_PATH,
+    OPENAI_VOCAB_SIZE,
+    build_clip_tokenizer,
+    is_openai_vocab,
+    openai_clip_tokenizer,
+    read_clip_merges,
+    resolve_prompt_tokenizer,
+    tokenizer_mismatch,
+)
+from tests.helpers import build_tiny_tokenizer, tiny_clip_config
 from tests.openai_clip_reference import OpenAIBPEReference
 
 BOS, EOS = 49406, 49407
@@ -102,3 +112,65 @@ def test_shipped_asset_and_licence():
     licence = (DEFAULT_MERGES_PATH.parent / "CLIP_LICENSE").read_text()
     assert "MIT License" in licence and "Copyright (c) 2021 OpenAI" in licence
     assert digest in (DEFAULT_MERGES_PATH.parent / "README.md").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# resolve_prompt_tokenizer: which tokenizer may tokenise a text tower's prompts
+# --------------------------------------------------------------------------------------------
+def openai_vocab_text_config(**overrides) -> dict:
+    config = tiny_clip_config(vocab_size=OPENAI_VOCAB_SIZE)
+    config["text_config"].update({"bos_token_id": BOS, "eos_token_id": EOS, **overrides})
+    return config
+
+
+@pytest.fixture(scope="module")
+def openai_vocab_clip_dir(tmp_path_factory):
+    """A tiny HF CLIP folder with OpenAI's vocabulary size and no tokenizer."""
+    directory = tmp_path_factory.mktemp("openai_vocab_clip")
+    CLIPModel(CLIPConfig(**openai_vocab_text_config())).save_pretrained(directory)
+    return directory
+
+
+def test_folder_without_tokenizer_uses_the_shipped_one(openai_vocab_clip_dir):
+    resolved = resolve_prompt_tokenizer(openai_vocab_clip_dir)
+    assert resolved is openai_clip_tokenizer(32)  # built once, cut to the tower's 32 positions
+    assert resolved("bad image")["input_ids"] == [BOS, 2103, 2867, EOS]
+
+
+def test_broken_folder_tokenizer_is_replaced_for_openai_vocab(openai_vocab_clip_dir, tmp_path, caplog):
+    """No tokenizer.json: transformers builds a 2-token tokenizer, which must never be used."""
+    folder = tmp_path / "clip"
+    shutil.copytree(openai_vocab_clip_dir, folder)
+    build_clip_tokenizer().save_pretrained(folder)
+    (folder / "tokenizer.json").unlink()
+    assert len(AutoTokenizer.from_pretrained(folder)) == 2  # the trap
+    with caplog.at_level("WARNING"):
+        resolved = resolve_prompt_tokenizer(str(folder))
+    assert len(resolved) == OPENAI_VOCAB_SIZE and "2 tokens" in caplog.text
+    with pytest.raises(ValueError, match="tokenizer in .*clip: the tokenizer has 2 tokens"):
+        resolve_prompt_tokenizer(str(folder), tokenizer=str(folder))  # asked for explicitly: refused
+
+
+def test_matching_folder_tokenizer_is_used(tmp_path):
+    CLIPModel(CLIPConfig(**tiny_clip_config())).save_pretrained(tmp_path)
+    build_tiny_tokenizer().save_pretrained(tmp_path)
+    resolved = resolve_prompt_tokenizer(tmp_path)
+    assert len(resolved) == 60 and resolved("bad image")["input_ids"][0] == 0
+
+
+def test_other_vocabularies_without_tokenizer_are_refused(tmp_path):
+    CLIPModel(CLIPConfig(**tiny_clip_config())).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds no tokenizer.*60 tokens.*not OpenAI's"):
+        resolve_prompt_tokenizer(tmp_path)
+    with pytest.raises(ValueError, match="config.json: no such file"):
+        resolve_prompt_tokenizer(tmp_path / "missing")
+
+
+def test_legacy_eos_config():
+    """Old HF CLIP configs say eos_token_id=2 and pool at the largest id: OpenAI's BPE fits."""
+    text_config = CLIPConfig(**openai_vocab_text_config(bos_token_id=0, eos_token_id=2)).text_config
+    assert is_openai_vocab(text_config)
+    assert tokenizer_mismatch(build_clip_tokenizer(), text_config) is None
+    tiny = tiny_clip_config()
+    tiny["text_config"]["eos_token_id"] = 2
+    assert "largest id" in tokenizer_mismatch(build_tiny_tokenizer(), CLIPConfig(**tiny).text_config)

@@ -138,3 +138,10 @@ def test_hf_clip_folder(tmp_path):
         torch.testing.assert_close(reloaded.clip.state_dict()[name], tensor)
     assert np.isfinite(pipeline("image-quality", model=str(tmp_path / "uniqa"))(random_rgb(40, 40))["score"])
     assert model.config.prompt_group_names == ["default"]
+
+
+def test_tokenizer_of_another_vocabulary_is_refused(release, tmp_path):
+    """The OpenAI-vocabulary release with a tokenizer that does not fit it: refused, named."""
+    build_tiny_tokenizer().save_pretrained(tmp_path / "tiny_tokenizer")
+    with pytest.raises(ValueError, match="UniQA_weight.pt: .*60 tokens but the text tower's vocabulary has 49408"):
+        convert(str(release["folder"] / "UniQA_weight.pt"), tokenizer=str(tmp_path / "tiny_tokenizer"), head_dim=HEAD_DIM)

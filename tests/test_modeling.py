@@ -1,12 +1,25 @@
-"""UniQAModel: the head's maths, prompts, modes, and save/load."""
+"""UniQAModel: the head's maths, prompts, modes, training switches, and save/load."""
 
+import json
+import os
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel
 
-from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAConfig, UniQAModel
-from tests.helpers import TINY_IMAGE_SIZE
+from modeling_uniqa import (
+    NAMED_PROMPT_GROUPS,
+    UniQAConfig,
+    UniQAModel,
+    build_clip_tokenizer,
+    mos_to_score,
+    score_to_mos,
+)
+from modeling_uniqa.clip_tokenizer import OPENAI_VOCAB_SIZE
+from modeling_uniqa.modeling_uniqa import REMOTE_CODE_FILES
+from tests.helpers import TINY_IMAGE_SIZE, launch_two_processes, tiny_clip_config
 
 
 def pixels(batch: int, views: int | None = None, seed: int = 0) -> torch.Tensor:
@@ -160,9 +173,89 @@ def test_training_text_tower_refreshes_cache(tiny_model_factory):
 
 
 def test_prompts_need_tokens():
-    model = UniQAModel(UniQAConfig(clip_config={"projection_dim": 16, "text_config": {"hidden_size": 32, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}, "vision_config": {"hidden_size": 32, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 16}})).eval()
+    """A fresh model whose vocabulary is not OpenAI's has no tokenizer to use: it says so."""
+    model = UniQAModel(UniQAConfig(clip_config=tiny_clip_config(vocab_size=100))).eval()
+    assert model.config.prompt_input_ids is None
     with pytest.raises(ValueError, match="set_prompts"):
         model(pixel_values=pixels(1))
+    with pytest.raises(ValueError, match="100 tokens.*not OpenAI's"):
+        model.set_prompts(None)
+
+
+def openai_vocab_clip_config() -> dict:
+    config = tiny_clip_config(vocab_size=OPENAI_VOCAB_SIZE)
+    config["text_config"].update(bos_token_id=OPENAI_VOCAB_SIZE - 2, eos_token_id=OPENAI_VOCAB_SIZE - 1, pad_token_id=1)
+    return config
+
+
+def test_fresh_openai_vocab_model_scores_without_set_prompts():
+    torch.manual_seed(0)
+    model = UniQAModel(UniQAConfig(clip_config=openai_vocab_clip_config(), prompt_groups=["default", "noise"])).eval()
+    assert model.config.prompt_input_ids[0] == [49406, 2103, 2867, 49407]  # "bad image", OpenAI's ids
+    x = pixels(2)
+    with torch.no_grad():
+        fresh = model(pixel_values=x).scores
+    assert torch.isfinite(fresh).all()
+    model.set_prompts(None, build_clip_tokenizer())  # the explicit way gives the same scores
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=x).scores, fresh, atol=0, rtol=0)
+
+
+def test_set_prompts_refuses_a_tokenizer_of_another_vocabulary(tiny_model_factory, tiny_tokenizer):
+    model = tiny_model_factory()
+    before = list(model.config.prompt_input_ids)
+    with pytest.raises(ValueError, match="49408 tokens but the text tower's vocabulary has 60"):
+        model.set_prompts(["sharpness"], build_clip_tokenizer())
+    other_eos = UniQAModel(UniQAConfig(clip_config=tiny_clip_config()))
+    other_eos.config.clip_config.text_config.eos_token_id = 5
+    with pytest.raises(ValueError, match="eos_token_id is 1 but the text tower's is 5"):
+        other_eos.set_prompts(None, tiny_tokenizer)
+    assert model.config.prompt_input_ids == before  # nothing changed on refusal
+
+
+def test_saved_folder_tokenizer_and_fallbacks(tiny_model_factory, tiny_tokenizer, tmp_path):
+    """`set_prompts(groups)` without a tokenizer uses the one saved with the model; a folder whose
+    tokenizer is broken (no tokenizer.json: transformers builds a 2-token one) is refused."""
+    model = tiny_model_factory()
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    loaded = UniQAModel.from_pretrained(tmp_path).eval()
+    loaded.set_prompts(["sharpness"])
+    model.set_prompts(["sharpness"], tiny_tokenizer)
+    assert loaded.config.prompt_input_ids == model.config.prompt_input_ids
+    (tmp_path / "tokenizer.json").unlink()
+    with pytest.raises(ValueError, match="does not fit.*2 tokens.*not OpenAI's"):
+        loaded.set_prompts(["noise"])
+    assert loaded.config.prompt_group_names == ["sharpness"]
+
+
+def test_logit_scale_stays_frozen(tiny_model_factory, tmp_path):
+    model = tiny_model_factory()
+    assert not model.clip.logit_scale.requires_grad
+    model.requires_grad_(True)
+    assert not model.clip.logit_scale.requires_grad
+    assert model.clip.vision_model.embeddings.patch_embedding.weight.requires_grad
+    model.save_pretrained(tmp_path)
+    assert not UniQAModel.from_pretrained(tmp_path).clip.logit_scale.requires_grad
+
+
+def trainable_names(model) -> set:
+    return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def test_set_trainable(tiny_model_factory):
+    model = tiny_model_factory()
+    everything = {name for name, _ in model.named_parameters()}
+    head = {name for name in everything if name.startswith("adapter.")} | {"level_scores"}
+    vision = {name for name in everything if name.startswith(("clip.vision_model.", "clip.visual_projection."))}
+    text = {name for name in everything if name.startswith(("clip.text_model.", "clip.text_projection."))}
+    assert head | vision | text | {"clip.logit_scale"} == everything
+    assert trainable_names(model.set_trainable()) == head
+    assert trainable_names(model.set_trainable(backbone=True)) == head | vision | text
+    assert trainable_names(model.set_trainable(adapter=False, backbone=True, text_tower=False)) == vision
+    assert trainable_names(model.set_trainable(adapter=False, backbone=False)) == set()
+    zero_shot = tiny_model_factory(use_adapter=False).set_trainable()
+    assert trainable_names(zero_shot) == {"level_scores"}
 
 
 def test_temperature_override(tiny_model_factory):
@@ -227,8 +320,6 @@ def test_missing_prompt_embeds_are_recomputed(tiny_model_factory, tmp_path):
 def test_from_clip(tiny_tokenizer, tmp_path):
     from transformers import CLIPConfig, CLIPModel
 
-    from tests.helpers import tiny_clip_config
-
     torch.manual_seed(1)
     clip = CLIPModel(CLIPConfig(**tiny_clip_config()))
     clip.save_pretrained(tmp_path)
@@ -239,3 +330,46 @@ def test_from_clip(tiny_tokenizer, tmp_path):
     x = pixels(2)
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_values=x).scores, reference_scores(model, tiny_tokenizer, x), atol=1e-5, rtol=1e-5)
+
+
+def test_resave_rewrites_stale_remote_code(tiny_model_factory, tmp_path):
+    """Saving into a folder that holds older copies of the remote code replaces every one."""
+    import modeling_uniqa.modeling_uniqa as modeling_module
+
+    package_dir = os.path.dirname(modeling_module.__file__)
+    for name in REMOTE_CODE_FILES:
+        (tmp_path / name).write_text("# stale copy from an older version\n")
+    tiny_model_factory().save_pretrained(tmp_path)
+    for name in REMOTE_CODE_FILES:
+        with open(os.path.join(package_dir, name)) as handle:
+            assert (tmp_path / name).read_text() == handle.read(), name
+
+
+def test_mos_score_mapping_on_floats_arrays_and_tensors():
+    assert mos_to_score(25.0, (0, 100)) == pytest.approx(0.25)
+    assert mos_to_score(25.0, (0, 100), higher_is_better=False) == pytest.approx(0.75)
+    assert isinstance(mos_to_score(np.float32(3), [1, 5]), float)
+    scores = mos_to_score(np.array([1, 3, 5]), [1, 5])  # integer array: float64 result, like numpy
+    assert isinstance(scores, np.ndarray) and scores.dtype == np.float64
+    np.testing.assert_allclose(scores, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(mos_to_score([1, 3, 5], [1, 5], False), [1.0, 0.5, 0.0])
+    tensor = score_to_mos(torch.tensor([0.0, 0.25, 1.0], dtype=torch.bfloat16), [0, 100], False)
+    assert tensor.dtype == torch.bfloat16
+    torch.testing.assert_close(tensor, torch.tensor([100.0, 75.0, 0.0], dtype=torch.bfloat16))
+    assert score_to_mos(torch.tensor([1, 0]), [1, 5]).dtype == torch.float32
+    mos = np.array([1.3, 2.7, 4.9])
+    for higher in (True, False):  # round trip in float64
+        np.testing.assert_allclose(score_to_mos(mos_to_score(mos, [1, 5], higher), [1, 5], higher), mos, rtol=1e-15)
+    with pytest.raises(ValueError, match="high > low"):
+        mos_to_score(1.0, (5, 5))
+
+
+def test_ddp_step_with_backbone_unfrozen(tmp_path):
+    """Two real processes (gloo DDP) train everything but logit_scale without DDP stopping."""
+    result_path = tmp_path / "result.json"
+    completed = launch_two_processes(["tests/ddp_train_step.py", result_path], timeout=240)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(result_path.read_text())
+    assert result["processes"] == 2
+    assert result["replica_difference"] == 0.0 and result["parameters_moved"] > 0
+    assert result["text_tower_moved"] and result["logit_scale_unchanged"]

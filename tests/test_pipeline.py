@@ -71,6 +71,35 @@ def test_pipeline_bad_file_is_named(scorer, tmp_path):
         scorer(str(bad))
 
 
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_pipeline_errors_return_keeps_going(scorer, image_files, tmp_path, batch_size):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"garbage")
+    inputs = [image_files[0], str(bad), image_files[1], str(tmp_path / "missing.png"), image_files[2]]
+    results = scorer(inputs, batch_size=batch_size, errors="return", return_group_scores=True)
+    assert len(results) == 5
+    assert set(results[1]) == {"error"} and "broken.jpg" in results[1]["error"]
+    assert set(results[3]) == {"error"} and "missing.png" in results[3]["error"]
+    expected = scorer([image_files[0], image_files[1], image_files[2]], batch_size=1, return_group_scores=True)
+    for got, want in zip([results[0], results[2], results[4]], expected):
+        assert got["score"] == pytest.approx(want["score"], abs=1e-6)
+        assert got["group_scores"] == pytest.approx(want["group_scores"], abs=1e-6)
+    assert scorer(str(bad), errors="return") == {"error": results[1]["error"]}  # one input, too
+    only_bad = scorer([str(bad), str(bad)], batch_size=2, errors="return")  # no image left to score
+    assert [set(r) for r in only_bad] == [{"error"}, {"error"}]
+
+
+def test_pipeline_errors_option_is_checked(scorer, image_files, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UniQAImageError, match="broken.jpg"):  # the default still raises
+        scorer([image_files[0], str(bad)], batch_size=2, errors="raise")
+    with pytest.raises(ValueError, match="errors"):
+        scorer(image_files[0], errors="skip")
+    constructed = pipeline("image-quality", model=scorer.model, errors="return")
+    assert set(constructed(str(bad))) == {"error"}
+
+
 def test_pipeline_default_processor(tiny_model_factory, tmp_path, image_files):
     model = tiny_model_factory(view_policy="center")
     model.save_pretrained(tmp_path)  # writes the default processor
@@ -97,7 +126,8 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
         direct = model(**processor(images)).scores.tolist()
     scorer = pipeline(model=model_dir, trust_remote_code=True)
     piped = [r["score"] for r in scorer(images, batch_size=2)]
-    print(json.dumps({"module": type(model).__module__, "direct": direct, "pipeline": piped}))
+    kept_going = scorer([*images, sys.argv[3]], batch_size=2, errors="return")
+    print(json.dumps({"module": type(model).__module__, "direct": direct, "pipeline": piped, "kept_going": kept_going}))
     """
 )
 
@@ -106,8 +136,10 @@ def test_fresh_process_remote_code(saved_tiny_model, image_files, tmp_path):
     """A process where our package cannot be imported gets the same scores via remote code."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"garbage")
     completed = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, saved_tiny_model, json.dumps(image_files)],
+        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, saved_tiny_model, json.dumps(image_files), str(bad)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -120,6 +152,9 @@ def test_fresh_process_remote_code(saved_tiny_model, image_files, tmp_path):
     expected = direct_scores(saved_tiny_model, image_files)
     np.testing.assert_allclose(result["direct"], expected, atol=1e-6)
     np.testing.assert_allclose(result["pipeline"], expected, atol=1e-6)
+    kept_going = result["kept_going"]  # errors="return" through remote code
+    np.testing.assert_allclose([r["score"] for r in kept_going[:-1]], expected, atol=1e-6)
+    assert set(kept_going[-1]) == {"error"} and "broken.jpg" in kept_going[-1]["error"]
 
 
 def test_registered_auto_classes(saved_tiny_model):
