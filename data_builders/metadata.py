@@ -15,11 +15,12 @@ provides the same two functions, this module imports them from there instead.)
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import datasets
-import numpy as np
+
+from modeling_uniqa.configuration_uniqa import mos_to_score, score_to_mos  # the one home of the MOS maths
 
 __all__ = ["METADATA_PREFIX", "get_metadata", "mos_to_score", "score_to_mos"]
 
@@ -44,23 +45,3 @@ def get_metadata(obj: Any) -> dict[str, Any]:
         if line.startswith(METADATA_PREFIX):
             return json.loads(line[len(METADATA_PREFIX) :])
     return {}
-
-
-def mos_to_score(mos: Any, mos_range: Sequence[float], higher_is_better: bool = True) -> Any:
-    """Scale MOS to [0, 1] with 1 = best (flipped when lower is better). Not clipped.
-
-    Returns a float for a scalar input, else a float64 array.
-    """
-    low, high = float(mos_range[0]), float(mos_range[1])
-    score = (np.asarray(mos, dtype=np.float64) - low) / (high - low)
-    score = score if higher_is_better else 1.0 - score
-    return float(score) if score.ndim == 0 else score
-
-
-def score_to_mos(score: Any, mos_range: Sequence[float], higher_is_better: bool = True) -> Any:
-    """Inverse of :func:`mos_to_score`: a [0, 1] score back on the dataset's MOS scale."""
-    low, high = float(mos_range[0]), float(mos_range[1])
-    score = np.asarray(score, dtype=np.float64)
-    score = score if higher_is_better else 1.0 - score
-    mos = low + score * (high - low)
-    return float(mos) if mos.ndim == 0 else mos

@@ -41,9 +41,11 @@ def _config(**kwargs):
 @pytest.mark.parametrize(("mode", "feature_bank"), [("adapter", True), ("adapter", False), ("full", False), ("lora", False)])
 def test_each_mode_trains_and_writes_a_uniqa_folder(workspace, tmp_path, mode, feature_bank):
     output = str(tmp_path / mode)
-    results = finetune(workspace["model"], _splits(workspace), output, _config(mode=mode, feature_bank=feature_bank))
+    config = _config(mode=mode, feature_bank=feature_bank, num_train_epochs=10, learning_rate=3e-2)
+    results = finetune(workspace["model"], _splits(workspace), output, config)
     losses = [epoch["train_loss"] for epoch in results["epochs"]]
-    assert len(losses) == 3 and losses[-1] < losses[0], losses
+    # Per-epoch losses of a few small batches are noisy: compare the first and last three epochs.
+    assert len(losses) == 10 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     assert results["feature_bank"] is feature_bank and results["selection"] == "last epoch"
     assert results["num_train"] + results["num_test"] == 32
     with open(os.path.join(output, "eval_results.json")) as handle:

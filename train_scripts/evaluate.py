@@ -59,7 +59,6 @@ from train_scripts.train_adapter import (
     config_from_args,
     finetune,
     load_splits,
-    load_tokenizer,
 )
 
 logger = logging.getLogger(__name__)
@@ -132,7 +131,7 @@ def evaluate_model(args, data, metadata: dict, use_adapter: bool | None = None, 
     """Score `args.model` on `data`: metrics plus predictions for the plot."""
     model, processor = load_scorer(args.model, use_adapter=use_adapter)
     if prompts:
-        model.set_prompts(prompts, load_tokenizer(args.tokenizer or args.model))
+        model.set_prompts(prompts, args.tokenizer)  # None: the model folder's tokenizer if it fits, else OpenAI's BPE
     scores = predict(model, processor, data, args.view_policy, args.eval_batch_size, args.num_workers, args.device)
     metrics, predicted_mos, mos = score_metrics(scores, data, metadata, args.logistic)
     return {**metrics, "num_images": len(data), "prompt_groups": model.config.prompt_group_names,

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 import data_builders
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
+from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
 from modeling_uniqa.configuration_uniqa import parse_view_policy, view_count
 from train_scripts.common.checkpointing import checkpoint_step, resolve_checkpoint, save_checkpoint
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
@@ -173,15 +174,6 @@ def carve_validation(train, fraction: float, seed: int):
 # ------------------------------------------------------------------------------------------------
 # Model
 # ------------------------------------------------------------------------------------------------
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Changing the prompts needs a CLIP tokenizer and {path} has none ({error}); pass --tokenizer DIR.") from error
-
-
 def load_model(model_path: str, prompts: str | None = None, tokenizer_path: str | None = None) -> UniQAModel:
     """The model to fine-tune, in float32, with an adapter (a new one if the checkpoint has none)."""
     try:
@@ -189,21 +181,17 @@ def load_model(model_path: str, prompts: str | None = None, tokenizer_path: str 
     except (OSError, ValueError) as error:
         raise ValueError(f"--model {model_path}: cannot load a UniQA model ({error}).") from error
     if prompts:
-        model.set_prompts(prompts, load_tokenizer(tokenizer_path or model_path))
+        try:  # the folder's tokenizer if it fits the text tower, else OpenAI's BPE for OpenAI's vocabulary
+            model.set_prompts(prompts, tokenizer_path)
+        except ValueError as error:
+            raise ValueError(f"--prompts {prompts}: {error} Pass --tokenizer DIR.") from error
     return model
 
 
 def freeze_for_mode(model: UniQAModel, mode: str):
-    """Set `requires_grad` for a mode; returns the module to train (a `PeftModel` in LoRA mode)."""
-    model.requires_grad_(False)
-    model.adapter.requires_grad_(True)
-    model.level_scores.requires_grad_(True)
-    if mode == "full":
-        model.clip.requires_grad_(True)
-    # HARDENING-PENDING: `logit_scale` is the frozen temperature (a detached constant in the
-    # forward), so it never gets a gradient and DDP stops on it. Freeze it here until
-    # modeling_uniqa offers a method that chooses the trainable parts.
-    model.clip.logit_scale.requires_grad_(False)
+    """Set `requires_grad` for a mode; returns the model. "full" trains both CLIP towers; LoRA
+    mode freezes the backbone here and `add_lora` adds the trainable low-rank weights."""
+    model.set_trainable(adapter=True, backbone=mode == "full")
     return model
 
 
@@ -496,7 +484,7 @@ def save_trained_model(model: UniQAModel, peft_model, processor, model_path: str
     processor.view_policy = results["view_policy"]
     processor.save_pretrained(output_dir)
     with contextlib.suppress(ValueError):  # keep the tokenizer with the model, so its prompts can be changed later
-        load_tokenizer(model_path).save_pretrained(output_dir)
+        resolve_prompt_tokenizer(model).save_pretrained(output_dir)
     write_model_card(output_dir, metadata, results)
 
 
