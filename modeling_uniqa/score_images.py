@@ -41,6 +41,8 @@ How it runs:
 
 import argparse
 import glob
+import hashlib
+import json
 import logging
 import os
 import time
@@ -344,16 +346,31 @@ def output_columns(model: UniQAModel, kinds: list | None) -> list:
     return columns + ["error"]
 
 
+CONFIG_VOLATILE_KEYS = {"transformers_version", "dtype", "torch_dtype", "_name_or_path"}  # not about the numbers (dtype is its own field)
+
+
+def _without(value, keys: set):
+    """`value` with the dict entries named in `keys` removed at every depth."""
+    if isinstance(value, dict):
+        return {key: _without(item, keys) for key, item in value.items() if key not in keys}
+    return value
+
+
+def _sha256_of_json(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def scoring_fingerprint(model_dir: str, model: UniQAModel, processor: UniQAImageProcessor, dtype: str, view_policy: str, view_seed: int, columns: list) -> dict:
-    """What decides the numbers of an output: a resume must match it field by field."""
-    config = model.config.to_dict()
-    for volatile in ("transformers_version", "dtype", "torch_dtype", "_name_or_path"):
-        config.pop(volatile, None)
+    """What decides the numbers of an output: a resume must match it field by field. The
+    prompts are their own fields (they change with --prompts), not part of the config's hash."""
+    config = _without(model.config.to_dict(), {"prompt_groups", "prompt_group_names", "prompt_input_ids"} | CONFIG_VOLATILE_KEYS)
     return {
         "model_weights_sha256": model_fingerprint(model_dir),
-        "model_config": config,
+        "model_config_sha256": _sha256_of_json(config),
         "dtype": dtype,
+        "prompt_groups": model.config.prompt_group_names,
         "prompts": model.config.prompts,
+        "prompt_token_ids_sha256": _sha256_of_json(model.config.prompt_input_ids),
         "view_policy": view_policy,
         "view_seed": view_seed,
         "image_processor": {key: getattr(processor, key) for key in ("crop_size", "shortest_edge", "image_mean", "image_std", "max_aspect_ratio")},

@@ -194,12 +194,13 @@ def test_resume_refuses_another_producer(saved_tiny_model, zero_shot_model, phot
         (["--outputs", "score,groups"], "columns: was"),
         (["--view-policy", "center"], "view_policy: was 'random10', now 'center'"),
         (["--view-seed", "7"], "view_seed: was 123, now 7"),
-        (["--prompts", "sharpness"], "prompts: was"),
+        (["--prompts", "sharpness"], "prompt_groups: was ['default', 'sharpness', 'noise', 'quality'], now ['sharpness']"),
         (["--dtype", "bfloat16"], "dtype: was 'float32', now 'bfloat16'"),
     ]:
         caplog.clear()
         assert score(*base, *change, "--resume") == 2, change
         assert "cannot resume" in caplog.text and message in caplog.text, change
+        assert "model_config_sha256" not in caplog.text and len(caplog.text) < 2000, change  # the fields that differ, briefly
     caplog.clear()
     other_model = zero_shot_model / "model"
     assert score(folder, "--model", other_model, "--output", output, "--outputs", "score", "--resume") == 2
