@@ -152,11 +152,12 @@ def _upscale_coefficients(in_size: int, out_size: int, first: int, count: int):
     support = _BICUBIC_SUPPORT
     taps = int(np.ceil(support)) * 2 + 1
     center = (np.arange(first, first + count) + 0.5) * scale
-    lowest = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C's (int) truncation; operand > -1
+    lowest = np.maximum((center - support + 0.5).astype(np.int64), 0)  # truncated toward zero like C's (int), then clamped
     highest = np.minimum((center + support + 0.5).astype(np.int64), in_size)
     offsets = np.arange(taps)
     used = offsets[None, :] < (highest - lowest)[:, None]
-    weights = np.where(used, _bicubic((lowest[:, None] + offsets[None, :] - center[:, None] + 0.5) * 1.0), 0.0)
+    # PIL scales the filter's argument by 1 / filterscale, which is 1 when upscaling.
+    weights = np.where(used, _bicubic(lowest[:, None] + offsets[None, :] - center[:, None] + 0.5), 0.0)
     total = np.zeros(count)
     for tap in range(taps):  # left to right, as C sums them
         total = total + weights[:, tap]

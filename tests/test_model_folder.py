@@ -122,3 +122,11 @@ def test_score_with_a_missing_model_folder(tmp_path, caplog):
     image.write_bytes(b"x")
     assert main(["score", str(image), "--model", str(tmp_path / "no_model"), "--output", str(tmp_path / "s.csv")]) == 2
     assert "no_model: no such folder" in caplog.text and "Repo id" not in caplog.text
+
+
+def test_a_broken_image_processor_config_is_named(model_copy):
+    from modeling_uniqa.model_folder import load_image_processor
+
+    (model_copy / "preprocessor_config.json").write_text('{"crop_size": 32, "view_policy": "eleven_crop"}')
+    with pytest.raises(ModelFolderError, match=r"preprocessor_config.json: invalid image processor config \(.*view policy"):
+        load_image_processor(str(model_copy), load_model_folder(model_copy))
