@@ -35,7 +35,8 @@ How it runs:
   the inputs are kept, after the listed ones: a resume never drops results.
 - Distributed: under `accelerate launch` every process scores a strided share of the inputs and
   streams to its own part file; the main process merges them into the single output. Scores
-  equal a one-process run's within 1e-6 (float32 reductions differ with batch shapes).
+  equal a one-process run's within 1e-6 (`mos`: 1e-6 of its range), as with another
+  `--batch-size`: float32 sums run in another order.
 - Exit code: 0 when at least one image was scored, 1 when none could be, 2 for usage errors.
 """
 
@@ -115,8 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Rows are written as they come (one per image: path, scores, error) and the file is put in "
         "input order at the end; OUTPUT.meta.json records what produced it. Unreadable images get an error "
         "row and do not stop the run. File names that are not UTF-8 are written as their own bytes (read "
-        "them with errors='surrogateescape'). Scores are reproducible within 1e-6 across batch sizes and "
-        "process counts. Exit code: 0 if any image was scored, 1 if none could be, 2 for usage errors "
+        "them with errors='surrogateescape'). Scores (0-1) are reproducible within 1e-6 across batch sizes and "
+        "process counts (mos: within 1e-6 of its range). Exit code: 0 if any image was scored, 1 if none could be, 2 for usage errors "
         "(checked before any image is read). Several processes: "
         "accelerate launch [--multi_gpu --num_processes N] -m modeling_uniqa.cli score ... (on CPUs "
         "with ACCELERATE_USE_CPU=1) writes the same single file."
