@@ -470,6 +470,9 @@ def run(args) -> int:
         output.start(resume=args.resume)
     state.wait_for_everyone()
     done = output.done_keys()
+    # No process writes before every process has read what is done: a part file growing while
+    # another process reads it would make the processes disagree on the work left (lost rows).
+    state.wait_for_everyone()
     todo = [path for path in paths if path not in done]
     if state.is_main_process:
         skipped = f"; passed over: {inputs.describe_skipped()}" if inputs.skipped else ""

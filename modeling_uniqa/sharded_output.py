@@ -28,6 +28,7 @@ Typical use (`rank`, `world` and `barrier` from accelerate's `PartialState`)::
         output.start(resume=args.resume)                       # clear stale parts, mark the run
     barrier()
     done = output.done_keys()                                   # with resume: keys already done
+    barrier()                                                   # all have read before anyone writes
     todo = [key for key in keys if key not in done][rank::world]
     with output.part_writer(rank) as writer:
         for batch in batches(todo):
