@@ -26,7 +26,13 @@ def write_caption_corpus(folder, num_images=6, captions_per_image=3, size=(40, 4
     for i in range(offset, offset + num_images):
         Image.fromarray(random_rgb(*size, seed=i)).save(folder / f"img_{i}.jpg", quality=95)
         for j in range(captions_per_image):
-            lines.append({"image": f"img_{i}.jpg", "caption": f"{prefix} {['blurry', 'sharp', 'noisy'][j % 3]} photo number {i} take {j}", "task": "quality"})
+            lines.append(
+                {
+                    "image": f"img_{i}.jpg",
+                    "caption": f"{prefix} {['blurry', 'sharp', 'noisy'][j % 3]} photo number {i} take {j}",
+                    "task": "quality",
+                }
+            )
     (folder / "captions.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     return folder
 
@@ -39,11 +45,15 @@ def test_parse_named_dirs():
 
 def test_corpora_merge_by_image_and_exclusions_drop_images(tmp_path):
     first = write_caption_corpus(tmp_path / "a", num_images=4, captions_per_image=1)
-    second = write_caption_corpus(tmp_path / "b", num_images=4, captions_per_image=2, offset=2, prefix="one")  # img_2, img_3 shared
+    second = write_caption_corpus(
+        tmp_path / "b", num_images=4, captions_per_image=2, offset=2, prefix="one"
+    )  # img_2, img_3 shared
     names = tmp_path / "exclude.txt"
     names.write_text("img_0.jpg\n")
     merged = load_pretrain_corpus(
-        [("caption_jsonl", str(first)), ("caption_jsonl", str(second))], exclude=[("file", str(names))], cache_dir=str(tmp_path / "cache")
+        [("caption_jsonl", str(first)), ("caption_jsonl", str(second))],
+        exclude=[("file", str(names))],
+        cache_dir=str(tmp_path / "cache"),
     )
     keys = merged["image_key"]
     assert sorted(keys) == ["img_1", "img_2", "img_3", "img_4", "img_5"]
@@ -54,7 +64,9 @@ def test_corpora_merge_by_image_and_exclusions_drop_images(tmp_path):
 
 
 def test_caption_draw_depends_only_on_seed_epoch_and_index(tmp_path):
-    corpus = load_pretrain_corpus([("caption_jsonl", str(write_caption_corpus(tmp_path / "c")))], cache_dir=str(tmp_path / "cache"))
+    corpus = load_pretrain_corpus(
+        [("caption_jsonl", str(write_caption_corpus(tmp_path / "c")))], cache_dir=str(tmp_path / "cache")
+    )
     dataset = PretrainDataset(corpus, PretrainTransform(size=32), seed=7)
     again = PretrainDataset(corpus, PretrainTransform(size=32), seed=7)
     item = dataset[(3, 1)]
@@ -87,7 +99,11 @@ def test_collator_pads_to_the_longest_caption_and_truncates():
     tokenizer = build_clip_tokenizer()
     items = [
         {"pixel_values": np.zeros((3, 8, 8), np.float32), "caption": "bad image", "index": 4},
-        {"pixel_values": np.ones((3, 8, 8), np.float32), "caption": "a very sharp and noise free photo of a dog", "index": 1},
+        {
+            "pixel_values": np.ones((3, 8, 8), np.float32),
+            "caption": "a very sharp and noise free photo of a dog",
+            "index": 1,
+        },
     ]
     batch = PretrainCollator(tokenizer, max_length=77)(items)
     long_length = len(tokenizer(items[1]["caption"])["input_ids"])

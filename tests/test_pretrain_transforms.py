@@ -26,7 +26,9 @@ def test_release_mode_is_resize_short_side_then_centre_crop():
 
 def test_release_mode_is_deterministic_without_rng():
     image = _image()
-    np.testing.assert_array_equal(PretrainTransform(size=32)(image), PretrainTransform(size=32)(image, np.random.default_rng(5)))
+    np.testing.assert_array_equal(
+        PretrainTransform(size=32)(image), PretrainTransform(size=32)(image, np.random.default_rng(5))
+    )
 
 
 def test_random_resized_crop_is_seeded_and_in_range():

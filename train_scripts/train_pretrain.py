@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, is_tensorboard_available, parse_flag_from_env, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
@@ -54,7 +53,7 @@ from train_scripts.common.pretrain_data import (
 )
 from train_scripts.common.transforms import PRETRAIN_MODES, PretrainTransform
 
-logger = get_logger(__name__)
+logger = logging.getLogger(__name__)
 
 PAPER_GLOBAL_BATCH = 960
 LOG_FILE = "train_log.jsonl"
@@ -64,34 +63,66 @@ OPENAI_CLIP_VOCAB_SIZE = 49408
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     data = parser.add_argument_group("model and data")
     data.add_argument("--init", required=True, help="HF CLIP folder or id (with tokenizer), or a UniQA folder.")
-    data.add_argument("--corpus", action="append", required=True, metavar="NAME=DIR",
-                      help="A data_builders caption corpus (caption_jsonl, ava_captions, uniqa_corpus, llava_conversations) and its folder; repeatable.")
-    data.add_argument("--exclude", action="append", default=[], metavar="NAME=DIR",
-                      help="Images to keep out: a rating dataset's test split (e.g. ava=/data/AVA), a corpus, or file=names.txt; repeatable.")
-    data.add_argument("--match_key", default="stem", choices=["stem", "name", "path"], help="How images are matched across corpora.")
+    data.add_argument(
+        "--corpus",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="A data_builders caption corpus (caption_jsonl, ava_captions, uniqa_corpus, llava_conversations) and its folder; repeatable.",
+    )
+    data.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="Images to keep out: a rating dataset's test split (e.g. ava=/data/AVA), a corpus, or file=names.txt; repeatable.",
+    )
+    data.add_argument(
+        "--match_key", default="stem", choices=["stem", "name", "path"], help="How images are matched across corpora."
+    )
     data.add_argument("--cache_dir", default=None, help="Arrow cache of the dataset builders.")
     data.add_argument("--output_dir", required=True)
-    data.add_argument("--image_transform", default="release", choices=PRETRAIN_MODES,
-                      help="release: resize + centre crop (the authors'); random_resized_crop: area 0.9-1.0.")
+    data.add_argument(
+        "--image_transform",
+        default="release",
+        choices=PRETRAIN_MODES,
+        help="release: resize + centre crop (the authors'); random_resized_crop: area 0.9-1.0.",
+    )
     data.add_argument("--hflip", type=float, default=0.0, help="Horizontal flip probability.")
     data.add_argument("--max_caption_length", type=int, default=None, help="Default: the text tower's context length.")
-    data.add_argument("--prompts", default=None, help="Prompt groups of the saved model (default: the init's, or 'default').")
+    data.add_argument(
+        "--prompts", default=None, help="Prompt groups of the saved model (default: the init's, or 'default')."
+    )
     data.add_argument("--dataloader_num_workers", type=int, default=4)
 
     train = parser.add_argument_group("optimisation")
     train.add_argument("--num_train_epochs", type=int, default=5)
     train.add_argument("--max_steps", type=int, default=None, help="Overrides --num_train_epochs.")
-    train.add_argument("--per_device_train_batch_size", type=int, default=None,
-                       help="Default: --train_batch_size / number of processes.")
-    train.add_argument("--train_batch_size", type=int, default=PAPER_GLOBAL_BATCH,
-                       help="Global batch, used when --per_device_train_batch_size is not given.")
+    train.add_argument(
+        "--per_device_train_batch_size",
+        type=int,
+        default=None,
+        help="Default: --train_batch_size / number of processes.",
+    )
+    train.add_argument(
+        "--train_batch_size",
+        type=int,
+        default=PAPER_GLOBAL_BATCH,
+        help="Global batch, used when --per_device_train_batch_size is not given.",
+    )
     train.add_argument("--learning_rate", type=float, default=5e-6)
     train.add_argument("--weight_decay", type=float, default=0.2)
-    train.add_argument("--optimizer", default="adam", choices=["adam", "adamw"],
-                       help="adam: L2 weight decay on every parameter, as released; adamw: decoupled.")
+    train.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=["adam", "adamw"],
+        help="adam: L2 weight decay on every parameter, as released; adamw: decoupled.",
+    )
     train.add_argument("--adam_beta1", type=float, default=0.9)
     train.add_argument("--adam_beta2", type=float, default=0.98)
     train.add_argument("--adam_epsilon", type=float, default=1e-6)
@@ -108,9 +139,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--checkpointing_steps", type=int, default=500)
     run.add_argument("--checkpoints_total_limit", type=int, default=None)
     run.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
-    run.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none (a JSONL log is always written).")
+    run.add_argument(
+        "--report_to", default="tensorboard", help="tensorboard, wandb, all or none (a JSONL log is always written)."
+    )
     run.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
-    run.add_argument("--eval_dataset", default=None, metavar="NAME=DIR", help="A rating dataset for the zero-shot SRCC check.")
+    run.add_argument(
+        "--eval_dataset", default=None, metavar="NAME=DIR", help="A rating dataset for the zero-shot SRCC check."
+    )
     run.add_argument("--eval_split", default="test")
     run.add_argument("--eval_steps", type=int, default=None, help="Zero-shot check every N steps (and at the end).")
     run.add_argument("--eval_max_samples", type=int, default=500)
@@ -145,7 +180,11 @@ class ContrastiveCLIP(nn.Module):
     def forward(self, pixel_values, input_ids, attention_mask):
         image = self.clip.get_image_features(pixel_values=pixel_values).pooler_output
         text = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-        return F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1), self.clip.logit_scale.exp().clamp(max=100)
+        return (
+            F.normalize(image.float(), dim=-1),
+            F.normalize(text.float(), dim=-1),
+            self.clip.logit_scale.exp().clamp(max=100),
+        )
 
 
 def load_tokenizer(init: str, vocab_size: int):
@@ -154,10 +193,14 @@ def load_tokenizer(init: str, vocab_size: int):
         return AutoTokenizer.from_pretrained(init)
     except (OSError, ValueError) as error:
         if vocab_size != OPENAI_CLIP_VOCAB_SIZE:
-            raise ValueError(f"--init {init}: no tokenizer found there ({error}); save the CLIP tokenizer next to the weights.") from error
+            raise ValueError(
+                f"--init {init}: no tokenizer found there ({error}); save the CLIP tokenizer next to the weights."
+            ) from error
     from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 
-    logger.warning(f"--init {init} has no tokenizer: using the packaged OpenAI CLIP BPE tokenizer (vocab {OPENAI_CLIP_VOCAB_SIZE}).")
+    logger.warning(
+        f"--init {init} has no tokenizer: using the packaged OpenAI CLIP BPE tokenizer (vocab {OPENAI_CLIP_VOCAB_SIZE})."
+    )
     return build_clip_tokenizer()
 
 
@@ -168,7 +211,9 @@ def load_init(init: str):
         tokenizer = load_tokenizer(init, config.clip_config.text_config.vocab_size)
         model = UniQAModel.from_pretrained(init, dtype=torch.float32)
         if model.adapter is not None:
-            logger.warning(f"--init {init} has an adapter: dropped (pre-training changes the features it was fitted to).")
+            logger.warning(
+                f"--init {init} has an adapter: dropped (pre-training changes the features it was fitted to)."
+            )
             model.adapter = None
             model.config.use_adapter = False
     elif config.model_type == "clip":
@@ -272,11 +317,16 @@ def main(args: argparse.Namespace) -> str:
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)),
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
         # Accelerator does not read ACCELERATE_USE_CPU (multi-process CPU runs).
         cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available(),
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+    )
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
     set_seed(args.seed)
@@ -298,8 +348,10 @@ def main(args: argparse.Namespace) -> str:
     # Data: built on the main process first so the builders' caches are written once.
     with accelerator.main_process_first():
         corpus = load_pretrain_corpus(
-            parse_named_dirs(args.corpus, "--corpus"), parse_named_dirs(args.exclude, "--exclude"),
-            match_key=args.match_key, cache_dir=args.cache_dir,
+            parse_named_dirs(args.corpus, "--corpus"),
+            parse_named_dirs(args.exclude, "--exclude"),
+            match_key=args.match_key,
+            cache_dir=args.cache_dir,
         )
     world = accelerator.num_processes
     per_device = args.per_device_train_batch_size
@@ -313,11 +365,16 @@ def main(args: argparse.Namespace) -> str:
     sampler = GlobalBatchSampler(len(dataset), per_device, world, accelerator.process_index, seed=args.seed)
     steps_per_epoch = len(sampler)
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(dataset)} images are fewer than one global batch of {sampler.global_batch_size}: lower the batch size.")
+        raise ValueError(
+            f"{len(dataset)} images are fewer than one global batch of {sampler.global_batch_size}: lower the batch size."
+        )
     max_length = args.max_caption_length or clip.config.text_config.max_position_embeddings
     dataloader = DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=PretrainCollator(tokenizer, max_length),
-        num_workers=args.dataloader_num_workers, pin_memory=torch.cuda.is_available(),
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=PretrainCollator(tokenizer, max_length),
+        num_workers=args.dataloader_num_workers,
+        pin_memory=torch.cuda.is_available(),
     )
     max_steps = args.max_steps or args.num_train_epochs * steps_per_epoch
     num_epochs = math.ceil(max_steps / steps_per_epoch)
@@ -325,14 +382,25 @@ def main(args: argparse.Namespace) -> str:
     parameters = [p for p in clip.parameters() if p.requires_grad]
     optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(
-        parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.weight_decay
+        parameters,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        weight_decay=args.weight_decay,
     )
     # Stepped by hand once per optimizer step (a prepared scheduler steps once per process).
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=max_steps)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=max_steps
+    )
     trainer, optimizer = accelerator.prepare(ContrastiveCLIP(clip), optimizer)
     accelerator.register_for_checkpointing(lr_scheduler)
     accelerator.register_for_checkpointing(
-        RunState(num_images=len(dataset), global_batch_size=sampler.global_batch_size, seed=args.seed, transform=args.image_transform)
+        RunState(
+            num_images=len(dataset),
+            global_batch_size=sampler.global_batch_size,
+            seed=args.seed,
+            transform=args.image_transform,
+        )
     )
     forward = torch.compile(trainer) if args.torch_compile else trainer
     loss_fn = ClipLoss()
@@ -342,8 +410,10 @@ def main(args: argparse.Namespace) -> str:
     if checkpoint is not None:
         accelerator.load_state(checkpoint)
         global_step = checkpoint_step(checkpoint)
-        logger.info(f"Resumed from {checkpoint} at step {global_step}.", main_process_only=True)
-    log = JsonlLog(os.path.join(args.output_dir, LOG_FILE), accelerator.is_main_process, global_step if checkpoint else None)
+        logger.info(f"Resumed from {checkpoint} at step {global_step}.")
+    log = JsonlLog(
+        os.path.join(args.output_dir, LOG_FILE), accelerator.is_main_process, global_step if checkpoint else None
+    )
     if report_to:
         accelerator.init_trackers("uniqa_pretrain", config=_tracker_config(args))
 
@@ -356,18 +426,24 @@ def main(args: argparse.Namespace) -> str:
     def zero_shot_check(step: int) -> None:
         if eval_set is not None:
             scores = zero_shot_scores(model, eval_set[0], eval_processor, args.eval_batch_size)
-            record = {"eval/zero_shot_srcc": srcc(scores, eval_set[1]), "eval/zero_shot_plcc": plcc(scores, eval_set[1])}
+            record = {
+                "eval/zero_shot_srcc": srcc(scores, eval_set[1]),
+                "eval/zero_shot_plcc": plcc(scores, eval_set[1]),
+            }
             log.write({"step": step, **record})
             accelerator.log(record, step=step)
-            logger.info(f"step {step}: zero-shot SRCC {record['eval/zero_shot_srcc']:.4f}", main_process_only=True)
+            logger.info(f"step {step}: zero-shot SRCC {record['eval/zero_shot_srcc']:.4f}")
         accelerator.wait_for_everyone()
 
-    logger.info(
-        f"{len(dataset)} images, {steps_per_epoch} steps an epoch, global batch {sampler.global_batch_size} "
-        f"({per_device} x {world} processes), {max_steps} steps", main_process_only=True,
-    )
+    if accelerator.is_main_process:
+        logger.info(
+            f"{len(dataset)} images, {steps_per_epoch} steps an epoch, global batch {sampler.global_batch_size} "
+            f"({per_device} x {world} processes), {max_steps} steps"
+        )
     kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
-    progress = tqdm(total=max_steps, initial=global_step, desc="pre-training", disable=not accelerator.is_local_main_process)
+    progress = tqdm(
+        total=max_steps, initial=global_step, desc="pre-training", disable=not accelerator.is_local_main_process
+    )
     first_epoch = global_step // steps_per_epoch
     for epoch in range(first_epoch, num_epochs):
         if global_step >= max_steps:
@@ -391,7 +467,11 @@ def main(args: argparse.Namespace) -> str:
             global_step += 1
 
             digest = batch_digest(accelerator.gather(batch["indices"].to(accelerator.device)))
-            record = {"train/loss": loss.item(), "train/lr": lr_scheduler.get_last_lr()[0], "train/logit_scale": logit_scale.item()}
+            record = {
+                "train/loss": loss.item(),
+                "train/lr": lr_scheduler.get_last_lr()[0],
+                "train/logit_scale": logit_scale.item(),
+            }
             log.write({"step": global_step, "epoch": epoch, "batch": digest, **record})
             accelerator.log(record, step=global_step)
             progress.update(1)
@@ -417,7 +497,7 @@ def main(args: argparse.Namespace) -> str:
         model.set_prompts(args.prompts or init_prompts, tokenizer)
         model.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(args.output_dir)
-        logger.info(f"Saved the pre-trained UniQA model to {args.output_dir}.", main_process_only=True)
+        logger.info(f"Saved the pre-trained UniQA model to {args.output_dir}.")
     accelerator.end_training()
     return args.output_dir
 

@@ -67,7 +67,9 @@ class ClipLoss(nn.Module):
 
     def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
         if image_embeds.shape != text_embeds.shape:
-            raise ValueError(f"image and text embeddings differ in shape: {tuple(image_embeds.shape)} vs {tuple(text_embeds.shape)}.")
+            raise ValueError(
+                f"image and text embeddings differ in shape: {tuple(image_embeds.shape)} vs {tuple(text_embeds.shape)}."
+            )
         all_images = gather_features(image_embeds.float())
         all_texts = gather_features(text_embeds.float())
         logits_per_image = logit_scale.float() * all_images @ all_texts.t()  # (B, B)

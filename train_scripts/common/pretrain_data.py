@@ -155,7 +155,15 @@ class GlobalBatchSampler(Sampler):
     ``batch_size`` slice of each. Call :meth:`set_epoch` before iterating.
     """
 
-    def __init__(self, num_items: int, batch_size: int, num_processes: int = 1, process_index: int = 0, seed: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        num_processes: int = 1,
+        process_index: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+    ):
         if batch_size < 1 or num_processes < 1 or not 0 <= process_index < num_processes:
             raise ValueError(f"bad batch layout: batch_size={batch_size}, process {process_index} of {num_processes}.")
         self.num_items, self.batch_size = int(num_items), int(batch_size)

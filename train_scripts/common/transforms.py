@@ -95,7 +95,9 @@ class PretrainTransform:
 
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> np.ndarray:
         if self.is_random and rng is None:
-            raise ValueError(f"PretrainTransform(mode={self.mode!r}, hflip={self.hflip}) needs a numpy Generator `rng`.")
+            raise ValueError(
+                f"PretrainTransform(mode={self.mode!r}, hflip={self.hflip}) needs a numpy Generator `rng`."
+            )
         if self.mode == "release":
             image = self._center(image)
         else:
