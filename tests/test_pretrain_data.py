@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import data_builders
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 from tests.helpers import random_rgb
 from train_scripts.common.pretrain_data import (
@@ -61,6 +62,22 @@ def test_corpora_merge_by_image_and_exclusions_drop_images(tmp_path):
     assert len(shared) == 3  # one caption from the first corpus, two from the second, pooled
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_pretrain_corpus([("caption_jsonl", str(first))], exclude=[("file", str(tmp_path / "none.txt"))])
+
+
+def test_a_rating_dataset_excludes_its_test_split(tmp_path):
+    corpus = write_caption_corpus(tmp_path / "c", num_images=10)
+    (tmp_path / "r").mkdir()
+    rows = "".join(f"img_{i}.jpg,{i}\n" for i in range(10))
+    (tmp_path / "r" / "labels.csv").write_text("image,mos\n" + rows)
+    for i in range(10):
+        (tmp_path / "r" / f"img_{i}.jpg").write_bytes((corpus / f"img_{i}.jpg").read_bytes())
+    cache = str(tmp_path / "cache")
+    test_names = set(data_builders.load("folder_csv", str(tmp_path / "r"), cache_dir=cache)["test"]["image_name"])
+    merged = load_pretrain_corpus(
+        [("caption_jsonl", str(corpus))], exclude=[("folder_csv", str(tmp_path / "r"))], cache_dir=cache
+    )
+    assert 0 < len(test_names) < 10 and len(merged) == 10 - len(test_names)
+    assert not test_names & set(merged["image_name"])
 
 
 def test_caption_draw_depends_only_on_seed_epoch_and_index(tmp_path):

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from accelerate.utils import is_tensorboard_available
 from PIL import Image
 from transformers import AutoModel, CLIPConfig, CLIPModel, pipeline
 
@@ -142,7 +143,8 @@ def test_reference_run_logs_checkpoints_and_saves_a_zero_shot_uniqa_model(worksp
         "checkpoint-4",
         "checkpoint-6",
     ]
-    assert os.path.isdir(reference_run / "logs")  # tensorboard
+    if is_tensorboard_available():
+        assert os.listdir(reference_run / "logs")
 
     model = AutoModel.from_pretrained(reference_run)
     assert isinstance(model, UniQAModel) and model.adapter is None and not model.config.use_adapter
@@ -158,7 +160,10 @@ def test_reference_run_logs_checkpoints_and_saves_a_zero_shot_uniqa_model(worksp
 
 def test_two_processes_killed_and_resumed_reproduce_the_reference_curve(workspace, reference_run):
     output_dir = workspace["root"] / "ddp"
-    args = common_args(workspace, output_dir, "--per_device_train_batch_size", "2", "--report_to", "none")
+    # Gradient checkpointing recomputes the same activations: it must not change the curve either.
+    args = common_args(
+        workspace, output_dir, "--per_device_train_batch_size", "2", "--report_to", "none", "--gradient_checkpointing"
+    )
     killed = launch_two_processes([SCRIPT, *args], env={KILL_ENV: "5"})
     assert killed.returncode != 0, "the kill hook did not fire"
     assert [r["step"] for r in read_log(output_dir)] == [1, 2, 3, 4, 5]
