@@ -147,7 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--eval_dataset", default=None, metavar="NAME=DIR", help="A rating dataset for the zero-shot SRCC check."
     )
     run.add_argument("--eval_split", default="test")
-    run.add_argument("--eval_steps", type=int, default=None, help="Zero-shot check every N steps (and at the end).")
+    run.add_argument("--eval_steps", type=int, default=None, help="Zero-shot check every N steps; with --eval_dataset, always at the end.")
     run.add_argument("--eval_max_samples", type=int, default=500)
     run.add_argument("--eval_prompts", default="natural")
     run.add_argument("--eval_view_policy", default="center")
@@ -342,7 +342,7 @@ def main(args: argparse.Namespace) -> str:
     if args.freeze_logit_scale:
         clip.logit_scale.requires_grad_(False)
     if args.gradient_checkpointing:
-        clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        clip.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.level_scores.requires_grad_(False)  # not part of pre-training
 
     # Data: built on the main process first so the builders' caches are written once.
@@ -486,13 +486,13 @@ def main(args: argparse.Namespace) -> str:
             if global_step >= max_steps:
                 break
     progress.close()
-    if args.eval_steps and global_step % args.eval_steps:
-        zero_shot_check(global_step)
+    if args.eval_dataset and not (args.eval_steps and global_step % args.eval_steps == 0):
+        zero_shot_check(global_step)  # the final check (unless the last step just had one)
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if args.gradient_checkpointing:
-            clip.gradient_checkpointing_disable()
+            clip.activation_checkpointing_disable()
         model.eval()
         model.set_prompts(args.prompts or init_prompts, tokenizer)
         model.save_pretrained(args.output_dir)
