@@ -25,7 +25,7 @@ from modeling_uniqa import UniQAModel
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 from tests.helpers import REPO_ROOT, launch_two_processes, random_rgb, tiny_clip_config
 from tests.test_pretrain_data import write_caption_corpus
-from train_scripts.train_pretrain import KILL_ENV, LOG_FILE, JsonlLog, RunState, load_init, parse_args
+from train_scripts.train_pretrain import KILL_ENV, LOG_FILE, JsonlLog, RunState, load_init, load_tokenizer, parse_args
 
 SCRIPT = os.path.join(REPO_ROOT, "train_scripts", "train_pretrain.py")
 
@@ -205,6 +205,17 @@ def test_init_from_a_uniqa_folder_drops_its_adapter(tmp_path, workspace):
     assert loaded.adapter is None and not loaded.config.use_adapter
     assert loaded.clip.visual_projection.weight.dtype == torch.float32
     assert tokenizer("bad image")["input_ids"] == [49406, 2103, 2867, 49407]
+
+
+def test_tokenizer_is_the_inits_or_the_packaged_openai_one(tmp_path, workspace):
+    clip = CLIPModel.from_pretrained(workspace["clip"])
+    clip.save_pretrained(tmp_path / "bare")  # weights, no tokenizer files
+    tokenizer = load_tokenizer(str(tmp_path / "bare"), 49408)
+    assert len(tokenizer) == 49408 and tokenizer("bad image")["input_ids"] == [49406, 2103, 2867, 49407]
+    with pytest.raises(ValueError, match="no tokenizer files"):
+        load_tokenizer(str(tmp_path / "bare"), 64)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_tokenizer(workspace["clip"], 1000)
 
 
 def test_argument_errors():

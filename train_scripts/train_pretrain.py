@@ -147,7 +147,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--eval_dataset", default=None, metavar="NAME=DIR", help="A rating dataset for the zero-shot SRCC check."
     )
     run.add_argument("--eval_split", default="test")
-    run.add_argument("--eval_steps", type=int, default=None, help="Zero-shot check every N steps; with --eval_dataset, always at the end.")
+    run.add_argument(
+        "--eval_steps",
+        type=int,
+        default=None,
+        help="Zero-shot check every N steps; with --eval_dataset, always at the end.",
+    )
     run.add_argument("--eval_max_samples", type=int, default=500)
     run.add_argument("--eval_prompts", default="natural")
     run.add_argument("--eval_view_policy", default="center")
@@ -187,15 +192,30 @@ class ContrastiveCLIP(nn.Module):
         )
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
 def load_tokenizer(init: str, vocab_size: int):
-    """The init's tokenizer; for an OpenAI-sized vocabulary without one, the packaged CLIP BPE."""
-    try:
-        return AutoTokenizer.from_pretrained(init)
-    except (OSError, ValueError) as error:
-        if vocab_size != OPENAI_CLIP_VOCAB_SIZE:
+    """The init's tokenizer; for an OpenAI-sized vocabulary without one, the packaged CLIP BPE.
+
+    A local folder must hold tokenizer files: `AutoTokenizer` would otherwise build an empty
+    CLIP tokenizer from the config alone, which tokenises every caption to nothing useful.
+    """
+    found = not os.path.isdir(init) or any(os.path.isfile(os.path.join(init, name)) for name in TOKENIZER_FILES)
+    if found:
+        tokenizer = AutoTokenizer.from_pretrained(init)
+        ids = tokenizer("a good image")["input_ids"]
+        if len(tokenizer) <= 2 or max(ids) >= vocab_size:
             raise ValueError(
-                f"--init {init}: no tokenizer found there ({error}); save the CLIP tokenizer next to the weights."
-            ) from error
+                f"--init {init}: its tokenizer ({len(tokenizer)} tokens, ids up to {max(ids)}) does not fit the text "
+                f"tower's vocabulary of {vocab_size}."
+            )
+        return tokenizer
+    if vocab_size != OPENAI_CLIP_VOCAB_SIZE:
+        raise ValueError(
+            f"--init {init}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) and a vocabulary of {vocab_size}, "
+            "not OpenAI CLIP's: save the CLIP tokenizer next to the weights."
+        )
     from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 
     logger.warning(
@@ -400,6 +420,7 @@ def main(args: argparse.Namespace) -> str:
             global_batch_size=sampler.global_batch_size,
             seed=args.seed,
             transform=args.image_transform,
+            hflip=args.hflip,
         )
     )
     forward = torch.compile(trainer) if args.torch_compile else trainer
