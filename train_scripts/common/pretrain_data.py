@@ -51,7 +51,7 @@ def _exclusion(name: str, path: str, cache_dir: str | None):
         with open(path, encoding="utf-8") as handle:
             return [line.strip() for line in handle if line.strip()]
     loaded = data_builders.load(name, path, cache_dir=cache_dir)
-    if "captions" in loaded["train"].column_names:
+    if "captions" in next(iter(loaded.values())).column_names:
         return loaded
     if "test" not in loaded:
         raise ValueError(f"--exclude {name}={path}: the dataset has no 'test' split (splits: {list(loaded)}).")
