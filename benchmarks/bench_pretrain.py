@@ -153,7 +153,12 @@ def run_worker(config: dict) -> dict:
 def run_config(config: dict) -> dict:
     """Run one configuration in a fresh process (its own peak memory)."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    env = dict(os.environ)
+    if config["kind"] == "memory":
+        # glibc otherwise keeps freed activation buffers in its heap (dynamic mmap threshold), so
+        # resident memory would count memory already freed: serve large blocks by mmap instead.
+        env.update(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{config} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
