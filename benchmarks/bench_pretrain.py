@@ -141,7 +141,7 @@ def run_worker(config: dict) -> dict:
         return {
             **figures,
             "step_gib": (max(meter.peak, step_meter.peak) - before) / 2**30,
-            "peak_rss_gib": step_meter.peak / 2**30,
+            "peak_rss_gib": max(meter.peak, step_meter.peak) / 2**30,
         }
     step(batch)  # warm-up
     start = time.perf_counter()
