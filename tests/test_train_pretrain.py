@@ -208,14 +208,18 @@ def test_init_from_a_uniqa_folder_drops_its_adapter(tmp_path, workspace):
 
 
 def test_tokenizer_is_the_inits_or_the_packaged_openai_one(tmp_path, workspace):
+    from tests.helpers import build_tiny_tokenizer, tiny_clip_config
+
     clip = CLIPModel.from_pretrained(workspace["clip"])
     clip.save_pretrained(tmp_path / "bare")  # weights, no tokenizer files
-    tokenizer = load_tokenizer(str(tmp_path / "bare"), 49408)
+    tokenizer = load_tokenizer(str(tmp_path / "bare"))
     assert len(tokenizer) == 49408 and tokenizer("bad image")["input_ids"] == [49406, 2103, 2867, 49407]
-    with pytest.raises(ValueError, match="no tokenizer files"):
-        load_tokenizer(str(tmp_path / "bare"), 64)
-    with pytest.raises(ValueError, match="does not fit"):
-        load_tokenizer(workspace["clip"], 1000)
+    CLIPModel(CLIPConfig(**tiny_clip_config(vocab_size=64))).save_pretrained(tmp_path / "small")
+    with pytest.raises(ValueError, match="--init"):  # neither its own tokenizer nor OpenAI's vocabulary
+        load_tokenizer(str(tmp_path / "small"))
+    build_tiny_tokenizer().save_pretrained(tmp_path / "small")  # 60 tokens for a 64-token tower
+    with pytest.raises(ValueError, match="--init"):
+        load_tokenizer(str(tmp_path / "small"))
 
 
 def test_argument_errors():

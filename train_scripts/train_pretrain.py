@@ -37,9 +37,10 @@ from accelerate.utils import ProjectConfiguration, is_tensorboard_available, par
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoTokenizer, CLIPModel, SchedulerType, get_scheduler
+from transformers import AutoConfig, CLIPModel, SchedulerType, get_scheduler
 
 from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAImageProcessor, UniQAModel
+from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
 from train_scripts.common.checkpointing import checkpoint_step, resolve_checkpoint, save_checkpoint
 from train_scripts.common.clip_loss import ClipLoss
 from train_scripts.common.metrics import plcc, srcc
@@ -59,7 +60,6 @@ PAPER_GLOBAL_BATCH = 960
 LOG_FILE = "train_log.jsonl"
 # Test hook: SIGKILL this process right after logging this step (simulates a crash).
 KILL_ENV = "UNIQA_PRETRAIN_KILL_AFTER_STEP"
-OPENAI_CLIP_VOCAB_SIZE = 49408
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -192,43 +192,21 @@ class ContrastiveCLIP(nn.Module):
         )
 
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
-
-
-def load_tokenizer(init: str, vocab_size: int):
-    """The init's tokenizer; for an OpenAI-sized vocabulary without one, the packaged CLIP BPE.
-
-    A local folder must hold tokenizer files: `AutoTokenizer` would otherwise build an empty
-    CLIP tokenizer from the config alone, which tokenises every caption to nothing useful.
-    """
-    found = not os.path.isdir(init) or any(os.path.isfile(os.path.join(init, name)) for name in TOKENIZER_FILES)
-    if found:
-        tokenizer = AutoTokenizer.from_pretrained(init)
-        ids = tokenizer("a good image")["input_ids"]
-        if len(tokenizer) <= 2 or max(ids) >= vocab_size:
-            raise ValueError(
-                f"--init {init}: its tokenizer ({len(tokenizer)} tokens, ids up to {max(ids)}) does not fit the text "
-                f"tower's vocabulary of {vocab_size}."
-            )
-        return tokenizer
-    if vocab_size != OPENAI_CLIP_VOCAB_SIZE:
-        raise ValueError(
-            f"--init {init}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) and a vocabulary of {vocab_size}, "
-            "not OpenAI CLIP's: save the CLIP tokenizer next to the weights."
-        )
-    from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-
-    logger.warning(
-        f"--init {init} has no tokenizer: using the packaged OpenAI CLIP BPE tokenizer (vocab {OPENAI_CLIP_VOCAB_SIZE})."
-    )
-    return build_clip_tokenizer()
+def load_tokenizer(init: str):
+    """The tokenizer of the init folder, checked against its text tower (`resolve_prompt_tokenizer`:
+    the folder's own if it fits, else OpenAI's BPE shipped with this package for OpenAI's
+    vocabulary, else an error naming the problem)."""
+    try:
+        return resolve_prompt_tokenizer(init)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--init {init}: {error}") from error
 
 
 def load_init(init: str):
     """``(UniQAModel without adapter, fp32, tokenizer)`` from a CLIP or UniQA checkpoint."""
     config = AutoConfig.from_pretrained(init)
     if config.model_type == "uniqa":
-        tokenizer = load_tokenizer(init, config.clip_config.text_config.vocab_size)
+        tokenizer = load_tokenizer(init)
         model = UniQAModel.from_pretrained(init, dtype=torch.float32)
         if model.adapter is not None:
             logger.warning(
@@ -237,7 +215,7 @@ def load_init(init: str):
             model.adapter = None
             model.config.use_adapter = False
     elif config.model_type == "clip":
-        tokenizer = load_tokenizer(init, config.text_config.vocab_size)
+        tokenizer = load_tokenizer(init)
         clip = CLIPModel.from_pretrained(init, dtype=torch.float32)
         model = UniQAModel.from_clip(clip, tokenizer=tokenizer, use_adapter=False)
     else:
