@@ -34,7 +34,7 @@ def main(args: argparse.Namespace) -> dict:
     from transformers import pipeline
 
     test = data_builders.load(args.dataset, args.data_dir, split_index=args.split_index)["test"]
-    paths, mos = test["image_path"], test["mos"]
+    paths, mos = list(test["image_path"]), list(test["mos"])
     scorer = pipeline("image-quality", model=args.model)
     results = scorer(paths, batch_size=args.batch_size)
     predicted = [result.get("mos", result["score"]) for result in results]
