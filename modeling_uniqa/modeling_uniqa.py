@@ -271,7 +271,10 @@ class UniQAModel(UniQAPreTrainedModel):
         name = DEFAULT_HEAD if head is None else head
         if name != DEFAULT_HEAD:
             check_head_name(name)
-        settings = check_head_settings(copy.deepcopy(dict(settings)), where=f"head {name!r}")
+        settings = copy.deepcopy(dict(settings))
+        if name == DEFAULT_HEAD and settings.get("initial_level_scores") is None:
+            settings["initial_level_scores"] = self.config.initial_level_scores
+        settings = check_head_settings(settings, where=f"head {name!r}")
         dim = self.config.clip_config.projection_dim
         holder = HeadConfig(settings)
         adapter = build_adapter(holder, dim)
@@ -309,10 +312,12 @@ class UniQAModel(UniQAPreTrainedModel):
             self.config.heads = {**(self.config.heads or {}), name: settings}
             module = UniQAHead(name, self.config.head_config(name), dim)
         module.adapter = None if adapter is None else adapter.to(device=device, dtype=dtype)
-        module.level_scores = nn.Parameter(
-            torch.tensor(settings["initial_level_scores"]) if level_scores is None else level_scores.detach().reshape(-1).clone()
-        ).to(device=device, dtype=dtype)
-        module.level_scores.requires_grad_(name == DEFAULT_HEAD)
+        values = torch.tensor(settings["initial_level_scores"]) if level_scores is None else level_scores.detach().reshape(-1)
+        if name == DEFAULT_HEAD:
+            with torch.no_grad():  # in place: the parameter (and any optimizer's reference to it) stays
+                self.level_scores.copy_(values.to(dtype))
+        else:
+            module.level_scores = nn.Parameter(values.to(device=device, dtype=dtype).clone(), requires_grad=False)
         if module.adapter is not None and name != DEFAULT_HEAD:
             module.adapter.requires_grad_(False)
         embeds_dtype = self.prompt_embeds.dtype
