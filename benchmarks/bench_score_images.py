@@ -17,6 +17,10 @@ weights to a temporary folder, then measures, each in a fresh process:
 Both run in fresh processes because a process's allocator history moves the CPU forward by up to
 ~20% (page faults of freshly mapped activation memory): the two rates compare like with like.
 
+3. thin images: the time and traced peak memory of cutting the views of a 3x290 strip, which
+   `UniQAImageProcessor.views` cuts without upscaling it whole (the whole upscale would be
+   224x21653 pixels), against cropping the whole upscale as it was done before.
+
 Target on the 2-core CPU machine: end-to-end >= 0.85x forward-only with 2 workers, peak memory
 under 2 GB at batch 32 in float32.
 """
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 
 import numpy as np
 import psutil
@@ -39,6 +44,7 @@ sys.path.insert(0, REPO_ROOT)
 
 from modeling_uniqa import UniQAConfig, UniQAImageProcessor, UniQAModel, load_image  # noqa: E402
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer  # noqa: E402
+from modeling_uniqa.processing_uniqa import crop_boxes  # noqa: E402
 from modeling_uniqa.score_images import DTYPES  # noqa: E402
 
 VIT_B16_VISION = {
@@ -132,6 +138,26 @@ def rate_in_output(output: str) -> float:
     return int(match.group(1)) / float(match.group(2))
 
 
+def measure_thin_image(view_policy: str) -> None:
+    """Views of a 3x290 strip: windowed (now) against cropping the whole bicubic upscale (before)."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, size=(290, 3, 3), dtype=np.uint8))
+    processor = UniQAImageProcessor()
+    size = (224, round(290 * 224 / 3))
+
+    def whole_upscale():
+        pixels = np.asarray(image.resize(size, Image.BICUBIC))
+        return [pixels[top : top + 224, left : left + 224] for left, top, _ in crop_boxes(*size, 224, view_policy, 0)]
+
+    for name, cut in (("windowed views", lambda: processor.views(image, view_policy, 0)), ("whole upscale, then crops", whole_upscale)):
+        tracemalloc.start()
+        started = time.perf_counter()
+        cut()
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(f"thin 3x290 image, {view_policy}, {name}: {1000 * seconds:.0f} ms, traced peak {peak / 2**20:.1f} MiB")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.forward_only:
@@ -170,6 +196,7 @@ def main(argv=None) -> None:
         print(f"ratio end-to-end / forward-only: {end_to_end_rate / forward_rate:.3f} (target >= 0.85)")
         print(f"peak memory: main process RSS {peaks['main_rss'] / GIB:.2f} GiB, main + workers RSS "
               f"{peaks['tree_rss'] / GIB:.2f} GiB, PSS {peaks['tree_pss'] / GIB:.2f} GiB (target < 2 GB)")
+    measure_thin_image("random10")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ only `torch`, `transformers`, PIL, numpy and its sibling files.
 """
 
 import os
+import stat
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -12,6 +13,9 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .configuration_uniqa import parse_view_policy
+
+DEFAULT_MAX_ASPECT_RATIO = 100.0
+UPSCALE_IN_ONE_PIECE = 8  # upscaled images up to this many views' pixels are resized whole
 
 
 class UniQAImageError(ValueError):
@@ -23,6 +27,22 @@ def _describe(source, index=None) -> str:
         return os.fspath(source)
     name = getattr(source, "filename", "") if isinstance(source, Image.Image) else ""
     return name or f"image #{index if index is not None else 0} ({type(source).__name__})"
+
+
+def _not_a_regular_file(path) -> str:
+    """Why `path` cannot be read as an image file: what it is instead."""
+    if not os.path.lexists(path):
+        return "no such file."
+    link = f" (through the symbolic link to {os.readlink(path)})" if os.path.islink(path) else ""
+    if not os.path.exists(path):
+        return f"a broken symbolic link to {os.readlink(path)}."
+    mode = os.stat(path).st_mode
+    kinds = [
+        (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+    ]
+    kind = next((text for test, text in kinds if test(mode)), "not a regular file")
+    return f"{kind}{link}, not an image file: not opened."
 
 
 def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
@@ -69,17 +89,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def load_image(source, index=None) -> Image.Image:
     """A path, PIL image or numpy array -> an upright 8-bit RGB PIL image.
 
-    EXIF orientation is applied. Unreadable, truncated or empty files raise `UniQAImageError`
-    naming the file.
+    EXIF orientation is applied. Unreadable, truncated or empty files, and paths that are no
+    regular file (a folder, a FIFO, a device, a broken link: said which, never opened), raise
+    `UniQAImageError` naming the file. For files, `image.info["n_frames"]` tells how many frames
+    the file holds; only the first is used.
     """
     name = _describe(source, index)
     try:
+        frames = 1
         if isinstance(source, (str, os.PathLike)):
             if not os.path.isfile(source):
-                raise UniQAImageError(f"{name}: no such file.")
+                raise UniQAImageError(f"{name}: {_not_a_regular_file(source)}")
             if os.path.getsize(source) == 0:
                 raise UniQAImageError(f"{name}: the file is empty (0 bytes).")
             with Image.open(source) as opened:
+                frames = getattr(opened, "n_frames", 1)  # before decoding: counting may seek
                 opened.load()  # decode now: truncated files fail here, not later
                 image = ImageOps.exif_transpose(opened)  # an upright copy, independent of the file
         elif isinstance(source, Image.Image):
@@ -90,6 +114,7 @@ def load_image(source, index=None) -> Image.Image:
         else:
             raise UniQAImageError(f"{name}: expected a file path, PIL image or numpy array, got {type(source).__name__}.")
         image = to_rgb(image)
+        image.info["n_frames"] = frames  # animated or multi-page files are scored on their first frame
     except UniQAImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
@@ -97,6 +122,82 @@ def load_image(source, index=None) -> Image.Image:
     if image.width < 1 or image.height < 1:
         raise UniQAImageError(f"{name}: the image has no pixels ({image.width}x{image.height}).")
     return image
+
+
+def _short_side_size(width: int, height: int, target: int) -> tuple:
+    """The size of an image resized so its short side is `target`, aspect kept (rounded)."""
+    scale = target / min(width, height)
+    return max(target, round(width * scale)), max(target, round(height * scale))
+
+
+# PIL's bicubic resampling (Pillow's Resample.c), replayed for a window of the output: the same
+# double-precision coefficients, rounded to the same fixed point, summed in the same order, so a
+# view cut from a virtually upscaled image is bit-identical to a crop of `image.resize(...)`.
+_PRECISION_BITS = 32 - 8 - 2
+_BICUBIC_SUPPORT = 2.0
+_BICUBIC_A = -0.5
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    x = np.abs(x)
+    near = ((_BICUBIC_A + 2.0) * x - (_BICUBIC_A + 3.0)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * _BICUBIC_A
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def _upscale_coefficients(in_size: int, out_size: int, first: int, count: int):
+    """Source index `(count, taps)` and fixed-point weights of the output pixels
+    `first .. first + count - 1` of PIL's bicubic resize of `in_size` pixels to `out_size >= in_size`."""
+    scale = float(in_size) / out_size  # <= 1: upscaling, so PIL's filterscale is 1
+    support = _BICUBIC_SUPPORT
+    taps = int(np.ceil(support)) * 2 + 1
+    center = (np.arange(first, first + count) + 0.5) * scale
+    lowest = np.maximum((center - support + 0.5).astype(np.int64), 0)  # truncated toward zero like C's (int), then clamped
+    highest = np.minimum((center + support + 0.5).astype(np.int64), in_size)
+    offsets = np.arange(taps)
+    used = offsets[None, :] < (highest - lowest)[:, None]
+    # PIL scales the filter's argument by 1 / filterscale, which is 1 when upscaling.
+    weights = np.where(used, _bicubic(lowest[:, None] + offsets[None, :] - center[:, None] + 0.5), 0.0)
+    total = np.zeros(count)
+    for tap in range(taps):  # left to right, as C sums them
+        total = total + weights[:, tap]
+    weights = weights / np.where(total != 0.0, total, 1.0)[:, None]
+    scaled = weights * (1 << _PRECISION_BITS)
+    fixed = np.where(weights < 0, np.trunc(-0.5 + scaled), np.trunc(0.5 + scaled)).astype(np.int64)
+    index = np.minimum(lowest[:, None] + offsets[None, :], in_size - 1)  # unused taps weigh 0
+    return index, fixed
+
+
+def _apply(pixels: np.ndarray, index: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """One resampling pass along `axis` (0 rows, 1 columns) in PIL's 8-bit fixed point.
+
+    Done as one float64 matrix product: every product and partial sum is an integer below 2**53,
+    so the sums are exact and equal PIL's integer ones."""
+    first = int(index.min())
+    dense = np.zeros((index.shape[0], int(index.max()) + 1 - first))
+    np.add.at(dense, (np.arange(index.shape[0])[:, None], index - first), weights.astype(np.float64))
+    source = np.take(pixels, np.arange(first, first + dense.shape[1]), axis=axis).astype(np.float64)
+    total = np.tensordot(dense, np.moveaxis(source, axis, 0), axes=(1, 0)) + (1 << (_PRECISION_BITS - 1))
+    result = np.clip(np.floor(total / (1 << _PRECISION_BITS)), 0, 255).astype(np.uint8)
+    return np.moveaxis(result, 0, axis)
+
+
+def upscaled_region(pixels: np.ndarray, size: tuple, left: int, top: int, crop: int) -> np.ndarray:
+    """The `crop` x `crop` window at `(left, top)` of `Image.fromarray(pixels).resize(size,
+    BICUBIC)` for an upscaling `size`, computed from the source rows and columns it needs only."""
+    height, width = pixels.shape[:2]
+    out_width, out_height = size
+    rows, row_weights = _upscale_coefficients(height, out_height, top, crop)
+    columns, column_weights = _upscale_coefficients(width, out_width, left, crop)
+    if out_width != width:  # PIL skips a pass whose size does not change
+        first, last = rows.min(), rows.max() + 1
+        pixels = _apply(pixels[first:last], columns, column_weights, axis=1)
+        rows = rows - first
+    else:
+        pixels = pixels[:, left : left + crop]
+    if out_height != height:
+        return _apply(pixels, rows, row_weights, axis=0)
+    return pixels[top : top + crop]
 
 
 def crop_boxes(width: int, height: int, crop: int, policy: str, seed: int) -> list:
@@ -138,6 +239,8 @@ class UniQAImageProcessor(BaseImageProcessor):
         view_policy (`str`, *optional*, defaults to `"random10"`): see `UniQAConfig.view_policy`.
         view_seed (`int`, *optional*, defaults to 123): seed of the `random<N>` crop positions.
         image_mean, image_std (`list[float]`, *optional*): normalisation (OpenAI CLIP's).
+        max_aspect_ratio (`float`, *optional*, defaults to 100): images whose long side exceeds this
+            many times the short side raise `UniQAImageError` (a 1x10000 strip has no meaningful views).
     """
 
     model_input_names = ["pixel_values"]
@@ -150,9 +253,13 @@ class UniQAImageProcessor(BaseImageProcessor):
         view_seed: int = 123,
         image_mean=None,
         image_std=None,
+        max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not max_aspect_ratio >= 1:
+            raise ValueError(f"`max_aspect_ratio` must be >= 1, got {max_aspect_ratio}.")
+        self.max_aspect_ratio = float(max_aspect_ratio)
         parse_view_policy(view_policy)
         self.crop_size = int(crop_size)
         self.shortest_edge = shortest_edge
@@ -162,25 +269,43 @@ class UniQAImageProcessor(BaseImageProcessor):
         self.image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
 
     def _resize_short_side(self, image: Image.Image, target: int) -> Image.Image:
-        scale = target / min(image.size)
-        size = (max(target, round(image.width * scale)), max(target, round(image.height * scale)))
-        return image.resize(size, Image.BICUBIC)
+        return image.resize(_short_side_size(image.width, image.height, target), Image.BICUBIC)
 
-    def views(self, image: Image.Image, view_policy: str | None = None, view_seed: int | None = None) -> np.ndarray:
-        """An RGB PIL image -> uint8 views (views, crop, crop, 3)."""
+    def _check_shape(self, image: Image.Image, name: str) -> None:
+        long_side, short_side = max(image.size), min(image.size)
+        if long_side > self.max_aspect_ratio * short_side:
+            raise UniQAImageError(
+                f"{name}: {image.width}x{image.height} pixels, an aspect ratio of {long_side / short_side:.0f}:1, beyond the "
+                f"{self.max_aspect_ratio:g}:1 this processor accepts (`max_aspect_ratio`): its views would be slivers of it."
+            )
+
+    def views(self, image: Image.Image, view_policy: str | None = None, view_seed: int | None = None, name: str = "image") -> np.ndarray:
+        """An RGB PIL image -> uint8 views (views, crop, crop, 3).
+
+        An image whose short side is below `crop_size` is cut from its bicubic upscale (aspect
+        kept) to that short side. Beyond `UPSCALE_IN_ONE_PIECE` views' worth of pixels the upscale
+        is not made: only the pixels of the views are computed, bit-identical to PIL's resize of
+        the whole image, so memory stays bounded whatever the shape. Images beyond `max_aspect_ratio` raise `UniQAImageError` (`name` names them).
+        """
         policy = view_policy or self.view_policy
         crop = self.crop_size
+        self._check_shape(image, name)
         if self.shortest_edge:
             image = self._resize_short_side(image, self.shortest_edge)
         if policy == "resize":
             return np.asarray(image.resize((crop, crop), Image.BICUBIC))[None]
-        if min(image.size) < crop:
-            image = self._resize_short_side(image, crop)
+        size = _short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
+        windowed = size != image.size and size[0] * size[1] > UPSCALE_IN_ONE_PIECE * crop * crop
+        if size != image.size and not windowed:
+            image = image.resize(size, Image.BICUBIC)  # small enough to upscale whole (faster)
         pixels = np.asarray(image)  # (H, W, 3)
         seed = self.view_seed if view_seed is None else view_seed
         views = []
-        for left, top, flip in crop_boxes(image.width, image.height, crop, policy, seed):
-            view = pixels[top : top + crop, left : left + crop]
+        for left, top, flip in crop_boxes(*size, crop, policy, seed):
+            if windowed:
+                view = upscaled_region(pixels, size, left, top, crop)
+            else:
+                view = pixels[top : top + crop, left : left + crop]
             views.append(view[:, ::-1] if flip else view)
         return np.stack(views)
 
@@ -193,11 +318,20 @@ class UniQAImageProcessor(BaseImageProcessor):
 
     def preprocess(self, images, view_policy: str | None = None, view_seed: int | None = None, return_tensors="pt", **kwargs) -> BatchFeature:
         """One image or a list (paths, PIL images, numpy arrays) -> `pixel_values`
-        `(batch, views, 3, crop, crop)`. Bad inputs raise `UniQAImageError` naming them."""
+        `(batch, views, 3, crop, crop)`. Bad inputs raise `UniQAImageError` naming them; an
+        unknown keyword (a typo such as `view_polcy=`) raises `TypeError`."""
+        if kwargs:
+            accepted = "images, view_policy, view_seed, return_tensors"
+            raise TypeError(f"UniQAImageProcessor got unexpected arguments {sorted(kwargs)}; it accepts {accepted}.")
+        if view_policy is not None:
+            parse_view_policy(view_policy)
         if not isinstance(images, (list, tuple)):
             images = [images]
         batch = np.stack(
-            [self.views(load_image(image, index), view_policy, view_seed) for index, image in enumerate(images)]
+            [
+                self.views(load_image(image, index), view_policy, view_seed, name=_describe(image, index))
+                for index, image in enumerate(images)
+            ]
         )
         return BatchFeature(data={"pixel_values": self.normalize_views(batch)}, tensor_type=return_tensors)
 
@@ -207,4 +341,4 @@ class UniQAImageProcessor(BaseImageProcessor):
 
 UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes"]
+__all__ = ["UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "upscaled_region"]

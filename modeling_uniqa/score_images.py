@@ -7,35 +7,48 @@
 How it runs:
 
 - Inputs: INPUT arguments become one list of absolute image paths, each once, in a deterministic
-  order (see `expand_inputs`). An INPUT that matches nothing is a usage error (exit code 2)
-  raised before any work.
+  order (see `expand_inputs`). Folders are searched recursively, following symbolic links to
+  folders (as `**` globs do; a folder reached twice is searched once); files of folders and
+  globs are taken by extension, and what is skipped is counted by reason in the summary. An
+  INPUT that matches nothing is a usage error (exit code 2) raised before any work.
+- Before any image is read: the output's folder must be writable, the model folder is checked
+  (`model_folder.check_model_folder`: one line naming the file and the fault, exit code 2) and
+  the output may be replaced or resumed (see below).
 - Decoding: a `DataLoader` whose worker processes (`--workers`) decode each image and cut its
   views (uint8) while the main process normalises them and runs the forward of the batch before.
-  `--batch-size` counts views, so memory does not grow with the view policy.
-- Output: one row per image (`path`, the chosen scores, `error`) in CSV or JSONL, written and
-  flushed after every batch, so a crash loses at most the batch in flight. A file that cannot be
-  decoded gets a row with empty scores and the reason in `error`; it never stops the run.
-  At the end the file is rewritten once (temporary file + `os.replace`) with each input exactly
-  once, in input order.
-- `--resume` keeps the successful rows of an existing output and scores the rest; failed rows
-  are retried.
+  `--batch-size` counts views, so memory does not grow with the view policy, nor with an image's
+  shape (views are cut without upscaling whole thin images; see `UniQAImageProcessor.views`).
+- Output: one row per image (`path`, the chosen scores, `error`) in CSV or JSONL, streamed
+  through `sharded_output.ShardedOutput`: rows go to `<output>.part<rank>`, flushed after every
+  batch, so a crash loses at most the batch in flight; at the end the output is rewritten once,
+  atomically, with each input once, in input order, and `<output>.meta.json` records what
+  produced it. A file that cannot be decoded gets a row with empty scores and the reason in
+  `error`; it never stops the run. Animated or multi-page files are scored on their first frame
+  (counted in the summary).
+- File names that are not valid UTF-8 are written as their own bytes (the file is UTF-8
+  otherwise; Python reads them back with `errors="surrogateescape"`), and resumes match them.
+- An existing output is replaced only if this tool wrote it (its `.meta.json` is there) or with
+  `--overwrite`; a run in which every image fails leaves an earlier output as it was.
+- `--resume` keeps the successful rows of the output and scores the rest (failed rows are
+  retried). It is refused when the model weights or config, dtype, prompts, view policy, view
+  seed, image processor or columns differ from those recorded. Rows of images no longer among
+  the inputs are kept, after the listed ones: a resume never drops results.
 - Distributed: under `accelerate launch` every process scores a strided share of the inputs and
-  streams to its own file (process 0 to the output, process r to `<output>.part<r>`); the main
-  process merges them into the single output. The result equals a one-process run.
+  streams to its own part file; the main process merges them into the single output. Scores
+  equal a one-process run's within 1e-6 (`mos`: 1e-6 of its range), as with another
+  `--batch-size`: float32 sums run in another order.
 - Exit code: 0 when at least one image was scored, 1 when none could be, 2 for usage errors.
 """
 
 import argparse
-import csv
 import glob
-import io
+import hashlib
 import json
 import logging
 import os
-import re
-import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import torch
 from accelerate import PartialState
@@ -45,14 +58,15 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .configuration_uniqa import parse_view_policy, view_count
+from .model_folder import ModelFolderError, load_image_processor, load_model_folder, model_fingerprint
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
+from .sharded_output import OutputError, ShardedOutput, check_writable, output_format
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 PATH_LIST_EXTENSIONS = frozenset({".txt", ".lst"})
-OUTPUT_FORMATS = (".csv", ".jsonl")
 OUTPUT_KINDS = ("score", "mos", "groups")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -90,23 +104,29 @@ def _at_least(minimum: int):
 
 
 def _output_path(value: str) -> str:
-    if os.path.splitext(value)[1].lower() not in OUTPUT_FORMATS:
-        raise argparse.ArgumentTypeError(f"the output must end in {' or '.join(OUTPUT_FORMATS)}, got {value!r}")
+    try:
+        output_format(value)
+    except OutputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
     return os.path.abspath(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Rows are written as they come (one per image: path, scores, error) and the file is put in "
-        "input order at the end. Unreadable images get an error row and do not stop the run. Exit code: "
-        "0 if any image was scored, 1 if none could be, 2 for usage errors. Several processes: "
+        "input order at the end; OUTPUT.meta.json records what produced it. Unreadable images get an error "
+        "row and do not stop the run. File names that are not UTF-8 are written as their own bytes (read "
+        "them with errors='surrogateescape'). Scores (0-1) are reproducible within 1e-6 across batch sizes and "
+        "process counts (mos: within 1e-6 of its range). Exit code: 0 if any image was scored, 1 if none could be, 2 for usage errors "
+        "(checked before any image is read). Several processes: "
         "accelerate launch [--multi_gpu --num_processes N] -m modeling_uniqa.cli score ... (on CPUs "
         "with ACCELERATE_USE_CPU=1) writes the same single file."
     )
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT",
-        help="Image files, folders (searched recursively), glob patterns (quote them; ** recurses) or "
-        ".txt/.lst files listing one image path per line (relative to the list's folder; # comments).",
+        help="Image files (any name), folders (searched recursively, following symbolic links; image extensions "
+        "only), glob patterns (quote them; ** recurses; image extensions only) or .txt/.lst files listing one "
+        "image path per line (relative to the list's folder; # comments). Skipped files are counted in the log.",
     )
     parser.add_argument("--model", required=True, help="A UniQA model folder (e.g. written by `uniqa convert`).")
     parser.add_argument("--output", required=True, type=_output_path, help="Result file: .csv or .jsonl.")
@@ -116,7 +136,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "scale; needs a model that knows it), groups (one score per prompt group). "
         "Default: score, plus mos when the model knows its MOS range.",
     )
-    parser.add_argument("--resume", action="store_true", help="Keep the successful rows of an existing output and score the rest (failed rows are retried). Without it an existing output is replaced.")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="Keep the successful rows of an existing output and score the rest (failed rows are retried; rows of "
+        "images no longer listed are kept). Refused if the model, dtype, prompts, view policy or columns differ "
+        "from those recorded in OUTPUT.meta.json. Without it an existing output is replaced at the end of the run.",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Allow replacing an existing OUTPUT that this tool did not write (no OUTPUT.meta.json beside it).",
+    )
     parser.add_argument(
         "--batch-size", type=_at_least(1), default=32,
         help="Views per forward (default 32): a batch holds as many images as fit, at least one, so memory "
@@ -134,57 +163,96 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
-def _images_under(folder: str) -> list:
-    """Image files below `folder` (any depth), by their sorted paths."""
-    found = []
-    for root, _, names in os.walk(folder):
-        found += [os.path.join(root, name) for name in names if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS]
+@dataclass
+class InputList:
+    """The image paths of the INPUT arguments and what was passed over, `{reason: count}`."""
+
+    paths: list
+    skipped: Counter = field(default_factory=Counter)
+
+    def describe_skipped(self) -> str:
+        return ", ".join(f"{count} {reason}" for reason, count in sorted(self.skipped.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _is_image_name(path: str, skipped: Counter) -> bool:
+    extension = os.path.splitext(path)[1].lower()
+    if extension in IMAGE_EXTENSIONS:
+        return True
+    skipped[f"file(s) named {extension or '(no extension)'}"] += 1
+    return False
+
+
+def _images_under(folder: str, skipped: Counter) -> list:
+    """Image files below `folder` (any depth, through symbolic links to folders), sorted by path.
+    A folder reached again (a link loop, or two links to one folder) is searched once."""
+    found, seen = [], set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            skipped["folder(s) reached again through a symbolic link"] += 1
+            folders[:] = []
+            continue
+        seen.add(real)
+        found += [os.path.join(root, name) for name in names if _is_image_name(name, skipped)]
     return sorted(found)
 
 
 def _read_path_list(list_file: str) -> list:
     """The image paths of a list file: one a line, `#` comments and blank lines skipped, relative
-    paths taken from the list's folder. Missing files are kept: they become error rows."""
+    paths taken from the list's folder. Missing files are kept: they become error rows. Lines
+    are UTF-8 except for names' own bytes (surrogateescape), as in the output."""
     folder = os.path.dirname(os.path.abspath(list_file))
-    with open(list_file, encoding="utf-8") as handle:
+    with open(list_file, encoding="utf-8", errors="surrogateescape") as handle:
         lines = [line.strip() for line in handle]
     return [os.path.join(folder, os.path.expanduser(line)) for line in lines if line and not line.startswith("#")]
 
 
-def _expand_input(item: str) -> list:
+def _expand_input(item: str, skipped: Counter) -> list:
     if os.path.isdir(item):
-        return _images_under(item)
-    if os.path.isfile(item):
-        return _read_path_list(item) if os.path.splitext(item)[1].lower() in PATH_LIST_EXTENSIONS else [item]
-    matches = sorted(glob.glob(item, recursive=True))
-    return [path for match in matches for path in (_images_under(match) if os.path.isdir(match) else [match])]
+        return _images_under(item, skipped)
+    if os.path.isfile(item) and os.path.splitext(item)[1].lower() in PATH_LIST_EXTENSIONS:
+        return _read_path_list(item)
+    if os.path.lexists(item):  # a file named on the command line, whatever it is: a FIFO gets an error row
+        return [item]
+    found = []
+    for match in sorted(glob.glob(item, recursive=True)):
+        if os.path.isdir(match):
+            found += _images_under(match, skipped)
+        elif _is_image_name(match, skipped):
+            found.append(match)
+    return found
 
 
-def expand_inputs(inputs) -> list:
+def expand_inputs(inputs) -> InputList:
     """INPUT arguments -> absolute image paths, each once, in a deterministic order.
 
-    A folder gives its image files (by extension, any depth) sorted by path; a `.txt`/`.lst` file
-    gives the paths it lists; another existing file is an image whatever its name; anything else is
-    a glob pattern whose sorted matches are taken (folders among them searched like folders). The
-    order is that of the INPUTs, and a path seen before is skipped. An INPUT that yields nothing
+    A folder gives its image files (by extension, any depth, through symbolic links to folders)
+    sorted by path; a `.txt`/`.lst` file gives the paths it lists; another existing path is an
+    image whatever its name or kind (a FIFO or device gets an error row saying what it is);
+    anything else is a glob pattern whose sorted matches are taken, image files by extension and
+    folders searched like folders. The order is that of the INPUTs, and a path seen before is
+    skipped. Files passed over are counted by reason in `skipped`. An INPUT that yields nothing
     raises `UsageError` naming it.
     """
-    paths = {}  # insertion-ordered set
+    paths, skipped = {}, Counter()  # insertion-ordered set
     for item in inputs:
-        found = _expand_input(item)
+        found = _expand_input(item, skipped)
         if not found:
-            raise UsageError(f"{item!r} matches no image: it is no file, no folder holding images and no glob with matches.")
+            raise UsageError(f"{item!r} matches no image: it is no file, no folder holding images and no glob with image matches.")
         for path in found:
-            paths.setdefault(os.path.normpath(os.path.abspath(path)), None)
-    return list(paths)
+            normal = os.path.normpath(os.path.abspath(path))
+            if normal in paths:
+                skipped["path(s) listed twice"] += 1
+            paths.setdefault(normal, None)
+    return InputList(list(paths), skipped)
 
 
 # --------------------------------------------------------------------------------------------
 # Decoding
 # --------------------------------------------------------------------------------------------
 class ImageViews(Dataset):
-    """Image `index` -> `(index, uint8 views (views, crop, crop, 3), None)`, or
-    `(index, None, error message)` when the file cannot be scored.
+    """Image `index` -> `(index, uint8 views (views, crop, crop, 3), None, frames in the file)`,
+    or `(index, None, error message, 0)` when the file cannot be scored.
 
     Runs in the DataLoader workers. The views travel as uint8, 4x fewer bytes than float32 in the
     prefetch queue; `Normalizer` turns them into model inputs where the model is.
@@ -200,11 +268,12 @@ class ImageViews(Dataset):
     def __getitem__(self, index: int):
         path = self.paths[index]
         try:
-            views = self.processor.views(load_image(path), self.view_policy, self.view_seed)
+            image = load_image(path)
+            views = self.processor.views(image, self.view_policy, self.view_seed, name=path)
         except Exception as error:  # any failure of one file is that file's error row, never the run's end
             message = str(error) if isinstance(error, UniQAImageError) else f"{path}: {type(error).__name__}: {error}"
-            return index, None, " ".join(message.split())  # one line, for CSV readers and logs
-        return index, torch.from_numpy(views), None
+            return index, None, " ".join(message.split()), 0  # one line, for CSV readers and logs
+        return index, torch.from_numpy(views), None, image.info.get("n_frames", 1)
 
 
 @dataclass
@@ -214,14 +283,16 @@ class Batch:
     indices: list
     views: torch.Tensor | None  # uint8 (len(indices), views, crop, crop, 3)
     errors: list  # [(index, message)]
+    multi_frame: list = field(default_factory=list)  # [(index, frames)] scored on their first frame
 
 
 def collate_views(items) -> Batch:
-    decoded = [(index, views) for index, views, _ in items if views is not None]
+    decoded = [(index, views) for index, views, _, _ in items if views is not None]
     return Batch(
         indices=[index for index, _ in decoded],
         views=torch.stack([views for _, views in decoded]) if decoded else None,
-        errors=[(index, error) for index, _, error in items if error is not None],
+        errors=[(index, error) for index, _, error, _ in items if error is not None],
+        multi_frame=[(index, frames) for index, _, _, frames in items if frames > 1],
     )
 
 
@@ -244,138 +315,24 @@ class Normalizer:
 
 
 # --------------------------------------------------------------------------------------------
-# Result files
-# --------------------------------------------------------------------------------------------
-def is_csv(path: str) -> bool:
-    return path.lower().endswith(".csv")
-
-
-def part_files(output: str) -> list:
-    """The per-process files `<output>.part<rank>` present now (of this run or a crashed one)."""
-    pattern = re.compile(re.escape(os.path.basename(output)) + r"\.part\d+$")
-    return sorted(path for path in glob.glob(glob.escape(output) + ".part*") if pattern.match(os.path.basename(path)))
-
-
-def format_rows(rows: list, columns: list, csv_format: bool, header: bool) -> str:
-    if not csv_format:
-        return "".join(json.dumps(row) + "\n" for row in rows)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _parse_rows(path: str, text: str, columns: list) -> list:
-    """Rows of a result file's complete lines. Raises `UsageError` if it was written with other columns."""
-    numeric = columns[1:-1]
-    if is_csv(path):
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames is not None and reader.fieldnames != columns:
-            raise UsageError(f"{path} has the columns {reader.fieldnames}, this run writes {columns}: use the same --outputs and --prompts, or drop --resume.")
-        records = []
-        for row in reader:
-            if None in row or None in row.values():  # too many or too few fields
-                continue
-            try:
-                row.update({key: float(row[key]) if row[key] else None for key in numeric})
-            except ValueError:  # not a number: scored again
-                continue
-            records.append(row | {"error": row["error"] or None})
-        return records
-    records = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(row, dict):
-            continue
-        if set(row) != set(columns):
-            raise UsageError(f"{path} has the keys {sorted(row)}, this run writes {columns}: use the same --outputs and --prompts, or drop --resume.")
-        records.append(row)
-    return records
-
-
-def read_results(output: str, columns: list) -> dict:
-    """`{path: row}` from the output and any part files. A later row of a path replaces an
-    earlier one, but a failure never replaces a success. A line cut short by a crash (no newline
-    at the end of the file) is ignored."""
-    results = {}
-    for path in [file for file in [output, *part_files(output)] if os.path.exists(file)]:
-        with open(path, encoding="utf-8", newline="") as handle:
-            text = handle.read()
-        for row in _parse_rows(path, text[: text.rfind("\n") + 1], columns):
-            previous = results.get(row["path"])
-            if previous is None or previous["error"] or not row["error"]:
-                results[row["path"]] = row
-    return results
-
-
-def merge_results(output: str, paths: list, columns: list) -> list:
-    """Rewrite the output atomically with one row per scored input, in input order, from the
-    output and the part files, then delete the part files. Returns the rows written."""
-    results = read_results(output, columns)
-    rows = [results[path] for path in paths if path in results]
-    if len(rows) < len(results):
-        logger.warning("Dropped %d rows of %s for images that are not among the inputs.", len(results) - len(rows), output)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by the `with` below, kept for its name)
-        "w", dir=os.path.dirname(output), prefix=".tmp-", suffix=os.path.basename(output), delete=False, encoding="utf-8", newline=""
-    )
-    with handle:
-        handle.write(format_rows(rows, columns, is_csv(output), header=True))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, output)
-    for part in part_files(output):
-        os.remove(part)
-    return rows
-
-
-class ResultStream:
-    """Appends rows to one process's result file and flushes after every batch."""
-
-    def __init__(self, path: str, columns: list):
-        self.columns, self.csv_format = columns, is_csv(path)
-        self.handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (a stream kept open across batches)
-        self.needs_header = self.handle.tell() == 0
-
-    def write(self, rows: list) -> None:
-        self.handle.write(format_rows(rows, self.columns, self.csv_format, header=self.needs_header))
-        self.handle.flush()
-        self.needs_header = False
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-# --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
-def load_scorer(args, device: torch.device):
-    """The model (eval mode, on `device`, prompts applied) and its image processor."""
-    try:
-        model = UniQAModel.from_pretrained(args.model, dtype=DTYPES[args.dtype])
-    except (OSError, ValueError) as error:
-        raise UsageError(f"--model {args.model}: cannot load a UniQA model ({error}).") from error
-    if args.prompts:
+def load_scorer(model_dir: str, dtype: torch.dtype, device: torch.device, prompts: str | None = None, tokenizer_dir: str | None = None):
+    """The model (checked, eval mode, on `device`, `prompts` applied) and its image processor.
+    Raises `ModelFolderError` or `UsageError` with one line naming the problem."""
+    model = load_model_folder(model_dir, dtype=dtype)
+    if prompts:
         from .clip_tokenizer import resolve_prompt_tokenizer
 
-        tokenizer_dir = args.tokenizer or args.model
-        try:
-            tokenizer = resolve_prompt_tokenizer(model, args.tokenizer)
+        try:  # the folder's tokenizer if it fits the text tower, else OpenAI's BPE for OpenAI's vocabulary
+            tokenizer = resolve_prompt_tokenizer(model, tokenizer_dir)
         except (OSError, ValueError) as error:
-            raise UsageError(f"--prompts needs a CLIP tokenizer and {tokenizer_dir} has none ({error}); pass --tokenizer DIR.") from error
+            raise UsageError(f"--prompts: {error} Pass --tokenizer DIR.") from error
         try:
-            model.set_prompts(args.prompts, tokenizer)
+            model.set_prompts(prompts, tokenizer)
         except ValueError as error:
-            raise UsageError(f"--prompts {args.prompts}: {error}") from error
-    if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):
-        processor = UniQAImageProcessor.from_pretrained(args.model)
-    else:
-        processor = model.default_image_processor()
-    return model.to(device).eval(), processor
+            raise UsageError(f"--prompts {prompts}: {error}") from error
+    return model.to(device).eval(), load_image_processor(model_dir, model)
 
 
 def output_columns(model: UniQAModel, kinds: list | None) -> list:
@@ -387,6 +344,45 @@ def output_columns(model: UniQAModel, kinds: list | None) -> list:
     if "groups" in kinds:
         columns += [f"group_{name}" for name in model.config.prompt_group_names]
     return columns + ["error"]
+
+
+CONFIG_VOLATILE_KEYS = {"transformers_version", "dtype", "torch_dtype", "_name_or_path"}  # not about the numbers (dtype is its own field)
+
+
+def _without(value, keys: set):
+    """`value` with the dict entries named in `keys` removed at every depth."""
+    if isinstance(value, dict):
+        return {key: _without(item, keys) for key, item in value.items() if key not in keys}
+    return value
+
+
+def _sha256_of_json(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def scoring_fingerprint(model_dir: str, model: UniQAModel, processor: UniQAImageProcessor, dtype: str, view_policy: str, view_seed: int, columns: list) -> dict:
+    """What decides the numbers of an output: a resume must match it field by field. The
+    prompts are their own fields (they change with --prompts), not part of the config's hash."""
+    config = _without(model.config.to_dict(), {"prompt_groups", "prompt_group_names", "prompt_input_ids"} | CONFIG_VOLATILE_KEYS)
+    return {
+        "model_weights_sha256": model_fingerprint(model_dir),
+        "model_config_sha256": _sha256_of_json(config),
+        "dtype": dtype,
+        "prompt_groups": model.config.prompt_group_names,
+        "prompts": model.config.prompts,
+        "prompt_token_ids_sha256": _sha256_of_json(model.config.prompt_input_ids),
+        "view_policy": view_policy,
+        "view_seed": view_seed,
+        "image_processor": {key: getattr(processor, key) for key in ("crop_size", "shortest_edge", "image_mean", "image_std", "max_aspect_ratio")},
+        "columns": columns,
+    }
+
+
+def _parse_csv_row(row: dict) -> dict:
+    """A CSV row of strings -> numbers (empty: `None`) and `error` (empty: `None`); `ValueError`
+    for a row with a value that is not a number (it is scored again)."""
+    numbers = {key: float(value) if value else None for key, value in row.items() if key not in ("path", "error")}
+    return row | numbers | {"error": row["error"] or None}
 
 
 def score_batch(model: UniQAModel, normalize: Normalizer, batch: Batch, paths: list, columns: list) -> list:
@@ -409,39 +405,39 @@ def score_batch(model: UniQAModel, normalize: Normalizer, batch: Batch, paths: l
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
-def score_shard(model, processor, args, paths: list, columns: list, stream: ResultStream, device, show_progress: bool) -> None:
-    """Score `paths`, streaming each batch's rows to `stream`."""
-    view_policy = args.view_policy or model.config.view_policy
-    view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
-    views_per_image = view_count(view_policy)
+def score_shard(model, processor, paths: list, columns: list, writer, device, view_policy: str, view_seed: int,
+                batch_size: int, workers: int, show_progress: bool) -> int:
+    """Score `paths`, streaming each batch's rows to `writer`. Returns how many files held
+    several frames (scored on their first)."""
     loader = DataLoader(
         ImageViews(paths, processor, view_policy, view_seed),
-        batch_size=max(1, args.batch_size // views_per_image),
-        num_workers=args.workers,
+        batch_size=max(1, batch_size // view_count(view_policy)),
+        num_workers=workers,
         collate_fn=collate_views,
         pin_memory=device.type == "cuda",
     )
-    normalize, failed = Normalizer(processor, device), 0
+    normalize, failed, multi_frame = Normalizer(processor, device), 0, 0
     with torch.inference_mode(), logging_redirect_tqdm(), tqdm(total=len(paths), unit="img", disable=not show_progress, desc="Scoring") as bar:
         for batch in loader:
-            stream.write(score_batch(model, normalize, batch, paths, columns))
+            writer.write(score_batch(model, normalize, batch, paths, columns))
             for _, message in batch.errors:
                 logger.warning("Not scored: %s", message)
+            for index, frames in batch.multi_frame:
+                logger.info("Scored on its first frame of %d: %s", frames, paths[index])
             failed += len(batch.errors)
+            multi_frame += len(batch.multi_frame)
             bar.set_postfix(errors=failed, refresh=False)
             bar.update(len(batch.indices) + len(batch.errors))
+    return multi_frame
 
 
-def reset_output(output: str, paths: list, columns: list, resume: bool) -> None:
-    """Before scoring, on the main process: with `resume`, fold the output and any part files into
-    the output (canonical order) that process 0 then appends to; otherwise delete them."""
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    if resume:
-        merge_results(output, paths, columns)
-        return
-    for stale in [output, *part_files(output)]:
-        if os.path.exists(stale):
-            os.remove(stale)
+def _total(state: PartialState, count: int) -> int:
+    """The sum of `count` over all processes."""
+    if state.num_processes == 1:
+        return count
+    from accelerate.utils import gather_object
+
+    return sum(gather_object([count]))
 
 
 def run(args) -> int:
@@ -452,37 +448,61 @@ def run(args) -> int:
     # `Accelerator` it does not read ACCELERATE_USE_CPU itself.
     use_cpu = args.device == "cpu" or (args.device == "auto" and (not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")))
     state = PartialState(cpu=use_cpu)
-    try:
-        paths = expand_inputs(args.inputs)
-        model, processor = load_scorer(args, state.device)
+    try:  # every check runs in every process alike, before any image is read: all stop here together
+        inputs = expand_inputs(args.inputs)
+        check_writable(args.output)
+        model, processor = load_scorer(args.model, DTYPES[args.dtype], state.device, args.prompts, args.tokenizer)
+        view_policy = args.view_policy or model.config.view_policy
+        view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
         columns = output_columns(model, args.outputs)
-        done = read_results(args.output, columns) if args.resume else {}
-    except UsageError as error:  # raised alike in every process: all of them stop here
+        output = ShardedOutput(
+            args.output, columns, ["path"],
+            scoring_fingerprint(args.model, model, processor, args.dtype, view_policy, view_seed, columns),
+            is_done=lambda row: not row["error"], parse_csv_row=_parse_csv_row,
+        )
+        output.check(resume=args.resume, overwrite=args.overwrite)
+    except (UsageError, ModelFolderError, OutputError) as error:
         logger.error("%s", error)
         return 2
-    todo = [path for path in paths if path not in done or done[path]["error"]]
-    state.wait_for_everyone()  # every process has read the old results: they may change now
+    paths = inputs.paths
+    state.wait_for_everyone()  # every process has checked the old results: they may change now
     if state.is_main_process:
-        reset_output(args.output, paths, columns, args.resume)
-        logger.info("%d images to score (%d already in %s), %d process(es).", len(todo), len(paths) - len(todo), args.output, state.num_processes)
+        output.start(resume=args.resume)
     state.wait_for_everyone()
+    done = output.done_keys()
+    # No process writes before every process has read what is done: a part file growing while
+    # another process reads it would make the processes disagree on the work left (lost rows).
+    state.wait_for_everyone()
+    todo = [path for path in paths if path not in done]
+    if state.is_main_process:
+        skipped = f"; passed over: {inputs.describe_skipped()}" if inputs.skipped else ""
+        logger.info("%d images to score (%d already in %s), %d process(es)%s.", len(todo), len(paths) - len(todo), args.output, state.num_processes, skipped)
 
     start = time.perf_counter()
-    stream = ResultStream(args.output if state.is_main_process else f"{args.output}.part{state.process_index}", columns)
-    try:
-        shard = todo[state.process_index :: state.num_processes]
-        score_shard(model, processor, args, shard, columns, stream, state.device, show_progress=state.is_main_process)
-    finally:
-        stream.close()
+    with output.part_writer(state.process_index) as writer:
+        multi_frame = score_shard(
+            model, processor, todo[state.process_index :: state.num_processes], columns, writer, state.device,
+            view_policy, view_seed, args.batch_size, args.workers, show_progress=state.is_main_process,
+        )
+    multi_frame = _total(state, multi_frame)
     state.wait_for_everyone()
     if not state.is_main_process:
         return 0
 
-    rows = merge_results(args.output, paths, columns)
+    result = output.finish(paths)
     seconds = time.perf_counter() - start
-    failed = sum(1 for row in rows if row["error"])
+    failed = sum(1 for row in result.rows if row["error"])
+    scored = len(result.rows) - failed
+    notes = [f"{inputs.describe_skipped()} passed over"] if inputs.skipped else []
+    if multi_frame:
+        notes.append(f"{multi_frame} animated or multi-page files scored on their first frame")
+    if result.unlisted:
+        notes.append(f"{len(result.unlisted)} earlier rows of images no longer listed kept at the end")
     logger.info(
-        "Scored %d of %d images, %d failed (see the error column of %s). This run: %d images in %.1f s (%.2f images/s).",
-        len(rows) - failed, len(paths), failed, args.output, len(todo), seconds, len(todo) / seconds if seconds > 0 else 0.0,
+        "Scored %d of %d images, %d failed (see the error column of %s)%s. This run: %d images in %.1f s (%.2f images/s).",
+        scored, len(paths), failed, args.output, "".join(f"; {note}" for note in notes),
+        len(todo), seconds, len(todo) / seconds if seconds > 0 else 0.0,
     )
-    return 0 if len(rows) > failed else 1
+    if result.kept_previous:
+        logger.error("No image could be scored: %s keeps its earlier results; the errors are listed above.", args.output)
+    return 0 if scored else 1

@@ -28,6 +28,7 @@ Typical use (`rank`, `world` and `barrier` from accelerate's `PartialState`)::
         output.start(resume=args.resume)                       # clear stale parts, mark the run
     barrier()
     done = output.done_keys()                                   # with resume: keys already done
+    barrier()                                                   # all have read before anyone writes
     todo = [key for key in keys if key not in done][rank::world]
     with output.part_writer(rank) as writer:
         for batch in batches(todo):
@@ -147,10 +148,17 @@ def read_meta(output: str) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("format") == META_FORMAT else None
 
 
+def _short(value, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def describe_difference(recorded: dict, current: dict) -> str:
-    """`field: was X, now Y; ...` for the fields where two fingerprints differ."""
+    """`field: was X, now Y; ...` for the fields where two fingerprints differ (long values cut)."""
     fields = sorted(set(recorded) | set(current))
-    return "; ".join(f"{name}: was {recorded.get(name)!r}, now {current.get(name)!r}" for name in fields if recorded.get(name) != current.get(name))
+    return "; ".join(
+        f"{name}: was {_short(recorded.get(name))}, now {_short(current.get(name))}" for name in fields if recorded.get(name) != current.get(name)
+    )
 
 
 @dataclass
@@ -265,7 +273,7 @@ class ShardedOutput:
         if progress is not None:
             recorded.append(("the unfinished run that wrote " + ", ".join(parts or ["no part file yet"]), progress.get("fingerprint")))
         if os.path.exists(self.output) and (progress is None or progress.get("extends_output")):
-            recorded.append((self.output, meta.get("fingerprint")))
+            recorded.append(("it", meta.get("fingerprint")))
         for what, fingerprint in recorded:
             if fingerprint != self.fingerprint:
                 raise OutputError(

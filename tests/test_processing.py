@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_uniqa import UniQAImageError, UniQAImageProcessor
+from modeling_uniqa import UniQAImageError, UniQAImageProcessor, load_image
 from modeling_uniqa.processing_uniqa import crop_boxes
 from tests.helpers import random_rgb
 
@@ -219,3 +219,66 @@ def test_view_count_matches_the_views_cut(processor, policy):
     from modeling_uniqa.configuration_uniqa import view_count
 
     assert view_count(policy) == len(processor.views(Image.fromarray(random_rgb(40, 50)), policy))
+
+
+# ------------------------------------------------------------------------------------------------
+# Thin images: views cut from the original geometry, memory bounded, absurd shapes refused.
+# ------------------------------------------------------------------------------------------------
+def crops_of_the_whole_upscale(image, crop, policy, seed):
+    """The views as the processor cut them before: upscale the whole image, then crop."""
+    scale = crop / min(image.size)
+    size = (max(crop, round(image.width * scale)), max(crop, round(image.height * scale)))
+    pixels = np.asarray(image.resize(size, Image.BICUBIC))
+    views = [pixels[top : top + crop, left : left + crop] for left, top, _ in crop_boxes(*size, crop, policy, seed)]
+    return np.stack([view[:, ::-1] if flip else view for view, (_, _, flip) in zip(views, crop_boxes(*size, crop, policy, seed))])
+
+
+@pytest.mark.parametrize("size", [(3, 250), (250, 3), (7, 90), (1, 1), (31, 33), (5, 41)])
+@pytest.mark.parametrize("policy", ["random10", "ten_crop"])
+def test_upscaled_views_are_bit_identical_to_cropping_the_whole_upscale(processor, size, policy):
+    image = Image.fromarray(random_rgb(size[1], size[0], seed=sum(size)))
+    np.testing.assert_array_equal(processor.views(image, policy, 5), crops_of_the_whole_upscale(image, CROP, policy, 5))
+
+
+@pytest.mark.parametrize("size", [(1, 10000), (10000, 1)])
+def test_extreme_strips_are_refused_or_cut_in_bounded_memory(tmp_path, size):
+    import tracemalloc
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", size, (200, 100, 50)).save(path)
+    crop, view_bytes = 224, 224 * 224 * 3
+    tracemalloc.start()
+    try:
+        with pytest.raises(UniQAImageError, match=r"strip.png: .*aspect ratio of 10000:1"):
+            UniQAImageProcessor(crop_size=crop)(str(path))
+        refused_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        lenient = UniQAImageProcessor(crop_size=crop, max_aspect_ratio=1e5)
+        views = lenient.views(load_image(str(path)), "random10", 0)
+        cut_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert views.shape == (10, crop, crop, 3) and (views == [200, 100, 50]).all()
+    assert refused_peak < 2 * view_bytes  # nothing upscaled before refusing
+    # The whole upscale would be 224 x 2,240,000 x 3 bytes = 1.5 GB; the views alone are 1.5 MB.
+    assert cut_peak < 40 * view_bytes
+
+
+def test_max_aspect_ratio_is_saved_and_checked(tmp_path):
+    UniQAImageProcessor(max_aspect_ratio=4).save_pretrained(tmp_path)
+    loaded = UniQAImageProcessor.from_pretrained(tmp_path)
+    assert loaded.max_aspect_ratio == 4
+    with pytest.raises(UniQAImageError, match="image #0.*5:1"):
+        loaded(np.zeros((10, 50, 3), np.uint8))
+    with pytest.raises(ValueError, match="max_aspect_ratio"):
+        UniQAImageProcessor(max_aspect_ratio=0.5)
+
+
+def test_unknown_arguments_are_rejected(processor):
+    image = Image.fromarray(random_rgb(40, 40))
+    with pytest.raises(TypeError, match="view_polcy"):
+        processor(image, view_polcy="center")
+    with pytest.raises(TypeError, match="seed"):
+        processor.preprocess(image, seed=3)
+    with pytest.raises(ValueError, match="view policy"):
+        processor(image, view_policy="eleven_crop")

@@ -55,6 +55,16 @@ def score(*argv):
     return main(["score", *map(str, argv)])
 
 
+@pytest.fixture(scope="module")
+def zero_shot_model(tmp_path_factory, tiny_tokenizer):
+    directory = tmp_path_factory.mktemp("zero_shot")
+    model = make_tiny_uniqa(tiny_tokenizer, seed=1, use_adapter=False)
+    model.save_pretrained(directory / "without_tokenizer")
+    model.save_pretrained(directory / "model")
+    tiny_tokenizer.save_pretrained(directory / "model")
+    return directory
+
+
 def test_folder_to_csv_matches_the_model(saved_tiny_model, photo_dir, tmp_path):
     folder, paths = photo_dir
     output = tmp_path / "out" / "scores.csv"
@@ -68,7 +78,7 @@ def test_folder_to_csv_matches_the_model(saved_tiny_model, photo_dir, tmp_path):
     groups = [[float(row[f"group_{name}"]) for name in GROUPS] for row in rows]
     np.testing.assert_allclose(groups, expected.group_scores, atol=1e-5)
     assert all(row["error"] == "" for row in rows)
-    assert not [name for name in os.listdir(output.parent) if name != "scores.csv"]  # no parts, no temp files
+    assert sorted(os.listdir(output.parent)) == ["scores.csv", "scores.csv.meta.json"]  # no parts, no temp files
 
 
 def test_globs_and_path_lists_to_jsonl(saved_tiny_model, photo_dir, tmp_path):
@@ -91,7 +101,9 @@ def test_globs_and_path_lists_to_jsonl(saved_tiny_model, photo_dir, tmp_path):
 def test_expand_inputs_keeps_input_order_and_dedupes(photo_dir, tmp_path):
     folder, paths = photo_dir
     other = write_image(str(tmp_path / "other.bmp"), seed=9)
-    assert score_images.expand_inputs([paths[3], folder, other]) == [paths[3], *(p for p in paths if p != paths[3]), other]
+    expanded = score_images.expand_inputs([paths[3], folder, other])
+    assert expanded.paths == [paths[3], *(p for p in paths if p != paths[3]), other]
+    assert expanded.skipped == {"file(s) named .txt": 1, "path(s) listed twice": 1}
     with pytest.raises(score_images.UsageError, match="nothing_here"):
         score_images.expand_inputs([folder, str(tmp_path / "nothing_here*.jpg")])
 
@@ -135,11 +147,12 @@ def test_exit_codes(saved_tiny_model, tmp_path, caplog):
 def test_crash_then_resume(saved_tiny_model, photo_dir, tmp_path, monkeypatch):
     folder, paths = photo_dir
     output = tmp_path / "scores.csv"
+    part = tmp_path / "scores.csv.part0"
     real_score_batch, scored = score_images.score_batch, []
 
     def crash_on_second_batch(model, normalize, batch, *args):
         if scored:  # the first batch is on disk already, not in a buffer
-            assert [row["path"] for row in read_csv(output)] == paths[:2]
+            assert [row["path"] for row in read_csv(part)] == paths[:2]
             raise RuntimeError("simulated crash")
         scored.extend(batch.indices)
         return real_score_batch(model, normalize, batch, *args)
@@ -148,11 +161,12 @@ def test_crash_then_resume(saved_tiny_model, photo_dir, tmp_path, monkeypatch):
     argv = [folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--batch-size", 20]  # 2 images of 10 views
     with pytest.raises(RuntimeError, match="simulated crash"):
         score(*argv)
+    assert not output.exists()  # the output is only ever written whole
 
     # Tamper with the partial results: a sentinel score that must survive, a failed row that must
     # be retried, and a line cut short by the crash.
-    text = output.read_text().replace(read_csv(output)[0]["score"], "0.123456789", 1)
-    output.write_text(text + f"{paths[2]},,,earlier failure\n{paths[3]},0.9")
+    text = part.read_text().replace(read_csv(part)[0]["score"], "0.123456789", 1)
+    part.write_text(text + f"{paths[2]},,,earlier failure\n{paths[3]},0.9")
 
     def counting(model, normalize, batch, *args):
         scored.extend(batch.indices)
@@ -167,24 +181,166 @@ def test_crash_then_resume(saved_tiny_model, photo_dir, tmp_path, monkeypatch):
     assert rows[0]["score"] == "0.123456789" and not any(row["error"] for row in rows)
     expected = direct_scores(*load_saved(saved_tiny_model), paths[1:])
     np.testing.assert_allclose([float(row["score"]) for row in rows[1:]], expected.scores, atol=1e-5)
+    assert not part.exists()
 
 
-def test_resume_refuses_other_columns(saved_tiny_model, photo_dir, tmp_path):
+def test_resume_refuses_another_producer(saved_tiny_model, zero_shot_model, photo_dir, tmp_path, caplog):
     folder, _ = photo_dir
     output = tmp_path / "scores.csv"
-    assert score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 0) == 0
-    assert score(folder, "--model", saved_tiny_model, "--output", output, "--outputs", "score,groups", "--resume") == 2
-    assert len(read_csv(output)) == 6
+    base = [folder, "--model", saved_tiny_model, "--output", output, "--workers", 0]
+    assert score(*base) == 0
+    before = output.read_text()
+    for change, message in [
+        (["--outputs", "score,groups"], "columns: was"),
+        (["--view-policy", "center"], "view_policy: was 'random10', now 'center'"),
+        (["--view-seed", "7"], "view_seed: was 123, now 7"),
+        (["--prompts", "sharpness"], "prompt_groups: was ['default', 'sharpness', 'noise', 'quality'], now ['sharpness']"),
+        (["--dtype", "bfloat16"], "dtype: was 'float32', now 'bfloat16'"),
+    ]:
+        caplog.clear()
+        assert score(*base, *change, "--resume") == 2, change
+        assert "cannot resume" in caplog.text and message in caplog.text, change
+        assert "model_config_sha256" not in caplog.text and len(caplog.text) < 2000, change  # the fields that differ, briefly
+    caplog.clear()
+    other_model = zero_shot_model / "model"
+    assert score(folder, "--model", other_model, "--output", output, "--outputs", "score", "--resume") == 2
+    assert "model_weights_sha256: was" in caplog.text
+    assert output.read_text() == before
 
 
-@pytest.fixture(scope="module")
-def zero_shot_model(tmp_path_factory, tiny_tokenizer):
-    directory = tmp_path_factory.mktemp("zero_shot")
-    model = make_tiny_uniqa(tiny_tokenizer, seed=1, use_adapter=False)
-    model.save_pretrained(directory / "without_tokenizer")
-    model.save_pretrained(directory / "model")
-    tiny_tokenizer.save_pretrained(directory / "model")
-    return directory
+def test_resume_with_another_input_list_keeps_earlier_rows(saved_tiny_model, photo_dir, tmp_path, monkeypatch, caplog):
+    folder, paths = photo_dir
+    output = tmp_path / "scores.jsonl"
+    options = ["--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center"]
+    assert score(*paths[:4], *options) == 0
+    first = {row["path"]: row for row in map(json.loads, output.read_text().splitlines())}
+    caplog.set_level(logging.INFO, logger=score_images.__name__)
+    assert score(paths[5], paths[1], paths[4], *options, "--resume") == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    # the listed images in input order, then the earlier rows of images no longer listed
+    assert [row["path"] for row in rows] == [paths[5], paths[1], paths[4], paths[0], paths[2], paths[3]]
+    assert all(row == first[row["path"]] for row in rows if row["path"] in first)
+    assert "2 images to score (1 already" in caplog.text and "3 earlier rows of images no longer listed kept" in caplog.text
+
+
+def test_outputs_not_ours_are_not_replaced(saved_tiny_model, photo_dir, tmp_path, caplog):
+    folder, _ = photo_dir
+    foreign = tmp_path / "results.csv"
+    foreign.write_text("id,value\n1,2\n")
+    argv = [folder, "--model", saved_tiny_model, "--output", foreign, "--workers", 0, "--view-policy", "center"]
+    assert score(*argv) == 2
+    assert "not written by this tool" in caplog.text and "--overwrite" in caplog.text
+    assert score(*argv, "--resume") == 2
+    assert foreign.read_text() == "id,value\n1,2\n"
+    assert score(*argv, "--overwrite") == 0
+    assert len(read_csv(foreign)) == 6
+
+
+def test_a_run_where_every_image_fails_keeps_earlier_results(saved_tiny_model, photo_dir, tmp_path, caplog):
+    folder, paths = photo_dir
+    output = tmp_path / "scores.csv"
+    assert score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center") == 0
+    before = output.read_text()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"junk")
+    assert score(broken, "--model", saved_tiny_model, "--output", output, "--workers", 0) == 1
+    assert output.read_text() == before and "keeps its earlier results" in caplog.text
+    assert sorted(os.listdir(tmp_path)) == ["broken.jpg", "photos", "scores.csv", "scores.csv.meta.json"]
+
+
+def test_output_files_honour_the_umask(saved_tiny_model, photo_dir, tmp_path):
+    import stat
+
+    folder, _ = photo_dir
+    previous = os.umask(0o022)
+    try:
+        assert score(folder, "--model", saved_tiny_model, "--output", tmp_path / "s.jsonl", "--workers", 0, "--view-policy", "center") == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "s.jsonl").st_mode) == 0o644
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_names_that_are_not_utf8(saved_tiny_model, tmp_path, suffix):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    name = os.fsdecode(os.path.join(os.fsencode(folder), b"caf\xe9.png"))  # the str Python gives this name
+    write_image(name, seed=1)
+    ok = write_image(str(folder / "ok.png"), seed=2)
+    assert os.fsencode(name) in [os.path.join(os.fsencode(folder), entry) for entry in os.listdir(os.fsencode(folder))]
+    output = tmp_path / f"scores{suffix}"
+    argv = [folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center"]
+    assert score(*argv) == 0
+    assert os.fsencode(name) in output.read_bytes()  # the name's own bytes, losslessly
+    with open(output, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        if suffix == ".csv":
+            rows = list(csv.DictReader(handle))
+        else:
+            rows = [json.loads(line) for line in handle]
+    assert [row["path"] for row in rows] == [name, ok] and not any(row["error"] for row in rows)
+    assert score(*argv, "--resume") == 0  # nothing left to score: the names match
+    assert [row["path"] for row in read_csv_or_jsonl(output)] == [name, ok]
+
+
+def read_csv_or_jsonl(path):
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        if str(path).endswith(".csv"):
+            return list(csv.DictReader(handle))
+        return [json.loads(line) for line in handle]
+
+
+def test_skips_and_special_files_are_reported(saved_tiny_model, photo_dir, tmp_path, caplog):
+    folder, paths = photo_dir
+    elsewhere = tmp_path / "elsewhere"
+    linked = write_image(str(elsewhere / "linked.png"), seed=7)
+    os.symlink(elsewhere, os.path.join(folder, "link_to_elsewhere"))  # followed, as a ** glob would
+    os.symlink(folder, os.path.join(folder, "sub", "loop"))  # reached again: searched once
+    frames = [Image.fromarray(random_rgb(40, 40, seed=s)) for s in range(3)]
+    animated = os.path.join(folder, "moving.gif")
+    frames[0].save(animated, save_all=True, append_images=frames[1:], duration=50)
+    fifo = os.path.join(folder, "pipe.jpg")
+    os.mkfifo(fifo)
+    device = os.path.join(folder, "device.png")
+    os.symlink("/dev/null", device)
+    strip = os.path.join(folder, "strip.png")
+    Image.new("RGB", (1, 10000)).save(strip)
+    output = tmp_path / "scores.csv"
+    caplog.set_level(logging.INFO, logger=score_images.__name__)
+    assert score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center", "--batch-size", 4) == 0
+    rows = {row["path"]: row for row in read_csv(output)}
+    assert sorted(rows) == sorted([*paths, os.path.join(folder, "link_to_elsewhere", "linked.png"), animated, fifo, device, strip])
+    assert "named pipe (FIFO)" in rows[fifo]["error"] and rows[fifo]["score"] == ""
+    assert "character device (through the symbolic link to /dev/null)" in rows[device]["error"]
+    assert "aspect ratio of 10000:1" in rows[strip]["error"]
+    assert rows[animated]["error"] == "" and float(rows[animated]["score"]) > 0
+    assert np.isclose(float(rows[os.path.join(folder, "link_to_elsewhere", "linked.png")]["score"]), direct_scores(*load_saved(saved_tiny_model), [linked], "center").scores[0], atol=1e-6)
+    summary = caplog.text
+    assert "1 file(s) named .txt" in summary and "1 folder(s) reached again through a symbolic link" in summary
+    assert "1 animated or multi-page files scored on their first frame" in summary
+    assert "Scored 8 of 11 images, 3 failed" in summary
+
+
+def test_unwritable_output_fails_before_the_model_loads(saved_tiny_model, photo_dir, tmp_path, monkeypatch, caplog):
+    folder, _ = photo_dir
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setattr(score_images, "load_scorer", lambda *args: pytest.fail("the model was loaded"))
+    assert score(folder, "--model", saved_tiny_model, "--output", blocker / "scores.csv") == 2
+    assert "a_file/scores.csv: cannot write the output there" in caplog.text
+
+
+def test_scores_do_not_depend_on_batch_size_beyond_1e_6(saved_tiny_model, photo_dir, tmp_path):
+    """The documented guarantee: batch size and process count change the 0-1 scores by at most
+    1e-6, and `mos` by at most 1e-6 of its range."""
+    folder, _ = photo_dir
+    results = []
+    for batch_size in (1, 7, 60):
+        output = tmp_path / f"b{batch_size}.csv"
+        assert score(folder, "--model", saved_tiny_model, "--output", output, "--outputs", "score,mos,groups", "--workers", 0, "--batch-size", batch_size) == 0
+        results.append(np.array([[float(value) for key, value in row.items() if key not in ("path", "error")] for row in read_csv(output)]))
+    for other in results[1:]:
+        np.testing.assert_allclose(np.delete(other, 1, axis=1), np.delete(results[0], 1, axis=1), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(other[:, 1], results[0][:, 1], rtol=0, atol=1e-6 * 100)  # mos: range 0-100
 
 
 def test_prompts_on_a_zero_shot_model(zero_shot_model, tiny_tokenizer, photo_dir, tmp_path):
@@ -218,8 +374,9 @@ def test_two_processes_equal_one(saved_tiny_model, photo_dir, tmp_path):
     assert score(folder, *options, "--output", single) == 0
 
     distributed = tmp_path / "distributed.csv"
-    with open(single) as source:  # a crashed run that had written the first image only
+    with open(single) as source:  # an earlier run that had scored the first image only
         distributed.write_text("".join(source.readlines()[:2]))
+    (tmp_path / "distributed.csv.meta.json").write_text((tmp_path / "single.csv.meta.json").read_text())
     result = launch_two_processes(
         ["-m", "modeling_uniqa.cli", "score", folder, *options, "--output", str(distributed), "--resume"], timeout=180
     )
@@ -232,5 +389,8 @@ def test_two_processes_equal_one(saved_tiny_model, photo_dir, tmp_path):
     for one, two in zip(single_rows, distributed_rows):
         assert one["error"] == two["error"]
         numbers = [key for key in one if key not in ("path", "error") and one[key]]
-        np.testing.assert_allclose([float(two[key]) for key in numbers], [float(one[key]) for key in numbers], atol=1e-5)
-    assert sorted(os.listdir(tmp_path)) == ["distributed.csv", "photos", "single.csv"]  # part files merged and removed
+        # The documented bound: 1e-6 on the 0-1 scores, 1e-6 of the MOS range (0-100 here) on `mos`.
+        bounds = [1e-6 * (100 if key == "mos" else 1) for key in numbers]
+        differences = [abs(float(two[key]) - float(one[key])) for key in numbers]
+        assert all(difference <= bound for difference, bound in zip(differences, bounds)), dict(zip(numbers, differences))
+    assert sorted(os.listdir(tmp_path)) == ["distributed.csv", "distributed.csv.meta.json", "photos", "single.csv", "single.csv.meta.json"]

@@ -1,0 +1,147 @@
+"""Checking and loading a UniQA model folder, with one clear line per fault.
+
+`from_pretrained` answers a broken folder with a raw traceback or misleading text (a missing
+folder reads as "Repo id must be in the form ...", a checkpoint with wrong shapes is partly
+re-initialised at random). `check_model_folder` reads the folder's config and the headers of
+its safetensors files, compares every tensor name and shape with the model the config
+describes, and raises `ModelFolderError` naming the file and the problem. `load_model_folder`
+checks, then loads. `model_fingerprint` identifies the weights and config for output sidecars.
+
+Everything that loads a model folder (`uniqa score`, the training and evaluation scripts) goes
+through here. Not remote code: it is not copied into saved model folders.
+"""
+
+import hashlib
+import json
+import os
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .configuration_uniqa import UniQAConfig
+from .modeling_uniqa import UniQAModel
+
+WEIGHTS_NAME, WEIGHTS_INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
+MAX_LISTED = 3  # names listed in one error line
+
+
+class ModelFolderError(ValueError):
+    """A model folder that cannot be used; the message names the file and the problem."""
+
+
+def _listed(names) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+    return ", ".join(names[:MAX_LISTED]) + more
+
+
+def _load_config(folder: str) -> UniQAConfig:
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise ModelFolderError(f"{path}: missing; a UniQA model folder holds config.json and {WEIGHTS_NAME} (see `uniqa convert`).")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFolderError(f"{path}: not a readable JSON file ({error}).") from error
+    if not isinstance(data, dict) or data.get("model_type") != UniQAConfig.model_type:
+        found = data.get("model_type") if isinstance(data, dict) else type(data).__name__
+        raise ModelFolderError(f"{path}: model_type is {found!r}, not {UniQAConfig.model_type!r}: not a UniQA model (see `uniqa convert`).")
+    try:
+        return UniQAConfig.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ModelFolderError(f"{path}: invalid UniQA config ({' '.join(str(error).split())}).") from error
+
+
+def weight_files(folder: str) -> list:
+    """The safetensors files of a model folder (one file, or the shards of an index)."""
+    single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(single):
+        return [single]
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as handle:
+                shards = sorted(set(json.load(handle)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ModelFolderError(f"{index}: not a readable safetensors index ({error}).") from error
+        missing = [name for name in shards if not os.path.isfile(os.path.join(folder, name))]
+        if missing:
+            raise ModelFolderError(f"{index}: lists shard files that are missing: {_listed(missing)}.")
+        return [os.path.join(folder, name) for name in shards]
+    others = [name for name in ("pytorch_model.bin", "model.pt") if os.path.isfile(os.path.join(folder, name))]
+    hint = f" ({others[0]} is there: only safetensors weights are read; convert it with `uniqa convert`)" if others else ""
+    raise ModelFolderError(f"{single}: missing; no weights in {folder}{hint}.")
+
+
+def _stored_shapes(files: list) -> dict:
+    shapes = {}
+    for path in files:
+        try:
+            with safe_open(path, framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                    shapes[name] = tuple(handle.get_slice(name).get_shape())
+        except (SafetensorError, OSError, ValueError) as error:
+            size = os.path.getsize(path)
+            raise ModelFolderError(f"{path}: not a readable safetensors file, truncated or corrupt ({size} bytes; {error}).") from error
+    return shapes
+
+
+def check_model_folder(folder: str) -> UniQAConfig:
+    """Raise `ModelFolderError` unless `folder` holds a loadable UniQA model: a valid config and
+    safetensors weights with exactly the tensors (names and shapes) that config describes.
+    Reads only headers: cheap even for large models. Returns the config."""
+    folder = os.fspath(folder)
+    if not os.path.exists(folder):
+        raise ModelFolderError(f"{folder}: no such folder (a UniQA model is a local folder written by `uniqa convert`).")
+    if not os.path.isdir(folder):
+        raise ModelFolderError(f"{folder}: not a folder (a UniQA model is a folder holding config.json and {WEIGHTS_NAME}).")
+    config = _load_config(folder)
+    files = weight_files(folder)
+    stored = _stored_shapes(files)
+    with torch.device("meta"):  # the tensors the config describes, without allocating them
+        expected = {name: tuple(tensor.shape) for name, tensor in UniQAModel(config).state_dict().items()}
+    where = files[0] if len(files) == 1 else os.path.join(folder, WEIGHTS_INDEX_NAME)
+    wrong = [f"{name} is {list(stored[name])}, expected {list(shape)}" for name, shape in sorted(expected.items()) if name in stored and stored[name] != shape]
+    if wrong:
+        raise ModelFolderError(f"{where}: tensor shapes do not match config.json: {_listed(wrong)}.")
+    missing, unexpected = set(expected) - set(stored), set(stored) - set(expected)
+    if missing:
+        raise ModelFolderError(f"{where}: lacks tensors that config.json needs: {_listed(missing)}.")
+    if unexpected:
+        raise ModelFolderError(f"{where}: holds tensors that config.json does not describe: {_listed(unexpected)}.")
+    return config
+
+
+def load_model_folder(folder: str, dtype: torch.dtype = torch.float32) -> UniQAModel:
+    """`check_model_folder`, then the model in eval mode (`ModelFolderError` on any failure)."""
+    check_model_folder(folder)
+    try:
+        return UniQAModel.from_pretrained(folder, dtype=dtype).eval()
+    except Exception as error:  # anything the checks above did not foresee: still one line naming the folder
+        raise ModelFolderError(f"{folder}: cannot load the model ({type(error).__name__}: {' '.join(str(error).split())}).") from error
+
+
+def load_image_processor(folder: str, model: UniQAModel):
+    """The folder's image processor (`preprocessor_config.json`), else the model's default one."""
+    from .processing_uniqa import UniQAImageProcessor
+
+    path = os.path.join(folder, "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return model.default_image_processor()
+    try:
+        return UniQAImageProcessor.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelFolderError(f"{path}: invalid image processor config ({' '.join(str(error).split())}).") from error
+
+
+def model_fingerprint(folder: str) -> str:
+    """SHA-256 of the folder's weight files (content, not names or dates): equal for copies of
+    the same weights, different for any other weights."""
+    digest = hashlib.sha256()
+    for path in weight_files(folder):
+        with open(path, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+__all__ = ["ModelFolderError", "check_model_folder", "load_image_processor", "load_model_folder", "model_fingerprint", "weight_files"]
