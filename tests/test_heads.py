@@ -274,3 +274,31 @@ def test_adapter_io_named_head_round_trip(folders, tmp_path, image_files):
     with pytest.raises(ValueError, match="no adapter"):
         model.add_prompt_head("blur", "sharpness")
         save_adapter(model, tmp_path / "zero", head="blur")
+
+
+def test_uniqa_score_head_columns(folders, combined, image_files, tmp_path, caplog):
+    import csv
+
+    def score(*arguments):
+        return uniqa_main(["score", *map(str, arguments), "--workers", "0", "--view-policy", "five_crop"])
+
+    output = tmp_path / "all.csv"
+    assert score(*image_files, "--model", combined, "--output", output) == 0
+    with open(output, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["path", "score", "mos", "aesthetics", "aesthetics_mos", "csiq", "csiq_mos", "sharpness", "error"]
+    model = UniQAModel.from_pretrained(combined).eval()
+    with torch.no_grad():
+        output_ = model(pixel_values=_pixels(image_files))
+    np.testing.assert_allclose([float(row["score"]) for row in rows], output_.scores, atol=1e-5)
+    for name in ("aesthetics", "csiq", "sharpness"):
+        np.testing.assert_allclose([float(row[name]) for row in rows], output_.head_outputs[name].scores, atol=1e-5)
+    np.testing.assert_allclose([float(row["csiq_mos"]) for row in rows], 5 - 4 * output_.head_outputs["csiq"].scores, atol=1e-4)
+
+    selected = tmp_path / "selected.jsonl"
+    assert score(*image_files, "--model", combined, "--output", selected, "--heads", "csiq", "--outputs", "score,mos,groups") == 0
+    first = json.loads(selected.read_text().splitlines()[0])
+    assert list(first) == ["path", "csiq", "csiq_mos", "csiq_group_default", "error"]
+    assert score(*image_files, "--model", combined, "--output", tmp_path / "x.csv", "--heads", "nope") == 2
+    assert "no head 'nope'" in caplog.text
+    assert score(*image_files, "--model", combined, "--output", tmp_path / "y.csv", "--heads", "sharpness", "--outputs", "mos") == 2
