@@ -15,7 +15,6 @@ saved by peft (`PeftModel.save_pretrained`) can live in the same directory; `loa
 applies it after the same backbone check.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS
+from .fingerprints import state_digest
 from .modeling_uniqa import UniQAModel
 
 logger = logging.getLogger(__name__)
@@ -68,14 +68,7 @@ def backbone_digest(clip) -> str:
     """
     state_dict = clip if isinstance(clip, dict) else clip.state_dict()
     state_dict = {key.replace(".base_layer.", "."): value for key, value in state_dict.items() if "lora_" not in key}
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach()
-        if tensor.is_floating_point():
-            tensor = tensor.to(torch.bfloat16)
-        digest.update(f"{key}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+    return state_digest(state_dict, precision=torch.bfloat16)
 
 
 def check_backbone(model: UniQAModel, expected_digest: str, source: str, base_name: str | None = None) -> None:

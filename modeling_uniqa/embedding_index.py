@@ -12,7 +12,7 @@ that no longer belong. A crash at any moment leaves the previous or the new inde
 
 Paths are absolute. A file is up to date when its size and modification time (ns) equal the
 recorded ones; anything else is embedded again. The fingerprint names the model, view policy and
-embedding kind (`zero_shot.model_fingerprint`): an index is never used with another.
+embedding kind (`zero_shot.embedding_fingerprint`): an index is never used with another.
 """
 
 import json

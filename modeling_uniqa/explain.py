@@ -170,7 +170,7 @@ def run(args) -> int:
         _check_colormap(args.colormap)
         output_dir = os.path.abspath(args.output)
         # heat maps written below an input folder by an earlier run are not inputs
-        paths = [path for path in expand_inputs(args.inputs) if os.path.commonpath([path, output_dir]) != output_dir]
+        paths = [path for path in expand_inputs(args.inputs).paths if os.path.commonpath([path, output_dir]) != output_dir]
         if not paths:
             raise UsageError(f"every input lies inside --output {args.output}: nothing to explain.")
         model, processor, tokenizer = load_model_folder(args.model, args.tokenizer, DTYPES[args.dtype], device, need_tokenizer=bool(args.prompt))

@@ -48,7 +48,7 @@ from .score_images import (
     collate_views,
     expand_inputs,
 )
-from .zero_shot import EMBEDDING_KINDS, embed_image_views, embed_texts, load_model_folder, model_fingerprint
+from .zero_shot import EMBEDDING_KINDS, embed_image_views, embed_texts, embedding_fingerprint, load_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def index_images(
     and return `(EmbeddingIndex, UpdateReport)`. See `embedding_index.update_index`."""
     view_policy = view_policy or model.config.view_policy
     view_seed = model.config.view_seed if view_seed is None else view_seed
-    fingerprint = model_fingerprint(model, processor, view_policy, view_seed, embedding)
+    fingerprint = embedding_fingerprint(model, processor, view_policy, view_seed, embedding)
     info = {"model": model_name, "embedding": embedding, "view_policy": view_policy, "view_seed": view_seed}
     paths = list(dict.fromkeys(os.path.normpath(os.path.abspath(path)) for path in paths))  # each once, in order
 
@@ -196,7 +196,7 @@ def run(args) -> int:
     index_dir = os.path.abspath(args.index or os.path.join(os.path.dirname(args.output), DEFAULT_INDEX_NAME))
     html_path = os.path.abspath(args.html or os.path.splitext(args.output)[0] + ".html")
     try:
-        paths = expand_inputs(args.inputs) if args.inputs else None
+        paths = expand_inputs(args.inputs).paths if args.inputs else None
         if paths is not None:  # a sheet written among the photos is no photo to rank
             paths = [path for path in paths if path != args.output]
         model, processor, tokenizer = load_model_folder(args.model, args.tokenizer, DTYPES[args.dtype], device)
@@ -205,7 +205,7 @@ def run(args) -> int:
             view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
             if not os.path.isdir(index_dir):
                 raise UsageError(f"no INPUTs and no index at {index_dir}: give images to index, or --index DIR.")
-            index = EmbeddingIndex.load(index_dir, model_fingerprint(model, processor, view_policy, view_seed, args.embedding))
+            index = EmbeddingIndex.load(index_dir, embedding_fingerprint(model, processor, view_policy, view_seed, args.embedding))
         else:
             index, report = index_images(
                 model, processor, paths, index_dir, embedding=args.embedding, view_policy=args.view_policy,

@@ -7,17 +7,19 @@
   `"clip"` for a zero-shot model); `"clip"` is the plain CLIP embedding `normalize(I)`, the space the
   text tower was trained to match. The cosine `I' . T` is exactly the similarity of eq. 7, so
   ranking by a prompt with `"adapted"` agrees with the model's own multi-cue scoring.
-- `model_fingerprint`: a digest of everything an image embedding depends on, so an index built
+- `embedding_fingerprint`: a digest of everything an image embedding depends on, so an index built
   with one model (or view policy, or embedding kind) is never mixed with another's.
 """
 
 import hashlib
 import json
-import os
 
 import torch
 import torch.nn.functional as F
 
+from . import model_folder
+from .clip_tokenizer import resolve_prompt_tokenizer
+from .fingerprints import prefixed_state, state_digest
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageProcessor
 
@@ -27,30 +29,19 @@ EMBEDDING_KINDS = ("adapted", "clip")
 def load_model_folder(model_dir, tokenizer_dir=None, dtype=torch.float32, device="cpu", need_tokenizer: bool = True):
     """`(model, processor, tokenizer)` of a UniQA model folder; the model in eval mode on `device`.
 
-    The tokenizer comes from `tokenizer_dir` (default: the model folder); with
-    `need_tokenizer=False` a missing one gives `None`. Raises `ValueError` naming the folder when
-    the model or a needed tokenizer cannot be loaded.
+    The folder is checked by `model_folder.load_model_folder` (one clear line per fault). The
+    tokenizer is `resolve_prompt_tokenizer`'s: `tokenizer_dir` if given, else the folder's own if
+    it fits the text tower, else OpenAI's BPE for OpenAI's vocabulary. With
+    `need_tokenizer=False` none is looked for (`None`). Raises `ValueError` naming the folder.
     """
-    try:
-        model = UniQAModel.from_pretrained(model_dir, dtype=dtype)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{model_dir}: cannot load a UniQA model ({error}).") from error
-    if os.path.isfile(os.path.join(model_dir, "preprocessor_config.json")):
-        processor = UniQAImageProcessor.from_pretrained(model_dir)
-    else:
-        processor = model.default_image_processor()
+    model = model_folder.load_model_folder(model_dir, dtype=dtype)
+    processor = model_folder.load_image_processor(model_dir, model)
     tokenizer = None
-    tokenizer_dir = tokenizer_dir or model_dir
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    except (OSError, ValueError) as error:
-        if need_tokenizer:
-            raise ValueError(
-                f"{tokenizer_dir}: no CLIP tokenizer to read the text with ({error}); pass a tokenizer folder "
-                "(e.g. one written by `uniqa convert`)."
-            ) from error
+    if need_tokenizer:
+        try:
+            tokenizer = resolve_prompt_tokenizer(model, tokenizer_dir)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{tokenizer_dir or model_dir}: no CLIP tokenizer to read the text with ({error})") from error
     return model.to(device).eval(), processor, tokenizer
 
 
@@ -88,7 +79,7 @@ def image_embeds_from_features(model: UniQAModel, features: torch.Tensor, embedd
     return F.normalize(features.float(), dim=-1)
 
 
-def model_fingerprint(model: UniQAModel, processor: UniQAImageProcessor, view_policy: str, view_seed: int, embedding: str) -> str:
+def embedding_fingerprint(model: UniQAModel, processor: UniQAImageProcessor, view_policy: str, view_seed: int, embedding: str) -> str:
     """A hex digest of what an image's index embedding depends on: the vision tower, projection
     and (for `"adapted"`) adapter weights with their dtypes, the image processor's geometry and
     normalisation, the view policy and seed, and the embedding kind."""
@@ -106,12 +97,7 @@ def model_fingerprint(model: UniQAModel, processor: UniQAImageProcessor, view_po
     modules = {"vision_model": model.clip.vision_model, "visual_projection": model.clip.visual_projection}
     if embedding == "adapted" and model.adapter is not None:
         modules["adapter"] = model.adapter
-    for prefix, module in modules.items():
-        for name, tensor in sorted(module.state_dict().items()):
-            tensor = tensor.detach().cpu().contiguous()
-            digest.update(f"{prefix}.{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return state_digest(prefixed_state(**modules), digest=digest)
 
 
-__all__ = ["EMBEDDING_KINDS", "embed_image_views", "embed_texts", "image_embeds_from_features", "load_model_folder", "model_fingerprint"]
+__all__ = ["EMBEDDING_KINDS", "embed_image_views", "embed_texts", "image_embeds_from_features", "load_model_folder", "embedding_fingerprint"]

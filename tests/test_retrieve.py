@@ -23,7 +23,7 @@ from modeling_uniqa.embedding_index import (
     update_index,
 )
 from modeling_uniqa.retrieve import index_images, search
-from modeling_uniqa.zero_shot import embed_image_views, embed_texts, load_model_folder, model_fingerprint
+from modeling_uniqa.zero_shot import embed_image_views, embed_texts, embedding_fingerprint, load_model_folder
 from tests.helpers import random_rgb
 
 
@@ -260,20 +260,20 @@ def test_cli_writes_sheet_and_html_with_the_same_ranking(saved_tiny_model, tmp_p
         main(["retrieve", str(folder), "--model", saved_tiny_model, "--query", "x", "--output", str(tmp_path / "out" / "x.jpg")])
 
 
-def test_model_fingerprint_names_what_the_embeddings_depend_on(saved_tiny_model, tiny_model_factory):
+def test_embedding_fingerprint_names_what_the_embeddings_depend_on(saved_tiny_model, tiny_model_factory):
     model, processor, _ = load_model_folder(saved_tiny_model)
     reloaded, _, _ = load_model_folder(saved_tiny_model, need_tokenizer=False)
-    base = model_fingerprint(model, processor, "random10", 123, "adapted")
-    assert model_fingerprint(reloaded, processor, "random10", 123, "adapted") == base
-    assert model_fingerprint(model, processor, "center", 123, "adapted") != base
-    assert model_fingerprint(model, processor, "random10", 7, "adapted") != base
-    assert model_fingerprint(model, processor, "random10", 123, "clip") != base
+    base = embedding_fingerprint(model, processor, "random10", 123, "adapted")
+    assert embedding_fingerprint(reloaded, processor, "random10", 123, "adapted") == base
+    assert embedding_fingerprint(model, processor, "center", 123, "adapted") != base
+    assert embedding_fingerprint(model, processor, "random10", 7, "adapted") != base
+    assert embedding_fingerprint(model, processor, "random10", 123, "clip") != base
     with torch.no_grad():
         reloaded.adapter.fc[0].weight[0, 0] += 1e-3  # the adapter changes I'
-    assert model_fingerprint(reloaded, processor, "random10", 123, "adapted") != base
-    assert model_fingerprint(reloaded, processor, "random10", 123, "clip") == model_fingerprint(model, processor, "random10", 123, "clip")
+    assert embedding_fingerprint(reloaded, processor, "random10", 123, "adapted") != base
+    assert embedding_fingerprint(reloaded, processor, "random10", 123, "clip") == embedding_fingerprint(model, processor, "random10", 123, "clip")
     other = tiny_model_factory(seed=1, prompt_groups="natural")
-    assert model_fingerprint(other, processor, "random10", 123, "clip") != model_fingerprint(model, processor, "random10", 123, "clip")
+    assert embedding_fingerprint(other, processor, "random10", 123, "clip") != embedding_fingerprint(model, processor, "random10", 123, "clip")
 
 
 def test_a_sheet_written_among_the_photos_is_not_indexed(saved_tiny_model, tmp_path):

@@ -25,6 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from modeling_uniqa.fingerprints import prefixed_state, state_digest
+
 logger = logging.getLogger(__name__)
 
 
@@ -91,11 +93,8 @@ def embed_views(encode, dataset, views_per_image: int, accelerator, batch_size: 
 
 def model_fingerprint(model) -> str:
     """A hash of the image tower's weights: a cached bank is valid only for the same backbone."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.clip.vision_model.state_dict().items()) + [("visual_projection", model.clip.visual_projection.weight)]:
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    clip = model.clip
+    return state_digest(prefixed_state(vision_model=clip.vision_model, visual_projection=clip.visual_projection))
 
 
 def bank_cache_file(cache_dir: str, model, sources: list, settings: dict) -> str:
