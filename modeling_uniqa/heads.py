@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 
-from .adapter_io import ADAPTER_CONFIG_NAME, check_backbone, read_adapter_head
+from .adapter_io import ADAPTER_CONFIG_NAME, backbone_digest, check_backbone, read_adapter_config, read_adapter_head
 from .configuration_uniqa import DEFAULT_HEAD, UniQAConfig
 from .modeling_uniqa import UniQAModel
 
@@ -58,14 +58,24 @@ def head_from_source(model: UniQAModel, source, source_head: str | None = None) 
     if os.path.isfile(os.path.join(source, ADAPTER_CONFIG_NAME)):
         if source_head not in (None, DEFAULT_HEAD):
             raise ValueError(f"{source}: an adapter folder holds one head; --head does not apply.")
+        _warn_view_policy(model, source, read_adapter_config(source)["config"].get("view_policy"))
         return read_adapter_head(source, model)
     if not os.path.isfile(os.path.join(source, "config.json")):
         raise FileNotFoundError(f"{source}: neither a UniQA model folder (config.json) nor an adapter folder ({ADAPTER_CONFIG_NAME}).")
     other = UniQAModel.from_pretrained(source)
-    from .adapter_io import backbone_digest
-
     check_backbone(model, backbone_digest(other.clip), source, other.name_or_path)
+    _warn_view_policy(model, source, other.config.view_policy)
     return other.head_state(source_head)
+
+
+def _warn_view_policy(model: UniQAModel, source: str, view_policy) -> None:
+    # One image pass feeds every head, so a head scores with the model's views, not its own.
+    if view_policy is not None and view_policy != model.config.view_policy:
+        logger.warning(
+            "%s: its view policy is %s; in this model the head scores with the model's %s (pipeline and "
+            "`uniqa score` take --view-policy / view_policy= to change it for all heads).",
+            source, view_policy, model.config.view_policy,
+        )
 
 
 def rewrite_model_folder(model: UniQAModel, model_dir) -> None:

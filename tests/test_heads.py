@@ -161,11 +161,13 @@ def test_single_head_layout_unchanged_and_remove_restores_it(folders, combined, 
     assert os.path.isfile(os.path.join(directory, "tokenizer_config.json"))  # files save_pretrained does not write are kept
 
 
-def test_list_names_and_own_prompts(folders, combined, capsys):
+def test_list_names_and_own_prompts(folders, combined, capsys, caplog):
     directory = folders["base_dir"]
     rows = {row["name"]: row for row in list_heads(directory)}
     assert rows["aesthetics"]["task"] == "aesthetics" and rows["aesthetics"]["training_dataset"] == "ava"
     assert rows["sharpness"]["kind"] == "zero-shot" and rows["csiq"]["mos_higher_is_better"] is False
+    # The sources score 10 random crops, this model five crops: said when the heads were added.
+    assert any("view policy is random10" in record.getMessage() for record in caplog.get_records("setup"))
     assert uniqa_main(["heads", "list", directory]) == 0
     assert "aesthetics\tadapter\taesthetics" in capsys.readouterr().out
     prompts = ["very dark photo", "dark photo", "normal photo", "bright photo", "very bright photo"]
