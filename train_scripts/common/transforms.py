@@ -1,18 +1,119 @@
 """Train-time image transforms of the training scripts (PIL + numpy, no torchvision).
 
-Fine-tuning (`train_adapter.py`) uses the release's augmentation: a random `crop x crop` window
-of the image at its native resolution and a horizontal flip with probability 0.5. Images whose
-short side is below the crop are first upscaled to it (aspect kept), the same rule as the
-test-time views of `UniQAImageProcessor`, so no view is ever padded.
+Pre-training (`PretrainTransform`, `train_pretrain.py`). The authors' release pre-trains with
+the `preprocess` that OpenAI's `clip.load` returns, i.e. CLIP's *evaluation* transform: resize
+the short side to 224 (bicubic), centre-crop 224x224, scale to [0, 1], normalise with the
+OpenAI CLIP mean/std; no augmentation. That is `mode="release"`, the default.
+`mode="random_resized_crop"` is the usual CLIP training augmentation instead: a random crop of
+90-100% of the image area (aspect 3/4-4/3), resized to 224 bicubic, then normalised.
 
-Randomness comes from an explicit `numpy.random.Generator`, so a caller seeds each image's
-draw (e.g. from the seed, epoch and index) and results do not depend on worker scheduling.
+Fine-tuning (`finetune_crop_flip`, `finetune_view_bank`, `train_adapter.py`) uses the
+release's augmentation: a random `crop x crop` window of the image at its native resolution and
+a horizontal flip with probability 0.5. Images whose short side is below the crop are first
+upscaled to it (aspect kept), the same rule as the test-time views of `UniQAImageProcessor`, so
+no view is ever padded.
+
+Randomness comes from an explicit `numpy.random.Generator` passed by the caller, derived from
+(seed, epoch, index), so a draw never depends on the DataLoader worker or on a resumed run.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+PRETRAIN_MODES = ("release", "random_resized_crop")
+
+
+class PretrainTransform:
+    """An RGB PIL image -> float32 array (3, size, size), CLIP-normalised.
+
+    Args:
+        size: side of the square output (the vision tower's ``image_size``).
+        mode: ``"release"`` (resize short side + centre crop, the authors' release) or
+            ``"random_resized_crop"`` (area ``scale``, aspect ``ratio``, bicubic).
+        scale, ratio: ranges of the random crop's area fraction and aspect ratio.
+        hflip: probability of a horizontal flip (0 in the release).
+        image_mean, image_std: normalisation (OpenAI CLIP's by default).
+    """
+
+    def __init__(
+        self,
+        size: int = 224,
+        mode: str = "release",
+        scale: tuple[float, float] = (0.9, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.0,
+        image_mean=None,
+        image_std=None,
+    ):
+        if mode not in PRETRAIN_MODES:
+            raise ValueError(f"Unknown pre-training transform mode {mode!r}; use one of {', '.join(PRETRAIN_MODES)}.")
+        if not (0 < scale[0] <= scale[1] <= 1):
+            raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {scale}.")
+        if not (0 < ratio[0] <= ratio[1]):
+            raise ValueError(f"ratio must satisfy 0 < low <= high, got {ratio}.")
+        if not 0.0 <= hflip <= 1.0:
+            raise ValueError(f"hflip must be a probability, got {hflip}.")
+        self.size = int(size)
+        self.mode = mode
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.hflip = float(hflip)
+        mean = np.asarray(image_mean if image_mean is not None else OPENAI_CLIP_MEAN, dtype=np.float32)
+        std = np.asarray(image_std if image_std is not None else OPENAI_CLIP_STD, dtype=np.float32)
+        self._mean, self._inv_std = mean * 255.0, 1.0 / (std * 255.0)
+
+    @property
+    def is_random(self) -> bool:
+        return self.mode != "release" or self.hflip > 0
+
+    def _center(self, image: Image.Image) -> Image.Image:
+        # Like CLIP's Resize(size) + CenterCrop(size): short side to `size`, then the middle.
+        scale = self.size / min(image.size)
+        width, height = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
+        image = image.resize((width, height), Image.BICUBIC)
+        left, top = int(round((width - self.size) / 2.0)), int(round((height - self.size) / 2.0))
+        return image.crop((left, top, left + self.size, top + self.size))
+
+    def crop_box(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """(left, top, crop width, crop height) of a random-resized crop, as torchvision draws it."""
+        area = width * height
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+        # Fallback: the largest centred crop within the allowed aspect ratios.
+        aspect = width / height
+        if aspect < self.ratio[0]:
+            w, h = width, int(round(width / self.ratio[0]))
+        elif aspect > self.ratio[1]:
+            w, h = int(round(height * self.ratio[1])), height
+        else:
+            w, h = width, height
+        return (width - w) // 2, (height - h) // 2, w, h
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> np.ndarray:
+        if self.is_random and rng is None:
+            raise ValueError(
+                f"PretrainTransform(mode={self.mode!r}, hflip={self.hflip}) needs a numpy Generator `rng`."
+            )
+        if self.mode == "release":
+            image = self._center(image)
+        else:
+            left, top, w, h = self.crop_box(image.width, image.height, rng)
+            image = image.resize((self.size, self.size), Image.BICUBIC, box=(left, top, left + w, top + h))
+        pixels = np.asarray(image, dtype=np.float32)  # (size, size, 3)
+        if self.hflip > 0 and rng.random() < self.hflip:
+            pixels = pixels[:, ::-1]
+        pixels = (pixels - self._mean) * self._inv_std
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 def upscale_to_crop(image: Image.Image, crop: int) -> Image.Image:
@@ -54,4 +155,4 @@ def finetune_view_bank(image: Image.Image, crop: int, rng: np.random.Generator, 
     return np.ascontiguousarray(np.stack(views))
 
 
-__all__ = ["upscale_to_crop", "finetune_crop_flip", "finetune_view_bank"]
+__all__ = ["PRETRAIN_MODES", "PretrainTransform", "finetune_crop_flip", "finetune_view_bank", "upscale_to_crop"]

@@ -1,0 +1,53 @@
+"""PretrainTransform: the release's resize + centre crop, and the seeded random crop."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from tests.helpers import random_rgb
+from train_scripts.common.transforms import PretrainTransform
+
+
+def _image(height=40, width=64, seed=0):
+    return Image.fromarray(random_rgb(height, width, seed=seed))
+
+
+def test_release_mode_is_resize_short_side_then_centre_crop():
+    image = _image(40, 64)
+    out = PretrainTransform(size=32)(image)
+    assert out.shape == (3, 32, 32) and out.dtype == np.float32
+    resized = image.resize((51, 32), Image.BICUBIC)  # short side 40 -> 32, 64 -> 51.2 -> 51
+    left = int(round((51 - 32) / 2.0))
+    expected = np.asarray(resized.crop((left, 0, left + 32, 32)), dtype=np.float32)
+    expected = (expected / 255.0 - np.asarray(OPENAI_CLIP_MEAN)) / np.asarray(OPENAI_CLIP_STD)
+    np.testing.assert_allclose(out, expected.transpose(2, 0, 1), atol=1e-5)
+
+
+def test_release_mode_is_deterministic_without_rng():
+    image = _image()
+    np.testing.assert_array_equal(
+        PretrainTransform(size=32)(image), PretrainTransform(size=32)(image, np.random.default_rng(5))
+    )
+
+
+def test_random_resized_crop_is_seeded_and_in_range():
+    image = _image(80, 100)
+    transform = PretrainTransform(size=32, mode="random_resized_crop", hflip=0.5)
+    first = transform(image, np.random.default_rng([1, 2, 3]))
+    again = transform(image, np.random.default_rng([1, 2, 3]))
+    other = transform(image, np.random.default_rng([1, 2, 4]))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    for seed in range(50):
+        left, top, w, h = transform.crop_box(100, 80, np.random.default_rng(seed))
+        assert 0.9 * 8000 * 0.98 <= w * h <= 8000 and left + w <= 100 and top + h <= 80
+
+
+def test_random_modes_need_a_generator_and_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="needs a numpy Generator"):
+        PretrainTransform(size=32, mode="random_resized_crop")(_image())
+    with pytest.raises(ValueError, match="Unknown pre-training transform mode"):
+        PretrainTransform(mode="colour_jitter")
+    with pytest.raises(ValueError, match="scale"):
+        PretrainTransform(mode="random_resized_crop", scale=(0.0, 1.0))

@@ -1,0 +1,231 @@
+"""train_scripts/train_pretrain.py end to end on CPU: a tiny CLIP with the real CLIP BPE
+tokenizer, generated images and a caption_jsonl corpus.
+
+One uninterrupted single-process run is the reference. A two-process run killed (SIGKILL)
+after step 5, with a checkpoint at step 4 (mid-epoch), then resumed with
+`--resume_from_checkpoint latest`, must log the same batches and the same loss curve.
+"""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from accelerate.utils import is_tensorboard_available
+from PIL import Image
+from transformers import AutoModel, CLIPConfig, CLIPModel, pipeline
+
+import modeling_uniqa  # noqa: F401  (registers AutoModel and the image-quality task)
+from modeling_uniqa import UniQAModel
+from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
+from tests.helpers import REPO_ROOT, launch_two_processes, random_rgb, tiny_clip_config
+from tests.test_pretrain_data import write_caption_corpus
+from train_scripts.train_pretrain import KILL_ENV, LOG_FILE, JsonlLog, RunState, load_init, load_tokenizer, parse_args
+
+SCRIPT = os.path.join(REPO_ROOT, "train_scripts", "train_pretrain.py")
+
+
+def make_clip_dir(folder) -> str:
+    """A tiny random CLIP (32x32 images, 2-layer towers) with OpenAI's 49,408-token BPE."""
+    config = tiny_clip_config(vocab_size=49408)
+    config["text_config"].update(bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(**config)).save_pretrained(folder)
+    build_clip_tokenizer(model_max_length=32).save_pretrained(folder)
+    return str(folder)
+
+
+def make_rating_dir(folder, count=8) -> str:
+    """A folder_csv rating dataset whose MOS follows image brightness."""
+    (folder / "images").mkdir(parents=True)
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "mos"])
+        for i in range(count):
+            pixels = np.clip(random_rgb(40, 40, seed=100 + i).astype(int) // 2 + 16 * i, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / "images" / f"r{i}.png")
+            writer.writerow([f"r{i}.png", 10 * i])
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    return {
+        "root": root,
+        "clip": make_clip_dir(root / "clip"),
+        "corpus": str(write_caption_corpus(root / "corpus", num_images=13)),  # 13 // 4 = 3 steps an epoch
+        "rating": make_rating_dir(root / "rating"),
+    }
+
+
+def common_args(ws, output_dir, *extra):
+    return [
+        "--init",
+        ws["clip"],
+        "--corpus",
+        f"caption_jsonl={ws['corpus']}",
+        "--output_dir",
+        str(output_dir),
+        "--cache_dir",
+        str(ws["root"] / "cache"),
+        "--num_train_epochs",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--checkpointing_steps",
+        "2",
+        "--checkpoints_total_limit",
+        "2",
+        "--dataloader_num_workers",
+        "1",
+        "--seed",
+        "5",
+        *extra,
+    ]
+
+
+def run_single(args, env=None):
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT, **(env or {}))
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300
+    )
+
+
+def read_log(output_dir):
+    with open(os.path.join(output_dir, LOG_FILE)) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def train_curve(records):
+    return [(r["step"], r["epoch"], r["batch"], r["train/loss"]) for r in records if "train/loss" in r]
+
+
+@pytest.fixture(scope="module")
+def reference_run(workspace):
+    """One process, global batch 4, never stopped; zero-shot check every 3 steps."""
+    output_dir = workspace["root"] / "reference"
+    args = common_args(
+        workspace,
+        output_dir,
+        "--per_device_train_batch_size",
+        "4",
+        "--report_to",
+        "tensorboard",
+        "--eval_dataset",
+        f"folder_csv={workspace['rating']}",
+        "--eval_split",
+        "train",
+        "--eval_steps",
+        "3",
+        "--prompts",
+        "natural",
+    )
+    result = run_single(args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return output_dir
+
+
+def test_reference_run_logs_checkpoints_and_saves_a_zero_shot_uniqa_model(workspace, reference_run):
+    records = read_log(reference_run)
+    curve = train_curve(records)
+    assert [step for step, *_ in curve] == [1, 2, 3, 4, 5, 6] and [e for _, e, *_ in curve] == [0, 0, 0, 1, 1, 1]
+    assert len({batch for _, _, batch, _ in curve}) == 6  # a new permutation each epoch
+    assert all(math.isfinite(loss) for *_, loss in curve)
+    evals = [r for r in records if "eval/zero_shot_srcc" in r]
+    assert [r["step"] for r in evals] == [3, 6] and all(-1 <= r["eval/zero_shot_srcc"] <= 1 for r in evals)
+    assert sorted(n for n in os.listdir(reference_run) if n.startswith("checkpoint-")) == [
+        "checkpoint-4",
+        "checkpoint-6",
+    ]
+    if is_tensorboard_available():
+        assert os.listdir(reference_run / "logs")
+
+    model = AutoModel.from_pretrained(reference_run)
+    assert isinstance(model, UniQAModel) and model.adapter is None and not model.config.use_adapter
+    assert model.config.prompt_group_names == ["default", "sharpness", "noise", "quality"]
+    assert model.config.prompt_input_ids[0] == [49406, 2103, 2867, 49407]  # "bad image", real CLIP BPE
+    initial = CLIPModel.from_pretrained(workspace["clip"])
+    assert not torch.equal(model.clip.visual_projection.weight, initial.visual_projection.weight)  # it trained
+    scorer = pipeline("image-quality", model=str(reference_run))
+    image = os.path.join(workspace["rating"], "images", "r0.png")
+    out = scorer(image)
+    assert 0.0 <= out["score"] <= 1.0
+
+
+def test_two_processes_killed_and_resumed_reproduce_the_reference_curve(workspace, reference_run):
+    output_dir = workspace["root"] / "ddp"
+    # Gradient checkpointing recomputes the same activations: it must not change the curve either.
+    args = common_args(
+        workspace, output_dir, "--per_device_train_batch_size", "2", "--report_to", "none", "--gradient_checkpointing"
+    )
+    killed = launch_two_processes([SCRIPT, *args], env={KILL_ENV: "5"})
+    assert killed.returncode != 0, "the kill hook did not fire"
+    assert [r["step"] for r in read_log(output_dir)] == [1, 2, 3, 4, 5]
+    assert sorted(n for n in os.listdir(output_dir) if n.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-4"]
+    assert not os.path.isfile(output_dir / "model.safetensors")
+
+    resumed = launch_two_processes([SCRIPT, *args, "--resume_from_checkpoint", "latest"])
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "Resumed from" in resumed.stderr and "checkpoint-4" in resumed.stderr
+    got, want = train_curve(read_log(output_dir)), train_curve(read_log(reference_run))
+    # Same steps, epochs and batches (global batch 2 x 2 == 4 x 1); losses equal up to float
+    # summation order (one process vs. two).
+    assert [g[:3] for g in got] == [w[:3] for w in want]
+    np.testing.assert_allclose([g[3] for g in got], [w[3] for w in want], rtol=0, atol=2e-4)
+    assert AutoModel.from_pretrained(output_dir).adapter is None
+
+
+def test_resume_with_another_data_layout_is_refused():
+    state = RunState(num_images=13, global_batch_size=4, seed=5, transform="release")
+    state.load_state_dict({"num_images": 13, "global_batch_size": 4, "seed": 5, "transform": "release"})
+    with pytest.raises(ValueError, match="resume with the same corpora"):
+        state.load_state_dict({"num_images": 12, "global_batch_size": 4, "seed": 5, "transform": "release"})
+
+
+def test_jsonl_log_drops_entries_after_the_resumed_step(tmp_path):
+    path = tmp_path / LOG_FILE
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 4)))
+    JsonlLog(str(path), enabled=True, resume_step=2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+    JsonlLog(str(path), enabled=True, resume_step=None)  # a fresh run starts a fresh log
+    assert not path.exists()
+
+
+def test_init_from_a_uniqa_folder_drops_its_adapter(tmp_path, workspace):
+    model = UniQAModel.from_clip(workspace["clip"], use_adapter=True)
+    model.save_pretrained(tmp_path)
+    build_clip_tokenizer(model_max_length=32).save_pretrained(tmp_path)
+    loaded, tokenizer = load_init(str(tmp_path))
+    assert loaded.adapter is None and not loaded.config.use_adapter
+    assert loaded.clip.visual_projection.weight.dtype == torch.float32
+    assert tokenizer("bad image")["input_ids"] == [49406, 2103, 2867, 49407]
+
+
+def test_tokenizer_is_the_inits_or_the_packaged_openai_one(tmp_path, workspace):
+    from tests.helpers import build_tiny_tokenizer, tiny_clip_config
+
+    clip = CLIPModel.from_pretrained(workspace["clip"])
+    clip.save_pretrained(tmp_path / "bare")  # weights, no tokenizer files
+    tokenizer = load_tokenizer(str(tmp_path / "bare"))
+    assert len(tokenizer) == 49408 and tokenizer("bad image")["input_ids"] == [49406, 2103, 2867, 49407]
+    CLIPModel(CLIPConfig(**tiny_clip_config(vocab_size=64))).save_pretrained(tmp_path / "small")
+    with pytest.raises(ValueError, match="--init"):  # neither its own tokenizer nor OpenAI's vocabulary
+        load_tokenizer(str(tmp_path / "small"))
+    build_tiny_tokenizer().save_pretrained(tmp_path / "small")  # 60 tokens for a 64-token tower
+    with pytest.raises(ValueError, match="--init"):
+        load_tokenizer(str(tmp_path / "small"))
+
+
+def test_argument_errors():
+    base = ["--init", "x", "--corpus", "caption_jsonl=y", "--output_dir", "z"]
+    assert parse_args(base).train_batch_size == 960 and parse_args(base).learning_rate == 5e-6
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--eval_steps", "5"])
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--max_steps", "0"])

@@ -1,0 +1,505 @@
+#!/usr/bin/env python
+"""Step 3 of UniQA: unified contrastive pre-training of CLIP on quality/aesthetics captions.
+
+    accelerate launch train_scripts/train_pretrain.py \
+        --init clip-vit-base-patch16/ \
+        --corpus caption_jsonl=/data/captions/flive --corpus caption_jsonl=/data/captions/ava \
+        --corpus ava_captions=/data/AVA-Captions --exclude ava=/data/AVA \
+        --output_dir uniqa-pretrained
+
+Corpora are merged by image (captions pooled, one caption drawn per image per epoch, so a
+batch never holds an image twice), AVA's test images can be kept out, and the symmetric CLIP
+loss sees the negatives of the whole global batch across processes. Defaults follow the paper
+and the authors' release: Adam (0.9, 0.98, eps 1e-6), lr 5e-6, weight decay 0.2, 5 epochs,
+global batch 960, CLIP's resize + centre-crop transform. The output folder is a zero-shot UniQA
+model (no adapter) that `AutoModel` and `pipeline("image-quality")` load. Trained on generated
+aesthetic captions only, the same script gives the CLIP_aes model of caption purification.
+
+`--resume_from_checkpoint latest` resumes exactly: the same data order and loss curve as a run
+that was never stopped (batches and captions depend only on seed, epoch and position).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import signal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, is_tensorboard_available, parse_flag_from_env, set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoConfig, CLIPModel, SchedulerType, get_scheduler
+
+from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAImageProcessor, UniQAModel
+from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
+from train_scripts.common.checkpointing import checkpoint_step, resolve_checkpoint, save_checkpoint
+from train_scripts.common.clip_loss import ClipLoss
+from train_scripts.common.metrics import plcc, srcc
+from train_scripts.common.pretrain_data import (
+    GlobalBatchSampler,
+    PretrainCollator,
+    PretrainDataset,
+    decode_image_cell,
+    load_pretrain_corpus,
+    parse_named_dirs,
+)
+from train_scripts.common.transforms import PRETRAIN_MODES, PretrainTransform
+
+logger = logging.getLogger(__name__)
+
+PAPER_GLOBAL_BATCH = 960
+LOG_FILE = "train_log.jsonl"
+# Test hook: SIGKILL this process right after logging this step (simulates a crash).
+KILL_ENV = "UNIQA_PRETRAIN_KILL_AFTER_STEP"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    data = parser.add_argument_group("model and data")
+    data.add_argument("--init", required=True, help="HF CLIP folder or id (with tokenizer), or a UniQA folder.")
+    data.add_argument(
+        "--corpus",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="A data_builders caption corpus (caption_jsonl, ava_captions, uniqa_corpus, llava_conversations) and its folder; repeatable.",
+    )
+    data.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="Images to keep out: a rating dataset's test split (e.g. ava=/data/AVA), a corpus, or file=names.txt; repeatable.",
+    )
+    data.add_argument(
+        "--match_key", default="stem", choices=["stem", "name", "path"], help="How images are matched across corpora."
+    )
+    data.add_argument("--cache_dir", default=None, help="Arrow cache of the dataset builders.")
+    data.add_argument("--output_dir", required=True)
+    data.add_argument(
+        "--image_transform",
+        default="release",
+        choices=PRETRAIN_MODES,
+        help="release: resize + centre crop (the authors'); random_resized_crop: area 0.9-1.0.",
+    )
+    data.add_argument("--hflip", type=float, default=0.0, help="Horizontal flip probability.")
+    data.add_argument("--max_caption_length", type=int, default=None, help="Default: the text tower's context length.")
+    data.add_argument(
+        "--prompts", default=None, help="Prompt groups of the saved model (default: the init's, or 'default')."
+    )
+    data.add_argument("--dataloader_num_workers", type=int, default=4)
+
+    train = parser.add_argument_group("optimisation")
+    train.add_argument("--num_train_epochs", type=int, default=5)
+    train.add_argument("--max_steps", type=int, default=None, help="Overrides --num_train_epochs.")
+    train.add_argument(
+        "--per_device_train_batch_size",
+        type=int,
+        default=None,
+        help="Default: --train_batch_size / number of processes.",
+    )
+    train.add_argument(
+        "--train_batch_size",
+        type=int,
+        default=PAPER_GLOBAL_BATCH,
+        help="Global batch, used when --per_device_train_batch_size is not given.",
+    )
+    train.add_argument("--learning_rate", type=float, default=5e-6)
+    train.add_argument("--weight_decay", type=float, default=0.2)
+    train.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=["adam", "adamw"],
+        help="adam: L2 weight decay on every parameter, as released; adamw: decoupled.",
+    )
+    train.add_argument("--adam_beta1", type=float, default=0.9)
+    train.add_argument("--adam_beta2", type=float, default=0.98)
+    train.add_argument("--adam_epsilon", type=float, default=1e-6)
+    train.add_argument("--max_grad_norm", type=float, default=None)
+    train.add_argument("--lr_scheduler", default="constant", choices=[s.value for s in SchedulerType])
+    train.add_argument("--warmup_steps", type=int, default=0)
+    train.add_argument("--freeze_logit_scale", action="store_true", help="Keep CLIP's temperature fixed.")
+    train.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    train.add_argument("--gradient_checkpointing", action="store_true")
+    train.add_argument("--torch_compile", action="store_true")
+    train.add_argument("--seed", type=int, default=123)
+
+    run = parser.add_argument_group("checkpoints and logging")
+    run.add_argument("--checkpointing_steps", type=int, default=500)
+    run.add_argument("--checkpoints_total_limit", type=int, default=None)
+    run.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    run.add_argument(
+        "--report_to", default="tensorboard", help="tensorboard, wandb, all or none (a JSONL log is always written)."
+    )
+    run.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
+    run.add_argument(
+        "--eval_dataset", default=None, metavar="NAME=DIR", help="A rating dataset for the zero-shot SRCC check."
+    )
+    run.add_argument("--eval_split", default="test")
+    run.add_argument(
+        "--eval_steps",
+        type=int,
+        default=None,
+        help="Zero-shot check every N steps; with --eval_dataset, always at the end.",
+    )
+    run.add_argument("--eval_max_samples", type=int, default=500)
+    run.add_argument("--eval_prompts", default="natural")
+    run.add_argument("--eval_view_policy", default="center")
+    run.add_argument("--eval_batch_size", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    for name in ("num_train_epochs", "train_batch_size", "checkpointing_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1.")
+    for name in ("max_steps", "per_device_train_batch_size", "eval_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1.")
+    if args.eval_steps and not args.eval_dataset:
+        parser.error("--eval_steps needs --eval_dataset NAME=DIR.")
+    return args
+
+
+# --------------------------------------------------------------------------------- model
+class ContrastiveCLIP(nn.Module):
+    """The module DDP wraps: both towers and the temperature in one forward.
+
+    Returns L2-normalised fp32 image and text embeddings (B, dim) and the exponentiated
+    ``logit_scale``, clamped at 100 as in CLIP's training.
+    """
+
+    def __init__(self, clip: CLIPModel):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, pixel_values, input_ids, attention_mask):
+        image = self.clip.get_image_features(pixel_values=pixel_values).pooler_output
+        text = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return (
+            F.normalize(image.float(), dim=-1),
+            F.normalize(text.float(), dim=-1),
+            self.clip.logit_scale.exp().clamp(max=100),
+        )
+
+
+def load_tokenizer(init: str):
+    """The tokenizer of the init folder, checked against its text tower (`resolve_prompt_tokenizer`:
+    the folder's own if it fits, else OpenAI's BPE shipped with this package for OpenAI's
+    vocabulary, else an error naming the problem)."""
+    try:
+        return resolve_prompt_tokenizer(init)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--init {init}: {error}") from error
+
+
+def load_init(init: str):
+    """``(UniQAModel without adapter, fp32, tokenizer)`` from a CLIP or UniQA checkpoint."""
+    config = AutoConfig.from_pretrained(init)
+    if config.model_type == "uniqa":
+        tokenizer = load_tokenizer(init)
+        model = UniQAModel.from_pretrained(init, dtype=torch.float32)
+        if model.adapter is not None:
+            logger.warning(
+                f"--init {init} has an adapter: dropped (pre-training changes the features it was fitted to)."
+            )
+            model.adapter = None
+            model.config.use_adapter = False
+    elif config.model_type == "clip":
+        tokenizer = load_tokenizer(init)
+        clip = CLIPModel.from_pretrained(init, dtype=torch.float32)
+        model = UniQAModel.from_clip(clip, tokenizer=tokenizer, use_adapter=False)
+    else:
+        raise ValueError(f"--init {init}: expected a CLIP or UniQA checkpoint, got model_type {config.model_type!r}.")
+    return model.float(), tokenizer
+
+
+# --------------------------------------------------------------------------------- zero-shot check
+def load_eval_set(spec: str, split: str, max_samples: int, seed: int, cache_dir: str | None):
+    """``(images, scores)`` of a rating dataset's split: at most ``max_samples``, seeded choice."""
+    import datasets
+
+    import data_builders
+
+    ((name, path),) = parse_named_dirs([spec], "--eval_dataset")
+    loaded = data_builders.load(name, path, cache_dir=cache_dir)
+    if split not in loaded:
+        raise ValueError(f"--eval_dataset {spec}: no split {split!r} (splits: {list(loaded)}).")
+    data = loaded[split]
+    if len(data) > max_samples:
+        data = data.shuffle(seed=seed).select(range(max_samples))
+    cells = data.cast_column("image", datasets.Image(decode=False))["image"]
+    images = [decode_image_cell(cell, cell.get("path") or f"{name} row {i}") for i, cell in enumerate(cells)]
+    return images, np.asarray(data["score"], dtype=np.float64)
+
+
+@torch.no_grad()
+def zero_shot_scores(model: UniQAModel, images, processor: UniQAImageProcessor, batch_size: int) -> np.ndarray:
+    """Zero-shot scores of ``images`` with the model's current weights and prompts."""
+    was_training = model.clip.training
+    model.eval()
+    model.refresh_prompt_embeds()  # the text tower has changed since the cache was filled
+    device = model.clip.logit_scale.device
+    scores = []
+    for start in range(0, len(images), batch_size):
+        pixels = processor(images[start : start + batch_size], return_tensors="pt")["pixel_values"].to(device)
+        scores.append(model(pixel_values=pixels).scores.float().cpu())
+    model.clip.train(was_training)
+    return torch.cat(scores).numpy()
+
+
+# --------------------------------------------------------------------------------- run state
+class RunState:
+    """Checkpointed description of the data layout, checked on resume (a changed corpus or
+    batch size would silently break the 'same data order' guarantee)."""
+
+    def __init__(self, **layout):
+        self.layout = layout
+
+    def state_dict(self):
+        return dict(self.layout)
+
+    def load_state_dict(self, state):
+        if dict(state) != self.layout:
+            raise ValueError(
+                f"The checkpoint was written with data layout {dict(state)}, this run has {self.layout}: "
+                "resume with the same corpora, exclusions, seed and global batch size."
+            )
+
+
+class JsonlLog:
+    """Append-only JSONL log on the main process; on resume, entries after the resumed step
+    (written by the interrupted run) are dropped so the log reads as one uninterrupted run."""
+
+    def __init__(self, path: str, enabled: bool, resume_step: int | None):
+        self.path, self.enabled = path, enabled
+        if enabled and resume_step is not None and os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                kept = [line for line in handle if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.writelines(kept)
+        elif enabled and resume_step is None and os.path.isfile(path):
+            os.remove(path)  # a fresh run
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def batch_digest(indices: torch.Tensor) -> str:
+    """A short fingerprint of the corpus rows of a global batch (to compare data order)."""
+    return hashlib.sha1(indices.cpu().numpy().astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def _tracker_config(args) -> dict:
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
+
+
+# --------------------------------------------------------------------------------- main
+def main(args: argparse.Namespace) -> str:
+    """Pre-train and save the UniQA folder; returns ``args.output_dir``."""
+    report_to = None if args.report_to in (None, "", "none") else args.report_to
+    if report_to == "tensorboard" and not is_tensorboard_available():
+        logging.getLogger(__name__).warning("tensorboard is not installed: logging to the JSONL file only.")
+        report_to = None
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+        # Accelerator does not read ACCELERATE_USE_CPU (multi-process CPU runs).
+        cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available(),
+    )
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+    )
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    set_seed(args.seed)
+
+    model, tokenizer = load_init(args.init)
+    # The saved model keeps the init's prompt groups unless --prompts says otherwise.
+    init_prompts = [
+        name if NAMED_PROMPT_GROUPS.get(name) == group else group
+        for name, group in zip(model.config.prompt_group_names, model.config.prompt_groups)
+    ]
+    clip = model.clip
+    clip.train()
+    if args.freeze_logit_scale:
+        clip.logit_scale.requires_grad_(False)
+    if args.gradient_checkpointing:
+        clip.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.level_scores.requires_grad_(False)  # not part of pre-training
+
+    # Data: built on the main process first so the builders' caches are written once.
+    with accelerator.main_process_first():
+        corpus = load_pretrain_corpus(
+            parse_named_dirs(args.corpus, "--corpus"),
+            parse_named_dirs(args.exclude, "--exclude"),
+            match_key=args.match_key,
+            cache_dir=args.cache_dir,
+        )
+    world = accelerator.num_processes
+    per_device = args.per_device_train_batch_size
+    if per_device is None:
+        if args.train_batch_size % world:
+            raise ValueError(f"--train_batch_size {args.train_batch_size} is not divisible by {world} processes.")
+        per_device = args.train_batch_size // world
+    size = clip.config.vision_config.image_size
+    transform = PretrainTransform(size=size, mode=args.image_transform, hflip=args.hflip)
+    dataset = PretrainDataset(corpus, transform, seed=args.seed)
+    sampler = GlobalBatchSampler(len(dataset), per_device, world, accelerator.process_index, seed=args.seed)
+    steps_per_epoch = len(sampler)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(dataset)} images are fewer than one global batch of {sampler.global_batch_size}: lower the batch size."
+        )
+    max_length = args.max_caption_length or clip.config.text_config.max_position_embeddings
+    dataloader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=PretrainCollator(tokenizer, max_length),
+        num_workers=args.dataloader_num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+    max_steps = args.max_steps or args.num_train_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_steps / steps_per_epoch)
+
+    parameters = [p for p in clip.parameters() if p.requires_grad]
+    optimizer_class = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(
+        parameters,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        weight_decay=args.weight_decay,
+    )
+    # Stepped by hand once per optimizer step (a prepared scheduler steps once per process).
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=max_steps
+    )
+    trainer, optimizer = accelerator.prepare(ContrastiveCLIP(clip), optimizer)
+    accelerator.register_for_checkpointing(lr_scheduler)
+    accelerator.register_for_checkpointing(
+        RunState(
+            num_images=len(dataset),
+            global_batch_size=sampler.global_batch_size,
+            seed=args.seed,
+            transform=args.image_transform,
+            hflip=args.hflip,
+        )
+    )
+    forward = torch.compile(trainer) if args.torch_compile else trainer
+    loss_fn = ClipLoss()
+
+    checkpoint = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    global_step = 0
+    if checkpoint is not None:
+        accelerator.load_state(checkpoint)
+        global_step = checkpoint_step(checkpoint)
+        logger.info(f"Resumed from {checkpoint} at step {global_step}.")
+    log = JsonlLog(
+        os.path.join(args.output_dir, LOG_FILE), accelerator.is_main_process, global_step if checkpoint else None
+    )
+    if report_to:
+        accelerator.init_trackers("uniqa_pretrain", config=_tracker_config(args))
+
+    eval_set = None
+    if args.eval_dataset and accelerator.is_main_process:
+        eval_set = load_eval_set(args.eval_dataset, args.eval_split, args.eval_max_samples, args.seed, args.cache_dir)
+        eval_processor = UniQAImageProcessor(crop_size=size, view_policy=args.eval_view_policy)
+        model.set_prompts(args.eval_prompts, tokenizer)
+
+    def zero_shot_check(step: int) -> None:
+        if eval_set is not None:
+            scores = zero_shot_scores(model, eval_set[0], eval_processor, args.eval_batch_size)
+            record = {
+                "eval/zero_shot_srcc": srcc(scores, eval_set[1]),
+                "eval/zero_shot_plcc": plcc(scores, eval_set[1]),
+            }
+            log.write({"step": step, **record})
+            accelerator.log(record, step=step)
+            logger.info(f"step {step}: zero-shot SRCC {record['eval/zero_shot_srcc']:.4f}")
+        accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        logger.info(
+            f"{len(dataset)} images, {steps_per_epoch} steps an epoch, global batch {sampler.global_batch_size} "
+            f"({per_device} x {world} processes), {max_steps} steps"
+        )
+    kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
+    progress = tqdm(
+        total=max_steps, initial=global_step, desc="pre-training", disable=not accelerator.is_local_main_process
+    )
+    first_epoch = global_step // steps_per_epoch
+    for epoch in range(first_epoch, num_epochs):
+        if global_step >= max_steps:
+            break
+        sampler.set_epoch(epoch)
+        seen = global_step - epoch * steps_per_epoch
+        batches = accelerator.skip_first_batches(dataloader, seen) if seen else dataloader
+        for batch in batches:
+            image_embeds, text_embeds, logit_scale = forward(
+                batch["pixel_values"].to(accelerator.device, non_blocking=True),
+                batch["input_ids"].to(accelerator.device),
+                batch["attention_mask"].to(accelerator.device),
+            )
+            loss = loss_fn(image_embeds, text_embeds, logit_scale)
+            accelerator.backward(loss)
+            if args.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+
+            digest = batch_digest(accelerator.gather(batch["indices"].to(accelerator.device)))
+            record = {
+                "train/loss": loss.item(),
+                "train/lr": lr_scheduler.get_last_lr()[0],
+                "train/logit_scale": logit_scale.item(),
+            }
+            log.write({"step": global_step, "epoch": epoch, "batch": digest, **record})
+            accelerator.log(record, step=global_step)
+            progress.update(1)
+            progress.set_postfix(loss=f"{record['train/loss']:.4f}")
+
+            if global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+            if args.eval_steps and global_step % args.eval_steps == 0:
+                zero_shot_check(global_step)
+            if kill_after and global_step == kill_after and accelerator.is_main_process:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if global_step >= max_steps:
+                break
+    progress.close()
+    if args.eval_dataset and not (args.eval_steps and global_step % args.eval_steps == 0):
+        zero_shot_check(global_step)  # the final check (unless the last step just had one)
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if args.gradient_checkpointing:
+            clip.activation_checkpointing_disable()
+        model.eval()
+        model.set_prompts(args.prompts or init_prompts, tokenizer)
+        model.save_pretrained(args.output_dir)
+        tokenizer.save_pretrained(args.output_dir)
+        logger.info(f"Saved the pre-trained UniQA model to {args.output_dir}.")
+    accelerator.end_training()
+    return args.output_dir
+
+
+if __name__ == "__main__":
+    main(parse_args())
