@@ -235,7 +235,30 @@ def _score_text(info: dict) -> str:
             "\n\nThis model knows no MOS scale (zero-shot, or the range was not recorded): use the score to rank "
             "or filter images; it is not calibrated to any dataset's MOS."
         )
-    return text
+    return text + _heads_text(info)
+
+
+def _heads_text(info: dict) -> str:
+    """The extra named heads of a model (`uniqa heads`): one line each; empty for a single head."""
+    heads = info.get("heads") or {}
+    if not heads:
+        return ""
+    lines = [
+        "\n\nNamed heads: from the same image pass the pipeline also returns, for each head X below, `X` "
+        "(its score, 1 = best) and `X_mos` when it knows a MOS scale; `heads=[...]` selects some."
+    ]
+    for name, head in heads.items():
+        what = "quality" if head.get("task", "quality") == "quality" else "aesthetics"
+        if head.get("use_adapter", True):
+            origin = f"trained on {head['training_dataset']}" if head.get("training_dataset") else "trained head"
+        else:
+            origin = "zero-shot prompts " + ", ".join(head.get("prompt_group_names") or [])
+        scale = ""
+        if head.get("mos_range"):
+            low, high = (float(v) for v in head["mos_range"])
+            scale = f", MOS [{low:g}, {high:g}]" + ("" if head.get("mos_higher_is_better", True) else " (DMOS, lower = better)")
+        lines.append(f"- `{name}`: {what}, {origin}{scale}")
+    return "\n".join(lines)
 
 
 def _intended_use(info: dict) -> str:

@@ -22,9 +22,9 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from .configuration_uniqa import resolve_prompt_groups
+from .configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS
 from .fingerprints import state_digest
-from .modeling_uniqa import MultiCueAdapter, UniQAModel
+from .modeling_uniqa import UniQAModel
 
 logger = logging.getLogger(__name__)
 
@@ -71,35 +71,51 @@ def backbone_digest(clip) -> str:
     return state_digest(state_dict, precision=torch.bfloat16)
 
 
-def save_adapter(model: UniQAModel, save_directory, base_name: str | None = None, write_card: bool = True) -> str:
+def check_backbone(model: UniQAModel, expected_digest: str, source: str, base_name: str | None = None) -> None:
+    """Raise `AdapterMismatchError` unless `model`'s CLIP weights hash to `expected_digest`
+    (`backbone_digest`); `source` (the adapter or model folder) and `base_name` go in the message."""
+    actual = backbone_digest(model.clip)
+    if actual != expected_digest:
+        raise AdapterMismatchError(
+            f"{source}: this head was trained on base {base_name!r} with backbone "
+            f"sha256 {expected_digest}, but {model.name_or_path or 'the given model'!r} has backbone sha256 {actual}. "
+            "Load it onto the base it was trained on (in float32 or bfloat16: a float16 copy can hash differently)."
+        )
+
+
+def save_adapter(
+    model: UniQAModel, save_directory, base_name: str | None = None, write_card: bool = True, head: str | None = None
+) -> str:
     """Write `model`'s UniQA head (adapter, level scores, prompts, score metadata) and the
     identity of its backbone to `save_directory`; returns the directory.
 
     Args:
-        model: a `UniQAModel` with an adapter (`use_adapter=True`).
+        model: a `UniQAModel` whose head has an adapter (`use_adapter=True`).
         save_directory: created if needed; files of the same names are replaced, others kept
             (e.g. a peft LoRA saved there).
         base_name: the base model's Hub id or path, recorded for people and cards (loading checks
             the digest, not the name). Default: `model.name_or_path`.
         write_card: also write (or update) the directory's README.md model card.
+        head: which named head to save (`None`: the default head).
     """
-    if model.adapter is None:
-        raise ValueError("This UniQA model has no adapter (use_adapter=False): there is nothing to save as an adapter.")
-    if torch.isnan(model.prompt_embeds).any():
-        if model.prompt_input_ids is None:
-            raise ValueError("The model's prompts are not embedded: call `model.set_prompts(prompt_groups, tokenizer)` first.")
-        model.refresh_prompt_embeds()
+    if not model.config.head_config(head).use_adapter:
+        raise ValueError(
+            f"The {head or 'default'!r} head of this UniQA model has no adapter (use_adapter=False): "
+            "there is nothing to save as an adapter."
+        )
+    if model.config.head_config(head).prompt_input_ids is None and torch.isnan(model._head(head)[0].prompt_embeds).any():
+        raise ValueError("The model's prompts are not embedded: call `model.set_prompts(prompt_groups, tokenizer)` first.")
+    settings, tensors = model.head_state(head)
     os.makedirs(save_directory, exist_ok=True)
-    tensors = {f"adapter.{key}": value for key, value in model.adapter.state_dict().items()}
-    tensors["level_scores"] = model.level_scores.detach()
-    tensors["prompt_embeds"] = model.prompt_embeds.detach()
     tensors = {key: value.cpu().contiguous() for key, value in tensors.items()}
     base_name = base_name or model.name_or_path or None
+    # A named head's view policy is the model's: one image pass feeds every head.
+    settings.update(view_policy=model.config.view_policy, view_seed=model.config.view_seed)
     metadata = {
         "format": "uniqa-adapter",
         "format_version": ADAPTER_FORMAT_VERSION,
         "base_model": {"name": base_name, "backbone_sha256": backbone_digest(model.clip)},
-        "config": {field: getattr(model.config, field) for field in ADAPTER_CONFIG_FIELDS},
+        "config": {field: settings[field] for field in ADAPTER_CONFIG_FIELDS},
     }
     save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
     with open(os.path.join(save_directory, ADAPTER_CONFIG_NAME), "w", encoding="utf-8") as handle:
@@ -151,7 +167,26 @@ def _resolve_adapter_directory(adapter) -> str:
     return snapshot_download(repo_id=str(adapter))
 
 
-def load_adapter(model_or_base, adapter, **from_pretrained_kwargs) -> UniQAModel:
+def read_adapter_head(directory, model: UniQAModel) -> tuple:
+    """`(head settings, tensors)` of an adapter directory, checked against `model`'s backbone
+    (`AdapterMismatchError` on another backbone) and against its own description; what
+    `UniQAModel.set_head` takes."""
+    metadata = read_adapter_config(directory)
+    weights_path = os.path.join(directory, ADAPTER_WEIGHTS_NAME)
+    if not os.path.isfile(weights_path):
+        raise FileNotFoundError(f"{directory}: {ADAPTER_WEIGHTS_NAME} is missing.")
+    check_backbone(model, metadata["base_model"]["backbone_sha256"], directory, metadata["base_model"].get("name"))
+    config = metadata["config"]
+    settings = {field: config[field] for field in HEAD_FIELDS if field in config}
+    settings["use_adapter"] = True
+    tensors = load_file(weights_path)
+    expected_keys = {"level_scores", "prompt_embeds"}
+    if not expected_keys <= set(tensors) or not any(key.startswith("adapter.") for key in tensors):
+        raise ValueError(f"{weights_path}: expected adapter.fc.*, level_scores and prompt_embeds, found {', '.join(sorted(tensors))}.")
+    return settings, tensors
+
+
+def load_adapter(model_or_base, adapter, head: str | None = None, **from_pretrained_kwargs) -> UniQAModel:
     """Put a saved UniQA head onto a base model; returns the model, ready to score.
 
     Args:
@@ -159,66 +194,35 @@ def load_adapter(model_or_base, adapter, **from_pretrained_kwargs) -> UniQAModel
             with `UniQAModel.from_pretrained(model_or_base, **from_pretrained_kwargs)`). Any UniQA
             model with the right backbone works, zero-shot (no adapter) or not.
         adapter: an adapter directory written by `save_adapter`, or its Hub repo id.
+        head: `None` replaces the default head (and takes the adapter's view policy); a name adds
+            (or replaces) that named head, keeping the other heads.
 
     Raises `AdapterMismatchError` when the base's backbone digest differs from the one the adapter
     was trained on (both digests and names in the message). A peft LoRA saved in the same
-    directory (`adapter_config.json`) is applied and merged after that check.
+    directory (`adapter_config.json`) is applied and merged after that check (default head only:
+    a LoRA changes the shared backbone).
     """
     directory = _resolve_adapter_directory(adapter)
-    metadata = read_adapter_config(directory)
-    weights_path = os.path.join(directory, ADAPTER_WEIGHTS_NAME)
-    if not os.path.isfile(weights_path):
-        raise FileNotFoundError(f"{directory}: {ADAPTER_WEIGHTS_NAME} is missing.")
-
     model = model_or_base
     if not isinstance(model, UniQAModel):
+        read_adapter_config(directory)  # a bad directory fails before a large base is loaded
         model = UniQAModel.from_pretrained(model_or_base, **from_pretrained_kwargs)
-    expected = metadata["base_model"]["backbone_sha256"]
-    actual = backbone_digest(model.clip)
-    if actual != expected:
-        raise AdapterMismatchError(
-            f"{directory}: this adapter was trained on base {metadata['base_model'].get('name')!r} with backbone "
-            f"sha256 {expected}, but {model.name_or_path or 'the given model'!r} has backbone sha256 {actual}. "
-            "Load it onto the base it was trained on (in float32 or bfloat16: a float16 copy can hash differently)."
-        )
-
-    config = metadata["config"]
-    names, groups = resolve_prompt_groups(config["prompt_groups"])
-    if config.get("prompt_group_names") and len(config["prompt_group_names"]) == len(groups):
-        names = list(config["prompt_group_names"])
-    tensors = load_file(weights_path)
-    expected_keys = {"level_scores", "prompt_embeds"}
-    if not expected_keys <= set(tensors) or not any(key.startswith("adapter.") for key in tensors):
-        raise ValueError(f"{weights_path}: expected adapter.fc.*, level_scores and prompt_embeds, found {', '.join(sorted(tensors))}.")
-    prompt_embeds = tensors.pop("prompt_embeds")
-    if prompt_embeds.shape != (len(groups) * 5, model.clip.config.projection_dim):
+    settings, tensors = read_adapter_head(directory, model)
+    has_lora = os.path.isfile(os.path.join(directory, PEFT_CONFIG_NAME))
+    if has_lora and head not in (None, DEFAULT_HEAD):
         raise ValueError(
-            f"{weights_path}: prompt_embeds has shape {tuple(prompt_embeds.shape)}, expected "
-            f"({len(groups) * 5}, {model.clip.config.projection_dim}) for {len(groups)} prompt groups."
+            f"{directory} holds a peft LoRA, which changes the backbone every head shares: load it as the default head."
         )
-
-    # Everything is checked: now change the model.
-    dtype, device = model.level_scores.dtype, model.level_scores.device
-    for field in ADAPTER_CONFIG_FIELDS:
-        if field in config:
-            setattr(model.config, field, config[field])
-    model.config.prompt_groups, model.config.prompt_group_names = groups, names
-    model.config.use_adapter = True
-    adapter_module = MultiCueAdapter(
-        model.clip.config.projection_dim,
-        reduction=model.config.adapter_reduction,
-        bias=model.config.adapter_bias,
-        final_relu=model.config.adapter_final_relu,
-        residual_ratio=model.config.adapter_residual_ratio,
-    )
-    adapter_module.load_state_dict({key[len("adapter.") :]: value for key, value in tensors.items() if key.startswith("adapter.")}, strict=True)
-    model.adapter = adapter_module.to(device=device, dtype=dtype)
-    with torch.no_grad():
-        model.level_scores.copy_(tensors["level_scores"].reshape(-1).to(dtype))
-    model._set_prompt_token_buffers()
-    model.register_buffer("prompt_embeds", prompt_embeds.to(device=device, dtype=model.prompt_embeds.dtype))
-
-    if os.path.isfile(os.path.join(directory, PEFT_CONFIG_NAME)):
+    try:
+        model.set_head(head, settings, tensors)
+    except ValueError as error:
+        raise ValueError(f"{os.path.join(directory, ADAPTER_WEIGHTS_NAME)}: {error}") from error
+    if head in (None, DEFAULT_HEAD):
+        config = read_adapter_config(directory)["config"]
+        for field in ("view_policy", "view_seed"):
+            if field in config:
+                setattr(model.config, field, config[field])
+    if has_lora:
         model = _merge_lora(model, directory)
     return model.eval()
 
@@ -242,6 +246,8 @@ __all__ = [
     "ADAPTER_WEIGHTS_NAME",
     "AdapterMismatchError",
     "backbone_digest",
+    "check_backbone",
+    "read_adapter_head",
     "load_adapter",
     "read_adapter_config",
     "save_adapter",

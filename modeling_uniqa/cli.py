@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "score": ("modeling_uniqa.score_images", "Score image files, folders, globs or path lists with a UniQA model."),
     "retrieve": ("modeling_uniqa.retrieve", "Rank indexed images by text queries: a contact sheet PNG and an HTML page."),
     "explain": ("modeling_uniqa.explain", "Grad-CAM heat maps of where the model looks for a prompt or its score."),
+    "heads": ("modeling_uniqa.heads", "Add, list or remove named heads (trained or zero-shot prompts) on one backbone."),
     "push": ("modeling_uniqa.push", "Upload a UniQA model or adapter directory (weights, remote code, card) to the Hub."),
 }
 

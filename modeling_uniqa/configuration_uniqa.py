@@ -49,6 +49,47 @@ FIXED_VIEW_POLICIES = ("center", "five_crop", "ten_crop", "resize")
 
 TASKS = ("quality", "aesthetics")
 
+# The head every UniQA model has: its settings are UniQAConfig's own top-level fields and its
+# weights the top-level `adapter.*`, `level_scores` and `prompt_embeds` (the single-head layout).
+DEFAULT_HEAD = "default"
+# Settings each head has for itself; the view policy and the backbone are shared by all heads.
+HEAD_FIELDS = (
+    "use_adapter",
+    "adapter_reduction",
+    "adapter_bias",
+    "adapter_final_relu",
+    "adapter_residual_ratio",
+    "temperature",
+    "prompt_groups",
+    "prompt_group_names",
+    "prompt_input_ids",
+    "initial_level_scores",
+    "task",
+    "mos_range",
+    "mos_higher_is_better",
+    "training_dataset",
+)
+HEAD_DEFAULTS = {
+    "use_adapter": True,
+    "adapter_reduction": 2,
+    "adapter_bias": False,
+    "adapter_final_relu": True,
+    "adapter_residual_ratio": 1.0,
+    "temperature": None,
+    "prompt_groups": None,
+    "prompt_group_names": None,
+    "prompt_input_ids": None,
+    "initial_level_scores": None,
+    "task": "quality",
+    "mos_range": None,
+    "mos_higher_is_better": True,
+    "training_dataset": None,
+}
+# Result keys of the `image-quality` pipeline: the default head gives `score`, `mos`,
+# `group_scores`, `level_probs`; a head named X gives `X`, `X_mos`, `X_group_scores`, `X_level_probs`.
+HEAD_KEY_SUFFIXES = ("_mos", "_group_scores", "_level_probs")
+RESERVED_HEAD_NAMES = ("score", "mos", "error", "group_scores", "level_probs", "heads")
+
 # A saved model's config.json points `pipeline()` at the `image-quality` code saved beside it
 # (`custom_pipelines`), for use with `trust_remote_code=True` where this package is absent. When
 # this file runs from the installed package, the task is registered locally instead, and the
@@ -134,6 +175,89 @@ def resolve_prompt_groups(prompt_groups):
     return names, groups
 
 
+def check_head_name(name) -> str:
+    """A head name is an identifier-like word (letters, digits, `_`, `-`; a letter first) that
+    cannot collide with the pipeline's result keys; returns it."""
+    if not isinstance(name, str) or not name or not name[0].isalpha() or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"Head name {name!r} must start with a letter and use only letters, digits, '_' and '-'.")
+    if name in RESERVED_HEAD_NAMES or name.endswith(HEAD_KEY_SUFFIXES):
+        raise ValueError(
+            f"Head name {name!r} would clash with the pipeline's result keys: avoid {', '.join(RESERVED_HEAD_NAMES)} "
+            f"and names ending in {', '.join(HEAD_KEY_SUFFIXES)}."
+        )
+    return name
+
+
+def check_head_settings(settings: dict, where: str = "config") -> dict:
+    """Validate and fill in one head's settings (`HEAD_FIELDS`), in place; returns them.
+
+    Prompt groups are resolved to lists of five prompts with their names; errors name `where`
+    (the head) and the field."""
+    unknown = sorted(set(settings) - set(HEAD_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown head settings {', '.join(unknown)}; a head has {', '.join(HEAD_FIELDS)}.")
+    for field, default in HEAD_DEFAULTS.items():
+        if settings.get(field) is None and default is not None:
+            settings[field] = default
+        settings.setdefault(field, default)
+    try:
+        names, groups = resolve_prompt_groups(settings["prompt_groups"] or ["default"])
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from error
+    if settings["prompt_group_names"] is not None and len(settings["prompt_group_names"]) == len(groups):
+        names = list(settings["prompt_group_names"])
+    settings["prompt_groups"], settings["prompt_group_names"] = groups, names
+    prompt_input_ids = settings["prompt_input_ids"]
+    if prompt_input_ids is not None and len(prompt_input_ids) != len(groups) * len(LEVEL_NAMES):
+        raise ValueError(
+            f"{where}: `prompt_input_ids` holds {len(prompt_input_ids)} prompts but the "
+            f"{len(groups)} prompt groups need {len(groups) * len(LEVEL_NAMES)}."
+        )
+    if settings["initial_level_scores"] is None:
+        settings["initial_level_scores"] = [0.2, 0.4, 0.6, 0.8, 1.0]
+    if len(settings["initial_level_scores"]) != len(LEVEL_NAMES):
+        raise ValueError(f"{where}: `initial_level_scores` needs {len(LEVEL_NAMES)} values, got {settings['initial_level_scores']}.")
+    if settings["task"] not in TASKS:
+        raise ValueError(f"{where}: `task` must be one of {TASKS}, got {settings['task']!r}.")
+    if settings["mos_range"] is not None:
+        try:
+            settings["mos_range"] = list(_mos_bounds(settings["mos_range"]))
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from error
+    if settings["adapter_reduction"] < 1:
+        raise ValueError(f"{where}: `adapter_reduction` must be >= 1, got {settings['adapter_reduction']}.")
+    if settings["temperature"] is not None and not settings["temperature"] > 0:
+        raise ValueError(f"{where}: `temperature` must be positive, got {settings['temperature']}.")
+    return settings
+
+
+class HeadConfig:
+    """Attribute view of one extra head's settings (a dict inside `UniQAConfig.heads`), with the
+    same names as `UniQAConfig`'s fields so code reads a head's settings one way for every head."""
+
+    def __init__(self, settings: dict):
+        object.__setattr__(self, "_settings", settings)
+
+    def __getattr__(self, field):
+        try:
+            return self._settings[field]
+        except KeyError:
+            raise AttributeError(field) from None
+
+    def __setattr__(self, field, value):
+        if field not in HEAD_FIELDS:
+            raise AttributeError(f"{field!r} is not a head setting (one of {', '.join(HEAD_FIELDS)}).")
+        self._settings[field] = value
+
+    @property
+    def num_prompt_groups(self) -> int:
+        return len(self.prompt_groups)
+
+    @property
+    def prompts(self) -> list:
+        return [prompt for group in self.prompt_groups for prompt in group]
+
+
 def parse_view_policy(policy):
     """Validate a view policy; returns `("random", n)` or `(policy, None)`."""
     if policy in FIXED_VIEW_POLICIES:
@@ -207,6 +331,12 @@ class UniQAConfig(PreTrainedConfig):
             `False` when the training labels were DMOS (lower = better).
         training_dataset (`str`, *optional*):
             Name of the dataset the head was trained on, for model cards and messages.
+        heads (`dict`, *optional*):
+            Extra named heads on the same backbone: `{name: settings}`, where settings are the
+            per-head fields above (`HEAD_FIELDS`: adapter shape or `use_adapter=False`, prompts,
+            level scores, task, MOS range and direction, training dataset). The top-level fields
+            are the head named `"default"`. `None` (a single-head model) is not written to
+            config.json, so single-head folders stay as they were.
     """
 
     model_type = "uniqa"
@@ -229,32 +359,23 @@ class UniQAConfig(PreTrainedConfig):
     mos_range: list | None = None
     mos_higher_is_better: bool = True
     training_dataset: str | None = None
+    heads: dict | None = None
 
     def __post_init__(self, **kwargs):
         if not RUNNING_AS_REMOTE_CODE:
             kwargs.pop("custom_pipelines", None)
-        names, groups = resolve_prompt_groups(self.prompt_groups or ["default"])
-        if self.prompt_group_names is not None and len(self.prompt_group_names) == len(groups):
-            names = list(self.prompt_group_names)
-        self.prompt_groups, self.prompt_group_names = groups, names
-        if self.prompt_input_ids is not None and len(self.prompt_input_ids) != len(groups) * len(LEVEL_NAMES):
-            raise ValueError(
-                f"`prompt_input_ids` holds {len(self.prompt_input_ids)} prompts but the "
-                f"{len(groups)} prompt groups need {len(groups) * len(LEVEL_NAMES)}."
-            )
-        if self.initial_level_scores is None:
-            self.initial_level_scores = [0.2, 0.4, 0.6, 0.8, 1.0]
-        if len(self.initial_level_scores) != len(LEVEL_NAMES):
-            raise ValueError(f"`initial_level_scores` needs {len(LEVEL_NAMES)} values, got {self.initial_level_scores}.")
+        settings = check_head_settings({field: getattr(self, field) for field in HEAD_FIELDS})
+        for field, value in settings.items():
+            setattr(self, field, value)
         parse_view_policy(self.view_policy)
-        if self.task not in TASKS:
-            raise ValueError(f"`task` must be one of {TASKS}, got {self.task!r}.")
-        if self.mos_range is not None:
-            self.mos_range = list(_mos_bounds(self.mos_range))
-        if self.adapter_reduction < 1:
-            raise ValueError(f"`adapter_reduction` must be >= 1, got {self.adapter_reduction}.")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"`temperature` must be positive, got {self.temperature}.")
+        heads = {}
+        for name, head_settings in (self.heads or {}).items():
+            if name == DEFAULT_HEAD:
+                raise ValueError(f"`heads` must not name a head {DEFAULT_HEAD!r}: that one is the top-level settings.")
+            if not isinstance(head_settings, dict):
+                raise ValueError(f"`heads[{name!r}]` must be a dict of head settings, got {type(head_settings).__name__}.")
+            heads[check_head_name(name)] = check_head_settings(dict(head_settings), where=f"heads[{name!r}]")
+        self.heads = heads or None
         super().__post_init__(**kwargs)
 
     @property
@@ -266,7 +387,27 @@ class UniQAConfig(PreTrainedConfig):
         """All prompts, group after group (groups x 5)."""
         return [prompt for group in self.prompt_groups for prompt in group]
 
+    @property
+    def head_names(self) -> list:
+        """`"default"` then the extra heads, in order."""
+        return [DEFAULT_HEAD, *(self.heads or {})]
+
+    def head_config(self, head: str | None = None):
+        """The settings of a head: this config for the default head (`None` or `"default"`),
+        else a `HeadConfig` over `heads[head]`. Unknown names raise a `ValueError` listing the heads."""
+        if head in (None, DEFAULT_HEAD):
+            return self
+        if head not in (self.heads or {}):
+            raise ValueError(f"This UniQA model has no head {head!r}; its heads: {', '.join(self.head_names)}.")
+        return HeadConfig(self.heads[head])
+
+    def to_dict(self):
+        output = super().to_dict()
+        if not output.get("heads"):
+            output.pop("heads", None)  # a single-head config.json keeps exactly its old keys
+        return output
+
 
 UniQAConfig.register_for_auto_class()
 
-__all__ = ["UniQAConfig", "NAMED_PROMPT_GROUPS", "NAMED_PROMPT_ENSEMBLES", "LEVEL_NAMES", "mos_to_score", "score_to_mos"]
+__all__ = ["UniQAConfig", "HeadConfig", "DEFAULT_HEAD", "HEAD_FIELDS", "check_head_name", "NAMED_PROMPT_GROUPS", "NAMED_PROMPT_ENSEMBLES", "LEVEL_NAMES", "mos_to_score", "score_to_mos"]

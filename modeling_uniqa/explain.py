@@ -74,8 +74,7 @@ def score_target(model: UniQAModel) -> ExplainTarget:
     their expected level score, averaged over the groups (eq. 8)."""
 
     def function(features):
-        level_probs = model.score_levels(model.adapt_image_embeds(features), model.prompt_features())
-        return (level_probs @ model.level_scores.float()).mean(-1)
+        return model.score_embeddings(features).scores
 
     return ExplainTarget("score", "score", function)
 

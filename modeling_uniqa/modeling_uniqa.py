@@ -4,6 +4,7 @@ Shipped as remote code with every saved model: imports only `torch`, `transforme
 sibling files.
 """
 
+import copy
 import math
 import os
 import shutil
@@ -17,7 +18,17 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .clip_tokenizer import DEFAULT_MERGES_PATH, is_openai_vocab, openai_clip_tokenizer, resolve_prompt_tokenizer
-from .configuration_uniqa import LEVEL_NAMES, UniQAConfig, resolve_prompt_groups, score_to_mos
+from .configuration_uniqa import (
+    DEFAULT_HEAD,
+    HEAD_FIELDS,
+    LEVEL_NAMES,
+    HeadConfig,
+    UniQAConfig,
+    check_head_name,
+    check_head_settings,
+    resolve_prompt_groups,
+    score_to_mos,
+)
 
 # Files a saved model directory needs next to the weights so that both `AutoModel` and
 # `pipeline("image-quality")` work with `trust_remote_code=True` and no package installed.
@@ -56,6 +67,9 @@ class UniQAOutput(ModelOutput):
             Softmax over the five levels (bad ... perfect) of each group, averaged over views.
         image_embeds (`torch.FloatTensor` of shape `(batch, dim)` or `(batch, views, dim)`):
             The adapted, L2-normalised image embeddings `I'` (one per view for 5-D inputs).
+        head_outputs (`dict[str, UniQAOutput]`, *optional*):
+            The extra named heads' outputs (`scores`, `group_scores`, `level_probs`,
+            `image_embeds`), from the same image-tower pass; `None` for a single-head model.
     """
 
     loss: torch.FloatTensor | None = None
@@ -63,6 +77,7 @@ class UniQAOutput(ModelOutput):
     group_scores: torch.FloatTensor | None = None
     level_probs: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
+    head_outputs: dict | None = None
 
 
 class MultiCueAdapter(nn.Module):
@@ -96,6 +111,38 @@ class MultiCueAdapter(nn.Module):
         return self.fc(image_embeds) + self.residual_ratio * image_embeds
 
 
+def build_adapter(settings, dim: int) -> MultiCueAdapter | None:
+    """The Multi-Cue adapter a head's settings describe (`None` for a zero-shot head)."""
+    if not settings.use_adapter:
+        return None
+    return MultiCueAdapter(
+        dim,
+        reduction=settings.adapter_reduction,
+        bias=settings.adapter_bias,
+        final_relu=settings.adapter_final_relu,
+        residual_ratio=settings.adapter_residual_ratio,
+    )
+
+
+class UniQAHead(nn.Module):
+    """An extra named head on the shared backbone: its adapter (`None` when zero-shot), five
+    level scores and the embeddings of its prompts; settings live in `config.heads[name]`.
+
+    The default head keeps the single-head layout (`UniQAModel.adapter`, `.level_scores`,
+    `.prompt_embeds`), so both expose the same attribute names and `UniQAModel` scores either
+    with the same code. Weights are saved as `heads.<name>.*`.
+    """
+
+    def __init__(self, name: str, settings, dim: int):
+        super().__init__()
+        self.name = name
+        self.adapter = build_adapter(settings, dim)
+        self.level_scores = nn.Parameter(torch.tensor(settings.initial_level_scores))
+        self.register_buffer("prompt_embeds", torch.full((len(settings.prompts), dim), float("nan")))
+        self.register_buffer("prompt_input_ids", None, persistent=False)
+        self.register_buffer("prompt_attention_mask", None, persistent=False)
+
+
 class UniQAPreTrainedModel(PreTrainedModel):
     config: UniQAConfig
     config_class = UniQAConfig
@@ -111,15 +158,29 @@ class UniQAPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, MultiCueAdapter):
             module.reset_parameters()
-        elif isinstance(module, UniQAModel):
-            init.copy_(module.level_scores, torch.tensor(self.config.initial_level_scores, dtype=module.level_scores.dtype))
+        elif isinstance(module, (UniQAModel, UniQAHead)):
+            settings = self.config.head_config(module.name if isinstance(module, UniQAHead) else None)
+            init.copy_(module.level_scores, torch.tensor(settings.initial_level_scores, dtype=module.level_scores.dtype))
             # NaN marks "not computed yet": the first forward (or `set_prompts`) fills them.
             init.constant_(module.prompt_embeds, float("nan"))
             if module.prompt_input_ids is not None:
                 # Non-persistent buffers are not in the checkpoint: rebuild them from the config.
-                input_ids, attention_mask = module._prompt_token_tensors()
+                input_ids, attention_mask = prompt_token_tensors(settings, self.config)
                 init.copy_(module.prompt_input_ids, input_ids)
                 init.copy_(module.prompt_attention_mask, attention_mask)
+
+
+def prompt_token_tensors(settings, config: UniQAConfig):
+    """Padded prompt token ids and mask `(groups * 5, length)` from a head's id lists."""
+    prompt_input_ids = settings.prompt_input_ids
+    pad_id = config.clip_config.text_config.pad_token_id or 0
+    length = max(len(ids) for ids in prompt_input_ids)
+    input_ids = torch.full((len(prompt_input_ids), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompt_input_ids), length), dtype=torch.long)
+    for row, ids in enumerate(prompt_input_ids):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return input_ids, attention_mask
 
 
 class UniQAModel(UniQAPreTrainedModel):
@@ -148,51 +209,172 @@ class UniQAModel(UniQAPreTrainedModel):
         super().__init__(config)
         self.clip = CLIPModel._from_config(config.clip_config)
         embed_dim = config.clip_config.projection_dim
-        self.adapter = (
-            MultiCueAdapter(
-                embed_dim,
-                reduction=config.adapter_reduction,
-                bias=config.adapter_bias,
-                final_relu=config.adapter_final_relu,
-                residual_ratio=config.adapter_residual_ratio,
-            )
-            if config.use_adapter
-            else None
-        )
+        self.adapter = build_adapter(config, embed_dim)
         self.level_scores = nn.Parameter(torch.tensor(config.initial_level_scores))
         self.register_buffer("prompt_embeds", torch.full((len(config.prompts), embed_dim), float("nan")))
+        # Extra named heads; empty for a single-head model (no weights, no config key).
+        self.heads = nn.ModuleDict(
+            {name: UniQAHead(name, config.head_config(name), embed_dim) for name in (config.heads or {})}
+        )
         text_config = config.clip_config.text_config
-        if config.prompt_input_ids is None and is_openai_vocab(text_config) and DEFAULT_MERGES_PATH.is_file():
-            # (The merges file is absent in remote code run without this package: set_prompts then.)
-            tokenizer = openai_clip_tokenizer(text_config.max_position_embeddings)
-            config.prompt_input_ids = self._tokenize_prompts(tokenizer, config.prompts)
-        self._set_prompt_token_buffers()
+        for head in config.head_names:
+            settings = config.head_config(head)
+            if settings.prompt_input_ids is None and is_openai_vocab(text_config) and DEFAULT_MERGES_PATH.is_file():
+                # (The merges file is absent in remote code run without this package: set_prompts then.)
+                tokenizer = openai_clip_tokenizer(text_config.max_position_embeddings)
+                settings.prompt_input_ids = self._tokenize_prompts(tokenizer, settings.prompts)
+            self._set_prompt_token_buffers(head)
         self.post_init()
         self.set_trainable(adapter=True, backbone=True)  # everything but logit_scale, like a fresh nn.Module
 
     # ----------------------------------------------------------------------------------------
+    # Heads
+    # ----------------------------------------------------------------------------------------
+    @property
+    def head_names(self) -> list:
+        """`"default"` (the top-level adapter, level scores and prompts) then the extra heads."""
+        return self.config.head_names
+
+    def _head(self, head: str | None = None):
+        """`(module holding the head's weights, its settings)`: the model itself for the default head."""
+        settings = self.config.head_config(head)  # raises on an unknown name
+        return (self, settings) if settings is self.config else (self.heads[head], settings)
+
+    def head_state(self, head: str | None = None) -> tuple:
+        """`(settings, tensors)` of a head, detached copies: what `set_head` takes back. Tensors are
+        `adapter.*` (absent for a zero-shot head), `level_scores` and `prompt_embeds`."""
+        module, settings = self._head(head)
+        if torch.isnan(module.prompt_embeds).any():
+            if module.prompt_input_ids is None:
+                raise ValueError(f"Head {head or DEFAULT_HEAD!r} has no embedded prompts: call `set_prompts(..., head=...)` first.")
+            self.refresh_prompt_embeds(head)
+        tensors = {}
+        if module.adapter is not None:
+            tensors.update({f"adapter.{key}": value for key, value in module.adapter.state_dict().items()})
+        tensors["level_scores"] = module.level_scores
+        tensors["prompt_embeds"] = module.prompt_embeds
+        tensors = {key: value.detach().clone() for key, value in tensors.items()}
+        return {field: copy.deepcopy(getattr(settings, field)) for field in HEAD_FIELDS}, tensors
+
+    def set_head(self, head: str | None, settings: dict, tensors: dict | None = None) -> "UniQAModel":
+        """Add a named head, or replace one (`None` / `"default"`: the default head), in place.
+
+        Args:
+            head: the head's name (letters, digits, `_`, `-`; see `check_head_name`).
+            settings: the head's `HEAD_FIELDS` (missing ones take their defaults).
+            tensors: `adapter.*` (when `use_adapter`), `level_scores`, `prompt_embeds`, as from
+                `head_state`; `None` starts a head with a fresh adapter, the initial level scores and
+                its prompts embedded by the text tower (needs `prompt_input_ids`).
+
+        Everything is checked before the model changes; errors name the head and the problem.
+        """
+        name = DEFAULT_HEAD if head is None else head
+        if name != DEFAULT_HEAD:
+            check_head_name(name)
+        settings = copy.deepcopy(dict(settings))
+        if name == DEFAULT_HEAD and settings.get("initial_level_scores") is None:
+            settings["initial_level_scores"] = self.config.initial_level_scores
+        settings = check_head_settings(settings, where=f"head {name!r}")
+        dim = self.config.clip_config.projection_dim
+        holder = HeadConfig(settings)
+        adapter = build_adapter(holder, dim)
+        tensors = dict(tensors or {})
+        prompt_embeds = tensors.pop("prompt_embeds", None)
+        level_scores = tensors.pop("level_scores", None)
+        if prompt_embeds is not None and tuple(prompt_embeds.shape) != (len(holder.prompts), dim):
+            raise ValueError(
+                f"Head {name!r}: prompt_embeds has shape {tuple(prompt_embeds.shape)}, expected "
+                f"({len(holder.prompts)}, {dim}) for {len(holder.prompt_groups)} prompt groups."
+            )
+        if prompt_embeds is None and settings["prompt_input_ids"] is None:
+            raise ValueError(f"Head {name!r}: neither prompt embeddings nor tokenised prompts (prompt_input_ids) were given.")
+        if level_scores is not None and level_scores.numel() != len(LEVEL_NAMES):
+            raise ValueError(f"Head {name!r}: level_scores has {level_scores.numel()} values, expected {len(LEVEL_NAMES)}.")
+        adapter_state = {key[len("adapter.") :]: value for key, value in tensors.items() if key.startswith("adapter.")}
+        unknown = sorted(key for key in tensors if not key.startswith("adapter."))
+        if unknown:
+            raise ValueError(f"Head {name!r}: unexpected tensors {', '.join(unknown)}.")
+        if adapter is None and adapter_state:
+            raise ValueError(f"Head {name!r}: adapter weights given for a head with use_adapter=False.")
+        if adapter is not None and tensors:
+            try:
+                adapter.load_state_dict(adapter_state, strict=True)
+            except RuntimeError as error:
+                raise ValueError(f"Head {name!r}: the adapter weights do not fit its settings: {error}") from error
+
+        # Everything is checked: now change the model.
+        dtype, device = self.level_scores.dtype, self.level_scores.device
+        if name == DEFAULT_HEAD:
+            module = self
+            for field, value in settings.items():
+                setattr(self.config, field, value)
+        else:
+            self.config.heads = {**(self.config.heads or {}), name: settings}
+            module = UniQAHead(name, self.config.head_config(name), dim)
+        module.adapter = None if adapter is None else adapter.to(device=device, dtype=dtype)
+        values = torch.tensor(settings["initial_level_scores"]) if level_scores is None else level_scores.detach().reshape(-1)
+        if name == DEFAULT_HEAD:
+            with torch.no_grad():  # in place: the parameter (and any optimizer's reference to it) stays
+                self.level_scores.copy_(values.to(dtype))
+        else:
+            module.level_scores = nn.Parameter(values.to(device=device, dtype=dtype).clone(), requires_grad=False)
+        if module.adapter is not None and name != DEFAULT_HEAD:
+            module.adapter.requires_grad_(False)
+        embeds_dtype = self.prompt_embeds.dtype
+        module.register_buffer(
+            "prompt_embeds",
+            torch.full((len(holder.prompts), dim), float("nan")) if prompt_embeds is None else prompt_embeds.detach().clone(),
+        )
+        module.prompt_embeds = module.prompt_embeds.to(device=device, dtype=embeds_dtype)
+        if name != DEFAULT_HEAD:
+            self.heads[name] = module
+        self._set_prompt_token_buffers(name)
+        if prompt_embeds is None:
+            self.refresh_prompt_embeds(name)
+        return self
+
+    def remove_head(self, head: str) -> "UniQAModel":
+        """Remove an extra head (the default head cannot be removed)."""
+        if head in (None, DEFAULT_HEAD):
+            raise ValueError(f"The {DEFAULT_HEAD!r} head is the model's own and cannot be removed.")
+        self.config.head_config(head)  # raises on an unknown name
+        del self.heads[head]
+        remaining = {name: settings for name, settings in self.config.heads.items() if name != head}
+        self.config.heads = remaining or None
+        return self
+
+    def add_prompt_head(self, head: str, prompt_groups, tokenizer=None, task: str = "quality") -> "UniQAModel":
+        """Add a zero-shot head (no adapter, initial level scores) scoring with `prompt_groups`:
+        Table II names (`sharpness`, `noise`, `content`, ...), ensembles, or lists of five
+        prompts worst to best. `tokenizer` as in `set_prompts`."""
+        tokenizer = resolve_prompt_tokenizer(self, tokenizer)
+        names, groups = resolve_prompt_groups(prompt_groups)
+        prompts = [prompt for group in groups for prompt in group]
+        settings = {
+            "use_adapter": False,
+            "prompt_groups": groups,
+            "prompt_group_names": names,
+            "prompt_input_ids": self._tokenize_prompts(tokenizer, prompts),
+            "task": task,
+        }
+        return self.set_head(head, settings)
+
+    # ----------------------------------------------------------------------------------------
     # Prompts
     # ----------------------------------------------------------------------------------------
-    def _prompt_token_tensors(self):
+    def _prompt_token_tensors(self, head: str | None = None):
         """Padded prompt token ids and mask `(groups * 5, length)` from the config's id lists."""
-        prompt_input_ids = self.config.prompt_input_ids
-        pad_id = self.config.clip_config.text_config.pad_token_id or 0
-        length = max(len(ids) for ids in prompt_input_ids)
-        input_ids = torch.full((len(prompt_input_ids), length), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompt_input_ids), length), dtype=torch.long)
-        for row, ids in enumerate(prompt_input_ids):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        return input_ids, attention_mask
+        return prompt_token_tensors(self.config.head_config(head), self.config)
 
-    def _set_prompt_token_buffers(self):
-        """(Re)register the prompt token buffers to match the config (`None` without tokens)."""
+    def _set_prompt_token_buffers(self, head: str | None = None):
+        """(Re)register a head's prompt token buffers to match the config (`None` without tokens)."""
+        module, settings = self._head(head)
         input_ids = attention_mask = None
-        if self.config.prompt_input_ids is not None:
-            device = self.prompt_embeds.device
-            input_ids, attention_mask = (t.to(device) for t in self._prompt_token_tensors())
-        self.register_buffer("prompt_input_ids", input_ids, persistent=False)
-        self.register_buffer("prompt_attention_mask", attention_mask, persistent=False)
+        if settings.prompt_input_ids is not None:
+            device = module.prompt_embeds.device
+            input_ids, attention_mask = (t.to(device) for t in prompt_token_tensors(settings, self.config))
+        module.register_buffer("prompt_input_ids", input_ids, persistent=False)
+        module.register_buffer("prompt_attention_mask", attention_mask, persistent=False)
 
     def _tokenize_prompts(self, tokenizer, prompts) -> list:
         """Unpadded id lists, cut to the text tower's context length."""
@@ -200,8 +382,8 @@ class UniQAModel(UniQAPreTrainedModel):
         input_ids = tokenizer(list(prompts), padding=False, truncation=True, max_length=max_length)["input_ids"]
         return [list(map(int, ids)) for ids in input_ids]
 
-    def set_prompts(self, prompt_groups=None, tokenizer=None):
-        """Replace the prompt groups (names, ensembles or 5-prompt lists) in one call.
+    def set_prompts(self, prompt_groups=None, tokenizer=None, head: str | None = None):
+        """Replace the prompt groups (names, ensembles or 5-prompt lists) of a head in one call.
 
         Tokenises the prompts, stores the ids in the config (so the saved model needs no
         tokenizer) and recomputes the prompt embeddings once with the text tower.
@@ -209,84 +391,127 @@ class UniQAModel(UniQAPreTrainedModel):
         `tokenizer` (object or folder) must match the text tower's vocabulary; `None` picks one
         with `resolve_prompt_tokenizer`: the tokenizer saved with the model if it fits, else
         OpenAI's BPE (shipped here) for OpenAI's vocabulary, else a `ValueError`.
+        `head`: which head (`None`: the default head).
         """
+        module, settings = self._head(head)
         tokenizer = resolve_prompt_tokenizer(self, tokenizer)
         if prompt_groups is None:
-            names, groups = self.config.prompt_group_names, self.config.prompt_groups
+            names, groups = settings.prompt_group_names, settings.prompt_groups
         else:
             names, groups = resolve_prompt_groups(prompt_groups)
         prompts = [prompt for group in groups for prompt in group]
         input_ids = self._tokenize_prompts(tokenizer, prompts)
-        self.config.prompt_groups, self.config.prompt_group_names = groups, names
-        self.config.prompt_input_ids = input_ids
-        self._set_prompt_token_buffers()
-        embeds = self.prompt_embeds
-        self.register_buffer("prompt_embeds", torch.full((len(prompts), embeds.shape[1]), float("nan"), dtype=embeds.dtype, device=embeds.device))
-        self.refresh_prompt_embeds()
+        settings.prompt_groups, settings.prompt_group_names = groups, names
+        settings.prompt_input_ids = input_ids
+        self._set_prompt_token_buffers(head)
+        embeds = module.prompt_embeds
+        module.register_buffer("prompt_embeds", torch.full((len(prompts), embeds.shape[1]), float("nan"), dtype=embeds.dtype, device=embeds.device))
+        self.refresh_prompt_embeds(head)
 
-    def encode_prompts(self) -> torch.Tensor:
-        """Run the text tower on the stored prompts: (groups * 5, dim), un-normalised."""
-        if self.prompt_input_ids is None:
+    def encode_prompts(self, head: str | None = None) -> torch.Tensor:
+        """Run the text tower on a head's stored prompts: (groups * 5, dim), un-normalised."""
+        module, _ = self._head(head)
+        if module.prompt_input_ids is None:
             raise ValueError(
-                "This UniQA model has no tokenised prompts: call `model.set_prompts(prompt_groups, tokenizer)` "
-                "with the CLIP model's tokenizer first."
+                f"The {head or DEFAULT_HEAD!r} head of this UniQA model has no tokenised prompts: call "
+                "`model.set_prompts(prompt_groups, tokenizer)` with the CLIP model's tokenizer first."
             )
         return self.clip.get_text_features(
-            input_ids=self.prompt_input_ids, attention_mask=self.prompt_attention_mask
+            input_ids=module.prompt_input_ids, attention_mask=module.prompt_attention_mask
         ).pooler_output
 
     @torch.no_grad()
-    def refresh_prompt_embeds(self):
-        """Recompute the cached prompt embeddings (after editing the text tower by hand)."""
-        self.prompt_embeds.copy_(self.encode_prompts().to(self.prompt_embeds.dtype))
+    def refresh_prompt_embeds(self, head: str | None = None):
+        """Recompute a head's cached prompt embeddings (after editing the text tower by hand)."""
+        module, _ = self._head(head)
+        module.prompt_embeds.copy_(self.encode_prompts(head).to(module.prompt_embeds.dtype))
 
     def _text_tower_is_training(self) -> bool:
         return self.training and any(p.requires_grad for p in self.clip.text_model.parameters())
 
-    def prompt_features(self) -> torch.Tensor:
-        """The prompt embeddings used for scoring: (groups * 5, dim), un-normalised."""
+    def prompt_features(self, head: str | None = None) -> torch.Tensor:
+        """The prompt embeddings a head scores with: (groups * 5, dim), un-normalised."""
+        module, _ = self._head(head)
         if self._text_tower_is_training():
             # Text tower is learning: fresh features with gradients, and the cache is stale.
-            self.prompt_embeds.fill_(float("nan"))
-            return self.encode_prompts()
-        if torch.isnan(self.prompt_embeds).any():
-            self.refresh_prompt_embeds()
-        return self.prompt_embeds
+            module.prompt_embeds.fill_(float("nan"))
+            return self.encode_prompts(head)
+        if torch.isnan(module.prompt_embeds).any():
+            self.refresh_prompt_embeds(head)
+        return module.prompt_embeds
 
     # ----------------------------------------------------------------------------------------
     # Scoring
     # ----------------------------------------------------------------------------------------
     @property
     def logit_scale(self) -> torch.Tensor:
-        """1 / tau of eq. 7: CLIP's own `logit_scale.exp()` unless the config overrides tau."""
-        if self.config.temperature is not None:
-            return torch.tensor(1.0 / self.config.temperature)
+        """1 / tau of eq. 7 for the default head (see `head_logit_scale`)."""
+        return self.head_logit_scale()
+
+    def head_logit_scale(self, head: str | None = None) -> torch.Tensor:
+        """1 / tau of eq. 7: CLIP's own `logit_scale.exp()` unless the head's settings override tau."""
+        temperature = self.config.head_config(head).temperature
+        if temperature is not None:
+            return torch.tensor(1.0 / temperature)
         return self.clip.logit_scale.detach().float().exp()
 
-    def adapt_image_embeds(self, image_embeds: torch.Tensor) -> torch.Tensor:
-        """Adapter + L2 normalisation of raw CLIP image embeddings: (n, dim) -> (n, dim), fp32."""
-        if self.adapter is not None:
-            image_embeds = self.adapter(image_embeds)
+    def adapt_image_embeds(self, image_embeds: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        """A head's adapter + L2 normalisation of raw CLIP image embeddings: (n, dim) -> (n, dim), fp32."""
+        module, _ = self._head(head)
+        if module.adapter is not None:
+            image_embeds = module.adapter(image_embeds)
         return F.normalize(image_embeds.float(), dim=-1)
 
-    def score_levels(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    def score_levels(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, head: str | None = None) -> torch.Tensor:
         """Level probabilities of eq. 7: normalised (n, dim) images x (groups*5, dim) prompts -> (n, groups, 5)."""
         text_embeds = F.normalize(text_embeds.float(), dim=-1)
-        logits = self.logit_scale.to(image_embeds.device) * image_embeds @ text_embeds.t()  # (n, groups*5)
+        logits = self.head_logit_scale(head).to(image_embeds.device) * image_embeds @ text_embeds.t()  # (n, groups*5)
         return logits.view(logits.shape[0], -1, len(LEVEL_NAMES)).softmax(dim=-1)
+
+    def score_embeddings(self, image_embeds: torch.Tensor, head: str | None = None) -> UniQAOutput:
+        """Score raw CLIP image embeddings with one head (everything of `forward` after the image tower).
+
+        Args:
+            image_embeds: `(n, dim)`, or `(n, views, dim)` whose scores are averaged over views:
+                `clip.get_image_features(...)`, before any adapter.
+            head: the head's name; `None` is the default head.
+
+        Returns a `UniQAOutput` with `scores (n,)`, `group_scores (n, groups)`, `level_probs
+        (n, groups, 5)` and the adapted `image_embeds` (same leading shape as the input).
+        """
+        if image_embeds.dim() not in (2, 3):
+            raise ValueError(f"`image_embeds` must be (n, dim) or (n, views, dim), got shape {tuple(image_embeds.shape)}.")
+        module, _ = self._head(head)
+        leading = image_embeds.shape[:-1]
+        adapted = self.adapt_image_embeds(image_embeds.reshape(-1, image_embeds.shape[-1]), head)  # (n * views, dim), fp32
+        level_probs = self.score_levels(adapted, self.prompt_features(head), head)  # (n * views, groups, 5)
+        group_scores = level_probs @ module.level_scores.float()  # (n * views, groups)
+        batch, views = leading[0], (leading[1] if len(leading) == 2 else 1)
+        level_probs = level_probs.view(batch, views, *level_probs.shape[1:]).mean(1)  # (n, groups, 5)
+        group_scores = group_scores.view(batch, views, -1).mean(1)  # (n, groups)
+        return UniQAOutput(
+            scores=group_scores.mean(-1),
+            group_scores=group_scores,
+            level_probs=level_probs,
+            image_embeds=adapted.view(*leading, -1),
+        )
 
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        heads: list | None = None,
         **kwargs,
     ) -> UniQAOutput | tuple:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch, 3, H, W)` or `(batch, views, 3, H, W)`):
             One view a row, or several views of each image whose scores are averaged.
         labels (`torch.FloatTensor` of shape `(batch,)`, *optional*):
-            Normalised MOS targets in [0, 1]; gives an MSE `loss`.
+            Normalised MOS targets in [0, 1]; gives an MSE `loss` (of the default head).
+        heads (`list[str]`, *optional*):
+            The extra heads to score into `head_outputs`; `None`: all of them. The default head
+            is always scored (`scores`). One image-tower pass feeds every head.
         """
         if pixel_values.dim() == 5:
             batch, views = pixel_values.shape[:2]
@@ -298,36 +523,37 @@ class UniQAModel(UniQAPreTrainedModel):
                 f"`pixel_values` must be (batch, 3, H, W) or (batch, views, 3, H, W), got shape {tuple(pixel_values.shape)}."
             )
         pixel_values = pixel_values.to(self.clip.visual_projection.weight.dtype)
+        selected = list(self.heads) if heads is None else [name for name in heads if name != DEFAULT_HEAD]
+        for name in selected:
+            self.config.head_config(name)  # unknown names raise before the image tower runs
 
         raw_embeds = self.clip.get_image_features(pixel_values=pixel_values, **kwargs).pooler_output  # (n, dim)
-        image_embeds = self.adapt_image_embeds(raw_embeds)  # (n, dim), fp32
-        level_probs = self.score_levels(image_embeds, self.prompt_features())  # (n, groups, 5)
-        group_scores = level_probs @ self.level_scores.float()  # (n, groups)
-
-        n_views = views or 1
-        level_probs = level_probs.view(batch, n_views, *level_probs.shape[1:]).mean(1)  # (batch, groups, 5)
-        group_scores = group_scores.view(batch, n_views, -1).mean(1)  # (batch, groups)
-        scores = group_scores.mean(-1)  # (batch,)
         if views is not None:
-            image_embeds = image_embeds.view(batch, views, -1)
-
+            raw_embeds = raw_embeds.view(batch, views, -1)
+        default = self.score_embeddings(raw_embeds, None)
+        scores = default.scores
         loss = None
         if labels is not None:
             loss = F.mse_loss(scores, labels.to(scores.device, scores.dtype).view(-1))
-
         output = UniQAOutput(
-            loss=loss, scores=scores, group_scores=group_scores, level_probs=level_probs, image_embeds=image_embeds
+            loss=loss,
+            scores=scores,
+            group_scores=default.group_scores,
+            level_probs=default.level_probs,
+            image_embeds=default.image_embeds,
+            head_outputs={name: self.score_embeddings(raw_embeds, name) for name in selected} or None,
         )
         return output if return_dict is not False else output.to_tuple()
 
-    def score_to_mos(self, scores):
-        """Map normalised scores (1 = best) to the training data's MOS scale; `None` if unknown.
+    def score_to_mos(self, scores, head: str | None = None):
+        """Map a head's normalised scores (1 = best) to its training data's MOS scale; `None` if unknown.
 
         Uses `configuration_uniqa.score_to_mos` (floats, arrays or tensors; tensors stay tensors).
         """
-        if self.config.mos_range is None:
+        settings = self.config.head_config(head)
+        if settings.mos_range is None:
             return None
-        return score_to_mos(scores, self.config.mos_range, self.config.mos_higher_is_better)
+        return score_to_mos(scores, settings.mos_range, settings.mos_higher_is_better)
 
     # ----------------------------------------------------------------------------------------
     # Training
@@ -343,7 +569,9 @@ class UniQAModel(UniQAPreTrainedModel):
             text_tower: CLIP's text tower and text projection; `None` follows `backbone`. While
                 it trains, prompt embeddings are recomputed with gradients on every forward.
 
-        `clip.logit_scale` stays frozen whatever is asked (tau is fixed; see the class doc).
+        `clip.logit_scale` stays frozen whatever is asked (tau is fixed; see the class doc), and
+        so do the extra named heads: they are scored in every forward but never in the loss
+        (train a head as a single-head model, then add it with `uniqa heads add`).
         """
         text_tower = backbone if text_tower is None else text_tower
         clip = self.clip
@@ -358,13 +586,15 @@ class UniQAModel(UniQAPreTrainedModel):
             self.adapter.requires_grad_(adapter)
         self.level_scores.requires_grad_(adapter)
         clip.logit_scale.requires_grad_(False)
+        self.heads.requires_grad_(False)
         return self
 
     def requires_grad_(self, requires_grad: bool = True) -> "UniQAModel":
-        """`nn.Module.requires_grad_`, except that `clip.logit_scale` stays frozen (it never gets a
-        gradient, and DDP stops on a trainable parameter without one)."""
+        """`nn.Module.requires_grad_`, except that `clip.logit_scale` and the extra heads stay frozen
+        (they never get a gradient, and DDP stops on a trainable parameter without one)."""
         super().requires_grad_(requires_grad)
         self.clip.logit_scale.requires_grad_(False)
+        self.heads.requires_grad_(False)
         return self
 
     # ----------------------------------------------------------------------------------------
@@ -397,6 +627,7 @@ class UniQAModel(UniQAPreTrainedModel):
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
         model.clip.logit_scale.requires_grad_(False)
+        model.heads.requires_grad_(False)
         return loaded
 
     def default_image_processor(self):
@@ -416,8 +647,10 @@ class UniQAModel(UniQAPreTrainedModel):
 
         The remote-code files are always (re)written, so re-saving into an existing folder never
         leaves code from an older version beside new weights."""
-        if torch.isnan(self.prompt_embeds).any() and self.prompt_input_ids is not None:
-            self.refresh_prompt_embeds()
+        for head in self.head_names:
+            module, _ = self._head(head)
+            if torch.isnan(module.prompt_embeds).any() and module.prompt_input_ids is not None:
+                self.refresh_prompt_embeds(head)
         self.config.custom_pipelines = CUSTOM_PIPELINES
         try:
             super().save_pretrained(save_directory, *args, **kwargs)
@@ -435,4 +668,4 @@ class UniQAModel(UniQAPreTrainedModel):
 
 UniQAModel.register_for_auto_class("AutoModel")
 
-__all__ = ["UniQAModel", "UniQAPreTrainedModel", "UniQAOutput", "MultiCueAdapter"]
+__all__ = ["UniQAModel", "UniQAPreTrainedModel", "UniQAOutput", "UniQAHead", "MultiCueAdapter", "build_adapter"]

@@ -7,9 +7,22 @@ Shipped as remote code with every saved model (see `UniQAModel.save_pretrained`)
 import torch
 from transformers import Pipeline
 
-from .configuration_uniqa import LEVEL_NAMES, parse_view_policy, view_count
+from .configuration_uniqa import DEFAULT_HEAD, LEVEL_NAMES, parse_view_policy, view_count
 
 ERROR_MODES = ("raise", "return")
+OUTPUT_FIELDS = ("scores", "group_scores", "level_probs")
+
+
+def _output_key(head: str, field: str) -> str:
+    """Flat key of one head's output in `_forward`'s dict (the pipeline batches flat tensors)."""
+    return field if head == DEFAULT_HEAD else f"heads.{head}.{field}"
+
+
+def _result_key(head: str, key: str) -> str:
+    """Result key: the default head's `score`, `mos`, ...; a head X's `X`, `X_mos`, `X_group_scores`, ..."""
+    if head == DEFAULT_HEAD:
+        return key
+    return head if key == "score" else f"{head}_{key}"
 
 
 class ImageQualityPipeline(Pipeline):
@@ -20,9 +33,12 @@ class ImageQualityPipeline(Pipeline):
     - `score`: normalised quality / aesthetics in [0, 1]-ish units, 1 = best;
     - `mos`: the score on the training data's MOS scale (when the model knows it);
     - `group_scores` (with `return_group_scores=True`): `{group name: score}`;
-    - `level_probs` (with `return_level_probs=True`): `{group name: {level: probability}}`.
+    - `level_probs` (with `return_level_probs=True`): `{group name: {level: probability}}`;
+    - for each extra named head X of the model (`uniqa heads add`): `X` (its score), `X_mos`,
+      and with the options above `X_group_scores`, `X_level_probs`. One image-tower pass feeds
+      every head. `heads=[...]` keeps only the heads named (`"default"` is the `score` head).
 
-    Call options: `view_policy` (`random10`, `center`, `five_crop`, `ten_crop`, `resize`, ...;
+    Call options: `heads` (default: all), `view_policy` (`random10`, `center`, `five_crop`, `ten_crop`, `resize`, ...;
     default: the model's), `view_seed`, `batch_size` (images per forward), and `errors`:
 
     - `errors="raise"` (default, the transformers convention): an image that cannot be read or
@@ -50,9 +66,24 @@ class ImageQualityPipeline(Pipeline):
             self.image_processor = self.model.default_image_processor()
 
     def _sanitize_parameters(
-        self, view_policy=None, view_seed=None, return_group_scores=None, return_level_probs=None, errors=None, **kwargs
+        self,
+        view_policy=None,
+        view_seed=None,
+        return_group_scores=None,
+        return_level_probs=None,
+        errors=None,
+        heads=None,
+        **kwargs,
     ):
-        preprocess_params, postprocess_params = {}, {}
+        preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if heads is not None:
+            heads = [heads] if isinstance(heads, str) else list(heads)
+            unknown = [name for name in heads if name not in self.model.head_names]
+            if unknown or not heads:
+                raise ValueError(
+                    f"`heads` must name some of this model's heads ({', '.join(self.model.head_names)}), got {heads!r}."
+                )
+            forward_params["heads"] = postprocess_params["heads"] = heads
         if errors is not None:
             if errors not in ERROR_MODES:
                 raise ValueError(f"`errors` must be one of {ERROR_MODES}, got {errors!r}.")
@@ -66,7 +97,7 @@ class ImageQualityPipeline(Pipeline):
             postprocess_params["return_group_scores"] = return_group_scores
         if return_level_probs is not None:
             postprocess_params["return_level_probs"] = return_level_probs
-        return preprocess_params, {}, postprocess_params
+        return preprocess_params, forward_params, postprocess_params
 
     def preprocess(self, image, view_policy=None, view_seed=None, errors="raise"):
         policy = view_policy or self.model.config.view_policy
@@ -84,43 +115,51 @@ class ImageQualityPipeline(Pipeline):
             error = f"{type(exception).__name__}: {exception}"
         return {"pixel_values": pixel_values, "error": error}
 
-    def _forward(self, model_inputs):
+    def _model_outputs(self, pixel_values, heads):
+        """Flat `{key: tensor}` of every selected head's outputs (the default head is always run)."""
+        outputs = self.model(pixel_values=pixel_values.to(self.model.device), heads=heads)
+        flat = {_output_key(DEFAULT_HEAD, field): outputs[field] for field in OUTPUT_FIELDS}
+        for name, head_output in (outputs.head_outputs or {}).items():
+            flat.update({_output_key(name, field): head_output[field] for field in OUTPUT_FIELDS})
+        return flat
+
+    def _forward(self, model_inputs, heads=None):
         pixel_values = model_inputs["pixel_values"]
         if "error" not in model_inputs:
-            outputs = self.model(pixel_values=pixel_values.to(self.model.device))
-            return {"scores": outputs.scores, "group_scores": outputs.group_scores, "level_probs": outputs.level_probs}
+            return self._model_outputs(pixel_values, heads)
         errors = model_inputs["error"]
         errors = errors if isinstance(errors, list) else [errors]  # a batch gives a list, one item not
         valid = torch.tensor([error is None for error in errors])
-        groups = self.model.config.num_prompt_groups
-        results = {
-            "scores": torch.full((len(errors),), float("nan")),
-            "group_scores": torch.full((len(errors), groups), float("nan")),
-            "level_probs": torch.full((len(errors), groups, len(LEVEL_NAMES)), float("nan")),
-        }
+        results = {}
+        for name in self.model.head_names if heads is None else [DEFAULT_HEAD, *heads]:
+            groups = self.model.config.head_config(name).num_prompt_groups
+            results[_output_key(name, "scores")] = torch.full((len(errors),), float("nan"))
+            results[_output_key(name, "group_scores")] = torch.full((len(errors), groups), float("nan"))
+            results[_output_key(name, "level_probs")] = torch.full((len(errors), groups, len(LEVEL_NAMES)), float("nan"))
         if valid.any():
-            outputs = self.model(pixel_values=pixel_values[valid].to(self.model.device))
-            for key, value in zip(("scores", "group_scores", "level_probs"), (outputs.scores, outputs.group_scores, outputs.level_probs)):
+            for key, value in self._model_outputs(pixel_values[valid], heads).items():
                 results[key][valid] = value.detach().float().cpu()
         return {**results, "error": errors}
 
-    def postprocess(self, model_outputs, return_group_scores=False, return_level_probs=False):
+    def postprocess(self, model_outputs, return_group_scores=False, return_level_probs=False, heads=None):
         error = model_outputs.get("error")
         error = error[0] if isinstance(error, list) else error
         if error is not None:
             return {"error": error}
-        model, names = self.model, self.model.config.prompt_group_names
-        score = model_outputs["scores"].reshape(-1)[0].float()
-        result = {"score": score.item()}
-        mos = model.score_to_mos(score)
-        if mos is not None:
-            result["mos"] = float(mos)
-        if return_group_scores:
-            group_scores = model_outputs["group_scores"].reshape(-1).tolist()
-            result["group_scores"] = dict(zip(names, group_scores))
-        if return_level_probs:
-            level_probs = model_outputs["level_probs"].reshape(len(names), len(LEVEL_NAMES)).tolist()
-            result["level_probs"] = {name: dict(zip(LEVEL_NAMES, probs)) for name, probs in zip(names, level_probs)}
+        model, result = self.model, {}
+        for head in model.head_names if heads is None else [name for name in model.head_names if name in heads]:
+            names = model.config.head_config(head).prompt_group_names
+            score = model_outputs[_output_key(head, "scores")].reshape(-1)[0].float()
+            result[_result_key(head, "score")] = score.item()
+            mos = model.score_to_mos(score, head)
+            if mos is not None:
+                result[_result_key(head, "mos")] = float(mos)
+            if return_group_scores:
+                group_scores = model_outputs[_output_key(head, "group_scores")].reshape(-1).tolist()
+                result[_result_key(head, "group_scores")] = dict(zip(names, group_scores))
+            if return_level_probs:
+                level_probs = model_outputs[_output_key(head, "level_probs")].reshape(len(names), len(LEVEL_NAMES)).tolist()
+                result[_result_key(head, "level_probs")] = {name: dict(zip(LEVEL_NAMES, probs)) for name, probs in zip(names, level_probs)}
         return result
 
 

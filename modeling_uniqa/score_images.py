@@ -18,6 +18,9 @@ How it runs:
   views (uint8) while the main process normalises them and runs the forward of the batch before.
   `--batch-size` counts views, so memory does not grow with the view policy, nor with an image's
   shape (views are cut without upscaling whole thin images; see `UniQAImageProcessor.views`).
+- Heads: a model with named heads (`uniqa heads`) gives every head's columns from one image-tower
+  pass: the default head's `score`, `mos`, `group_<g>`, and a head X's `X`, `X_mos`,
+  `X_group_<g>`; `--heads default,X` keeps some.
 - Output: one row per image (`path`, the chosen scores, `error`) in CSV or JSONL, streamed
   through `sharded_output.ShardedOutput`: rows go to `<output>.part<rank>`, flushed after every
   batch, so a crash loses at most the batch in flight; at the end the output is rewritten once,
@@ -57,7 +60,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .configuration_uniqa import parse_view_policy, view_count
+from .configuration_uniqa import DEFAULT_HEAD, parse_view_policy, view_count
 from .model_folder import ModelFolderError, load_image_processor, load_model_folder, model_fingerprint
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
@@ -92,6 +95,13 @@ def _output_kinds(value: str) -> list:
     if not kinds or unknown:
         raise argparse.ArgumentTypeError(f"choose from {', '.join(OUTPUT_KINDS)} (comma-separated), got {value!r}")
     return kinds
+
+
+def _head_list(value: str) -> list:
+    heads = [name.strip() for name in value.split(",") if name.strip()]
+    if not heads:
+        raise argparse.ArgumentTypeError("give at least one head name")
+    return list(dict.fromkeys(heads))
 
 
 def _at_least(minimum: int):
@@ -135,6 +145,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Comma-separated columns to write: score (normalised, 1 = best), mos (the training data's MOS "
         "scale; needs a model that knows it), groups (one score per prompt group). "
         "Default: score, plus mos when the model knows its MOS range.",
+    )
+    parser.add_argument(
+        "--heads", type=_head_list, default=None,
+        help="Comma-separated named heads to score (`uniqa heads list MODEL`; `default` is the score/mos head). "
+        "Default: every head. A head X writes columns X, X_mos, X_group_<g>.",
     )
     parser.add_argument(
         "--resume", action="store_true",
@@ -335,14 +350,42 @@ def load_scorer(model_dir: str, dtype: torch.dtype, device: torch.device, prompt
     return model.to(device).eval(), load_image_processor(model_dir, model)
 
 
-def output_columns(model: UniQAModel, kinds: list | None) -> list:
-    if kinds is None:
-        kinds = ["score"] + (["mos"] if model.config.mos_range is not None else [])
-    if "mos" in kinds and model.config.mos_range is None:
-        raise UsageError("--outputs mos: this model does not know the MOS range of its training data (zero-shot?).")
-    columns = ["path"] + [kind for kind in ("score", "mos") if kind in kinds]
-    if "groups" in kinds:
-        columns += [f"group_{name}" for name in model.config.prompt_group_names]
+def _column(head: str, kind: str) -> str:
+    """Column of one head's output: `score`, `mos`, `group_<g>` for the default head; `X`,
+    `X_mos`, `X_group_<g>` for a head X (the pipeline's keys)."""
+    if head == DEFAULT_HEAD:
+        return kind
+    return head if kind == "score" else f"{head}_{kind}"
+
+
+def select_heads(model: UniQAModel, heads: list | None) -> list:
+    """The heads to score, in the model's order; `UsageError` naming unknown ones."""
+    if heads is None:
+        return list(model.head_names)
+    unknown = [name for name in heads if name not in model.head_names]
+    if unknown:
+        raise UsageError(f"--heads: this model has no head {', '.join(map(repr, unknown))}; its heads: {', '.join(model.head_names)}.")
+    return [name for name in model.head_names if name in heads]
+
+
+def output_columns(model: UniQAModel, kinds: list | None, heads: list | None = None) -> list:
+    """`path`, each selected head's columns (see `_column`), `error`. Default kinds: score, plus
+    mos for each head that knows its MOS range; an explicit `mos` needs every selected head to."""
+    heads = select_heads(model, heads)
+    if kinds is not None and "mos" in kinds:
+        unknown = [head for head in heads if model.config.head_config(head).mos_range is None]
+        if unknown:
+            raise UsageError(
+                f"--outputs mos: head(s) {', '.join(unknown)} do not know the MOS range of their training data "
+                "(zero-shot?); leave mos out or select other heads with --heads."
+            )
+    columns = ["path"]
+    for head in heads:
+        settings = model.config.head_config(head)
+        head_kinds = kinds if kinds is not None else ["score"] + (["mos"] if settings.mos_range is not None else [])
+        columns += [_column(head, kind) for kind in ("score", "mos") if kind in head_kinds]
+        if "groups" in head_kinds:
+            columns += [_column(head, f"group_{name}") for name in settings.prompt_group_names]
     return columns + ["error"]
 
 
@@ -385,17 +428,23 @@ def _parse_csv_row(row: dict) -> dict:
     return row | numbers | {"error": row["error"] or None}
 
 
-def score_batch(model: UniQAModel, normalize: Normalizer, batch: Batch, paths: list, columns: list) -> list:
-    """The result rows of a batch, scored and failed images alike, in dataset order."""
+def score_batch(model: UniQAModel, normalize: Normalizer, batch: Batch, paths: list, columns: list, heads: list | None = None) -> list:
+    """The result rows of a batch, scored and failed images alike, in dataset order. `heads`:
+    those to score (default: all); one image-tower pass feeds them all."""
     rows = {index: dict.fromkeys(columns) | {"path": paths[index], "error": error} for index, error in batch.errors}
     if batch.views is not None:
-        outputs = model(pixel_values=normalize(batch.views))
-        scores = outputs.scores.float()
-        table = {"score": scores}
-        if model.config.mos_range is not None:
-            table["mos"] = model.score_to_mos(scores)
-        for group, name in enumerate(model.config.prompt_group_names):
-            table[f"group_{name}"] = outputs.group_scores[:, group].float()
+        heads = select_heads(model, heads)
+        outputs = model(pixel_values=normalize(batch.views), heads=[head for head in heads if head != DEFAULT_HEAD])
+        table = {}
+        for head in heads:
+            head_output = outputs if head == DEFAULT_HEAD else outputs.head_outputs[head]
+            settings = model.config.head_config(head)
+            scores = head_output.scores.float()
+            table[_column(head, "score")] = scores
+            if settings.mos_range is not None:
+                table[_column(head, "mos")] = model.score_to_mos(scores, head)
+            for group, name in enumerate(settings.prompt_group_names):
+                table[_column(head, f"group_{name}")] = head_output.group_scores[:, group].float()
         values = {column: table[column].tolist() for column in columns[1:-1]}
         for position, index in enumerate(batch.indices):
             rows[index] = {"path": paths[index]} | {column: values[column][position] for column in values} | {"error": None}
@@ -406,7 +455,7 @@ def score_batch(model: UniQAModel, normalize: Normalizer, batch: Batch, paths: l
 # The run
 # --------------------------------------------------------------------------------------------
 def score_shard(model, processor, paths: list, columns: list, writer, device, view_policy: str, view_seed: int,
-                batch_size: int, workers: int, show_progress: bool) -> int:
+                batch_size: int, workers: int, show_progress: bool, heads: list | None = None) -> int:
     """Score `paths`, streaming each batch's rows to `writer`. Returns how many files held
     several frames (scored on their first)."""
     loader = DataLoader(
@@ -419,7 +468,7 @@ def score_shard(model, processor, paths: list, columns: list, writer, device, vi
     normalize, failed, multi_frame = Normalizer(processor, device), 0, 0
     with torch.inference_mode(), logging_redirect_tqdm(), tqdm(total=len(paths), unit="img", disable=not show_progress, desc="Scoring") as bar:
         for batch in loader:
-            writer.write(score_batch(model, normalize, batch, paths, columns))
+            writer.write(score_batch(model, normalize, batch, paths, columns, heads))
             for _, message in batch.errors:
                 logger.warning("Not scored: %s", message)
             for index, frames in batch.multi_frame:
@@ -454,7 +503,8 @@ def run(args) -> int:
         model, processor = load_scorer(args.model, DTYPES[args.dtype], state.device, args.prompts, args.tokenizer)
         view_policy = args.view_policy or model.config.view_policy
         view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
-        columns = output_columns(model, args.outputs)
+        heads = select_heads(model, args.heads)
+        columns = output_columns(model, args.outputs, heads)
         output = ShardedOutput(
             args.output, columns, ["path"],
             scoring_fingerprint(args.model, model, processor, args.dtype, view_policy, view_seed, columns),
@@ -482,7 +532,7 @@ def run(args) -> int:
     with output.part_writer(state.process_index) as writer:
         multi_frame = score_shard(
             model, processor, todo[state.process_index :: state.num_processes], columns, writer, state.device,
-            view_policy, view_seed, args.batch_size, args.workers, show_progress=state.is_main_process,
+            view_policy, view_seed, args.batch_size, args.workers, show_progress=state.is_main_process, heads=heads,
         )
     multi_frame = _total(state, multi_frame)
     state.wait_for_everyone()

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 class EmbeddingHead(nn.Module):
     """UniQA's scoring from raw CLIP image embeddings: adapter, prompt similarities, level
-    scores (eq. 6-8), the same maths as `UniQAModel.forward` after the image tower.
+    scores (eq. 6-8): `UniQAModel.score_embeddings` of the default head.
 
     Wraps `model` so that DDP sees the adapter and level scores as this module's parameters.
     `forward(raw_embeds (n, dim) or (n, views, dim)) -> scores (n,)`, averaged over views.
@@ -43,15 +43,7 @@ class EmbeddingHead(nn.Module):
         self.model = model
 
     def forward(self, raw_embeds: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        shape = raw_embeds.shape[:-1]
-        image_embeds = model.adapt_image_embeds(raw_embeds.reshape(-1, raw_embeds.shape[-1]))
-        level_probs = model.score_levels(image_embeds, model.prompt_features())  # (n * views, groups, 5)
-        group_scores = level_probs @ model.level_scores.float()  # (n * views, groups)
-        group_scores = group_scores.view(*shape, -1)
-        if group_scores.dim() == 3:
-            group_scores = group_scores.mean(1)
-        return group_scores.mean(-1)
+        return self.model.score_embeddings(raw_embeds).scores
 
 
 def image_encoder(model):
