@@ -124,10 +124,15 @@ def test_command_line_with_few_label_and_prompts(workspace, tmp_path):
         "--model", workspace["model"], "--dataset", "folder_csv", "--data_dir", workspace["data"], "--output_dir", output,
         "--few_label", "10", "--repeat", "1", "--num_train_epochs", "2", "--prompts", "sharpness,noise",
         "--cache_dir", workspace["cache"], "--dataset_option", "split_scheme=random", "--dataset_option", "mos_range=[1,10]",
+        "--seed", "7",
     ])
     assert train_adapter.config_from_args(args, "clive").num_train_epochs == 2
     results = train_adapter.main(args)
     assert results["num_train"] == 10 and results["config"]["prompts"] == "sharpness,noise"
+    # The training seed never moves the split: the test images are those of the default split (seed 123).
+    with open(os.path.join(output, "test_predictions.csv")) as handle:
+        tested = sorted(line.split(",")[0] for line in handle.readlines()[1:])
+    assert tested == sorted(_splits(workspace).test["image_name"])
     assert UniQAModel.from_pretrained(output).config.prompt_group_names == ["sharpness", "noise"]
 
 

@@ -24,6 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="kadid10k", help="A data_builders rating dataset (default: kadid10k).")
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--split_index", type=int, default=0, help="Which reference-disjoint 80/20 split (as in training).")
+    parser.add_argument("--split_seed", type=int, default=123, help="Seed of the random splits (as in training).")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--show", type=int, default=5, help="Rows of the ranked table shown at each end.")
     parser.add_argument("--output", help="Also write the ranking and the metrics as JSON here.")
@@ -33,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> dict:
     from transformers import pipeline
 
-    test = data_builders.load(args.dataset, args.data_dir, split_index=args.split_index)["test"]
+    test = data_builders.load(args.dataset, args.data_dir, split_index=args.split_index, seed=args.split_seed)["test"]
     paths, mos = list(test["image_path"]), list(test["mos"])
     scorer = pipeline("image-quality", model=args.model)
     results = scorer(paths, batch_size=args.batch_size)

@@ -141,7 +141,7 @@ def evaluate_model(args, data, metadata: dict, use_adapter: bool | None = None, 
 
 def protocol_single(args) -> dict:
     options = dict(args.dataset_option)
-    dataset = data_builders.load(args.dataset, args.data_dir, cache_dir=args.cache_dir, split_index=args.split_index, seed=args.seed, **options)
+    dataset = data_builders.load(args.dataset, args.data_dir, cache_dir=args.cache_dir, split_index=args.split_index, seed=args.split_seed, **options)
     if args.split not in dataset:
         raise ValueError(f"--split {args.split}: {args.dataset} has the splits {list(dataset)}.")
     result = evaluate_model(args, dataset[args.split], data_builders.get_metadata(dataset), prompts=args.prompts)
@@ -172,7 +172,7 @@ def run_training(args, run_name: str, split_index: int, few_label: int | None = 
         with open(results_file, encoding="utf-8") as handle, open(predictions_file, encoding="utf-8") as plot:
             return json.load(handle) | json.load(plot)
     options = {"split_scheme": "random", **dict(args.dataset_option)}  # the paper's random splits, even where an official one exists
-    splits = load_splits(args.dataset, args.data_dir, split_index, few_label, repetition, args.seed, args.cache_dir, options)
+    splits = load_splits(args.dataset, args.data_dir, split_index, few_label, repetition, args.split_seed, args.cache_dir, options)
     data_builders.write_split({"train": splits.train["image_name"], "test": splits.test["image_name"]}, os.path.join(run_dir, "split.json"),
                               metadata={"split_index": split_index, "few_label": few_label, "repetition": repetition})
     config = config_from_args(args, args.dataset)

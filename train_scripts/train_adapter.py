@@ -550,7 +550,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone_learning_rate", type=float, default=None, help="full: 2e-6 (paper); lora: 1e-4.")
     parser.add_argument("--lora_rank", type=int, default=8)
     parser.add_argument("--lora_alpha", type=float, default=None, help="Default: 2 x rank.")
-    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--seed", type=int, default=123, help="Seed of training: initialisation, crops, batch order.")
+    parser.add_argument(
+        "--split_seed", type=int, default=123,
+        help="Seed of the random 80/20 splits and few-label draws (123 as in the release). Independent of --seed, "
+        "so changing the training seed never moves test images into training.",
+    )
     parser.add_argument("--feature_bank", action=argparse.BooleanOptionalAction, default=None,
                         help="Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).")
     parser.add_argument("--bank_crops", type=int, default=5, help="Random crops per image in the bank (each also flipped).")
@@ -614,7 +619,7 @@ def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     config = config_from_args(args, args.dataset)
-    splits = load_splits(args.dataset, args.data_dir, args.split_index, args.few_label, args.repeat, args.seed, args.cache_dir, dict(args.dataset_option))
+    splits = load_splits(args.dataset, args.data_dir, args.split_index, args.few_label, args.repeat, args.split_seed, args.cache_dir, dict(args.dataset_option))
     results = finetune(args.model, splits, args.output_dir, config)
     logger.info("Test SRCC %.4f, PLCC %.4f (%s). Model written to %s.", results["srcc"], results["plcc"], results["selection"], args.output_dir)
     return results
