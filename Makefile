@@ -17,7 +17,7 @@ DATA = $(OUT)/data
 KADID = $(DATA)/kadid
 AVA = $(DATA)/ava
 # The demo's small CLIP (64x64 images) learns from scratch, hence a larger lr than the paper's 5e-6.
-PRETRAIN = --init $(OUT)/clip-init --per_device_train_batch_size 32 --learning_rate 2e-4 --weight_decay 0.2 \
+PRETRAIN = --init $(OUT)/clip-init --per_device_train_batch_size 32 --learning_rate 5e-4 --weight_decay 0.2 --image_transform random_resized_crop \
 	--lr_scheduler cosine --warmup_steps 10 --checkpointing_steps 1000 --report_to none --dataloader_num_workers 2 --seed $(SEED)
 stage = @printf '\n== demo %s  %s  (%s)\n' "$(1)" "$(2)" "$$(date +%T)"
 
@@ -42,7 +42,7 @@ demo:
 	$(call stage,[6/9],unified pre-training on quality + aesthetic + purified captions (AVA test images excluded))
 	$(LAUNCH) train_scripts/train_pretrain.py $(PRETRAIN) --corpus caption_jsonl=$(OUT)/captions/quality.jsonl \
 		--corpus caption_jsonl=$(OUT)/captions/aesthetics.jsonl --corpus caption_jsonl=$(OUT)/captions/ava-purified.jsonl \
-		--exclude ava=$(AVA) --num_train_epochs 12 --output_dir $(OUT)/uniqa-pretrained
+		--exclude ava=$(AVA) --num_train_epochs 20 --output_dir $(OUT)/uniqa-pretrained
 	$(call stage,[7/9],zero-shot evaluation on the held-out references)
 	$(PYTHON) train_scripts/evaluate.py --model $(OUT)/uniqa-pretrained --dataset kadid10k --data_dir $(KADID) \
 		--protocol zero_shot --output_dir $(OUT)/eval-zero-shot --device cpu

@@ -18,18 +18,13 @@ import time
 
 import numpy as np
 import torch
+from bench_model import VIT_B16  # benchmarks/ is on sys.path when run as a script
 from PIL import Image
 from transformers import CLIPConfig
 
 from modeling_uniqa import UniQAConfig, UniQAModel
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 from train_scripts.train_adapter import FinetuneConfig, RatingSplits, finetune
-
-VIT_B16 = {
-    "vision_config": {"image_size": 224, "patch_size": 16, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12, "hidden_act": "quick_gelu"},
-    "text_config": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8, "hidden_act": "quick_gelu", "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407},
-    "projection_dim": 512,
-}
 
 
 def parse_args():

@@ -14,16 +14,11 @@ import tempfile
 import time
 
 import torch
+from bench_model import VIT_B16  # benchmarks/ is on sys.path when run as a script
 
 from modeling_uniqa import UniQAConfig, UniQAModel
 from modeling_uniqa.adapter_io import backbone_digest, load_adapter, save_adapter
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-
-VIT_B16 = {
-    "vision_config": {"image_size": 224, "patch_size": 16, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12, "hidden_act": "quick_gelu"},
-    "text_config": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8, "hidden_act": "quick_gelu", "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407},
-    "projection_dim": 512,
-}
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -34,21 +34,9 @@ PEFT_CONFIG_NAME = "adapter_config.json"  # written by peft's `save_pretrained`
 ADAPTER_FORMAT_VERSION = 1
 
 # UniQAConfig fields an adapter carries: its shape, its prompts and what its score means.
-ADAPTER_CONFIG_FIELDS = (
-    "adapter_reduction",
-    "adapter_bias",
-    "adapter_final_relu",
-    "adapter_residual_ratio",
-    "temperature",
-    "prompt_groups",
-    "prompt_group_names",
-    "prompt_input_ids",
+ADAPTER_CONFIG_FIELDS = tuple(field for field in HEAD_FIELDS if field not in ("use_adapter", "initial_level_scores")) + (
     "view_policy",
     "view_seed",
-    "task",
-    "mos_range",
-    "mos_higher_is_better",
-    "training_dataset",
 )
 
 

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -45,15 +43,11 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # `python train_scripts/generate_captions.py` from a checkout
-    sys.path.insert(0, REPO_ROOT)
-
-import data_builders  # noqa: E402
-from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError  # noqa: E402
-from modeling_uniqa.processing_uniqa import UniQAImageError, load_image  # noqa: E402
-from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable  # noqa: E402
-from train_scripts.common.captioning import (  # noqa: E402
+import data_builders
+from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError
+from modeling_uniqa.processing_uniqa import UniQAImageError, load_image
+from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable
+from train_scripts.common.captioning import (
     DEFAULT_CAPTIONS_PER_IMAGE,
     PROMPT_TEMPLATES,
     TASKS,
@@ -62,6 +56,7 @@ from train_scripts.common.captioning import (  # noqa: E402
     format_prompt,
     load_prompt_templates,
 )
+from train_scripts.common.script import run_script
 
 logger = logging.getLogger(__name__)
 
@@ -337,10 +332,4 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    try:
-        code = main(arguments)
-    except USER_ERRORS as error:
-        logging.getLogger(__name__).error("%s", error)
-        code = 2
-    sys.exit(code)
+    run_script(main, parse_args, USER_ERRORS)

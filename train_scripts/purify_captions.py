@@ -34,7 +34,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from collections import Counter
 
@@ -45,19 +44,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # `python train_scripts/purify_captions.py` from a checkout
-    sys.path.insert(0, REPO_ROOT)
-
-import data_builders  # noqa: E402
-from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError  # noqa: E402
-from modeling_uniqa import UniQAModel  # noqa: E402 - also registers the uniqa model type
-from modeling_uniqa.processing_uniqa import UniQAImageProcessor  # noqa: E402
-from modeling_uniqa.score_images import ImageViews, Normalizer, collate_views  # noqa: E402
-from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable, write_atomic  # noqa: E402
-from train_scripts.common.air import INFORMATIVENESS_MEASURES, informativeness, select_top_k  # noqa: E402
-from train_scripts.common.dtypes import resolve_dtype  # noqa: E402
-from train_scripts.common.text_embedding import embed_texts  # noqa: E402
+import data_builders
+from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError
+from modeling_uniqa import UniQAModel  # also registers the uniqa model type
+from modeling_uniqa.processing_uniqa import UniQAImageProcessor
+from modeling_uniqa.score_images import ImageViews, Normalizer, collate_views
+from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable, write_atomic
+from train_scripts.common.air import INFORMATIVENESS_MEASURES, informativeness, select_top_k
+from train_scripts.common.dtypes import resolve_dtype
+from train_scripts.common.script import run_script
+from train_scripts.common.text_embedding import embed_texts
 
 logger = logging.getLogger(__name__)
 
@@ -319,10 +315,4 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    try:
-        code = main(arguments)
-    except USER_ERRORS as error:
-        logging.getLogger(__name__).error("%s", error)
-        code = 2
-    sys.exit(code)
+    run_script(main, parse_args, USER_ERRORS)
