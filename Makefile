@@ -48,7 +48,7 @@ demo:
 		--protocol zero_shot --output_dir $(OUT)/eval-zero-shot --device cpu
 	$(call stage,[8/9],adapter fine-tuning on the training references (feature bank), then evaluation)
 	$(LAUNCH) train_scripts/train_adapter.py --model $(OUT)/uniqa-pretrained --dataset kadid10k --data_dir $(KADID) \
-		--num_train_epochs 40 --learning_rate 1e-3 --output_dir $(OUT)/model --seed $(SEED)
+		--num_train_epochs 60 --learning_rate 3e-3 --output_dir $(OUT)/model --seed $(SEED)
 	$(PYTHON) train_scripts/evaluate.py --model $(OUT)/model --dataset kadid10k --data_dir $(KADID) \
 		--protocol single --output_dir $(OUT)/eval --device cpu
 	$(call stage,[9/9],score the held-out images with pipeline("image-quality"))
