@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .configuration_uniqa import DEFAULT_HEAD, parse_view_policy, view_count
+from .fingerprints import state_digest
 from .model_folder import ModelFolderError, load_image_processor, load_model_folder, model_fingerprint
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
@@ -173,6 +174,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the GPU of this process if there is one, else the CPU.")
     parser.add_argument("--prompts", default=None, help="Replace the model's prompt groups, e.g. sharpness,noise or natural (zero-shot ranking). Needs a tokenizer.")
     parser.add_argument("--tokenizer", default=None, help="Tokenizer folder for --prompts (default: the model folder).")
+    parser.add_argument(
+        "--adapter", default=None,
+        help="An adapter folder (`save_adapter`, about 1 MB) to put on --model before scoring; refused when it was "
+        "trained on another backbone.",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,10 +338,20 @@ class Normalizer:
 # --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
-def load_scorer(model_dir: str, dtype: torch.dtype, device: torch.device, prompts: str | None = None, tokenizer_dir: str | None = None):
-    """The model (checked, eval mode, on `device`, `prompts` applied) and its image processor.
-    Raises `ModelFolderError` or `UsageError` with one line naming the problem."""
+def load_scorer(
+    model_dir: str, dtype: torch.dtype, device: torch.device, prompts: str | None = None, tokenizer_dir: str | None = None,
+    adapter: str | None = None,
+):
+    """The model (checked, eval mode, on `device`, `adapter` and `prompts` applied) and its image
+    processor. Raises `ModelFolderError` or `UsageError` with one line naming the problem."""
     model = load_model_folder(model_dir, dtype=dtype)
+    if adapter:
+        from .adapter_io import load_adapter
+
+        try:
+            model = load_adapter(model, adapter)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--adapter {adapter}: {error}") from error
     if prompts:
         from .clip_tokenizer import resolve_prompt_tokenizer
 
@@ -409,6 +425,8 @@ def scoring_fingerprint(model_dir: str, model: UniQAModel, processor: UniQAImage
     config = _without(model.config.to_dict(), {"prompt_groups", "prompt_group_names", "prompt_input_ids"} | CONFIG_VOLATILE_KEYS)
     return {
         "model_weights_sha256": model_fingerprint(model_dir),
+        # The default head's weights as scored (an --adapter replaces those of the folder).
+        "head_sha256": state_digest({"level_scores": model.level_scores, **(model.adapter.state_dict() if model.adapter is not None else {})}),
         "model_config_sha256": _sha256_of_json(config),
         "dtype": dtype,
         "prompt_groups": model.config.prompt_group_names,
@@ -500,7 +518,7 @@ def run(args) -> int:
     try:  # every check runs in every process alike, before any image is read: all stop here together
         inputs = expand_inputs(args.inputs)
         check_writable(args.output)
-        model, processor = load_scorer(args.model, DTYPES[args.dtype], state.device, args.prompts, args.tokenizer)
+        model, processor = load_scorer(args.model, DTYPES[args.dtype], state.device, args.prompts, args.tokenizer, args.adapter)
         view_policy = args.view_policy or model.config.view_policy
         view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
         heads = select_heads(model, args.heads)

@@ -144,3 +144,40 @@ def test_lora_in_the_same_directory_is_checked_and_merged(trained, base_dir, tmp
     loaded = load_adapter(base_dir, adapter_dir)
     assert isinstance(loaded, UniQAModel) and not any("lora_" in key for key in loaded.state_dict())
     torch.testing.assert_close(scores(loaded), expected)
+
+
+def test_uniqa_score_with_an_adapter_on_a_base(trained, base_dir, tiny_model_factory, tmp_path):
+    """`uniqa score --model BASE --adapter DIR` scores as the fine-tuned model does; an adapter of
+    another backbone is refused before any image is read (exit 2)."""
+    import csv
+
+    from PIL import Image
+
+    from modeling_uniqa.cli import main
+    from tests.helpers import random_rgb
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(3):
+        Image.fromarray(random_rgb(40, 48, seed=index)).save(folder / f"p{index}.png")
+    adapter_dir = save_adapter(trained, tmp_path / "adapter")
+    trained.save_pretrained(tmp_path / "fine-tuned")
+    options = ["--outputs", "score,mos", "--workers", "0", "--view-policy", "center"]
+
+    def scored(*argv):
+        output = tmp_path / f"{len(os.listdir(tmp_path))}.csv"
+        assert main(["score", str(folder), "--output", str(output), *options, *argv]) == 0
+        with open(output, newline="") as handle:
+            return [(row["path"], float(row["score"]), float(row["mos"])) for row in csv.DictReader(handle)]
+
+    with_adapter = scored("--model", base_dir, "--adapter", str(adapter_dir))
+    reference = scored("--model", str(tmp_path / "fine-tuned"))
+    assert [row[0] for row in with_adapter] == [row[0] for row in reference]
+    for (_, score, mos), (_, expected_score, expected_mos) in zip(with_adapter, reference):
+        assert score == pytest.approx(expected_score, abs=1e-6) and mos == pytest.approx(expected_mos, abs=1e-5)
+
+    other = tiny_model_factory(seed=5, use_adapter=False)
+    other.save_pretrained(tmp_path / "other-base")
+    refused = tmp_path / "refused.csv"
+    assert main(["score", str(folder), "--output", str(refused), *options, "--model", str(tmp_path / "other-base"), "--adapter", str(adapter_dir)]) == 2
+    assert not refused.exists()
