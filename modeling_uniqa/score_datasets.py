@@ -20,13 +20,15 @@ import logging
 import os
 import time
 
+import torch
+
 from .image_scorer import ImageScorer
 from .score_images import UsageError
 
 logger = logging.getLogger(__name__)
 
 
-def _source(value):
+def image_source(value):
     """A cell of the image column -> what `ImageScorer.decode` takes: encoded bytes, a path, a
     PIL image or an array (`Image(decode=False)` cells are `{"bytes", "path"}` dicts)."""
     if isinstance(value, dict):
@@ -51,13 +53,17 @@ class DatasetScorer:
     def __init__(self, model_dir: str, image_column: str = "image", column_prefix: str = "", **scorer_kwargs):
         self.model_dir, self.image_column, self.column_prefix = model_dir, image_column, column_prefix
         self.scorer_kwargs = scorer_kwargs
-        self._scorer, self._rank = None, None
+        self._scorer, self._rank, self._parent_pid = None, None, os.getpid()
 
     def __getstate__(self):
         return self.__dict__ | {"_scorer": None, "_rank": None}
 
     def scorer(self, rank: int | None = None) -> ImageScorer:
         if self._scorer is None or (rank is not None and rank != self._rank):
+            if rank is not None and os.getpid() != self._parent_pid:
+                # A forked map process: its copy of the parent's CPU thread pool would deadlock the
+                # first forward once the parent has run one; and N processes share the cores anyway.
+                torch.set_num_threads(1)
             self._scorer, self._rank = ImageScorer(self.model_dir, key_column="index", rank=rank, **self.scorer_kwargs), rank
         return self._scorer
 
@@ -72,7 +78,7 @@ class DatasetScorer:
     def __call__(self, batch: dict, indices: list, rank: int | None = None) -> dict:
         scorer = self.scorer(rank)
         names = [f"{self.image_column}[{index}]" for index in indices]
-        sources = [_source(value) for value in batch[self.image_column]]
+        sources = [image_source(value) for value in batch[self.image_column]]
         rows = scorer.score_decoded(indices, [
             scorer.decode(source, name) if source is not None else (None, f"{name}: no image (empty cell).")
             for source, name in zip(sources, names)
@@ -86,7 +92,7 @@ def score_dataset(dataset, model_dir: str, image_column: str = "image", num_proc
     `ImageScorer` for `scorer_kwargs`). `num_proc`: map processes (one per GPU on GPUs).
     `map_batch_size`: images per map call (forwards run `batch_size` views at a time).
     Raises `UsageError` when the image column is missing or an added column exists already."""
-    from datasets import Image
+    from datasets import Image, Value
 
     if image_column not in dataset.column_names:
         raise UsageError(f"image column {image_column!r} is not in the dataset (columns: {', '.join(dataset.column_names)}).")
@@ -94,11 +100,20 @@ def score_dataset(dataset, model_dir: str, image_column: str = "image", num_proc
     taken = sorted(set(function.output_columns()) & set(dataset.column_names))
     if taken:
         raise UsageError(f"the dataset already has column(s) {', '.join(taken)}: pass a column prefix (e.g. 'uniqa_').")
+    if num_proc and num_proc > 1 and torch.cuda.is_available():
+        import multiprocess
+
+        if multiprocess.get_start_method(allow_none=True) != "spawn":
+            # a forked child cannot use the CUDA the parent has set up (the model was loaded here to check it)
+            raise UsageError("num_proc > 1 on GPUs needs spawned map processes: call multiprocess.set_start_method('spawn') first.")
     if isinstance(dataset.features[image_column], Image):
         dataset = dataset.cast_column(image_column, Image(decode=False))  # decoded by us, in the map process: bad files are rows
+    features = dataset.features.copy()  # typed up front: a first batch of all-null errors must not fix the type to null
+    for column in function.output_columns():
+        features[column] = Value("string") if column == function.column_prefix + "error" else Value("float64")
     return dataset.map(
         function, batched=True, batch_size=map_batch_size, with_indices=True, with_rank=True, num_proc=num_proc,
-        desc="UniQA scores",
+        features=features, desc="UniQA scores",
     )
 
 
@@ -125,6 +140,12 @@ def run_dataset(args, state) -> int:
     from .model_folder import ModelFolderError
     from .score_parquet import read_fingerprint, rows_to_table, write_table_atomic
 
+    def _fingerprint_or_none(path):
+        try:
+            return read_fingerprint(path)
+        except Exception:  # not Parquet at all: not ours either
+            return None
+
     try:
         if state.num_processes > 1:
             raise UsageError("--dataset runs its own processes: pass --num-proc N (one per GPU) instead of accelerate launch.")
@@ -132,7 +153,7 @@ def run_dataset(args, state) -> int:
             raise UsageError("--dataset takes no INPUT arguments.")
         if not args.output.endswith(".parquet"):
             raise UsageError(f"--output {args.output}: --dataset writes a .parquet file.")
-        if os.path.exists(args.output) and not args.overwrite and read_fingerprint(args.output) is None:
+        if os.path.exists(args.output) and not args.overwrite and _fingerprint_or_none(args.output) is None:
             raise UsageError(f"{args.output}: exists and was not written by uniqa score; pass --overwrite to replace it.")
         os.makedirs(os.path.dirname(args.output), exist_ok=True)
         dataset = load_split(args.dataset, args.split)
@@ -145,6 +166,10 @@ def run_dataset(args, state) -> int:
             dtype=args.dtype, device=args.device, prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
         )
         scorer = function.scorer()  # checks the model before any image is read
+        if args.num_proc and args.num_proc > 1 and torch.cuda.is_available():
+            import multiprocess
+
+            multiprocess.set_start_method("spawn", force=True)  # one process per GPU; see score_dataset
     except (UsageError, ModelFolderError, OSError) as error:
         logger.error("%s", error)
         return 2

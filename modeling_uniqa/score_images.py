@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -289,7 +289,12 @@ def decode_views(source, processor: UniQAImageProcessor, view_policy: str, view_
     tar-shard and Ray paths, so every path cuts the same views; `name` names the image in errors."""
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
-            source = Image.open(io.BytesIO(source))
+            if not len(source):
+                raise UniQAImageError(f"{name}: empty (0 bytes).")
+            try:
+                source = Image.open(io.BytesIO(source))
+            except UnidentifiedImageError as error:  # its text names the BytesIO object, not the image
+                raise UniQAImageError(f"{name}: not an image format PIL can read ({len(source)} bytes).") from error
             source.filename = name  # errors name the image, not "image #0"
             source.info["n_frames"] = getattr(source, "n_frames", 1)
         frames = source.info.get("n_frames", 1) if isinstance(source, Image.Image) else 1

@@ -22,6 +22,14 @@ import pyarrow.parquet as pq
 from .sharded_output import describe_difference
 
 FINGERPRINT_KEY = b"uniqa.fingerprint"
+FINGERPRINT_COLUMN = "uniqa_fingerprint"  # per row, for writers that drop schema metadata (Ray's write_parquet)
+
+
+def fingerprint_id(fingerprint: dict) -> str:
+    """The sha256 of a fingerprint's canonical JSON: the value of `FINGERPRINT_COLUMN`."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
 
 
 class MixedScoresError(ValueError):
@@ -96,15 +104,21 @@ def read_scores(paths, fingerprint: dict | None = None) -> pa.Table:
     files = score_files(paths)
     if not files:
         raise FileNotFoundError(f"{paths}: no Parquet score file there.")
-    reference, reference_file, tables = fingerprint, "the expected fingerprint", []
+    reference, reference_id, reference_file, tables = fingerprint, None, "the expected fingerprint", []
+    if fingerprint is not None:
+        reference_id = fingerprint_id(fingerprint)
     for path in files:
-        found = read_fingerprint(path)
-        if found is None:
-            raise MixedScoresError(f"{path}: no UniQA fingerprint in its schema: not written by the UniQA scorer, refused.")
-        if reference is None:
-            reference, reference_file = found, path
-        elif found != reference:
-            raise MixedScoresError(f"{path}: made by another scorer than {reference_file} ({describe_difference(reference, found)}); refusing to mix their scores.")
-        tables.append(pq.read_table(path))
+        found, table = read_fingerprint(path), pq.read_table(path)
+        ids = set(table.column(FINGERPRINT_COLUMN).unique().to_pylist()) if FINGERPRINT_COLUMN in table.column_names else set()
+        if found is not None:
+            ids.add(fingerprint_id(found))
+        if not ids:
+            raise MixedScoresError(f"{path}: no UniQA fingerprint (schema or {FINGERPRINT_COLUMN} column): not written by the UniQA scorer, refused.")
+        if reference_id is None:
+            reference, reference_id, reference_file = found, next(iter(ids)), path
+        if ids != {reference_id}:
+            detail = describe_difference(reference, found) if reference is not None and found is not None else f"fingerprints {sorted(ids)}"
+            raise MixedScoresError(f"{path}: made by another scorer than {reference_file} ({detail}); refusing to mix their scores.")
+        tables.append(table)
     table = pa.concat_tables(tables, promote_options="default")  # a column all null in one file takes the others' type
-    return table.replace_schema_metadata({FINGERPRINT_KEY: json.dumps(reference, sort_keys=True).encode()})
+    return table.replace_schema_metadata({FINGERPRINT_KEY: json.dumps(reference, sort_keys=True).encode()} if reference is not None else None)
