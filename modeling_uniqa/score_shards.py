@@ -16,8 +16,10 @@ How it runs:
   killed run leaves whole files only, and a rerun skips the shards whose file exists (made by
   this very scorer: another model, dtype, prompts or view policy is refused, exit code 2).
 - Tars are streamed (`tarfile` mode "r|*", no extraction, no seeking) by the DataLoader's worker
-  processes (`--workers`), each reading whole shards and cutting the views while the main
-  process runs the forward; `--batch-size` counts views, as in `uniqa score`.
+  processes (`--workers`), which cut the views while the main process runs the forward. With at
+  least 4 shards per worker each worker reads whole shards; with fewer, every worker streams
+  every shard and decodes every W-th sample, so no worker idles. `--batch-size` counts views,
+  as in `uniqa score`.
 - A member that cannot be decoded becomes an error row (its key and json columns kept). A tar
   cut short becomes, after the rows read before the cut, one error row for the rest of the
   shard (key: the sample being read, empty if the cut fell in a header).
@@ -34,6 +36,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -164,6 +167,7 @@ class Item:
     """What a decoding worker sends: a decoded sample, or the end of shard `shard` (`end`)."""
 
     shard: int
+    position: int = 0  # of the sample in its shard: rows are written in tar order
     key: str | None = None
     views: object = None
     error: str | None = None
@@ -172,23 +176,41 @@ class Item:
 
 
 class ShardViews(IterableDataset):
-    """The samples of `shards` as `Item`s (views cut, uint8), each shard followed by its end
-    `Item`. DataLoader workers take whole shards (worker w: shards w, w + W, ...)."""
+    """The samples of `shards` as `Item`s (views cut, uint8), each shard followed by an end
+    `Item` from every worker that read it. With `split_samples` false, DataLoader workers take
+    whole shards (worker w: shards w, w + W, ...); with it, every worker streams every shard and
+    decodes every W-th sample, which keeps the workers equally busy when there are few shards
+    (reading a tar costs little next to decoding its JPEGs)."""
 
-    def __init__(self, shards: list, processor, view_policy: str, view_seed: int):
-        self.shards, self.processor = shards, processor
+    def __init__(self, shards: list, processor, view_policy: str, view_seed: int, split_samples: bool):
+        self.shards, self.processor, self.split_samples = shards, processor, split_samples
         self.view_policy, self.view_seed = view_policy, view_seed
 
     def __iter__(self):
         worker = get_worker_info()
-        first, step = (worker.id, worker.num_workers) if worker is not None else (0, 1)
-        for index in range(first, len(self.shards), step):
-            for sample in iter_samples(self.shards[index]):
+        rank, count = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        mine = range(len(self.shards)) if self.split_samples else range(rank, len(self.shards), count)
+        for index in mine:
+            for position, sample in enumerate(iter_samples(self.shards[index])):
+                if self.split_samples and position % count != rank:
+                    continue
                 views, error = None, sample.error
                 if error is None:
                     views, error, _ = decode_views(sample.image, self.processor, self.view_policy, self.view_seed, sample.image_name)
-                yield Item(index, sample.key, views, error, sample.meta)
+                yield Item(index, position, sample.key, views, error, sample.meta)
             yield Item(index, end=True)
+
+
+def collate_items(items: list) -> list:
+    """In the worker: the views of a batch stacked into one tensor, which travels to the main
+    process as one shared-memory block instead of one per sample; each `Item` keeps a view of it."""
+    decoded = [item for item in items if item.views is not None]
+    if decoded:
+        stacked = torch.stack([item.views for item in decoded])
+        for position, item in enumerate(decoded):
+            item.views = position
+        return [items, stacked]
+    return [items, None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,26 +240,30 @@ def score_shards(scorer, shards: list, output_dir: str, keep_columns: list = (),
     `shard_output(output_dir, shard)` for each as soon as its last sample is scored. Returns
     counts: `shards`, `images`, `errors`."""
     columns = [scorer.columns[0], *keep_columns, *scorer.columns[1:]]
+    split_samples = workers > 1 and len(shards) < 4 * workers  # else whole shards keep W workers busy to within a quarter
     loader = DataLoader(
-        ShardViews(shards, scorer.processor, scorer.view_policy, scorer.view_seed),
-        batch_size=scorer.images_per_forward, num_workers=min(workers, len(shards)), collate_fn=list,
+        ShardViews(shards, scorer.processor, scorer.view_policy, scorer.view_seed, split_samples),
+        batch_size=scorer.images_per_forward, num_workers=workers if shards else 0, collate_fn=collate_items,
     )
-    pending, counts = {}, {"shards": 0, "images": 0, "errors": 0}
+    ends_needed = workers if split_samples else 1
+    pending, ends, counts = {}, {}, {"shards": 0, "images": 0, "errors": 0}
     with logging_redirect_tqdm(), tqdm(total=len(shards), unit="shard", disable=not show_progress, desc="Shards") as bar:
-        for items in loader:
+        for items, stacked in loader:
             samples = [item for item in items if not item.end]
-            rows = scorer.score_decoded([item.key for item in samples], [(item.views, item.error) for item in samples])
+            decoded = [(None if item.views is None else stacked[item.views], item.error) for item in samples]
+            rows = scorer.score_decoded([item.key for item in samples], decoded)
             for item, row in zip(samples, rows):
                 meta = item.meta if isinstance(item.meta, dict) else {}
-                pending.setdefault(item.shard, []).append(row | {column: meta.get(column) for column in keep_columns})
+                pending.setdefault(item.shard, []).append((item.position, row | {column: meta.get(column) for column in keep_columns}))
                 if item.error:
                     logger.warning("Not scored: %s", item.error)
                     counts["errors"] += 1
             counts["images"] += len(samples)
             for item in items:
-                if item.end:
-                    shard = shards[item.shard]
-                    table = rows_to_table(pending.pop(item.shard, []), columns, scorer.score_columns, scorer.fingerprint,
+                ends[item.shard] = ends.get(item.shard, 0) + item.end
+                if item.end and ends[item.shard] == ends_needed:  # every worker reading it is done with it
+                    shard, rows = shards[item.shard], [row for _, row in sorted(pending.pop(item.shard, []), key=lambda pair: pair[0])]
+                    table = rows_to_table(rows, columns, scorer.score_columns, scorer.fingerprint,
                                           {"shard": os.path.basename(shard), "keep_columns": list(keep_columns)})
                     write_table_atomic(table, shard_output(output_dir, shard))
                     counts["shards"] += 1

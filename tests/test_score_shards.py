@@ -19,9 +19,12 @@ from tests.helpers import launch_two_processes
 SCORES = ["score", "mos", "group_default", "group_sharpness", "group_noise", "group_quality"]
 
 
-def score_tars(data, output, *options):
+def score_tars(data, output, *options, workers=1):
+    """`uniqa score` on the 3 shards. One worker reads whole shards; two (more than 3/4 of a
+    shard each) both stream every shard and decode every other sample."""
     pattern = os.path.join(os.path.dirname(data.shards[0]), "{00000..00002}.tar")
-    return main(["score", pattern, "--model", data.model, "--output", str(output), "--outputs", "score,mos,groups", "--workers", "1", "--batch-size", "200", *options])
+    return main(["score", pattern, "--model", data.model, "--output", str(output), "--outputs", "score,mos,groups",
+                 "--workers", str(workers), "--batch-size", "200", *options])
 
 
 def test_expand_braces():
@@ -33,7 +36,7 @@ def test_expand_braces():
 
 def test_shards_match_uniqa_score_with_error_rows(curation_data, tmp_path):  # noqa: F811
     output = tmp_path / "scores"
-    assert score_tars(curation_data, output, "--keep-columns", "url,caption") == 0
+    assert score_tars(curation_data, output, "--keep-columns", "url,caption", workers=2) == 0
     files = sorted(glob.glob(str(output / "*.parquet")))
     assert [os.path.basename(path) for path in files] == ["00000.parquet", "00001.parquet", "00002.parquet"]
     tables = [pq.read_table(path).to_pylist() for path in files]
