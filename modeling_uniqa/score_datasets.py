@@ -151,6 +151,8 @@ def run_dataset(args, state) -> int:
             raise UsageError("--dataset runs its own processes: pass --num-proc N (one per GPU) instead of accelerate launch.")
         if args.inputs:
             raise UsageError("--dataset takes no INPUT arguments.")
+        if args.resume:
+            raise UsageError("--resume: --dataset writes its output whole, in one go (datasets caches the map of a dataset on disk).")
         if not args.output.endswith(".parquet"):
             raise UsageError(f"--output {args.output}: --dataset writes a .parquet file.")
         if os.path.exists(args.output) and not args.overwrite and _fingerprint_or_none(args.output) is None:

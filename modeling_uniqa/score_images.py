@@ -304,6 +304,8 @@ def decode_views(source, processor: UniQAImageProcessor, view_policy: str, view_
         views = processor.views(image, view_policy, view_seed, name=name)
     except Exception as error:  # any failure of one file is that file's error row, never the run's end
         message = str(error) if isinstance(error, UniQAImageError) else f"{name}: {type(error).__name__}: {error}"
+        if not message.startswith(name):  # an array's error says "image #0 (ndarray)": name it
+            message = f"{name}: {message}"
         return None, " ".join(message.split()), 0  # one line, for CSV readers and logs
     return torch.from_numpy(views), None, image.info.get("n_frames", 1)
 
