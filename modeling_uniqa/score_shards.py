@@ -152,8 +152,15 @@ def iter_samples(shard: str):
                             current.error = f"{shard}: {member.name}: not JSON ({error})."
                     else:
                         current.image, current.image_name = data, f"{shard}:{member.name}"
+            # tarfile ends quietly when a cut falls in or before a header: only the missing
+            # end-of-archive blocks tell (uncompressed tars; the size is the archive's own)
+            if archive.fileobj.comptype == "tar" and os.path.getsize(shard) < archive.offset + 2 * tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"no end-of-archive marker after byte {archive.offset}")
     except (tarfile.TarError, EOFError, OSError, ValueError) as error:  # a truncated or corrupt tar
-        where = f"sample {current.key}" if current is not None else "a member header"
+        if current is not None and current.image is not None:  # its image was read whole: score it
+            yield _finish(shard, current)
+            current = None
+        where = f"sample {current.key}" if current is not None else "a member header, after the last whole sample"
         cut = Sample(current.key if current is not None else None, meta=current.meta if current is not None else None)
         cut.error = f"{shard}: the tar is cut short or corrupt in {where} ({type(error).__name__}: {error}); the rest of the shard is not scored."
         yield cut

@@ -58,7 +58,8 @@ def test_shards_match_uniqa_score_with_error_rows(curation_data, tmp_path):  # n
     assert len(scored) > 150
     for row in scored:
         assert_scores_equal(row, curation_data.reference[row["key"]], SCORES)
-        assert row["url"] == f"https://example.com/{row['key']}.jpg"
+        assert row["url"] in (f"https://example.com/{row['key']}.jpg", None)
+    assert sum(row["url"] is None for row in scored) <= 1  # the sample whose json the cut fell in: image whole, scored
 
     table = read_scores(str(output))  # one scorer made them all
     assert table.num_rows == sum(map(len, tables))
@@ -112,6 +113,8 @@ def test_bad_shard_inputs(curation_data, tmp_path, caplog):  # noqa: F811
     assert "cannot be mixed" in caplog.text
     assert main(["score", curation_data.shards[0], "--model", curation_data.model, "--output", str(tmp_path / "s.csv")]) == 2
     assert "into a folder" in caplog.text
+    assert main(["score", curation_data.paths[0], "--model", curation_data.model, "--output", str(tmp_path / "s.csv"), "--keep-columns", "url"]) == 2
+    assert "--keep-columns applies to tar shards and --dataset only" in caplog.text
 
 
 def test_sample_without_image_and_shards_over_two_processes(saved_tiny_model, tmp_path):
@@ -129,6 +132,15 @@ def test_sample_without_image_and_shards_over_two_processes(saved_tiny_model, tm
         archive.addfile(info, io.BytesIO(b"{}"))
     (lonely,) = iter_samples(str(tmp_path / "no_image.tar"))
     assert lonely.key == "dir/042" and "sample dir/042: no image member" in lonely.error
+
+    # a tar cut exactly before a header: tarfile itself reads it as a short, whole archive
+    with tarfile.open(folder / "1.tar") as archive:
+        third_member = archive.getmembers()[3].offset  # 002.jpg, 002.json, 002.txt, then 003.jpg
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes((folder / "1.tar").read_bytes()[:third_member])
+    whole, rest = iter_samples(str(cut))
+    assert whole.key == "002" and whole.error is None and whole.image
+    assert rest.key is None and "cut short or corrupt in a member header" in rest.error and "no end-of-archive marker" in rest.error
 
     result = launch_two_processes(
         ["-m", "modeling_uniqa.cli", "score", str(folder / "{0..2}.tar"), "--model", saved_tiny_model, "--output", str(tmp_path / "out"), "--workers", "0"],
