@@ -98,9 +98,10 @@ def score_files(paths) -> list:
 
 def read_scores(paths, fingerprint: dict | None = None) -> pa.Table:
     """The rows of the score files `paths` (files, folders of `*.parquet`, glob patterns) as one
-    table, after checking that one scorer made them all: every file must carry a fingerprint,
-    equal to `fingerprint` when given, else to the first file's. Raises `MixedScoresError`
-    naming the file and the differing fields (e.g. `view_policy: was 'random10', now 'center'`)."""
+    table, after checking that one scorer made them all: every file must carry a fingerprint
+    (in its schema, or per row in a `uniqa_fingerprint` column as `UniQAScorer` writes), equal
+    to `fingerprint` when given, else to the first file's. Raises `MixedScoresError` naming the
+    file and the differing fields (e.g. `view_policy: was 'random10', now 'center'`)."""
     files = score_files(paths)
     if not files:
         raise FileNotFoundError(f"{paths}: no Parquet score file there.")
