@@ -46,6 +46,7 @@ How it runs:
 import argparse
 import glob
 import hashlib
+import io
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -115,10 +117,12 @@ def _at_least(minimum: int):
 
 
 def _output_path(value: str) -> str:
-    try:
-        output_format(value)
-    except OutputError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
+    extension = os.path.splitext(value)[1].lower()
+    if extension and extension != ".parquet" and not os.path.isdir(value):  # .parquet: --dataset; a folder: tar shards
+        try:
+            output_format(value)
+        except OutputError as error:
+            raise argparse.ArgumentTypeError(f"{error} (.parquet with --dataset; a folder for tar shards)") from error
     return os.path.abspath(value)
 
 
@@ -134,13 +138,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with ACCELERATE_USE_CPU=1) writes the same single file."
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT",
+        "inputs", nargs="*", metavar="INPUT",
         help="Image files (any name), folders (searched recursively, following symbolic links; image extensions "
         "only), glob patterns (quote them; ** recurses; image extensions only) or .txt/.lst files listing one "
-        "image path per line (relative to the list's folder; # comments). Skipped files are counted in the log.",
+        "image path per line (relative to the list's folder; # comments). Skipped files are counted in the log. "
+        "WebDataset .tar shards (brace patterns such as 'shards/{00000..00999}.tar' are expanded) are scored into "
+        "one OUTPUT/<shard>.parquet each; shards already there are skipped.",
     )
     parser.add_argument("--model", required=True, help="A UniQA model folder (e.g. written by `uniqa convert`).")
-    parser.add_argument("--output", required=True, type=_output_path, help="Result file: .csv or .jsonl.")
+    parser.add_argument("--output", required=True, type=_output_path, help="Result file: .csv or .jsonl; .parquet with --dataset; a folder for tar shards.")
+    parser.add_argument("--dataset", default=None, help="Score a `datasets` dataset instead of files: a save_to_disk folder, a data folder or a Hub id.")
+    parser.add_argument("--split", default="train", help="The split of --dataset (default train).")
+    parser.add_argument("--image-column", default="image", help="The image column of --dataset (default image).")
+    parser.add_argument("--num-proc", type=_at_least(1), default=None, help="--dataset: map processes, each with its model (one per GPU on GPUs).")
+    parser.add_argument(
+        "--keep-columns", type=lambda value: [name.strip() for name in value.split(",") if name.strip()], default=None,
+        help="Copy these fields into the Parquet output: json fields of tar samples (e.g. url,caption) or --dataset columns.",
+    )
     parser.add_argument(
         "--outputs", type=_output_kinds, default=None,
         help="Comma-separated columns to write: score (normalised, 1 = best), mos (the training data's MOS "
@@ -287,14 +301,34 @@ class ImageViews(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        path = self.paths[index]
-        try:
-            image = load_image(path)
-            views = self.processor.views(image, self.view_policy, self.view_seed, name=path)
-        except Exception as error:  # any failure of one file is that file's error row, never the run's end
-            message = str(error) if isinstance(error, UniQAImageError) else f"{path}: {type(error).__name__}: {error}"
-            return index, None, " ".join(message.split()), 0  # one line, for CSV readers and logs
-        return index, torch.from_numpy(views), None, image.info.get("n_frames", 1)
+        return index, *decode_views(self.paths[index], self.processor, self.view_policy, self.view_seed, self.paths[index])
+
+
+def decode_views(source, processor: UniQAImageProcessor, view_policy: str, view_seed: int, name: str):
+    """An image (path, encoded bytes, PIL image or array) -> `(uint8 views tensor, None, frames)`,
+    or `(None, one-line error message, 0)` when it cannot be scored. Also used by the `datasets`,
+    tar-shard and Ray paths, so every path cuts the same views; `name` names the image in errors."""
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if not len(source):
+                raise UniQAImageError(f"{name}: empty (0 bytes).")
+            try:
+                source = Image.open(io.BytesIO(source))
+            except UnidentifiedImageError as error:  # its text names the BytesIO object, not the image
+                raise UniQAImageError(f"{name}: not an image format PIL can read ({len(source)} bytes).") from error
+            source.filename = name  # errors name the image, not "image #0"
+            source.info["n_frames"] = getattr(source, "n_frames", 1)
+        frames = source.info.get("n_frames", 1) if isinstance(source, Image.Image) else 1
+        image = load_image(source)
+        if isinstance(source, Image.Image):
+            image.info["n_frames"] = frames
+        views = processor.views(image, view_policy, view_seed, name=name)
+    except Exception as error:  # any failure of one file is that file's error row, never the run's end
+        message = str(error) if isinstance(error, UniQAImageError) else f"{name}: {type(error).__name__}: {error}"
+        if not message.startswith(name):  # an array's error says "image #0 (ndarray)": name it
+            message = f"{name}: {message}"
+        return None, " ".join(message.split()), 0  # one line, for CSV readers and logs
+    return torch.from_numpy(views), None, image.info.get("n_frames", 1)
 
 
 @dataclass
@@ -447,9 +481,11 @@ def _parse_csv_row(row: dict) -> dict:
 
 
 def score_batch(model: UniQAModel, normalize: Normalizer, batch: Batch, paths: list, columns: list, heads: list | None = None) -> list:
-    """The result rows of a batch, scored and failed images alike, in dataset order. `heads`:
+    """The result rows of a batch, scored and failed images alike, in dataset order. The first
+    column is the key (`path` here; the sample key of tar shards): `paths[index]`. `heads`:
     those to score (default: all); one image-tower pass feeds them all."""
-    rows = {index: dict.fromkeys(columns) | {"path": paths[index], "error": error} for index, error in batch.errors}
+    key = columns[0]
+    rows = {index: dict.fromkeys(columns) | {key: paths[index], "error": error} for index, error in batch.errors}
     if batch.views is not None:
         heads = select_heads(model, heads)
         outputs = model(pixel_values=normalize(batch.views), heads=[head for head in heads if head != DEFAULT_HEAD])
@@ -465,7 +501,7 @@ def score_batch(model: UniQAModel, normalize: Normalizer, batch: Batch, paths: l
                 table[_column(head, f"group_{name}")] = head_output.group_scores[:, group].float()
         values = {column: table[column].tolist() for column in columns[1:-1]}
         for position, index in enumerate(batch.indices):
-            rows[index] = {"path": paths[index]} | {column: values[column][position] for column in values} | {"error": None}
+            rows[index] = {key: paths[index]} | {column: values[column][position] for column in values} | {"error": None}
     return [rows[index] for index in sorted(rows)]
 
 
@@ -515,8 +551,23 @@ def run(args) -> int:
     # `Accelerator` it does not read ACCELERATE_USE_CPU itself.
     use_cpu = args.device == "cpu" or (args.device == "auto" and (not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")))
     state = PartialState(cpu=use_cpu)
+    if args.dataset is not None:
+        from .score_datasets import run_dataset
+
+        return run_dataset(args, state)
+    if not args.inputs:
+        logger.error("No INPUT: pass image files, folders, globs, lists or tar shards (or --dataset).")
+        return 2
+    from .score_shards import is_shard_name, run_shards
+
+    if any(is_shard_name(item) for item in args.inputs):
+        return run_shards(args, state)
+    if args.keep_columns:
+        logger.error("--keep-columns applies to tar shards and --dataset only.")
+        return 2
     try:  # every check runs in every process alike, before any image is read: all stop here together
         inputs = expand_inputs(args.inputs)
+        output_format(args.output)
         check_writable(args.output)
         model, processor = load_scorer(args.model, DTYPES[args.dtype], state.device, args.prompts, args.tokenizer, args.adapter)
         view_policy = args.view_policy or model.config.view_policy

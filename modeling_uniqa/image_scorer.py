@@ -1,0 +1,94 @@
+"""`ImageScorer`: `uniqa score`'s scoring core for images that are not files in a folder.
+
+The `datasets`, WebDataset-shard and Ray Data paths hold images as encoded bytes, PIL images or
+arrays. They all score through this class, which is made of `score_images`'s parts (the checked
+model and processor of `load_scorer`, `decode_views`, `Normalizer`, `score_batch`, the columns of
+`output_columns` and `scoring_fingerprint`), so every path cuts the same seeded views, runs the
+same forward and writes the same columns as `uniqa score`: scores agree with it within 1e-6 on
+the same images (float32 sums of other batch sizes run in another order).
+"""
+
+import torch
+
+from .configuration_uniqa import view_count
+from .score_images import (
+    DTYPES,
+    Normalizer,
+    UsageError,
+    collate_views,
+    decode_views,
+    load_scorer,
+    output_columns,
+    score_batch,
+    scoring_fingerprint,
+)
+
+
+def resolve_device(device: str = "auto", rank: int | None = None) -> torch.device:
+    """`"auto"`: the GPU `rank % GPU count` (GPU 0 without a rank) if there is one, else the CPU;
+    `"cpu"`, `"cuda"`, `"cuda:N"` as given."""
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", (rank or 0) % torch.cuda.device_count())
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r}: no CUDA device is available here.")
+    return torch.device(device)
+
+
+class ImageScorer:
+    """A UniQA model ready to score decoded or encoded images into result rows.
+
+    Args:
+        model_dir: a UniQA model folder (checked; a fault raises `ModelFolderError`).
+        key_column: the name of the first column, which identifies a row (`path`, `key`...).
+        outputs: the score columns to make, among `score`, `mos`, `groups` (default: score,
+            plus mos when the model knows its MOS range), as `uniqa score --outputs`.
+        view_policy, view_seed: default the model's.
+        dtype: `float32`, `bfloat16` or `float16`.
+        device: see `resolve_device`; `rank` picks the GPU of a worker process.
+        prompts, tokenizer_dir: replace the model's prompt groups, as `uniqa score --prompts`.
+        batch_size: views per forward (a batch holds at least one image), as `uniqa score`.
+
+    Attributes: `columns` (key, scores, `error`), `score_columns` (the scores only) and
+    `fingerprint` (the dict `uniqa score` records in its sidecar: model, dtype, prompts, views,
+    columns), written into every Parquet output so mixed results can be refused.
+    """
+
+    def __init__(self, model_dir: str, key_column: str = "path", outputs: list | None = None, view_policy: str | None = None,
+                 view_seed: int | None = None, dtype: str = "float32", device: str = "auto", rank: int | None = None,
+                 prompts: str | None = None, tokenizer_dir: str | None = None, batch_size: int = 32):
+        if dtype not in DTYPES:
+            raise UsageError(f"dtype {dtype!r}: choose from {', '.join(sorted(DTYPES))}.")
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}.")
+        self.device = resolve_device(device, rank)
+        self.model, self.processor = load_scorer(model_dir, DTYPES[dtype], self.device, prompts, tokenizer_dir)
+        self.view_policy = view_policy or self.model.config.view_policy
+        self.view_seed = self.model.config.view_seed if view_seed is None else view_seed
+        self.columns = [key_column, *output_columns(self.model, outputs)[1:]]
+        self.score_columns = self.columns[1:-1]
+        self.fingerprint = scoring_fingerprint(model_dir, self.model, self.processor, dtype, self.view_policy, self.view_seed, self.columns)
+        self.images_per_forward = max(1, batch_size // view_count(self.view_policy))
+        self.normalize = Normalizer(self.processor, self.device)
+
+    def decode(self, source, name: str):
+        """An image (path, encoded bytes, PIL image or array) -> `(uint8 views, None)` or
+        `(None, one-line error message)`. Safe to run in worker processes (no model involved)."""
+        views, error, _ = decode_views(source, self.processor, self.view_policy, self.view_seed, name)
+        return views, error
+
+    def score_decoded(self, keys: list, decoded: list) -> list:
+        """`decode` results of the images `keys` -> one row per key, in order: the scores, or
+        empty scores and the error. Forwards run `images_per_forward` images at a time."""
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(keys), self.images_per_forward):
+                chunk = decoded[start : start + self.images_per_forward]
+                batch = collate_views([(index, views, error, 1) for index, (views, error) in enumerate(chunk)])
+                rows += score_batch(self.model, self.normalize, batch, keys[start : start + len(chunk)], self.columns)
+        return rows
+
+    def score(self, keys: list, sources: list) -> list:
+        """Decode `sources` (named by `keys` in errors) here and score them: one row per key."""
+        return self.score_decoded(keys, [self.decode(source, str(key)) for key, source in zip(keys, sources)])

@@ -1,0 +1,194 @@
+"""Add UniQA score columns to a `datasets.Dataset` with an image column.
+
+    from datasets import load_from_disk
+    from modeling_uniqa.score_datasets import score_dataset
+    ds = score_dataset(load_from_disk("photos"), "uniqa-koniq", image_column="image", num_proc=2)
+    ds.filter(lambda row: row["score"] > 0.6)
+
+    uniqa score --dataset photos --split train --image-column image --model uniqa-koniq --output scores.parquet
+
+How it runs: `ds.map(DatasetScorer(...), batched=True, with_indices=True, with_rank=True,
+num_proc=N)`. Each map process loads the model once, on the GPU `rank % GPU count` when there
+are GPUs (so `num_proc` = the number of GPUs gives one process per GPU), else on the CPU. An
+`Image` column is read undecoded (`Image(decode=False)`) and decoded in the map process by
+`uniqa score`'s decoder: an image that cannot be read gets empty scores and its reason in
+`error` instead of stopping the map. Scores are batch-invariant (the views of an image are
+seeded per image) and equal `uniqa score`'s on the same files within 1e-6.
+"""
+
+import logging
+import os
+import time
+
+import torch
+
+from .image_scorer import ImageScorer
+from .score_images import UsageError
+
+logger = logging.getLogger(__name__)
+
+
+def image_source(value):
+    """A cell of the image column -> what `ImageScorer.decode` takes: encoded bytes, a path, a
+    PIL image or an array (`Image(decode=False)` cells are `{"bytes", "path"}` dicts)."""
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return value["bytes"]
+        if value.get("path"):
+            return value["path"]
+        return None
+    if hasattr(value, "__array__") and not isinstance(value, (bytes, str)):
+        import numpy as np
+
+        return np.asarray(value)
+    return value
+
+
+class DatasetScorer:
+    """The `ds.map` function: a batch (with indices and rank) -> the score columns
+    (`column_prefix` + score, mos, group_*, error). Picklable: the model is loaded in each map
+    process on first use, never pickled. Keyword arguments go to `ImageScorer` (outputs,
+    view_policy, view_seed, dtype, device, prompts, tokenizer_dir, batch_size)."""
+
+    def __init__(self, model_dir: str, image_column: str = "image", column_prefix: str = "", **scorer_kwargs):
+        self.model_dir, self.image_column, self.column_prefix = model_dir, image_column, column_prefix
+        self.scorer_kwargs = scorer_kwargs
+        self._scorer, self._rank, self._parent_pid = None, None, os.getpid()
+
+    def __getstate__(self):
+        return self.__dict__ | {"_scorer": None, "_rank": None}
+
+    def scorer(self, rank: int | None = None) -> ImageScorer:
+        if self._scorer is None or (rank is not None and rank != self._rank):
+            if rank is not None and os.getpid() != self._parent_pid:
+                # A forked map process: its copy of the parent's CPU thread pool would deadlock the
+                # first forward once the parent has run one; and N processes share the cores anyway.
+                torch.set_num_threads(1)
+            self._scorer, self._rank = ImageScorer(self.model_dir, key_column="index", rank=rank, **self.scorer_kwargs), rank
+        return self._scorer
+
+    @property
+    def fingerprint(self) -> dict:
+        """What makes the numbers (as `uniqa score`'s sidecar); loads the model here if needed."""
+        return self.scorer(self._rank).fingerprint
+
+    def output_columns(self) -> list:
+        return [self.column_prefix + column for column in self.scorer(self._rank).columns[1:]]
+
+    def __call__(self, batch: dict, indices: list, rank: int | None = None) -> dict:
+        scorer = self.scorer(rank)
+        names = [f"{self.image_column}[{index}]" for index in indices]
+        sources = [image_source(value) for value in batch[self.image_column]]
+        rows = scorer.score_decoded(indices, [
+            scorer.decode(source, name) if source is not None else (None, f"{name}: no image (empty cell).")
+            for source, name in zip(sources, names)
+        ])
+        return {self.column_prefix + column: [row[column] for row in rows] for column in scorer.columns[1:]}
+
+
+def score_dataset(dataset, model_dir: str, image_column: str = "image", num_proc: int | None = None, map_batch_size: int = 64,
+                  column_prefix: str = "", scorer: DatasetScorer | None = None, **scorer_kwargs):
+    """`dataset` with the UniQA columns added (`column_prefix` + score, mos, group_*, error; see
+    `ImageScorer` for `scorer_kwargs`). `num_proc`: map processes (one per GPU on GPUs).
+    `map_batch_size`: images per map call (forwards run `batch_size` views at a time).
+    Raises `UsageError` when the image column is missing or an added column exists already."""
+    from datasets import Image, Value
+
+    if image_column not in dataset.column_names:
+        raise UsageError(f"image column {image_column!r} is not in the dataset (columns: {', '.join(dataset.column_names)}).")
+    function = scorer or DatasetScorer(model_dir, image_column, column_prefix, **scorer_kwargs)
+    taken = sorted(set(function.output_columns()) & set(dataset.column_names))
+    if taken:
+        raise UsageError(f"the dataset already has column(s) {', '.join(taken)}: pass a column prefix (e.g. 'uniqa_').")
+    if num_proc and num_proc > 1 and torch.cuda.is_available():
+        import multiprocess
+
+        if multiprocess.get_start_method(allow_none=True) != "spawn":
+            # a forked child cannot use the CUDA the parent has set up (the model was loaded here to check it)
+            raise UsageError("num_proc > 1 on GPUs needs spawned map processes: call multiprocess.set_start_method('spawn') first.")
+    if isinstance(dataset.features[image_column], Image):
+        dataset = dataset.cast_column(image_column, Image(decode=False))  # decoded by us, in the map process: bad files are rows
+    features = dataset.features.copy()  # typed up front: a first batch of all-null errors must not fix the type to null
+    for column in function.output_columns():
+        features[column] = Value("string") if column == function.column_prefix + "error" else Value("float64")
+    return dataset.map(
+        function, batched=True, batch_size=map_batch_size, with_indices=True, with_rank=True, num_proc=num_proc,
+        features=features, desc="UniQA scores",
+    )
+
+
+def load_split(dataset: str, split: str):
+    """A folder of `save_to_disk`, or anything `load_dataset` opens (a Hub id, a folder of
+    files), -> the `split` `Dataset`. `UsageError` names what is missing."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    saved = os.path.isdir(dataset) and any(os.path.exists(os.path.join(dataset, name)) for name in ("dataset_dict.json", "state.json"))
+    try:
+        loaded = load_from_disk(dataset) if saved else load_dataset(dataset, split=split)
+    except Exception as error:  # any failure to open it is a usage error naming it
+        raise UsageError(f"--dataset {dataset}: cannot open it ({type(error).__name__}: {error}).") from error
+    if isinstance(loaded, DatasetDict):
+        if split not in loaded:
+            raise UsageError(f"--dataset {dataset}: no split {split!r} (splits: {', '.join(loaded)}).")
+        loaded = loaded[split]
+    return loaded
+
+
+def run_dataset(args, state) -> int:
+    """`uniqa score --dataset ...`: a Parquet file of `index` (the row in the split), the
+    `--keep-columns`, the scores and `error`, with the fingerprint in its schema."""
+    from .model_folder import ModelFolderError
+    from .score_parquet import read_fingerprint, rows_to_table, write_table_atomic
+
+    def _fingerprint_or_none(path):
+        try:
+            return read_fingerprint(path)
+        except Exception:  # not Parquet at all: not ours either
+            return None
+
+    try:
+        if state.num_processes > 1:
+            raise UsageError("--dataset runs its own processes: pass --num-proc N (one per GPU) instead of accelerate launch.")
+        if args.inputs:
+            raise UsageError("--dataset takes no INPUT arguments.")
+        if args.resume:
+            raise UsageError("--resume: --dataset writes its output whole, in one go (datasets caches the map of a dataset on disk).")
+        if not args.output.endswith(".parquet"):
+            raise UsageError(f"--output {args.output}: --dataset writes a .parquet file.")
+        if os.path.exists(args.output) and not args.overwrite and _fingerprint_or_none(args.output) is None:
+            raise UsageError(f"{args.output}: exists and was not written by uniqa score; pass --overwrite to replace it.")
+        os.makedirs(os.path.dirname(args.output), exist_ok=True)
+        dataset = load_split(args.dataset, args.split)
+        keep = list(args.keep_columns or [])
+        missing = [column for column in keep if column not in dataset.column_names]
+        if missing:
+            raise UsageError(f"--keep-columns: {', '.join(missing)} not in the dataset (columns: {', '.join(dataset.column_names)}).")
+        function = DatasetScorer(
+            args.model, args.image_column, outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
+            dtype=args.dtype, device=args.device, prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
+        )
+        scorer = function.scorer()  # checks the model before any image is read
+        if args.num_proc and args.num_proc > 1 and torch.cuda.is_available():
+            import multiprocess
+
+            multiprocess.set_start_method("spawn", force=True)  # one process per GPU; see score_dataset
+    except (UsageError, ModelFolderError, OSError) as error:
+        logger.error("%s", error)
+        return 2
+    start = time.perf_counter()
+    scored = score_dataset(dataset, args.model, args.image_column, num_proc=args.num_proc, scorer=function)
+    columns = scorer.columns[1:]
+    data = scored.select_columns(keep + columns).to_dict()
+    rows = [{"index": index} | {column: data[column][index] for column in keep + columns} for index in range(len(scored))]
+    table = rows_to_table(rows, ["index", *keep, *columns], scorer.score_columns, scorer.fingerprint,
+                          {"dataset": args.dataset, "split": args.split, "image_column": args.image_column})
+    write_table_atomic(table, args.output)
+    failed = sum(1 for row in rows if row["error"])
+    seconds = time.perf_counter() - start
+    logger.info("Scored %d of %d images, %d failed (see the error column of %s). %.1f s (%.2f images/s).",
+                len(rows) - failed, len(rows), failed, args.output, seconds, len(rows) / seconds if seconds > 0 else 0.0)
+    for row in rows:
+        if row["error"]:
+            logger.warning("Not scored: %s", row["error"])
+    return 0 if failed < len(rows) else 1
+
