@@ -30,23 +30,20 @@ import os
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .configuration_uniqa import view_count
 from .contact_sheet import display_path, write_contact_sheet, write_html
 from .embedding_index import EmbeddingIndex, EmbeddingIndexError, update_index
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageProcessor
 from .score_images import (
     DTYPES,
-    ImageViews,
     Normalizer,
     UsageError,
     _at_least,
     _view_policy,
-    collate_views,
     expand_inputs,
+    view_loader,
 )
 from .zero_shot import EMBEDDING_KINDS, embed_image_views, embed_texts, embedding_fingerprint, load_model_folder
 
@@ -88,13 +85,7 @@ def embed_image_files(
     `batch_size` counts views.
     """
     device = model.clip.visual_projection.weight.device
-    loader = DataLoader(
-        ImageViews(paths, processor, view_policy, view_seed),
-        batch_size=max(1, batch_size // view_count(view_policy)),
-        num_workers=workers,
-        collate_fn=collate_views,
-        pin_memory=device.type == "cuda",
-    )
+    loader = view_loader(paths, processor, view_policy, view_seed, batch_size, workers, device)
     normalize = Normalizer(processor, device)
     with tqdm(total=len(paths), unit="img", desc="Indexing", disable=not show_progress) as bar:
         for batch in loader:

@@ -480,6 +480,18 @@ def _parse_csv_row(row: dict) -> dict:
     return row | numbers | {"error": row["error"] or None}
 
 
+def view_loader(paths: list, processor: UniQAImageProcessor, view_policy: str, view_seed: int, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    """Batches of decoded views of `paths`, decoded in `workers` processes while the model runs;
+    `batch_size` counts views (so memory does not depend on the view policy)."""
+    return DataLoader(
+        ImageViews(paths, processor, view_policy, view_seed),
+        batch_size=max(1, batch_size // view_count(view_policy)),
+        num_workers=workers,
+        collate_fn=collate_views,
+        pin_memory=device.type == "cuda",
+    )
+
+
 def score_batch(model: UniQAModel, normalize: Normalizer, batch: Batch, paths: list, columns: list, heads: list | None = None) -> list:
     """The result rows of a batch, scored and failed images alike, in dataset order. The first
     column is the key (`path` here; the sample key of tar shards): `paths[index]`. `heads`:
@@ -512,13 +524,7 @@ def score_shard(model, processor, paths: list, columns: list, writer, device, vi
                 batch_size: int, workers: int, show_progress: bool, heads: list | None = None) -> int:
     """Score `paths`, streaming each batch's rows to `writer`. Returns how many files held
     several frames (scored on their first)."""
-    loader = DataLoader(
-        ImageViews(paths, processor, view_policy, view_seed),
-        batch_size=max(1, batch_size // view_count(view_policy)),
-        num_workers=workers,
-        collate_fn=collate_views,
-        pin_memory=device.type == "cuda",
-    )
+    loader = view_loader(paths, processor, view_policy, view_seed, batch_size, workers, device)
     normalize, failed, multi_frame = Normalizer(processor, device), 0, 0
     with torch.inference_mode(), logging_redirect_tqdm(), tqdm(total=len(paths), unit="img", disable=not show_progress, desc="Scoring") as bar:
         for batch in loader:
