@@ -231,7 +231,20 @@ def check_head_settings(settings: dict, where: str = "config") -> dict:
     return settings
 
 
-class HeadConfig:
+class PromptGroupsView:
+    """`num_prompt_groups` and `prompts`, read from `prompt_groups`, for every head's settings."""
+
+    @property
+    def num_prompt_groups(self) -> int:
+        return len(self.prompt_groups)
+
+    @property
+    def prompts(self) -> list:
+        """All prompts, group after group (groups x 5)."""
+        return [prompt for group in self.prompt_groups for prompt in group]
+
+
+class HeadConfig(PromptGroupsView):
     """Attribute view of one extra head's settings (a dict inside `UniQAConfig.heads`), with the
     same names as `UniQAConfig`'s fields so code reads a head's settings one way for every head."""
 
@@ -248,14 +261,6 @@ class HeadConfig:
         if field not in HEAD_FIELDS:
             raise AttributeError(f"{field!r} is not a head setting (one of {', '.join(HEAD_FIELDS)}).")
         self._settings[field] = value
-
-    @property
-    def num_prompt_groups(self) -> int:
-        return len(self.prompt_groups)
-
-    @property
-    def prompts(self) -> list:
-        return [prompt for group in self.prompt_groups for prompt in group]
 
 
 def parse_view_policy(policy):
@@ -278,7 +283,7 @@ def view_count(policy) -> int:
     return count if kind == "random" else {"center": 1, "resize": 1, "five_crop": 5, "ten_crop": 10}[kind]
 
 
-class UniQAConfig(PreTrainedConfig):
+class UniQAConfig(PromptGroupsView, PreTrainedConfig):
     r"""
     Configuration of [`UniQAModel`]: a CLIP backbone, the Multi-Cue Integration Adapter and the
     prompt groups whose similarities are turned into a score.
@@ -377,15 +382,6 @@ class UniQAConfig(PreTrainedConfig):
             heads[check_head_name(name)] = check_head_settings(dict(head_settings), where=f"heads[{name!r}]")
         self.heads = heads or None
         super().__post_init__(**kwargs)
-
-    @property
-    def num_prompt_groups(self) -> int:
-        return len(self.prompt_groups)
-
-    @property
-    def prompts(self) -> list:
-        """All prompts, group after group (groups x 5)."""
-        return [prompt for group in self.prompt_groups for prompt in group]
 
     @property
     def head_names(self) -> list:
