@@ -49,6 +49,7 @@ class ImageScorer:
         device: see `resolve_device`; `rank` picks the GPU of a worker process.
         prompts, tokenizer_dir: replace the model's prompt groups, as `uniqa score --prompts`.
         batch_size: views per forward (a batch holds at least one image), as `uniqa score`.
+        compile, quantize: `uniqa score --compile` / `--quantize int8` (see `inference_speed`).
 
     Attributes: `columns` (key, scores, `error`), `score_columns` (the scores only) and
     `fingerprint` (the dict `uniqa score` records in its sidecar: model, dtype, prompts, views,
@@ -57,18 +58,21 @@ class ImageScorer:
 
     def __init__(self, model_dir: str, key_column: str = "path", outputs: list | None = None, view_policy: str | None = None,
                  view_seed: int | None = None, dtype: str = "float32", device: str = "auto", rank: int | None = None,
-                 prompts: str | None = None, tokenizer_dir: str | None = None, batch_size: int = 32):
+                 prompts: str | None = None, tokenizer_dir: str | None = None, batch_size: int = 32,
+                 compile: bool = False, quantize: str | None = None):
         if dtype not in DTYPES:
             raise UsageError(f"dtype {dtype!r}: choose from {', '.join(sorted(DTYPES))}.")
         if batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {batch_size}.")
         self.device = resolve_device(device, rank)
-        self.model, self.processor = load_scorer(model_dir, DTYPES[dtype], self.device, prompts, tokenizer_dir)
+        self.model, self.processor = load_scorer(model_dir, DTYPES[dtype], self.device, prompts, tokenizer_dir,
+                                                 compile=compile, quantize=quantize)
         self.view_policy = view_policy or self.model.config.view_policy
         self.view_seed = self.model.config.view_seed if view_seed is None else view_seed
         self.columns = [key_column, *output_columns(self.model, outputs)[1:]]
         self.score_columns = self.columns[1:-1]
-        self.fingerprint = scoring_fingerprint(model_dir, self.model, self.processor, dtype, self.view_policy, self.view_seed, self.columns)
+        self.fingerprint = scoring_fingerprint(model_dir, self.model, self.processor, dtype, self.view_policy, self.view_seed, self.columns,
+                                               quantize)
         self.images_per_forward = max(1, batch_size // view_count(self.view_policy))
         self.normalize = Normalizer(self.processor, self.device)
 

@@ -1,0 +1,133 @@
+"""Scoring speed options: malloc tuning, row-chunked MLPs, torch.compile, int8 quantisation, and
+their `uniqa score` flags (exactness, refusals, resume fingerprints)."""
+
+import copy
+import logging
+import resource
+
+import pytest
+import torch
+
+from modeling_uniqa import cpu_runtime, score_images
+from modeling_uniqa.cli import main
+from modeling_uniqa.inference_speed import (
+    RowChunkedMLP,
+    chunk_vision_mlps,
+    compile_vision_tower,
+    optimize_for_scoring,
+    quantize_vision_int8,
+)
+from tests.test_score_images import read_csv
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def model(tiny_model_factory):
+    return tiny_model_factory()
+
+
+def scores(model, pixels):
+    with torch.inference_mode():
+        return model(pixel_values=pixels).scores
+
+
+def test_row_chunked_mlps_are_exact_and_keep_the_state_dict(model):
+    pixels = torch.randn(3, 4, 3, 32, 32)  # 12 views x 17 tokens: 204 rows, chunks of 7
+    reference = scores(model, pixels)
+    chunked = copy.deepcopy(model)
+    assert chunk_vision_mlps(chunked, rows=7) == len(chunked.clip.vision_model.encoder.layers)
+    assert chunk_vision_mlps(chunked, rows=7) == 0  # idempotent
+    assert all(isinstance(layer.mlp, RowChunkedMLP) for layer in chunked.clip.vision_model.encoder.layers)
+    assert list(chunked.state_dict()) == list(model.state_dict())
+    torch.testing.assert_close(scores(chunked, pixels), reference, rtol=0, atol=1e-6)
+    for layer in chunked.clip.vision_model.encoder.layers:
+        layer.mlp.rows = 1024  # fewer rows than a chunk: one plain pass
+    torch.testing.assert_close(scores(chunked, pixels), reference, rtol=0, atol=1e-6)
+
+
+def test_int8_quantisation_is_close_and_cpu_float32_only(model):
+    pixels = torch.randn(4, 2, 3, 32, 32)
+    reference = scores(model, pixels)
+    quantised = quantize_vision_int8(copy.deepcopy(model))
+    linears = [module for module in quantised.clip.vision_model.modules() if type(module).__name__ == "Linear"]
+    assert linears and all("quantized" in type(module).__module__ for module in linears)
+    error = (scores(quantised, pixels) - reference).abs().max().item()
+    assert 0 < error < 5e-3  # it is an approximation, and a close one
+    with pytest.raises(ValueError, match="CPU in float32"):
+        quantize_vision_int8(copy.deepcopy(model).to(torch.bfloat16))
+
+
+def test_optimize_for_scoring_refuses_what_cannot_run(model):
+    with pytest.raises(ValueError, match="choose from int8"):
+        optimize_for_scoring(model, CPU, quantize="int4")
+    with pytest.raises(ValueError, match="choose one"):
+        optimize_for_scoring(model, CPU, compile=True, quantize="int8")
+    assert optimize_for_scoring(model, CPU) == ["row-chunked MLPs"]
+
+
+def test_compiled_tower_pads_batches_to_one_graph_and_is_exact(model):
+    torch._dynamo.reset()
+    pixels = torch.randn(13, 3, 32, 32)
+    reference = scores(model, pixels)
+    compiled = compile_vision_tower(copy.deepcopy(model))
+    assert compile_vision_tower(compiled) is compiled  # once
+    with torch.inference_mode():
+        first = compiled(pixel_values=pixels[:6]).scores  # compiles for 6 rows
+        short = compiled(pixel_values=pixels[:2]).scores  # padded to 6
+        long = compiled(pixel_values=pixels).scores  # 6 + 6 + 1 (padded)
+    torch.testing.assert_close(first, reference[:6], rtol=0, atol=1e-5)
+    torch.testing.assert_close(short, reference[:2], rtol=0, atol=1e-5)
+    torch.testing.assert_close(long, reference, rtol=0, atol=1e-5)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert list(compiled.state_dict()) == list(model.state_dict())
+
+
+@pytest.mark.skipif(not cpu_runtime.tune_malloc(), reason="glibc only")  # (also checks it applies)
+def test_tuned_malloc_stops_page_faults_of_large_tensors():
+    def faults_of_allocating(megabytes=64, times=5):
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(times):
+            torch.ones(megabytes << 18)  # float32: 4 bytes each
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+
+    try:
+        assert cpu_runtime.default_malloc()
+        faults_of_allocating()
+        default = faults_of_allocating()  # each tensor is a fresh mmap: every page faults
+        assert cpu_runtime.tune_malloc()
+        faults_of_allocating()
+        tuned = faults_of_allocating()  # the freed heap is reused
+        assert default > 5 * (64 << 20) // 4096 * 0.8 and tuned < default / 20, (default, tuned)
+    finally:
+        cpu_runtime.default_malloc()
+
+
+def test_malloc_tuning_switches(monkeypatch):
+    monkeypatch.delenv(cpu_runtime.MALLOC_TUNING_ENV, raising=False)
+    assert cpu_runtime.malloc_tuning_wanted() and not cpu_runtime.malloc_tuning_wanted(flag_off=True)
+    monkeypatch.setenv(cpu_runtime.MALLOC_TUNING_ENV, "0")
+    assert not cpu_runtime.malloc_tuning_wanted()
+    assert "torch threads" in cpu_runtime.describe_cpu()
+
+
+def test_cli_speed_flags_int8_and_malloc(saved_tiny_model, image_files, tmp_path, monkeypatch, caplog):
+    calls = []
+    monkeypatch.setattr(score_images, "tune_malloc", lambda: calls.append(1))
+    base = ["score", *image_files, "--model", saved_tiny_model, "--workers", "0"]
+    plain, quantised = tmp_path / "plain.csv", tmp_path / "int8.csv"
+    assert main([*base, "--output", str(plain)]) == 0
+    assert calls == [1]  # on by default on the CPU
+    assert main([*base, "--output", str(quantised), "--quantize", "int8", "--no-malloc-tuning"]) == 0
+    assert calls == [1]
+    rows, rows_int8 = read_csv(plain), read_csv(quantised)
+    differences = [abs(float(a["score"]) - float(b["score"])) for a, b in zip(rows, rows_int8)]
+    assert len(differences) == len(image_files) and max(differences) < 5e-3
+    caplog.set_level(logging.ERROR)
+    assert main([*base, "--output", str(plain), "--quantize", "int8", "--resume"]) == 2
+    assert "quantize" in caplog.text
+    caplog.clear()
+    assert main([*base, "--output", str(quantised), "--resume"]) == 2  # and the other way round
+    assert "quantize" in caplog.text
+    assert main([*base, "--output", str(plain), "--resume"]) == 0  # outputs without the field resume as before
+    assert main([*base, "--output", str(plain), "--compile", "--quantize", "int8"]) == 2
