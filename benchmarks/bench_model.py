@@ -2,9 +2,11 @@
 
     python benchmarks/bench_model.py [--images 8] [--views 10] [--repeats 3] [--no-compile] [--bf16 auto|on|off]
 
-One process, runs interleaved (so drift hits every variant alike), on a batch of `--images` x
-`--views` 224x224 views (80 by default):
-- `bare`: `clip.get_image_features` as transformers runs it by default (glibc's default malloc);
+On a batch of `--images` x `--views` 224x224 views (80 by default), runs alternate so drift hits
+every variant alike:
+- `bare`: `clip.get_image_features` as a plain transformers process runs it: in a child process
+  that never touches malloc (the allocator is per process, and each variant must run in its own
+  steady state);
 - `uniqa`: `UniQAModel` scoring as `uniqa score` runs it on the CPU by default (vision tower +
   adapter + 4 prompt groups; `cpu_runtime.tune_malloc` + row-chunked MLPs);
 - `uniqa --compile`: the same with `torch.compile` of the tower;
@@ -18,15 +20,16 @@ calls during `--count-batches` scoring batches (target 0: prompt embeddings are 
 
 import argparse
 import copy
+import multiprocessing
 import statistics
 import time
 
 import torch
-from transformers import CLIPConfig
+from transformers import CLIPConfig, CLIPModel
 
 from modeling_uniqa import UniQAConfig, UniQAModel
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-from modeling_uniqa.cpu_runtime import default_malloc, describe_cpu, has_native_bf16, tune_malloc
+from modeling_uniqa.cpu_runtime import describe_cpu, has_native_bf16, tune_malloc
 from modeling_uniqa.inference_speed import optimize_for_scoring
 
 VIT_B16 = {
@@ -50,7 +53,8 @@ def parse_args(argv=None):
 
 
 def time_interleaved(fns: dict, pixels, repeats, warmup=1) -> dict:
-    """Median views/s of each `fn(pixels)`; runs alternate so drift hits all of them alike."""
+    """Median views/s of each `fn(pixels)`; runs alternate so drift hits all of them alike. A
+    `fn` may time itself elsewhere and return its own seconds (a `float`)."""
     times = {name: [] for name in fns}
     views = pixels.shape[0] * (pixels.shape[1] if pixels.dim() == 5 else 1)
     with torch.inference_mode():
@@ -60,19 +64,45 @@ def time_interleaved(fns: dict, pixels, repeats, warmup=1) -> dict:
         for _ in range(repeats):
             for name, fn in fns.items():
                 start = time.perf_counter()
-                fn(pixels)
-                times[name].append(time.perf_counter() - start)
+                result = fn(pixels)
+                times[name].append(result if isinstance(result, float) else time.perf_counter() - start)
     return {name: views / statistics.median(t) for name, t in times.items()}
 
 
-def with_malloc(tuned: bool, fn):
-    """`fn` run under glibc's default malloc (`tuned=False`, as a plain transformers process) or tuned."""
+def _bare_tower_process(connection, shape):
+    """The baseline, in its own process with glibc's malloc untouched: for each dtype name
+    received, one `get_image_features` forward of `shape` random pixels; sends its seconds."""
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(**VIT_B16)).eval()
+    towers = {"float32": clip}
+    pixels = torch.randn(*shape)
+    while (dtype := connection.recv()) is not None:
+        tower = towers.setdefault(dtype, copy.deepcopy(clip).to(getattr(torch, dtype)))
+        with torch.inference_mode():
+            start = time.perf_counter()
+            tower.get_image_features(pixel_values=pixels.to(tower.dtype))
+            connection.send(time.perf_counter() - start)
 
-    def run(pixels):
-        tune_malloc() if tuned else default_malloc()
-        return fn(pixels)
 
-    return run
+class BareTower:
+    """`bare(dtype)`: a function that runs one forward in the baseline process and returns its seconds."""
+
+    def __init__(self, shape):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_bare_tower_process, args=(child, shape), daemon=True)
+        self.process.start()
+
+    def __call__(self, dtype: str):
+        def run(_pixels) -> float:
+            self.connection.send(dtype)
+            return self.connection.recv()
+
+        return run
+
+    def close(self):
+        self.connection.send(None)
+        self.process.join()
 
 
 def scorer(model, dtype=torch.float32, **options) -> UniQAModel:
@@ -83,38 +113,37 @@ def scorer(model, dtype=torch.float32, **options) -> UniQAModel:
 
 
 def main(args):
+    tune_malloc()  # as `uniqa score` does on the CPU, before anything large is allocated
+    pixels = torch.randn(args.images, args.views, 3, 224, 224)
+    bare = BareTower((args.images * args.views, 3, 224, 224))
     torch.manual_seed(0)
     model = UniQAModel(UniQAConfig(clip_config=CLIPConfig(**VIT_B16).to_dict(), prompt_groups="natural")).eval()
     model.set_prompts(None, build_clip_tokenizer())
     print(f"torch {torch.__version__}; {describe_cpu()}")
     print(f"batch: {args.images} images x {args.views} views of 224x224; median of {args.repeats} interleaved runs")
-    pixels = torch.randn(args.images, args.views, 3, 224, 224)
-
-    def bare(model):
-        return lambda x: model.clip.get_image_features(pixel_values=x.flatten(0, 1)).pooler_output
 
     def score(model):
         return lambda x: model(pixel_values=x).scores
 
     with torch.inference_mode():
         reference = model(pixel_values=pixels).scores
-    variants = {"bare": (with_malloc(False, bare(model)), None), "uniqa": (with_malloc(True, score(scorer(model))), "exact")}
+    variants = {"bare": (bare("float32"), None), "uniqa": (score(scorer(model)), "exact")}
     if not args.no_compile:
         compiled = scorer(model, compile=True)
         start = time.perf_counter()
         with torch.inference_mode():
             compiled(pixel_values=pixels)
         print(f"torch.compile of the tower: {time.perf_counter() - start:.0f} s (first batch, once per process)")
-        variants["uniqa --compile"] = (with_malloc(True, score(compiled)), "exact")
+        variants["uniqa --compile"] = (score(compiled), "exact")
     if not args.no_int8:
-        variants["uniqa --quantize int8"] = (with_malloc(True, score(scorer(model, quantize="int8"))), "int8")
+        variants["uniqa --quantize int8"] = (score(scorer(model, quantize="int8")), "int8")
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and has_native_bf16())
     if bf16:
-        bare_bf16 = bare(copy.deepcopy(model).to(torch.bfloat16))
-        variants["bare bf16"] = (with_malloc(False, lambda x: bare_bf16(x.bfloat16())), None)
-        variants["uniqa bf16"] = (with_malloc(True, score(scorer(model, torch.bfloat16))), "bf16")
+        variants["bare bf16"] = (bare("bfloat16"), None)
+        variants["uniqa bf16"] = (score(scorer(model, torch.bfloat16)), "bf16")
 
     rates = time_interleaved({name: fn for name, (fn, _) in variants.items()}, pixels, args.repeats)
+    bare.close()
     base = rates["bare"]
     for name, (fn, kind) in variants.items():
         line = f"{name:>22}: {rates[name]:6.2f} views/s  {rates[name] / base:5.2f}x bare fp32"
@@ -128,7 +157,6 @@ def main(args):
         print(f"target: uniqa bf16 >= 2.6x bare fp32 -> {rates['uniqa bf16'] / base:.2f}x")
     else:
         print("bf16: not measured: this CPU has no native bf16 (AVX512-BF16/AMX); emulated bf16 runs slower than fp32 (--bf16 on to see)")
-    default_malloc()
 
     calls = []
     hook = model.clip.text_model.register_forward_hook(lambda *_: calls.append(1))
