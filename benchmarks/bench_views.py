@@ -47,6 +47,7 @@ from bench_score_images import write_jpegs, write_model  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from modeling_uniqa.configuration_uniqa import view_count  # noqa: E402
+from modeling_uniqa.cpu_runtime import describe_cpu, malloc_tuning_wanted, tune_malloc  # noqa: E402
 from modeling_uniqa.score_images import Normalizer, decode_views, load_scorer, output_columns, score_batch, view_loader  # noqa: E402
 
 POLICIES = ("center", "five_crop", "ten_crop", "random10", "resize")
@@ -204,7 +205,8 @@ def end_to_end(model, processor, paths: list, args) -> None:
 
 def main(args) -> None:
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU cores")
+    tuned = malloc_tuning_wanted() and tune_malloc()  # as `uniqa score` does on the CPU (UNIQA_MALLOC_TUNING=0: off)
+    print(f"{describe_cpu()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, malloc tuning {'on' if tuned else 'off'}")
     with tempfile.TemporaryDirectory() as workdir:
         image_dir = os.path.join(workdir, "images")
         os.makedirs(image_dir)
