@@ -7,8 +7,9 @@
 On `--photos` 1024x768 JPEGs (quality 90): scikit-image's public-domain / CC0 sample photographs
 (those of `make demo`) scaled and cropped to 1024x768, each with one of the demo's distortions at
 a cycling level so the scores spread, plus a little sensor-like noise (without scikit-image:
-`bench_score_images.write_jpegs`' synthetic photos). Measured in this process, one image at a
-time, the real decode path (`score_images.decode_views`) and forward:
+`bench_score_images.write_jpegs`' synthetic photos). Measured in this process with the real
+decode path (`score_images.decode_views`, image by image) and forward (`Normalizer` + the model,
+batched as `uniqa score`), malloc tuned as `uniqa score` tunes it:
 
 (a) the demo model (`--demo-model`, `make demo`'s `demo-output/model`: 64x64 views; skipped when
     absent) and (b) a ViT-B/16-sized UniQA with random weights: per view policy (`center`,

@@ -159,3 +159,17 @@ def test_resume_with_another_jpeg_draft_is_refused(saved_tiny_model, tmp_path, c
     assert main([*center, "--jpeg-draft"]) == 0
     assert "--jpeg-draft has no effect with the center views" in caplog.text
     assert main([*center, "--resume"]) == 0
+
+
+def test_image_scorer_passes_jpeg_draft_on(saved_tiny_model, tmp_path):
+    """Tar shards, `datasets` and Ray score through `ImageScorer`: the option and its fingerprint reach them."""
+    from modeling_uniqa.image_scorer import ImageScorer
+
+    with open(save_jpeg(tmp_path / "a.jpg"), "rb") as handle:
+        payload = handle.read()
+    drafting = ImageScorer(saved_tiny_model, view_policy="resize", device="cpu", jpeg_draft=True)
+    full = ImageScorer(saved_tiny_model, view_policy="resize", device="cpu")
+    assert drafting.fingerprint["jpeg_draft"] is True and "jpeg_draft" not in full.fingerprint
+    drafted_views, full_views = drafting.decode(payload, "a")[0], full.decode(payload, "a")[0]
+    assert not torch.equal(drafted_views, full_views)
+    assert torch.equal(drafted_views, decode_views(payload, UniQAImageProcessor(crop_size=TINY_IMAGE_SIZE, jpeg_draft=True), "resize", 0, "a")[0])
