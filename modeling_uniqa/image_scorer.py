@@ -21,6 +21,7 @@ from .score_images import (
     output_columns,
     score_batch,
     scoring_fingerprint,
+    set_jpeg_draft,
 )
 
 
@@ -50,6 +51,8 @@ class ImageScorer:
         prompts, tokenizer_dir: replace the model's prompt groups, as `uniqa score --prompts`.
         batch_size: views per forward (a batch holds at least one image), as `uniqa score`.
         compile, quantize: `uniqa score --compile` / `--quantize int8` (see `inference_speed`).
+        jpeg_draft: draft-decode JPEGs where the views downsize anyway, as `uniqa score --jpeg-draft`
+            (`None`: the saved image processor's setting).
 
     Attributes: `columns` (key, scores, `error`), `score_columns` (the scores only) and
     `fingerprint` (the dict `uniqa score` records in its sidecar: model, dtype, prompts, views,
@@ -59,7 +62,7 @@ class ImageScorer:
     def __init__(self, model_dir: str, key_column: str = "path", outputs: list | None = None, view_policy: str | None = None,
                  view_seed: int | None = None, dtype: str = "float32", device: str = "auto", rank: int | None = None,
                  prompts: str | None = None, tokenizer_dir: str | None = None, batch_size: int = 32,
-                 compile: bool = False, quantize: str | None = None):
+                 compile: bool = False, quantize: str | None = None, jpeg_draft: bool | None = None):
         if dtype not in DTYPES:
             raise UsageError(f"dtype {dtype!r}: choose from {', '.join(sorted(DTYPES))}.")
         if batch_size < 1:
@@ -68,6 +71,7 @@ class ImageScorer:
         self.model, self.processor = load_scorer(model_dir, DTYPES[dtype], self.device, prompts, tokenizer_dir,
                                                  compile=compile, quantize=quantize)
         self.view_policy = view_policy or self.model.config.view_policy
+        set_jpeg_draft(self.processor, jpeg_draft, self.view_policy)
         self.view_seed = self.model.config.view_seed if view_seed is None else view_seed
         self.columns = [key_column, *output_columns(self.model, outputs)[1:]]
         self.score_columns = self.columns[1:-1]

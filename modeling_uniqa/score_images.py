@@ -34,7 +34,7 @@ How it runs:
   `--overwrite`; a run in which every image fails leaves an earlier output as it was.
 - `--resume` keeps the successful rows of the output and scores the rest (failed rows are
   retried). It is refused when the model weights or config, dtype, prompts, view policy, view
-  seed, image processor or columns differ from those recorded. Rows of images no longer among
+  seed, image processor (`--jpeg-draft` included) or columns differ from those recorded. Rows of images no longer among
   the inputs are kept, after the listed ones: a resume never drops results.
 - Distributed: under `accelerate launch` every process scores a strided share of the inputs and
   streams to its own part file; the main process merges them into the single output. Scores
@@ -186,6 +186,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_at_least(0), default=2, help="Decoding worker processes; 0 decodes in the main process (default 2).")
     parser.add_argument("--view-policy", type=_view_policy, default=None, help="random<N>, center, five_crop, ten_crop or resize (default: the model's).")
     parser.add_argument("--view-seed", type=int, default=None, help="Seed of random<N> crop positions (default: the model's).")
+    parser.add_argument(
+        "--jpeg-draft", action=argparse.BooleanOptionalAction, default=None,
+        help="Decode JPEGs at a reduced scale (PIL draft mode) where the views downsize anyway: the resize policy, "
+        "or an image processor with shortest_edge. Faster decoding; scores move slightly (not bit-exact). "
+        "Default: the image processor's jpeg_draft (off unless saved on).",
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="Weights and compute dtype (default float32).")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the GPU of this process if there is one, else the CPU.")
     parser.add_argument("--prompts", default=None, help="Replace the model's prompt groups, e.g. sharpness,noise or natural (zero-shot ranking). Needs a tokenizer.")
@@ -337,7 +343,7 @@ def decode_views(source, processor: UniQAImageProcessor, view_policy: str, view_
             source.filename = name  # errors name the image, not "image #0"
             source.info["n_frames"] = getattr(source, "n_frames", 1)
         frames = source.info.get("n_frames", 1) if isinstance(source, Image.Image) else 1
-        image = load_image(source)
+        image = load_image(source, draft_size=processor.draft_size(view_policy))
         if isinstance(source, Image.Image):
             image.info["n_frames"] = frames
         views = processor.views(image, view_policy, view_seed, name=name)
@@ -425,6 +431,18 @@ def load_scorer(
     return model, load_image_processor(model_dir, model)
 
 
+def set_jpeg_draft(processor: UniQAImageProcessor, jpeg_draft: bool | None, view_policy: str) -> None:
+    """`--jpeg-draft` / `--no-jpeg-draft` over the saved processor's setting (`None`: keep it);
+    says so when it cannot apply to `view_policy` (crops of the native resolution)."""
+    if jpeg_draft is not None:
+        processor.jpeg_draft = bool(jpeg_draft)
+    if jpeg_draft and processor.draft_size(view_policy) is None:
+        logger.warning(
+            "--jpeg-draft has no effect with the %s views and no shortest_edge: they crop the native resolution, "
+            "so JPEGs are decoded whole (it applies to the resize policy and to processors with shortest_edge).", view_policy,
+        )
+
+
 def _column(head: str, kind: str) -> str:
     """Column of one head's output: `score`, `mos`, `group_<g>` for the default head; `X`,
     `X_mos`, `X_group_<g>` for a head X (the pipeline's keys)."""
@@ -482,7 +500,8 @@ def scoring_fingerprint(model_dir: str, model: UniQAModel, processor: UniQAImage
                         columns: list, quantize: str | None = None) -> dict:
     """What decides the numbers of an output: a resume must match it field by field. The
     prompts are their own fields (they change with --prompts), not part of the config's hash.
-    `quantize` is recorded only when set, so outputs written before it existed still resume."""
+    `quantize` and `jpeg_draft` are recorded only when they change the numbers, so outputs written
+    before they existed still resume."""
     config = _without(model.config.to_dict(), {"prompt_groups", "prompt_group_names", "prompt_input_ids"} | CONFIG_VOLATILE_KEYS)
     return {
         "model_weights_sha256": model_fingerprint(model_dir),
@@ -497,7 +516,7 @@ def scoring_fingerprint(model_dir: str, model: UniQAModel, processor: UniQAImage
         "view_seed": view_seed,
         "image_processor": {key: getattr(processor, key) for key in ("crop_size", "shortest_edge", "image_mean", "image_std", "max_aspect_ratio")},
         "columns": columns,
-    } | ({"quantize": quantize} if quantize else {})
+    } | ({"quantize": quantize} if quantize else {}) | ({"jpeg_draft": True} if processor.draft_size(view_policy) else {})
 
 
 def _parse_csv_row(row: dict) -> dict:
@@ -608,6 +627,7 @@ def run(args) -> int:
                                        compile=args.compile, quantize=args.quantize)
         view_policy = args.view_policy or model.config.view_policy
         view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
+        set_jpeg_draft(processor, args.jpeg_draft, view_policy)
         heads = select_heads(model, args.heads)
         columns = output_columns(model, args.outputs, heads)
         output = ShardedOutput(

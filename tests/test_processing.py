@@ -282,3 +282,10 @@ def test_unknown_arguments_are_rejected(processor):
         processor.preprocess(image, seed=3)
     with pytest.raises(ValueError, match="view policy"):
         processor(image, view_policy="eleven_crop")
+
+
+def test_views_are_writable_arrays(processor):
+    """`torch.from_numpy` warns on read-only arrays (the `resize` view was one, cut from a PIL image)."""
+    image = Image.fromarray(random_rgb(48, 70))
+    for policy in ("resize", "center", "random3"):
+        assert processor.views(image, policy).flags.writeable, policy
