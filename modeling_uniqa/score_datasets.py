@@ -166,7 +166,7 @@ def run_dataset(args, state) -> int:
         function = DatasetScorer(
             args.model, args.image_column, outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
             dtype=args.dtype, device=args.device, prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
-            compile=args.compile, quantize=args.quantize,
+            compile=bool(args.compile), quantize=args.quantize,
             jpeg_draft=args.jpeg_draft,
         )
         scorer = function.scorer()  # checks the model before any image is read

@@ -65,7 +65,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .configuration_uniqa import DEFAULT_HEAD, parse_view_policy, view_count
 from .cpu_runtime import malloc_tuning_wanted, tune_malloc
 from .fingerprints import state_digest
-from .inference_speed import QUANTIZE_CHOICES, optimize_for_scoring
+from .inference_speed import (
+    QUANTIZE_CHOICES,
+    compile_pays_off,
+    compile_vision_tower,
+    optimize_for_scoring,
+)
 from .model_folder import ModelFolderError, load_image_processor, load_model_folder, model_fingerprint
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
@@ -197,9 +202,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", default=None, help="Replace the model's prompt groups, e.g. sharpness,noise or natural (zero-shot ranking). Needs a tokenizer.")
     parser.add_argument("--tokenizer", default=None, help="Tokenizer folder for --prompts (default: the model folder).")
     parser.add_argument(
-        "--compile", action="store_true",
-        help="torch.compile the vision tower (scores within 1e-5). Compiling costs about 40 s per process at ViT-B/16 on "
-        "2 CPU cores, repaid after a few hundred views; about 1.1x faster on the CPU.",
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile the vision tower (scores within 1e-5; about 1.1x faster on the CPU). Compiling costs about "
+        "40-60 s per process at ViT-B/16 on 2 CPU cores. Default: image files on the CPU in float32 are compiled when "
+        "the first batch shows at least 10 minutes of work left; --compile: always; --no-compile: never. Tar shards "
+        "and --dataset compile only with --compile.",
     )
     parser.add_argument(
         "--quantize", choices=QUANTIZE_CHOICES, default=None,
@@ -567,14 +574,22 @@ def score_batch(model: UniQAModel, normalize: Normalizer, batch: Batch, paths: l
 # The run
 # --------------------------------------------------------------------------------------------
 def score_shard(model, processor, paths: list, columns: list, writer, device, view_policy: str, view_seed: int,
-                batch_size: int, workers: int, show_progress: bool, heads: list | None = None) -> int:
+                batch_size: int, workers: int, show_progress: bool, heads: list | None = None, auto_compile: bool = False) -> int:
     """Score `paths`, streaming each batch's rows to `writer`. Returns how many files held
-    several frames (scored on their first)."""
+    several frames (scored on their first). `auto_compile`: compile the vision tower after the
+    first scored batch if the work left repays it (`--compile` not given)."""
     loader = view_loader(paths, processor, view_policy, view_seed, batch_size, workers, device)
-    normalize, failed, multi_frame = Normalizer(processor, device), 0, 0
+    normalize, failed, multi_frame, done = Normalizer(processor, device), 0, 0, 0
     with torch.inference_mode(), logging_redirect_tqdm(), tqdm(total=len(paths), unit="img", disable=not show_progress, desc="Scoring") as bar:
         for batch in loader:
+            start = time.perf_counter()
             writer.write(score_batch(model, normalize, batch, paths, columns, heads))
+            done += len(batch.indices) + len(batch.errors)
+            if auto_compile and batch.indices:  # decided once, on the first batch with images
+                auto_compile = False
+                if compile_pays_off((time.perf_counter() - start) / len(batch.indices), len(paths) - done):
+                    logger.info("Compiling the vision tower (the work left repays it; --no-compile to skip).")
+                    compile_vision_tower(model)
             for _, message in batch.errors:
                 logger.warning("Not scored: %s", message)
             for index, frames in batch.multi_frame:
@@ -624,7 +639,7 @@ def run(args) -> int:
         output_format(args.output)
         check_writable(args.output)
         model, processor = load_scorer(args.model, DTYPES[args.dtype], state.device, args.prompts, args.tokenizer, args.adapter,
-                                       compile=args.compile, quantize=args.quantize)
+                                       compile=bool(args.compile), quantize=args.quantize)
         view_policy = args.view_policy or model.config.view_policy
         view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
         set_jpeg_draft(processor, args.jpeg_draft, view_policy)
@@ -658,6 +673,7 @@ def run(args) -> int:
         multi_frame = score_shard(
             model, processor, todo[state.process_index :: state.num_processes], columns, writer, state.device,
             view_policy, view_seed, args.batch_size, args.workers, show_progress=state.is_main_process, heads=heads,
+            auto_compile=args.compile is None and state.device.type == "cpu" and args.dtype == "float32" and not args.quantize,
         )
     multi_frame = _total(state, multi_frame)
     state.wait_for_everyone()

@@ -13,6 +13,7 @@ from modeling_uniqa.cli import main
 from modeling_uniqa.inference_speed import (
     RowChunkedMLP,
     chunk_vision_mlps,
+    compile_pays_off,
     compile_vision_tower,
     optimize_for_scoring,
     quantize_vision_int8,
@@ -131,3 +132,47 @@ def test_cli_speed_flags_int8_and_malloc(saved_tiny_model, image_files, tmp_path
     assert "quantize" in caplog.text
     assert main([*base, "--output", str(plain), "--resume"]) == 0  # outputs without the field resume as before
     assert main([*base, "--output", str(plain), "--compile", "--quantize", "int8"]) == 2
+
+
+def test_compile_pays_off_only_for_long_work():
+    assert not compile_pays_off(0.3, 100)  # 30 s of work left: compiling costs more than it saves
+    assert compile_pays_off(0.3, 10_000)  # 50 min left
+    assert compile_pays_off(1.0, 60, payback_seconds=60)
+
+
+def test_cli_compiles_by_default_only_when_it_pays_off(saved_tiny_model, image_files, tmp_path, monkeypatch):
+    compiled, verdicts = [], []
+    monkeypatch.setattr(score_images, "compile_vision_tower", lambda model: compiled.append(model))
+
+    def pays_off(seconds_per_image, images_left):
+        verdicts.append((seconds_per_image, images_left))
+        return True
+
+    monkeypatch.setattr(score_images, "compile_pays_off", pays_off)
+    base = ["score", *image_files, "--model", saved_tiny_model, "--workers", "0", "--batch-size", "2", "--view-policy", "center"]
+    assert main([*base, "--output", str(tmp_path / "auto.csv")]) == 0
+    assert len(compiled) == 1 and len(verdicts) == 1  # decided once, after the first batch
+    seconds, left = verdicts[0]
+    assert seconds > 0 and left == len(image_files) - 2
+    for flags in (["--no-compile"], ["--quantize", "int8"], ["--dtype", "bfloat16"]):
+        assert main([*base, *flags, "--output", str(tmp_path / "other.csv"), "--overwrite"]) == 0, flags
+    assert len(compiled) == 1
+
+
+def test_a_failed_compile_scores_uncompiled(model, monkeypatch, caplog):
+    def broken_compile(function, **_):
+        def run(**_):
+            raise RuntimeError("no C++ compiler found")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    pixels = torch.randn(2, 3, 3, 32, 32)
+    reference = scores(model, pixels)
+    chunk_vision_mlps(model, rows=7)
+    compile_vision_tower(model)
+    assert all(layer.mlp.rows > 10**9 for layer in model.clip.vision_model.encoder.layers)  # compiled whole
+    with caplog.at_level(logging.WARNING):
+        torch.testing.assert_close(scores(model, pixels), reference, rtol=0, atol=1e-6)
+        torch.testing.assert_close(scores(model, pixels), reference, rtol=0, atol=1e-6)
+    assert caplog.text.count("torch.compile of the vision tower failed") == 1 and "no C++ compiler" in caplog.text
