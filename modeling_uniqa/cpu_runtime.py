@@ -79,3 +79,15 @@ def describe_cpu() -> str:
         pass
     bf16 = "native bf16" if has_native_bf16() else "no native bf16"
     return f"{model}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}, {bf16}, {torch.get_num_threads()} torch threads"
+
+
+def scoring_threads(requested: int | None, local_processes: int) -> int | None:
+    """Torch threads for a CPU scoring process: `requested` (`--threads`) if given; else, when a
+    launcher started several processes on this machine and set `OMP_NUM_THREADS=1` for them
+    (torchrun's and so `accelerate launch`'s default), the machine's cores shared out among them;
+    else `None`: keep torch's default (one thread per core, or what OMP_NUM_THREADS says)."""
+    if requested is not None:
+        return requested
+    if local_processes > 1 and os.environ.get("OMP_NUM_THREADS") == "1":
+        return max(1, len(os.sched_getaffinity(0)) // local_processes)
+    return None

@@ -63,7 +63,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .configuration_uniqa import DEFAULT_HEAD, parse_view_policy, view_count
-from .cpu_runtime import malloc_tuning_wanted, tune_malloc
+from .cpu_runtime import malloc_tuning_wanted, scoring_threads, tune_malloc
 from .fingerprints import state_digest
 from .inference_speed import (
     QUANTIZE_CHOICES,
@@ -212,6 +212,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quantize", choices=QUANTIZE_CHOICES, default=None,
         help="int8: int8 dynamic quantisation of the vision tower's linear layers (CPU, float32). About 2x faster at "
         "ViT-B/16 on an AVX512-VNNI CPU; scores move by about 1e-3 (see README, Performance). Recorded for --resume.",
+    )
+    parser.add_argument(
+        "--threads", type=_at_least(1), default=None,
+        help="Torch threads per process on the CPU. Default: one per core; under accelerate launch (whose torchrun "
+        "sets OMP_NUM_THREADS=1 for every process) the cores shared out among this machine's processes.",
     )
     parser.add_argument(
         "--no-malloc-tuning", action="store_true",
@@ -618,8 +623,12 @@ def run(args) -> int:
     # `Accelerator` it does not read ACCELERATE_USE_CPU itself.
     use_cpu = args.device == "cpu" or (args.device == "auto" and (not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")))
     state = PartialState(cpu=use_cpu)
-    if state.device.type == "cpu" and malloc_tuning_wanted(args.no_malloc_tuning):
-        tune_malloc()  # before any model or image memory is allocated; the decoding workers inherit it
+    if state.device.type == "cpu":
+        if malloc_tuning_wanted(args.no_malloc_tuning):
+            tune_malloc()  # before any model or image memory is allocated; the decoding workers inherit it
+        threads = scoring_threads(args.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        if threads:
+            torch.set_num_threads(threads)
     if args.dataset is not None:
         from .score_datasets import run_dataset
 

@@ -3,6 +3,7 @@ their `uniqa score` flags (exactness, refusals, resume fingerprints)."""
 
 import copy
 import logging
+import os
 import resource
 
 import pytest
@@ -176,3 +177,23 @@ def test_a_failed_compile_scores_uncompiled(model, monkeypatch, caplog):
         torch.testing.assert_close(scores(model, pixels), reference, rtol=0, atol=1e-6)
         torch.testing.assert_close(scores(model, pixels), reference, rtol=0, atol=1e-6)
     assert caplog.text.count("torch.compile of the vision tower failed") == 1 and "no C++ compiler" in caplog.text
+
+
+def test_scoring_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_runtime.scoring_threads(3, 2) == 3  # --threads wins
+    assert cpu_runtime.scoring_threads(None, 2) == max(1, cores // 2)  # a launcher's OMP_NUM_THREADS=1: share the cores
+    assert cpu_runtime.scoring_threads(None, 1) is None  # one process: the user's or torch's setting stands
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert cpu_runtime.scoring_threads(None, 2) is None
+
+
+def test_cli_threads_flag(saved_tiny_model, image_files, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        assert main(["score", *image_files, "--model", saved_tiny_model, "--workers", "0", "--threads", "1",
+                     "--output", str(tmp_path / "scores.csv")]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
