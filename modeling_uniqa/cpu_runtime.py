@@ -84,7 +84,7 @@ def describe_cpu() -> str:
 def scoring_threads(requested: int | None, local_processes: int) -> int | None:
     """Torch threads for a CPU scoring process: `requested` (`--threads`) if given; else, when a
     launcher started several processes on this machine and set `OMP_NUM_THREADS=1` for them
-    (torchrun's and so `accelerate launch`'s default), the machine's cores shared out among them;
+    (`accelerate launch --multi_gpu` on CPUs and torchrun do by default), the machine's cores shared out among them;
     else `None`: keep torch's default (one thread per core, or what OMP_NUM_THREADS says)."""
     if requested is not None:
         return requested

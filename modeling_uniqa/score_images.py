@@ -215,8 +215,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads", type=_at_least(1), default=None,
-        help="Torch threads per process on the CPU. Default: one per core; under accelerate launch (whose torchrun "
-        "sets OMP_NUM_THREADS=1 for every process) the cores shared out among this machine's processes.",
+        help="Torch threads per process on the CPU. Default: one per core; under accelerate launch (which sets "
+        "OMP_NUM_THREADS=1 for every process unless given --num_cpu_threads_per_process) the cores shared out among "
+        "this machine's processes.",
     )
     parser.add_argument(
         "--no-malloc-tuning", action="store_true",
