@@ -4,10 +4,12 @@ glibc's malloc serves every allocation above its mmap threshold (at most 32 MiB)
 `mmap` and gives it back with `munmap` when freed. A ViT-B/16 forward of 80 views allocates
 tensors of 50-200 MiB per layer, so each forward page-faults its whole working set in again:
 measured on a 2-core Xeon, 3.7 million minor faults and 11 s of kernel time in a 26 s forward.
-`tune_malloc` keeps freed memory in the heap (no mmap, no trimming), which removes the faults and
-scores about 1.5x faster with bit-identical results; the cost is that the process keeps its peak
-memory until it exits. `uniqa score` calls it on CPU runs unless `--no-malloc-tuning` is given
-(or `UNIQA_MALLOC_TUNING=0` is set). It is a no-op where the C library is not glibc.
+`tune_malloc` keeps freed memory in the heap (no mmap, no trimming), which removes the faults
+with bit-identical results (with the row-chunked MLPs of `inference_speed`: 1.17-1.19x the bare
+tower in `benchmarks/bench_model.py`); the cost is that the process keeps its peak memory until
+it exits. `prepare_cpu_process` applies it, and the thread count, for `uniqa score` and `uniqa
+retrieve` unless `--no-malloc-tuning` is given (or `UNIQA_MALLOC_TUNING=0` is set). It is a
+no-op where the C library is not glibc.
 """
 
 import ctypes
@@ -91,3 +93,14 @@ def scoring_threads(requested: int | None, local_processes: int) -> int | None:
     if local_processes > 1 and os.environ.get("OMP_NUM_THREADS") == "1":
         return max(1, len(os.sched_getaffinity(0)) // local_processes)
     return None
+
+
+def prepare_cpu_process(no_malloc_tuning: bool = False, threads: int | None = None) -> None:
+    """What a CPU scoring process sets up before it allocates anything large: `tune_malloc`
+    (unless `no_malloc_tuning` or `UNIQA_MALLOC_TUNING=0`; decoding workers forked later inherit
+    it) and `scoring_threads` (`threads`: `--threads`; the local process count from the launcher)."""
+    if malloc_tuning_wanted(no_malloc_tuning):
+        tune_malloc()
+    count = scoring_threads(threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if count:
+        torch.set_num_threads(count)

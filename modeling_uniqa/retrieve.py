@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .contact_sheet import display_path, write_contact_sheet, write_html
-from .cpu_runtime import malloc_tuning_wanted, tune_malloc
+from .cpu_runtime import prepare_cpu_process
 from .embedding_index import EmbeddingIndex, EmbeddingIndexError, update_index
 from .inference_speed import optimize_for_scoring
 from .modeling_uniqa import UniQAModel
@@ -192,8 +192,8 @@ def run(args) -> int:
         paths = expand_inputs(args.inputs).paths if args.inputs else None
         if paths is not None:  # a sheet written among the photos is no photo to rank
             paths = [path for path in paths if path != args.output]
-        if device.type == "cpu" and malloc_tuning_wanted():
-            tune_malloc()  # as `uniqa score`; UNIQA_MALLOC_TUNING=0 leaves malloc as it is
+        if device.type == "cpu":
+            prepare_cpu_process()  # as `uniqa score`; UNIQA_MALLOC_TUNING=0 leaves malloc as it is
         model, processor, tokenizer = load_model_folder(args.model, args.tokenizer, DTYPES[args.dtype], device)
         optimize_for_scoring(model, device)  # the exact speed-ups only: the index must not depend on them
         if paths is None:

@@ -115,7 +115,7 @@ def test_malloc_tuning_switches(monkeypatch):
 
 def test_cli_speed_flags_int8_and_malloc(saved_tiny_model, image_files, tmp_path, monkeypatch, caplog):
     calls = []
-    monkeypatch.setattr(score_images, "tune_malloc", lambda: calls.append(1))
+    monkeypatch.setattr(cpu_runtime, "tune_malloc", lambda: calls.append(1))
     base = ["score", *image_files, "--model", saved_tiny_model, "--workers", "0"]
     plain, quantised = tmp_path / "plain.csv", tmp_path / "int8.csv"
     assert main([*base, "--output", str(plain)]) == 0
