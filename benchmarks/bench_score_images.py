@@ -26,6 +26,7 @@ under 2 GB at batch 32 in float32.
 """
 
 import argparse
+import multiprocessing
 import os
 import re
 import subprocess
@@ -70,25 +71,36 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def write_jpegs(folder: str, count: int, width: int = 1024, height: int = 768) -> None:
-    """Photo-like JPEGs: smooth colour fields plus fine noise, so they decode like real photos."""
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        coarse = rng.integers(0, 256, size=(height // 32, width // 32, 3), dtype=np.uint8)
-        smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
-        noisy = np.clip(smooth + rng.integers(-12, 13, size=smooth.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(noisy).save(os.path.join(folder, f"photo_{index:04d}.jpg"), quality=90)
+def write_jpeg(path: str, seed: int, width: int = 1024, height: int = 768) -> None:
+    """A photo-like JPEG: smooth colour fields plus fine noise, so it decodes like a real photo."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(height // 32, width // 32, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
+    noisy = np.clip(smooth + rng.integers(-12, 13, size=smooth.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(path, quality=90)
 
 
-def write_model(folder: str, view_policy: str) -> None:
-    """A ViT-B/16-sized UniQA model with random weights and the `natural` prompt ensemble."""
+def write_jpegs(folder: str, count: int, width: int = 1024, height: int = 768, processes: int = 1) -> list:
+    """`count` photo-like JPEGs `photo_NNNNN.jpg` in `folder` (image i seeded with i), written by
+    `processes` processes. Returns their paths."""
+    jobs = [(os.path.join(folder, f"photo_{index:05d}.jpg"), index, width, height) for index in range(count)]
+    if processes > 1:
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            pool.starmap(write_jpeg, jobs, chunksize=16)
+    else:
+        for job in jobs:
+            write_jpeg(*job)
+    return [job[0] for job in jobs]
+
+
+def write_model(folder: str, view_policy: str, vision: dict | None = None, text: dict | None = None) -> None:
+    """A UniQA model with random weights and the `natural` prompt ensemble: ViT-B/16-sized unless
+    `vision` / `text` give other CLIP sub-configs (a tiny one for smoke runs)."""
     torch.manual_seed(0)
-    config = UniQAConfig(
-        clip_config={"vision_config": VIT_B16_VISION, "projection_dim": 512},
-        prompt_groups="natural",
-        view_policy=view_policy,
-        mos_range=[1, 5],
-    )
+    clip_config = {"vision_config": vision or VIT_B16_VISION, "projection_dim": 512}
+    if text:
+        clip_config["text_config"] = text
+    config = UniQAConfig(clip_config=clip_config, prompt_groups="natural", view_policy=view_policy, mos_range=[1, 5])
     model = UniQAModel(config).eval()
     model.set_prompts(None, build_clip_tokenizer())
     model.save_pretrained(folder)

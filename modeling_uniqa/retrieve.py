@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .contact_sheet import display_path, write_contact_sheet, write_html
-from .cpu_runtime import prepare_cpu_process
+from .cpu_runtime import decoding_workers, prepare_cpu_process
 from .embedding_index import EmbeddingIndex, EmbeddingIndexError, update_index
 from .inference_speed import optimize_for_scoring
 from .modeling_uniqa import UniQAModel
@@ -175,7 +175,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--view-seed", type=int, default=None, help="Seed of random<N> crop positions (default: the model's).")
     parser.add_argument("--thumb-size", type=_at_least(16), default=160, help="Thumbnail side in pixels (default 160).")
     parser.add_argument("--batch-size", type=_at_least(1), default=32, help="Views per forward (default 32).")
-    parser.add_argument("--workers", type=_at_least(0), default=2, help="Decoding worker processes; 0 decodes in the main process (default 2).")
+    parser.add_argument("--workers", type=_at_least(0), default=None,
+                        help="Decoding worker processes; 0 decodes in the main process (default: as `uniqa score`).")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="Weights and compute dtype (default float32).")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: a GPU if there is one, else the CPU.")
     parser.add_argument("--tokenizer", default=None, help="Tokenizer folder for the queries (default: the model folder).")
@@ -205,7 +206,7 @@ def run(args) -> int:
         else:
             index, report = index_images(
                 model, processor, paths, index_dir, embedding=args.embedding, view_policy=args.view_policy,
-                view_seed=args.view_seed, batch_size=args.batch_size, workers=args.workers, model_name=os.path.abspath(args.model),
+                view_seed=args.view_seed, batch_size=args.batch_size, workers=decoding_workers(args.workers, device), model_name=os.path.abspath(args.model),
             )
             for _, message in report.failed:
                 logger.warning("Not indexed: %s", message)

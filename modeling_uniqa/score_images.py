@@ -63,7 +63,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .configuration_uniqa import DEFAULT_HEAD, parse_view_policy, view_count
-from .cpu_runtime import prepare_cpu_process
+from .cpu_runtime import decoding_workers, prepare_cpu_process
 from .fingerprints import state_digest
 from .inference_speed import (
     QUANTIZE_CHOICES,
@@ -188,7 +188,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Views per forward (default 32): a batch holds as many images as fit, at least one, so memory "
         "does not depend on the view policy (random10: 3 images a batch).",
     )
-    parser.add_argument("--workers", type=_at_least(0), default=2, help="Decoding worker processes; 0 decodes in the main process (default 2).")
+    parser.add_argument(
+        "--workers", type=_at_least(0), default=None,
+        help="Decoding worker processes; 0 decodes in the main process (default: 2 on the CPU; on a GPU the cores of "
+        "this process less one, at most 16, since there decoding is the bottleneck).",
+    )
     parser.add_argument("--view-policy", type=_view_policy, default=None, help="random<N>, center, five_crop, ten_crop or resize (default: the model's).")
     parser.add_argument("--view-seed", type=int, default=None, help="Seed of random<N> crop positions (default: the model's).")
     parser.add_argument(
@@ -376,6 +380,14 @@ class Batch:
     views: torch.Tensor | None  # uint8 (len(indices), views, crop, crop, 3)
     errors: list  # [(index, message)]
     multi_frame: list = field(default_factory=list)  # [(index, frames)] scored on their first frame
+
+    def pin_memory(self) -> "Batch":
+        """Page-lock the views. The DataLoader's pinning thread (`pin_memory=True`, on GPUs) calls
+        this: it pins tensors it can see, and a dataclass hides them, so without this method the
+        views stayed pageable and each batch's copy to the GPU blocked the scoring loop."""
+        if self.views is not None:
+            self.views = self.views.pin_memory()
+        return self
 
 
 def collate_views(items) -> Batch:
@@ -626,6 +638,7 @@ def run(args) -> int:
     state = PartialState(cpu=use_cpu)
     if state.device.type == "cpu":
         prepare_cpu_process(args.no_malloc_tuning, args.threads)  # before any model or image memory is allocated
+    args.workers = decoding_workers(args.workers, state.device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if args.dataset is not None:
         from .score_datasets import run_dataset
 
@@ -700,6 +713,8 @@ def run(args) -> int:
         scored, len(paths), failed, args.output, "".join(f"; {note}" for note in notes),
         len(todo), seconds, len(todo) / seconds if seconds > 0 else 0.0,
     )
+    if state.device.type == "cuda":  # what a larger --batch-size would have room for
+        logger.info("Peak GPU memory of the main process: %.2f GiB.", torch.cuda.max_memory_allocated(state.device) / 2**30)
     if result.kept_previous:
         logger.error("No image could be scored: %s keeps its earlier results; the errors are listed above.", args.output)
     return 0 if scored else 1

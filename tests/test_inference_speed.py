@@ -197,3 +197,29 @@ def test_cli_threads_flag(saved_tiny_model, image_files, tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_batches_pin_their_views_in_the_dataloaders_pinning_thread(monkeypatch):
+    """`pin_memory=True` (GPU scoring) pins only tensors it can see; `Batch` must pin its views
+    itself, or every copy to the GPU is a blocking one from pageable memory."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor, *args: pinned.append(tensor) or tensor.clone())
+    views = torch.zeros(2, 1, 4, 4, 3, dtype=torch.uint8)
+    batch = pin_memory(score_images.collate_views([(0, views[0], None, 1), (1, None, "bad.jpg: truncated", 0)]))
+    assert len(pinned) == 1 and torch.equal(pinned[0], views[:1])
+    assert batch.views is not pinned[0] and batch.indices == [0] and batch.errors == [(1, "bad.jpg: truncated")]
+    assert pin_memory(score_images.collate_views([(0, None, "x: broken", 0)])).views is None
+
+
+def test_decoding_workers_default_to_the_cores_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    gpu = torch.device("cuda")
+    assert cpu_runtime.decoding_workers(None, CPU) == 2  # decoding takes its cores from the forward
+    assert cpu_runtime.decoding_workers(None, gpu) == 15  # decoding is the whole cost: every core but the scorer's
+    assert cpu_runtime.decoding_workers(None, gpu, local_processes=2) == 7
+    assert cpu_runtime.decoding_workers(None, gpu, local_processes=16) == 2
+    assert cpu_runtime.decoding_workers(5, gpu) == 5 and cpu_runtime.decoding_workers(0, CPU) == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert cpu_runtime.decoding_workers(None, gpu) == 16
