@@ -8,6 +8,10 @@ It prints the versions it ran with, each figure as it is measured, and a summary
 targets, and writes them all to `--out`/gpu_figures.json. The device machines of this workplace
 have torch, transformers, accelerate, pillow, numpy, scipy, tqdm and psutil (not `datasets`,
 which scoring files does not need): run it from the repository root with nothing installed.
+Their transformers may be older than `setup.cfg` asks for (5.17 was seen there): the first line
+printed gives the versions; should an older one fail, carry the wheel of the version this project
+pins, as the device tool's README says (`pip download --no-deps transformers==5.24.0 -d .whl`,
+then `pip install --no-deps --target /tmp/site .whl/*.whl` there and `PYTHONPATH=/tmp/site:.`).
 A smoke run of every part on the CPU, with a tiny model, is what the test suite runs:
 
     python benchmarks/bench_gpu.py --device cpu --tiny --images 4 --workers 1 --batch-size 2 --forward-batches 2 \
