@@ -47,8 +47,9 @@ def image_source(value):
 class DatasetScorer:
     """The `ds.map` function: a batch (with indices and rank) -> the score columns
     (`column_prefix` + score, mos, group_*, error). Picklable: the model is loaded in each map
-    process on first use, never pickled. Keyword arguments go to `ImageScorer` (outputs,
-    view_policy, view_seed, dtype, device, prompts, tokenizer_dir, batch_size, compile, quantize)."""
+    process on first use, never pickled. Keyword arguments go to `ImageScorer` (outputs, heads,
+    adapter, view_policy, view_seed, dtype, device, prompts, tokenizer_dir, batch_size, compile,
+    quantize, jpeg_draft)."""
 
     def __init__(self, model_dir: str, image_column: str = "image", column_prefix: str = "", **scorer_kwargs):
         self.model_dir, self.image_column, self.column_prefix = model_dir, image_column, column_prefix
@@ -166,8 +167,7 @@ def run_dataset(args, state) -> int:
         function = DatasetScorer(
             args.model, args.image_column, outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
             dtype=args.dtype, device=args.device, prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
-            compile=bool(args.compile), quantize=args.quantize,
-            jpeg_draft=args.jpeg_draft,
+            compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
         )
         scorer = function.scorer()  # checks the model before any image is read
         if args.num_proc and args.num_proc > 1 and torch.cuda.is_available():

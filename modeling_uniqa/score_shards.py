@@ -294,8 +294,7 @@ def run_shards(args, state) -> int:
         scorer = ImageScorer(
             args.model, key_column="key", outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
             dtype=args.dtype, device=str(state.device), prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
-            compile=bool(args.compile), quantize=args.quantize,
-            jpeg_draft=args.jpeg_draft,
+            compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
         )
         done = set(check_done(shards, args.output, scorer.fingerprint))
     except (UsageError, ModelFolderError, OSError) as error:
