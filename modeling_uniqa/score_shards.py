@@ -14,7 +14,7 @@ How it runs:
   order. Its schema carries the scoring fingerprint (`score_parquet`), so `read_scores`
   refuses mixed results. The file is written atomically once the shard is read to its end: a
   killed run leaves whole files only, and a rerun skips the shards whose file exists (made by
-  this very scorer: another model, dtype, prompts or view policy is refused, exit code 2).
+  this very scorer: another model, adapter, heads, dtype, prompts or view policy is refused, exit code 2).
 - Tars are streamed (`tarfile` mode "r|*", no extraction, no seeking) by the DataLoader's worker
   processes (`--workers`), which cut the views while the main process runs the forward. With at
   least 4 shards per worker each worker reads whole shards; with fewer, every worker streams
