@@ -4,17 +4,19 @@ made with another adapter or other heads is refused."""
 
 import json
 import os
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from datasets import Dataset, DatasetDict, Image
+from datasets import Dataset, DatasetDict, Image, load_from_disk
 
 from modeling_uniqa import UniQAModel
 from modeling_uniqa.adapter_io import save_adapter
 from modeling_uniqa.cli import main
 from modeling_uniqa.ray_scorer import UniQAScorer
+from modeling_uniqa.score_datasets import score_dataset
 from modeling_uniqa.score_parquet import read_fingerprint
 from tests.curation_data import read_csv_scores, write_jpegs, write_shard
 from tests.helpers import head_on_backbone, save_tiny_uniqa
@@ -64,7 +66,7 @@ def scored(tmp_path_factory, tiny_tokenizer):
             fingerprint = json.load(handle)["fingerprint"]
         return SimpleNamespace(scores=read_csv_scores(output), fingerprint=fingerprint)
 
-    return SimpleNamespace(model=model_dir, adapter=adapter_dir, paths=paths, shard=shard, dataset=str(root / "dataset"),
+    return SimpleNamespace(model=model_dir, adapter=adapter_dir, tokenizer=tiny_tokenizer, paths=paths, shard=shard, dataset=str(root / "dataset"),
                            plain=files_path("plain"), adapted=files_path("adapted", "--adapter", adapter_dir))
 
 
@@ -105,20 +107,36 @@ def test_shards_with_heads_and_adapter(scored, tmp_path, caplog):
 
 
 def test_dataset_with_heads_and_adapter(scored, tmp_path, caplog):
-    def score_dataset(output, *options):
+    def score_dataset_cli(output, *options):
         return main(["score", "--dataset", scored.dataset, "--model", scored.model, "--output", str(output), "--keep-columns", "name",
                      *OPTIONS, *options])
 
     for name, reference, options in (("plain", scored.plain, []), ("adapted", scored.adapted, ["--adapter", scored.adapter])):
         output = tmp_path / f"{name}.parquet"
-        assert score_dataset(output, *HEADS, *options) == 0
+        assert score_dataset_cli(output, *HEADS, *options) == 0
         rows = pq.read_table(output).to_pylist()
         assert list(rows[0]) == ["index", "name", *COLUMNS, "error"]
         assert_same_scores(rows, reference.scores, "name")
         assert read_fingerprint(str(output))["head_sha256"] == reference.fingerprint["head_sha256"]
-    assert score_dataset(tmp_path / "nope.parquet", "--heads", "nope") == 2
+    assert score_dataset_cli(tmp_path / "nope.parquet", "--heads", "nope") == 2
     assert "--heads: this model has no head 'nope'" in caplog.text
     assert not os.path.exists(tmp_path / "nope.parquet")
+
+
+def test_dataset_scores_follow_an_adapter_replaced_in_place(scored, tmp_path):
+    """`datasets` caches a map under the function's hash, which holds the adapter's path: the
+    cache must follow the weights, or a retrained adapter would get the old scores back."""
+    adapter = tmp_path / "adapter"
+    shutil.copytree(scored.adapter, adapter)
+    dataset = load_from_disk(scored.dataset)["train"]
+    first = score_dataset(dataset, scored.model, outputs=["score"], adapter=str(adapter))["score"]
+    assert first == pytest.approx([float(scored.adapted.scores[stem(path)]["score"]) for path in scored.paths], abs=1e-6)
+    shutil.rmtree(adapter)
+    retrained = head_on_backbone(scored.tokenizer, UniQAModel.from_pretrained(scored.model), seed=5, mos_range=[1, 5])
+    save_adapter(retrained, adapter, write_card=False)
+    again = score_dataset(load_from_disk(scored.dataset)["train"], scored.model, outputs=["score"], adapter=str(adapter))["score"]
+    assert max(abs(a - b) for a, b in zip(first, again)) > 1e-3
+    assert score_dataset(dataset, scored.model, outputs=["score"], adapter=str(adapter))["score"] == again
 
 
 def test_ray_scorer_with_heads_and_adapter(scored):
