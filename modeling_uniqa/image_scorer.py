@@ -84,7 +84,7 @@ class ImageScorer:
         set_jpeg_draft(self.processor, jpeg_draft, self.view_policy)
         self.view_seed = self.model.config.view_seed if view_seed is None else view_seed
         self.heads = select_heads(self.model, heads)
-        self.columns = [key_column, *output_columns(self.model, outputs, self.heads)[1:]]
+        self.columns = output_columns(self.model, outputs, self.heads, key_column)
         self.score_columns = self.columns[1:-1]
         self.fingerprint = scoring_fingerprint(model_dir, self.model, self.processor, dtype, self.view_policy, self.view_seed, self.columns,
                                                quantize)

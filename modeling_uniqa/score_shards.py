@@ -296,6 +296,9 @@ def run_shards(args, state) -> int:
             dtype=args.dtype, device=str(state.device), prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
             compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
         )
+        clash = [column for column in args.keep_columns or [] if column in scorer.columns]
+        if clash:
+            raise UsageError(f"--keep-columns {', '.join(clash)}: the output has such columns already ({', '.join(scorer.columns)}).")
         done = set(check_done(shards, args.output, scorer.fingerprint))
     except (UsageError, ModelFolderError, OSError) as error:
         logger.error("%s", error)

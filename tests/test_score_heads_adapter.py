@@ -139,6 +139,25 @@ def test_dataset_scores_follow_an_adapter_replaced_in_place(scored, tmp_path):
     assert score_dataset(dataset, scored.model, outputs=["score"], adapter=str(adapter))["score"] == again
 
 
+def test_columns_that_would_clash_are_refused(scored, tmp_path, caplog):
+    """A head named like the key column (`key` for shards), or a kept json field named like a
+    score column, would overwrite it in every row: refused before any image is read."""
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(scored.model, model_dir)
+    assert main(["heads", "add", model_dir, "--prompts", "sharpness", "--name", "key"]) == 0
+
+    def score_shard(name, *options):
+        return main(["score", scored.shard, "--model", model_dir, "--output", str(tmp_path / name), *OPTIONS, *options])
+
+    assert score_shard("all") == 2
+    assert "head 'key' writes a column 'key', the name of the key column here; leave it out with --heads" in caplog.text
+    assert not os.path.exists(tmp_path / "all" / "00000.parquet")
+    assert score_shard("some", "--heads", "default,aesthetics", "--keep-columns", "url,aesthetics") == 2
+    assert "--keep-columns aesthetics: the output has such columns already" in caplog.text
+    assert score_shard("some", "--heads", "default", "--keep-columns", "url") == 0
+    assert list(pq.read_table(tmp_path / "some" / "00000.parquet").column_names) == ["key", "url", "score", "mos", "error"]
+
+
 def test_ray_scorer_with_heads_and_adapter(scored):
     batch = {"jpg": np.array([open(path, "rb").read() for path in scored.paths], dtype=object),  # noqa: SIM115
              "key": np.array([stem(path) for path in scored.paths])}
