@@ -4,8 +4,9 @@ The `datasets`, WebDataset-shard and Ray Data paths hold images as encoded bytes
 arrays. They all score through this class, which is made of `score_images`'s parts (the checked
 model and processor of `load_scorer`, `decode_views`, `Normalizer`, `score_batch`, the columns of
 `output_columns` and `scoring_fingerprint`), so every path cuts the same seeded views, runs the
-same forward and writes the same columns as `uniqa score`: scores agree with it within 1e-6 on
-the same images (float32 sums of other batch sizes run in another order).
+same forward and writes the same columns as `uniqa score` (named heads and an adapter
+included): scores agree with it within 1e-6 on the same images (float32 sums of other batch
+sizes run in another order).
 """
 
 import torch
@@ -21,6 +22,7 @@ from .score_images import (
     output_columns,
     score_batch,
     scoring_fingerprint,
+    select_heads,
     set_jpeg_draft,
 )
 
@@ -45,6 +47,11 @@ class ImageScorer:
         key_column: the name of the first column, which identifies a row (`path`, `key`...).
         outputs: the score columns to make, among `score`, `mos`, `groups` (default: score,
             plus mos when the model knows its MOS range), as `uniqa score --outputs`.
+        heads: the named heads to score (`uniqa score --heads`; default: all the model's), each
+            giving its own columns (`X`, `X_mos`, `X_group_<g>`; the default head's are `score`...);
+            an unknown name raises `UsageError`.
+        adapter: an adapter folder (`adapter_io.save_adapter`) put on the model before scoring,
+            as `uniqa score --adapter`; one of another backbone raises `UsageError`.
         view_policy, view_seed: default the model's.
         dtype: `float32`, `bfloat16` or `float16`.
         device: see `resolve_device`; `rank` picks the GPU of a worker process.
@@ -54,26 +61,30 @@ class ImageScorer:
         jpeg_draft: draft-decode JPEGs where the views downsize anyway, as `uniqa score --jpeg-draft`
             (`None`: the saved image processor's setting).
 
-    Attributes: `columns` (key, scores, `error`), `score_columns` (the scores only) and
+    Attributes: `columns` (key, scores, `error`), `score_columns` (the scores only), `heads`
+    (those scored, in the model's order) and
     `fingerprint` (the dict `uniqa score` records in its sidecar: model, dtype, prompts, views,
-    columns), written into every Parquet output so mixed results can be refused.
+    columns, so the heads; the default head's weights, so the adapter), written into every Parquet
+    output so mixed results can be refused.
     """
 
     def __init__(self, model_dir: str, key_column: str = "path", outputs: list | None = None, view_policy: str | None = None,
                  view_seed: int | None = None, dtype: str = "float32", device: str = "auto", rank: int | None = None,
                  prompts: str | None = None, tokenizer_dir: str | None = None, batch_size: int = 32,
-                 compile: bool = False, quantize: str | None = None, jpeg_draft: bool | None = None):
+                 compile: bool = False, quantize: str | None = None, jpeg_draft: bool | None = None,
+                 heads: list | None = None, adapter: str | None = None):
         if dtype not in DTYPES:
             raise UsageError(f"dtype {dtype!r}: choose from {', '.join(sorted(DTYPES))}.")
         if batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {batch_size}.")
         self.device = resolve_device(device, rank)
-        self.model, self.processor = load_scorer(model_dir, DTYPES[dtype], self.device, prompts, tokenizer_dir,
+        self.model, self.processor = load_scorer(model_dir, DTYPES[dtype], self.device, prompts, tokenizer_dir, adapter,
                                                  compile=compile, quantize=quantize)
         self.view_policy = view_policy or self.model.config.view_policy
         set_jpeg_draft(self.processor, jpeg_draft, self.view_policy)
         self.view_seed = self.model.config.view_seed if view_seed is None else view_seed
-        self.columns = [key_column, *output_columns(self.model, outputs)[1:]]
+        self.heads = select_heads(self.model, heads)
+        self.columns = output_columns(self.model, outputs, self.heads, key_column)
         self.score_columns = self.columns[1:-1]
         self.fingerprint = scoring_fingerprint(model_dir, self.model, self.processor, dtype, self.view_policy, self.view_seed, self.columns,
                                                quantize)
@@ -94,7 +105,7 @@ class ImageScorer:
             for start in range(0, len(keys), self.images_per_forward):
                 chunk = decoded[start : start + self.images_per_forward]
                 batch = collate_views([(index, views, error, 1) for index, (views, error) in enumerate(chunk)])
-                rows += score_batch(self.model, self.normalize, batch, keys[start : start + len(chunk)], self.columns)
+                rows += score_batch(self.model, self.normalize, batch, keys[start : start + len(chunk)], self.columns, self.heads)
         return rows
 
     def score(self, keys: list, sources: list) -> list:

@@ -27,8 +27,9 @@ from .score_parquet import FINGERPRINT_COLUMN, fingerprint_id
 
 
 class UniQAScorer:
-    """A Ray Data `map_batches` class. Keyword arguments as `ImageScorer` (outputs,
-    view_policy, view_seed, dtype, device, prompts, tokenizer_dir, batch_size: views per forward)."""
+    """A Ray Data `map_batches` class. Keyword arguments as `ImageScorer` (outputs, heads,
+    adapter, view_policy, view_seed, dtype, device, prompts, tokenizer_dir, batch_size: views per
+    forward, jpeg_draft)."""
 
     def __init__(self, model_dir: str, image_column: str = "image", column_prefix: str = "", key_column: str | None = None, **scorer_kwargs):
         self.image_column, self.column_prefix, self.key_column = image_column, column_prefix, key_column

@@ -13,7 +13,9 @@ are GPUs (so `num_proc` = the number of GPUs gives one process per GPU), else on
 `Image` column is read undecoded (`Image(decode=False)`) and decoded in the map process by
 `uniqa score`'s decoder: an image that cannot be read gets empty scores and its reason in
 `error` instead of stopping the map. Scores are batch-invariant (the views of an image are
-seeded per image) and equal `uniqa score`'s on the same files within 1e-6.
+seeded per image) and equal `uniqa score`'s on the same files within 1e-6. `datasets` caches the
+map under `uniqa score`'s fingerprint (weights, adapter, heads, prompts, views...), never under
+paths: a model or adapter retrained in place is scored again.
 """
 
 import logging
@@ -47,8 +49,9 @@ def image_source(value):
 class DatasetScorer:
     """The `ds.map` function: a batch (with indices and rank) -> the score columns
     (`column_prefix` + score, mos, group_*, error). Picklable: the model is loaded in each map
-    process on first use, never pickled. Keyword arguments go to `ImageScorer` (outputs,
-    view_policy, view_seed, dtype, device, prompts, tokenizer_dir, batch_size, compile, quantize)."""
+    process on first use, never pickled. Keyword arguments go to `ImageScorer` (outputs, heads,
+    adapter, view_policy, view_seed, dtype, device, prompts, tokenizer_dir, batch_size, compile,
+    quantize, jpeg_draft)."""
 
     def __init__(self, model_dir: str, image_column: str = "image", column_prefix: str = "", **scorer_kwargs):
         self.model_dir, self.image_column, self.column_prefix = model_dir, image_column, column_prefix
@@ -93,6 +96,7 @@ def score_dataset(dataset, model_dir: str, image_column: str = "image", num_proc
     `map_batch_size`: images per map call (forwards run `batch_size` views at a time).
     Raises `UsageError` when the image column is missing or an added column exists already."""
     from datasets import Image, Value
+    from datasets.fingerprint import Hasher
 
     if image_column not in dataset.column_names:
         raise UsageError(f"image column {image_column!r} is not in the dataset (columns: {', '.join(dataset.column_names)}).")
@@ -111,9 +115,13 @@ def score_dataset(dataset, model_dir: str, image_column: str = "image", num_proc
     features = dataset.features.copy()  # typed up front: a first batch of all-null errors must not fix the type to null
     for column in function.output_columns():
         features[column] = Value("string") if column == function.column_prefix + "error" else Value("float64")
+    # `datasets` names its map cache after the pickled function, which holds the model's and the
+    # adapter's paths, not their weights: a model retrained in place would get the old scores
+    # back. Name it after what decides the numbers (`uniqa score`'s fingerprint) instead.
+    cache_name = Hasher.hash([dataset._fingerprint, function.fingerprint, function.image_column, function.column_prefix])
     return dataset.map(
         function, batched=True, batch_size=map_batch_size, with_indices=True, with_rank=True, num_proc=num_proc,
-        features=features, desc="UniQA scores",
+        features=features, desc="UniQA scores", new_fingerprint=cache_name,
     )
 
 
@@ -166,8 +174,7 @@ def run_dataset(args, state) -> int:
         function = DatasetScorer(
             args.model, args.image_column, outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
             dtype=args.dtype, device=args.device, prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
-            compile=bool(args.compile), quantize=args.quantize,
-            jpeg_draft=args.jpeg_draft,
+            compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
         )
         scorer = function.scorer()  # checks the model before any image is read
         if args.num_proc and args.num_proc > 1 and torch.cuda.is_available():

@@ -486,9 +486,10 @@ def select_heads(model: UniQAModel, heads: list | None) -> list:
     return [name for name in model.head_names if name in heads]
 
 
-def output_columns(model: UniQAModel, kinds: list | None, heads: list | None = None) -> list:
-    """`path`, each selected head's columns (see `_column`), `error`. Default kinds: score, plus
-    mos for each head that knows its MOS range; an explicit `mos` needs every selected head to."""
+def output_columns(model: UniQAModel, kinds: list | None, heads: list | None = None, key_column: str = "path") -> list:
+    """`key_column`, each selected head's columns (see `_column`), `error`. Default kinds: score,
+    plus mos for each head that knows its MOS range; an explicit `mos` needs every selected head
+    to. `UsageError` for a head whose column has the key column's name (a head named `path`)."""
     heads = select_heads(model, heads)
     if kinds is not None and "mos" in kinds:
         unknown = [head for head in heads if model.config.head_config(head).mos_range is None]
@@ -497,13 +498,16 @@ def output_columns(model: UniQAModel, kinds: list | None, heads: list | None = N
                 f"--outputs mos: head(s) {', '.join(unknown)} do not know the MOS range of their training data "
                 "(zero-shot?); leave mos out or select other heads with --heads."
             )
-    columns = ["path"]
+    columns = [key_column]
     for head in heads:
         settings = model.config.head_config(head)
         head_kinds = kinds if kinds is not None else ["score"] + (["mos"] if settings.mos_range is not None else [])
         columns += [_column(head, kind) for kind in ("score", "mos") if kind in head_kinds]
         if "groups" in head_kinds:
             columns += [_column(head, f"group_{name}") for name in settings.prompt_group_names]
+        if key_column in columns[1:]:  # the rows would lose their key to the scores
+            raise UsageError(f"head {head!r} writes a column {key_column!r}, the name of the key column here; leave it out with "
+                             "--heads, or add it again under another name (uniqa heads).")
     return columns + ["error"]
 
 

@@ -14,7 +14,7 @@ How it runs:
   order. Its schema carries the scoring fingerprint (`score_parquet`), so `read_scores`
   refuses mixed results. The file is written atomically once the shard is read to its end: a
   killed run leaves whole files only, and a rerun skips the shards whose file exists (made by
-  this very scorer: another model, dtype, prompts or view policy is refused, exit code 2).
+  this very scorer: another model, adapter, heads, dtype, prompts or view policy is refused, exit code 2).
 - Tars are streamed (`tarfile` mode "r|*", no extraction, no seeking) by the DataLoader's worker
   processes (`--workers`), which cut the views while the main process runs the forward. With at
   least 4 shards per worker each worker reads whole shards; with fewer, every worker streams
@@ -294,9 +294,11 @@ def run_shards(args, state) -> int:
         scorer = ImageScorer(
             args.model, key_column="key", outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
             dtype=args.dtype, device=str(state.device), prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
-            compile=bool(args.compile), quantize=args.quantize,
-            jpeg_draft=args.jpeg_draft,
+            compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
         )
+        clash = [column for column in args.keep_columns or [] if column in scorer.columns]
+        if clash:
+            raise UsageError(f"--keep-columns {', '.join(clash)}: the output has such columns already ({', '.join(scorer.columns)}).")
         done = set(check_done(shards, args.output, scorer.fingerprint))
     except (UsageError, ModelFolderError, OSError) as error:
         logger.error("%s", error)

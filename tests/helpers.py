@@ -77,6 +77,24 @@ def make_tiny_uniqa(tokenizer, seed: int = 0, **config_kwargs) -> UniQAModel:
     return model
 
 
+def same_backbone(model: UniQAModel, base: UniQAModel) -> UniQAModel:
+    """`model` with `base`'s CLIP weights (its own head kept), prompts re-embedded."""
+    model.clip.load_state_dict(base.clip.state_dict())
+    model.refresh_prompt_embeds()
+    return model
+
+
+def head_on_backbone(tokenizer, base: UniQAModel, seed: int, **config_kwargs) -> UniQAModel:
+    """A model with `base`'s CLIP and a head of its own (random adapter, moved level scores), as
+    if fine-tuned on it: what `uniqa heads add --from` and `--adapter` accept on `base`."""
+    model = make_tiny_uniqa(tokenizer, seed=seed, **config_kwargs)
+    torch.manual_seed(seed + 100)
+    model.adapter.reset_parameters()
+    with torch.no_grad():
+        model.level_scores.copy_(torch.tensor([0.1, 0.3, 0.5, 0.9, 1.2]))
+    return same_backbone(model, base)
+
+
 def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A smooth random RGB image (uint8), so crops at different places differ."""
     rng = np.random.default_rng(seed)

@@ -22,23 +22,7 @@ from modeling_uniqa.adapter_io import AdapterMismatchError, save_adapter
 from modeling_uniqa.cli import main as uniqa_main
 from modeling_uniqa.heads import add_head, list_heads, rewrite_model_folder
 from modeling_uniqa.push import push_to_hub
-from tests.helpers import TINY_IMAGE_SIZE, make_tiny_uniqa, save_tiny_uniqa
-
-
-def _same_backbone(model, base):
-    """`model` with `base`'s CLIP weights (its own head kept), prompts re-embedded."""
-    model.clip.load_state_dict(base.clip.state_dict())
-    model.refresh_prompt_embeds()
-    return model
-
-
-def _other_head(tokenizer, base, seed, **config_kwargs):
-    model = make_tiny_uniqa(tokenizer, seed=seed, **config_kwargs)
-    torch.manual_seed(seed + 100)
-    model.adapter.reset_parameters()
-    with torch.no_grad():
-        model.level_scores.copy_(torch.tensor([0.1, 0.3, 0.5, 0.9, 1.2]))
-    return _same_backbone(model, base)
+from tests.helpers import TINY_IMAGE_SIZE, head_on_backbone, make_tiny_uniqa, same_backbone, save_tiny_uniqa
 
 
 def _folder_bytes(directory):
@@ -52,14 +36,14 @@ def folders(tmp_path, tiny_tokenizer):
     base_dir = save_tiny_uniqa(tmp_path / "base", tiny_tokenizer, seed=0, mos_range=[0, 100], view_policy="five_crop")
     write_model_card(base_dir)
     base = UniQAModel.from_pretrained(base_dir).eval()
-    ava = _other_head(tiny_tokenizer, base, seed=3, task="aesthetics", mos_range=[1, 10], training_dataset="ava", prompt_groups="aigc")
+    ava = head_on_backbone(tiny_tokenizer, base, seed=3, task="aesthetics", mos_range=[1, 10], training_dataset="ava", prompt_groups="aigc")
     ava.save_pretrained(tmp_path / "ava")
-    koniq = _other_head(tiny_tokenizer, base, seed=4, mos_range=[1, 5], mos_higher_is_better=False, training_dataset="csiq")
+    koniq = head_on_backbone(tiny_tokenizer, base, seed=4, mos_range=[1, 5], mos_higher_is_better=False, training_dataset="csiq")
     save_adapter(koniq, tmp_path / "csiq-adapter", write_card=False)
     foreign = make_tiny_uniqa(tiny_tokenizer, seed=1)
     foreign.save_pretrained(tmp_path / "foreign")
     save_adapter(foreign, tmp_path / "foreign-adapter", write_card=False)
-    zero_shot = _same_backbone(make_tiny_uniqa(tiny_tokenizer, seed=0, use_adapter=False, prompt_groups="sharpness"), base)
+    zero_shot = same_backbone(make_tiny_uniqa(tiny_tokenizer, seed=0, use_adapter=False, prompt_groups="sharpness"), base)
     return {
         "base_dir": base_dir, "base": base, "ava": ava, "koniq": koniq, "zero_shot": zero_shot,
         "ava_dir": str(tmp_path / "ava"), "adapter_dir": str(tmp_path / "csiq-adapter"),

@@ -173,3 +173,59 @@ def test_image_scorer_passes_jpeg_draft_on(saved_tiny_model, tmp_path):
     drafted_views, full_views = drafting.decode(payload, "a")[0], full.decode(payload, "a")[0]
     assert not torch.equal(drafted_views, full_views)
     assert torch.equal(drafted_views, decode_views(payload, UniQAImageProcessor(crop_size=TINY_IMAGE_SIZE, jpeg_draft=True), "resize", 0, "a")[0])
+
+
+def test_evaluation_views_decode_as_uniqa_score_and_training_crops_never_draft(tmp_path):
+    """`evaluate.py` / `train_adapter.py` test views of a `jpeg_draft` processor are `uniqa
+    score`'s views (paths and embedded bytes alike); training crops see the full resolution."""
+    from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset, TrainCrop
+
+    path = save_jpeg(tmp_path / "a.jpg")
+    with open(path, "rb") as handle:
+        payload = handle.read()
+    drafting = UniQAImageProcessor(crop_size=TINY_IMAGE_SIZE, jpeg_draft=True)
+    expected, error, _ = decode_views(path, drafting, "resize", 7, "a.jpg")
+    assert error is None
+    for source in (path, ("a.jpg", payload)):
+        _, views = ImageViewDataset([source], drafting, EvalViews(drafting, "resize", 7))[0]
+        assert torch.equal(views, torch.from_numpy(drafting.normalize_views(expected.numpy())))
+    full = UniQAImageProcessor(crop_size=TINY_IMAGE_SIZE)
+    _, undrafted = ImageViewDataset([path], full, EvalViews(full, "resize", 7))[0]
+    assert not torch.equal(views, undrafted)  # the draft changes these views: the check above means something
+
+    class Recording:  # a view maker that notes the size of the image it is given
+        def __init__(self, maker):
+            self.maker, self.draft_size = maker, maker.draft_size
+
+        def __call__(self, image, index, epoch):
+            sizes.append(image.size)
+            return self.maker(image, index, epoch)
+
+    sizes = []
+    for maker in (EvalViews(drafting, "resize", 7), TrainCrop(TINY_IMAGE_SIZE, seed=0), BankViews(TINY_IMAGE_SIZE, seed=0, num_crops=2)):
+        ImageViewDataset([path], drafting, Recording(maker))[0]
+    assert sizes == [(64, 48), (256, 192), (256, 192)]  # drafted for evaluation only
+
+
+def test_evaluate_predict_equals_uniqa_score_of_a_jpeg_draft_model(tmp_path, tiny_tokenizer):
+    """`evaluate.py` scores a model whose saved processor drafts JPEGs as `uniqa score` does."""
+    import csv
+
+    from datasets import Dataset
+    from datasets import Image as ImageFeature
+
+    from tests.helpers import save_tiny_uniqa
+    from train_scripts import evaluate as evaluation
+
+    model_dir = save_tiny_uniqa(tmp_path / "model", tiny_tokenizer, view_policy="resize")
+    UniQAImageProcessor(crop_size=TINY_IMAGE_SIZE, view_policy="resize", jpeg_draft=True).save_pretrained(model_dir)
+    paths = [save_jpeg(tmp_path / f"{index}.jpg", 192 + 8 * index, 256, seed=index) for index in range(3)]
+    output = tmp_path / "scores.csv"
+    assert main(["score", *paths, "--model", model_dir, "--output", str(output), "--workers", "0"]) == 0
+    with open(output, newline="") as handle:
+        expected = [float(row["score"]) for row in csv.DictReader(handle)]
+    model, processor = evaluation.load_scorer(model_dir)
+    data = Dataset.from_dict({"image": paths}).cast_column("image", ImageFeature())
+    np.testing.assert_allclose(evaluation.predict(model, processor, data), expected, atol=1e-6, rtol=0)
+    processor.jpeg_draft = False  # the full decode scores otherwise: the draft is what made them equal
+    assert np.abs(evaluation.predict(model, processor, data) - expected).max() > 1e-5

@@ -29,7 +29,8 @@ Under `accelerate launch` the training protocols train each run on all processes
 process writes the reports; the scoring protocols (single, cross, zero_shot) run in one process.
 
 Scores are the model's forward averaged over its test-time views (`--view_policy`, default the
-model's own, `random10`). Correlations are computed between predicted and real MOS; PLCC is raw
+model's own, `random10`), of images decoded as `uniqa score` decodes them (JPEGs drafted when the
+saved processor has `jpeg_draft` and the views downsize): the scores `uniqa score` gives. Correlations are computed between predicted and real MOS; PLCC is raw
 (as the release reports) and `--logistic` adds the PLCC after a 4-parameter logistic fit.
 """
 

@@ -4,7 +4,9 @@ feature bank and evaluation.
 Each item is decoded in a DataLoader worker with `modeling_uniqa`'s own `load_image` (EXIF
 orientation, every PIL mode to RGB, a clear error naming the file) and normalised with the
 model's `UniQAImageProcessor`; which views are cut is the job of a small picklable "view
-maker" (`EvalViews`, `TrainCrop`, `BankViews`). Keys are `index` or `(index, epoch)` so that a
+maker" (`EvalViews`, `TrainCrop`, `BankViews`), which also says how far a JPEG may be
+draft-decoded (`draft_size`): evaluation views decode as `uniqa score` does with the same
+processor (`jpeg_draft`), training crops always see the full resolution. Keys are `index` or `(index, epoch)` so that a
 sampler can ask for a fresh augmentation every epoch while the draw stays a pure function of
 `(seed, epoch, index)`: results never depend on worker scheduling.
 """
@@ -32,21 +34,26 @@ def image_sources(dataset) -> list:
     return [entry["path"] if not entry.get("bytes") else (entry["path"] or "<embedded image>", entry["bytes"]) for entry in column]
 
 
-def open_source(source) -> Image.Image:
-    """A path or `(name, bytes)` -> an upright RGB PIL image (errors name the file)."""
+def open_source(source, draft_size: int | None = None) -> Image.Image:
+    """A path or `(name, bytes)` -> an upright RGB PIL image (errors name the file). A JPEG is
+    draft-decoded to a short side >= `draft_size` when given (see `load_image`)."""
     if isinstance(source, tuple):
         name, payload = source
         image = Image.open(io.BytesIO(payload))
         image.filename = name  # so that errors name the image
-        return load_image(image)
-    return load_image(source)
+        return load_image(image, draft_size=draft_size)
+    return load_image(source, draft_size=draft_size)
 
 
 class EvalViews:
-    """The processor's test-time views (`view_policy`, seeded per image as when scoring)."""
+    """The processor's test-time views (`view_policy`, seeded per image as when scoring), of
+    images decoded as `uniqa score` decodes them: JPEGs drafted when the processor has
+    `jpeg_draft` and the views downsize (`UniQAImageProcessor.draft_size`), so evaluation scores
+    are the model's scores."""
 
     def __init__(self, processor: UniQAImageProcessor, view_policy: str, view_seed: int):
         self.processor, self.view_policy, self.view_seed = processor, view_policy, view_seed
+        self.draft_size = processor.draft_size(view_policy)
 
     def __call__(self, image: Image.Image, index: int, epoch: int) -> np.ndarray:
         return self.processor.views(image, self.view_policy, self.view_seed)
@@ -54,6 +61,8 @@ class EvalViews:
 
 class TrainCrop:
     """One random crop + flip per image and epoch (`finetune_crop_flip`), seeded by (seed, epoch, index)."""
+
+    draft_size = None  # crops of the native resolution: a draft would train on other pixels
 
     def __init__(self, crop: int, seed: int):
         self.crop, self.seed = crop, seed
@@ -66,6 +75,8 @@ class TrainCrop:
 class BankViews:
     """The feature bank's fixed views: `num_crops` random crops and their mirrors, seeded by (seed, index)."""
 
+    draft_size = None  # training views: full resolution, as `TrainCrop`
+
     def __init__(self, crop: int, seed: int, num_crops: int):
         self.crop, self.seed, self.num_crops = crop, seed, num_crops
 
@@ -75,7 +86,8 @@ class BankViews:
 
 
 class ImageViewDataset(Dataset):
-    """`key` (`index` or `(index, epoch)`) -> `(index, float32 views (views, 3, crop, crop))`."""
+    """`key` (`index` or `(index, epoch)`) -> `(index, float32 views (views, 3, crop, crop))`.
+    Images are decoded with `make_views.draft_size` (`None`: whole)."""
 
     def __init__(self, sources: list, processor: UniQAImageProcessor, make_views):
         self.sources, self.processor, self.make_views = sources, processor, make_views
@@ -85,7 +97,7 @@ class ImageViewDataset(Dataset):
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        views = self.make_views(open_source(self.sources[index]), index, epoch)
+        views = self.make_views(open_source(self.sources[index], self.make_views.draft_size), index, epoch)
         return index, torch.from_numpy(self.processor.normalize_views(views))
 
 
