@@ -10,7 +10,7 @@ import urllib.parse
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .embedding_index import atomic_write
+from .atomic_files import atomic_write, atomic_write_text
 from .processing_uniqa import UniQAImageError, load_image
 
 BACKGROUND = (255, 255, 255)
@@ -126,13 +126,7 @@ def write_html(results, path: str, thumb_size: int = 160) -> None:
     """Write the HTML page atomically to `path`; image links are relative to its folder."""
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    text = render_html(results, os.path.dirname(path), thumb_size=thumb_size)
-
-    def write(temporary):
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-
-    atomic_write(path, write)
+    atomic_write_text(path, render_html(results, os.path.dirname(path), thumb_size=thumb_size))
 
 
 __all__ = ["display_path", "image_link", "render_contact_sheet", "render_html", "write_contact_sheet", "write_html"]

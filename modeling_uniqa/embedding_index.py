@@ -7,7 +7,7 @@ Layout of an index folder:
     embeddings-<token>.safetensors   "embeddings": float32 (len(entries), dim), row i = entries[i]
 
 `index.json` is the commit point: a save writes a new, uniquely named embeddings file, then
-replaces `index.json` atomically (temporary file + `os.replace`), then deletes embeddings files
+replaces `index.json` atomically (`atomic_files.atomic_write`), then deletes embeddings files
 that no longer belong. A crash at any moment leaves the previous or the new index, never a mix.
 
 Paths are absolute. A file is up to date when its size and modification time (ns) equal the
@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from .atomic_files import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +51,6 @@ def file_signature(path: str) -> tuple:
     """`(size, mtime_ns)` of a file, what decides whether its embedding is still valid."""
     stat = os.stat(path)
     return stat.st_size, stat.st_mtime_ns
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Write `path` through a temporary file in the same folder, fsync it and `os.replace` it."""
-    folder = os.path.dirname(path)
-    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=".tmp-", suffix=os.path.basename(path), delete=False)  # noqa: SIM115 (named, replaced below)
-    handle.close()
-    try:
-        write(handle.name)
-        with open(handle.name, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.remove(handle.name)
-        raise
 
 
 @dataclass
@@ -144,12 +129,8 @@ class EmbeddingIndex:
             "entries": [{"path": entry.path, "size": entry.size, "mtime_ns": entry.mtime_ns} for entry in self.entries],
         }
 
-        def write_header(path):
-            with open(path, "w", encoding="utf-8") as handle:
-                json.dump(header, handle)
-
         try:
-            atomic_write(os.path.join(directory, INDEX_FILE), write_header)
+            atomic_write_text(os.path.join(directory, INDEX_FILE), json.dumps(header))
         except BaseException:
             os.remove(os.path.join(directory, embeddings_file))
             raise
@@ -288,4 +269,4 @@ def update_index(
     return index, report
 
 
-__all__ = ["EmbeddingIndex", "EmbeddingIndexError", "IndexEntry", "UpdateReport", "atomic_write", "file_signature", "top_rows", "update_index"]
+__all__ = ["EmbeddingIndex", "EmbeddingIndexError", "IndexEntry", "UpdateReport", "file_signature", "top_rows", "update_index"]

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic_files import atomic_write
 from .contact_sheet import display_path
-from .embedding_index import atomic_write
 from .gradcam import grad_cam, overlay, upsample_map
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image

@@ -19,6 +19,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic_files import atomic_write
 from .sharded_output import describe_difference
 
 FINGERPRINT_KEY = b"uniqa.fingerprint"
@@ -52,18 +53,11 @@ def rows_to_table(rows: list, columns: list, score_columns: list, fingerprint: d
 
 
 def write_table_atomic(table: pa.Table, path: str) -> None:
-    """Write `table` to `path` through a temporary file in the same folder and `os.replace`: a
-    crash leaves no file or the whole file, never a partial one that a rerun would skip."""
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.tmp")  # one writer per path: a fixed name, replaced if stale
-    try:
-        pq.write_table(table, temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Write `table` to `path` atomically: a crash leaves no file or the whole file, never a
+    partial one that a rerun would skip. One writer per path: the temporary file has a fixed
+    name, so one left by a killed run is overwritten by the rerun."""
+    temporary_name = f".{os.path.basename(path)}.tmp"
+    atomic_write(path, lambda temporary: pq.write_table(table, temporary), temporary_name=temporary_name)
 
 
 def read_fingerprint(path: str) -> dict | None:

@@ -8,7 +8,7 @@ replaced by accident.
 Files, for an output `scores.csv`:
 
 - `scores.csv`: the canonical output, one row per key, in input order. Only ever replaced
-  atomically (temporary file + `os.replace`), so it is always complete.
+  atomically (`atomic_files.atomic_write_text`), so it is always complete.
 - `scores.csv.part<rank>`: the rows of a run in progress, one file per process, appended and
   flushed after every batch. A line cut short by a crash is ignored (and cut off before the
   next append).
@@ -68,6 +68,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from .atomic_files import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 ENCODING, ERRORS = "utf-8", "surrogateescape"
@@ -118,24 +120,10 @@ def check_writable(output: str) -> None:
         raise OutputError(f"{output}: cannot write the output there ({type(error).__name__}: {error}).") from error
 
 
-def _open_new(path: str):
-    """A new text file honouring the umask (unlike `tempfile`, which makes 0600 files)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    return open(descriptor, "w", encoding=ENCODING, errors=ERRORS, newline="")  # noqa: SIM115 (returned to a `with`)
-
-
 def write_atomic(path: str, text: str) -> None:
-    """Replace `path` by `text` atomically: a crash leaves the old file or the new one, never half."""
-    temporary = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        with _open_new(temporary) as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Replace `path` by `text` atomically, in this module's encoding: a crash leaves the old
+    file or the new one, never half."""
+    atomic_write_text(path, text, encoding=ENCODING, errors=ERRORS, newline="")
 
 
 def read_meta(output: str) -> dict | None:

@@ -4,7 +4,9 @@ and launching real multi-process runs. Fixtures that use them live in `conftest.
 Everything is built here, offline: no weights or tokenizers come from the Hub.
 """
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -109,6 +111,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _two_process_command(arguments: list, env: dict | None) -> tuple:
+    """The `accelerate launch` command line and environment of `launch_two_processes`."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), *[str(argument) for argument in arguments],
+    ]
+    return command, dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT, **(env or {}))
+
+
 def launch_two_processes(arguments: list, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `accelerate launch` with two real CPU processes (gloo DDP) on `arguments`
     (e.g. `["-m", "modeling_uniqa.cli", "score", ...]` or `["train_scripts/x.py", ...]`).
@@ -116,13 +128,62 @@ def launch_two_processes(arguments: list, timeout: float = 300, env: dict | None
     `accelerate launch --cpu --num_processes 2` silently runs one process; `--multi_gpu` with
     `ACCELERATE_USE_CPU=1` runs two.
     """
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), *[str(argument) for argument in arguments],
-    ]
-    environment = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT, **(env or {}))
+    command, environment = _two_process_command(arguments, env)
     return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def start_two_processes(arguments: list, output_file: str, env: dict | None = None) -> subprocess.Popen:
+    """`launch_two_processes` without waiting: the running launcher, its stdout and stderr going
+    to `output_file` (a pipe nobody reads could fill up and stall the run). Stop it with
+    `kill_process_tree`: the launcher starts its workers in sessions of their own."""
+    command, environment = _two_process_command(arguments, env)
+    with open(output_file, "wb") as output:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
+
+
+def _children() -> dict:
+    """Parent pid -> child pids of every process now (Linux `/proc`)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    stat = handle.read()
+            except OSError:  # ended meanwhile
+                continue
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # the command name may hold spaces
+            children.setdefault(parent, []).append(int(name))
+    return children
+
+
+def process_tree(pid: int) -> list:
+    """`pid` and all its descendants, parents first (Linux `/proc`)."""
+    children, tree = _children(), [pid]
+    for process in tree:
+        tree.extend(children.get(process, []))
+    return tree
+
+
+def kill_process_tree(process: subprocess.Popen) -> None:
+    """SIGKILL `process` and every process under it, as a power cut would, and reap it.
+
+    The tree is frozen first (SIGSTOP until no new process appears), so that no child escapes
+    by being started, or re-parented to init, between the listing and the kill."""
+    if process.poll() is not None:  # already reaped: its pid may belong to another process now
+        return
+    stopped = set()
+    while True:
+        tree = [pid for pid in process_tree(process.pid) if pid not in stopped]
+        if not tree:
+            break
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                os.kill(pid, signal.SIGSTOP)
+            stopped.add(pid)
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
 
 
 def write_rated_folder(root: str, n: int = 32, seed: int = 0, size: tuple = (40, 48)) -> list:

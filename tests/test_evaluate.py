@@ -8,6 +8,7 @@ import pytest
 from tests.helpers import save_tiny_uniqa, write_rated_folder
 from train_scripts import evaluate as evaluation
 from train_scripts.common import paper_results
+from train_scripts.train_adapter import FinetuneConfig
 
 # 30 images: random splits of 24 train / 6 test.
 TRAINING_FLAGS = ["--num_train_epochs", "1", "--bank_crops", "1", "--learning_rate", "1e-2"]
@@ -94,6 +95,21 @@ def test_single_cross_and_zero_shot(workspace, tmp_path):
     assert zero["ensemble"]["prompt_groups"] == ["default", "sharpness", "noise", "quality"]
     assert zero["srcc"] == zero["ensemble"]["srcc"]
     assert f"| {paper_results.ZERO_SHOT_SRCC['koniq10k'][1]:.3f} |" in markdown
+
+
+@pytest.mark.filterwarnings("ignore::scipy.optimize.OptimizeWarning")  # a logistic fit on 6 points
+def test_protocol_functions_take_explicit_parameters(workspace, tmp_path):
+    """The library path, no argparse namespace: train one split, then score the trained run."""
+    dataset = evaluation.DatasetSpec("folder_csv", workspace["data"], {"split_scheme": "random", "mos_range": [1, 10]}, workspace["cache"])
+    config = FinetuneConfig(num_train_epochs=1, bank_crops=1, learning_rate=1e-2)
+    trained = evaluation.protocol_splits(workspace["model"], dataset, config, str(tmp_path), num_splits=1, keep_run_models=True)
+    assert config.resume_from_checkpoint is None  # the caller's config is not changed by the run
+    assert trained["mode"] == "adapter" and [row["split_index"] for row in trained["runs"]] == [0]
+    scoring = evaluation.ScoringOptions(eval_batch_size=20, logistic=True)
+    single = evaluation.protocol_single(str(tmp_path / "runs" / "split_0"), dataset, scoring, split="test", split_index=0)
+    assert single["srcc"] == pytest.approx(trained["srcc"], abs=1e-6) and single["num_images"] == 6 and "plcc_logistic" in single
+    with pytest.raises(ValueError, match="--split validation: folder_csv has the splits"):
+        evaluation.protocol_single(str(tmp_path / "runs" / "split_0"), dataset, scoring, split="validation")
 
 
 def test_scatter_plot_degrades_without_matplotlib(tmp_path, monkeypatch, caplog):

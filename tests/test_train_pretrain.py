@@ -1,8 +1,8 @@
 """train_scripts/train_pretrain.py end to end on CPU: a tiny CLIP with the real CLIP BPE
 tokenizer, generated images and a caption_jsonl corpus.
 
-One uninterrupted single-process run is the reference. A two-process run killed (SIGKILL)
-after step 5, with a checkpoint at step 4 (mid-epoch), then resumed with
+One uninterrupted single-process run is the reference. A two-process run killed from outside
+(SIGKILL) once its checkpoint at step 4 (mid-epoch) is complete, then resumed with
 `--resume_from_checkpoint latest`, must log the same batches and the same loss curve.
 """
 
@@ -10,8 +10,11 @@ import csv
 import json
 import math
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,9 +26,16 @@ from transformers import AutoModel, CLIPConfig, CLIPModel, pipeline
 import modeling_uniqa  # noqa: F401  (registers AutoModel and the image-quality task)
 from modeling_uniqa import UniQAModel
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-from tests.helpers import REPO_ROOT, launch_two_processes, random_rgb, tiny_clip_config
+from tests.helpers import (
+    REPO_ROOT,
+    kill_process_tree,
+    launch_two_processes,
+    random_rgb,
+    start_two_processes,
+    tiny_clip_config,
+)
 from tests.test_pretrain_data import write_caption_corpus
-from train_scripts.train_pretrain import KILL_ENV, LOG_FILE, JsonlLog, RunState, load_init, load_tokenizer, parse_args
+from train_scripts.train_pretrain import LOG_FILE, JsonlLog, RunState, load_init, load_tokenizer, parse_args
 
 SCRIPT = os.path.join(REPO_ROOT, "train_scripts", "train_pretrain.py")
 
@@ -158,17 +168,75 @@ def test_reference_run_logs_checkpoints_and_saves_a_zero_shot_uniqa_model(worksp
     assert 0.0 <= out["score"] <= 1.0
 
 
-def test_two_processes_killed_and_resumed_reproduce_the_reference_curve(workspace, reference_run):
+def read_log_through_fifo(fifo: str, until_step: int, process, timeout: float = 300) -> bytes:
+    """The records a run writes to its log, here a FIFO, up to the record of `until_step`; then
+    the reading end is closed. The script opens its log for each record, and opening a FIFO for
+    writing waits for a reader: the run cannot log (nor checkpoint) past the next record."""
+    deadline, data = time.monotonic() + timeout, b""
+    descriptor = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        poller = select.poll()
+        poller.register(descriptor, select.POLLIN)
+        while until_step not in [json.loads(line)["step"] for line in data.split(b"\n")[:-1]]:
+            if process.poll() is not None:
+                raise AssertionError(f"the run ended (exit status {process.returncode}) before logging step {until_step}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log record of step {until_step} within {timeout} s")
+            if poller.poll(100):
+                try:
+                    chunk = os.read(descriptor, 1 << 16)
+                except BlockingIOError:
+                    chunk = None
+                if chunk:
+                    data += chunk
+                else:
+                    time.sleep(0.01)  # a record's writer closed; the next has not opened yet
+    finally:
+        os.close(descriptor)
+    return data
+
+
+def wait_for(condition, timeout: float = 300, interval: float = 0.05) -> bool:
+    """Poll `condition()` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def checkpoint_folders(output_dir):
+    return sorted(name for name in os.listdir(output_dir) if name.startswith("checkpoint-"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="stops the run with FIFOs, SIGKILL and /proc")
+def test_two_processes_killed_and_resumed_reproduce_the_reference_curve(workspace, reference_run, tmp_path):
     output_dir = workspace["root"] / "ddp"
     # Gradient checkpointing recomputes the same activations: it must not change the curve either.
     args = common_args(
         workspace, output_dir, "--per_device_train_batch_size", "2", "--report_to", "none", "--gradient_checkpointing"
     )
-    killed = launch_two_processes([SCRIPT, *args], env={KILL_ENV: "5"})
-    assert killed.returncode != 0, "the kill hook did not fire"
-    assert [r["step"] for r in read_log(output_dir)] == [1, 2, 3, 4, 5]
-    assert sorted(n for n in os.listdir(output_dir) if n.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-4"]
+    # The run is killed from outside, with SIGKILL, once checkpoint-4 (mid-epoch) is complete. To
+    # kill it before checkpoint-6 whatever the machine's load, its log is a FIFO that the test
+    # stops reading after step 4: the run can then log step 5 at most (if the reader is slow),
+    # and it checkpoints step 6 only after logging it.
+    os.makedirs(output_dir)
+    log_path = str(output_dir / LOG_FILE)
+    os.mkfifo(log_path)
+    run = start_two_processes([SCRIPT, *args], str(tmp_path / "killed.txt"))
+    try:
+        logged = read_log_through_fifo(log_path, 4, run)
+        complete = wait_for(lambda: "checkpoint-4" in checkpoint_folders(output_dir) or run.poll() is not None)
+    finally:
+        kill_process_tree(run)
+    output = (tmp_path / "killed.txt").read_text(errors="replace")
+    assert complete and run.returncode == -signal.SIGKILL, output[-4000:]  # killed, not ended by itself
+    assert checkpoint_folders(output_dir) == ["checkpoint-2", "checkpoint-4"]
     assert not os.path.isfile(output_dir / "model.safetensors")
+    os.remove(log_path)
+    (output_dir / LOG_FILE).write_bytes(logged)  # what the run logged, as a regular file
+    assert [r["step"] for r in read_log(output_dir)] in ([1, 2, 3, 4], [1, 2, 3, 4, 5])
 
     resumed = launch_two_processes([SCRIPT, *args, "--resume_from_checkpoint", "latest"])
     assert resumed.returncode == 0, resumed.stderr[-4000:]

@@ -32,6 +32,11 @@ Scores are the model's forward averaged over its test-time views (`--view_policy
 model's own, `random10`), of images decoded as `uniqa score` decodes them (JPEGs drafted when the
 saved processor has `jpeg_draft` and the views downsize): the scores `uniqa score` gives. Correlations are computed between predicted and real MOS; PLCC is raw
 (as the release reports) and `--logistic` adds the PLCC after a 4-parameter logistic fit.
+
+From Python, call the `protocol_*` functions with a `DatasetSpec` and `ScoringOptions` (scoring
+protocols) or a `train_adapter.FinetuneConfig` (training protocols); `run_protocol` is the one
+place that maps the command line flags onto them. They return the results without writing
+reports (`main` writes those).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import logging
 import os
 import shutil
 import statistics
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -56,6 +62,7 @@ from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_
 from train_scripts.common.metrics import compute_metrics
 from train_scripts.train_adapter import (
     RESULTS_FILE,
+    FinetuneConfig,
     add_training_arguments,
     config_from_args,
     finetune,
@@ -122,74 +129,111 @@ def summarise(rows: list) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Protocols
 # ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The rating dataset a protocol evaluates on, as `data_builders.load` takes it."""
+
+    name: str
+    data_dir: str
+    options: dict = field(default_factory=dict)  # builder options (`--dataset_option`)
+    cache_dir: str | None = None
+    split_seed: int = 123  # seed of the random 80/20 splits and few-label draws
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How a model is scored: test-time views, batching, device, metrics and prompt tokenizer."""
+
+    view_policy: str | None = None  # None: the model's own
+    eval_batch_size: int = 64  # views per forward
+    num_workers: int = 0
+    device: str = "cpu"
+    logistic: bool = False  # also the PLCC after a 4-parameter logistic fit
+    tokenizer: str | None = None  # for `prompts`; None: the model folder's if it fits, else OpenAI's BPE
+
+
 def load_full(name: str, data_dir: str, cache_dir: str | None, options: dict):
     """The whole dataset (one `full` split) and its metadata."""
     dataset = data_builders.load(name, data_dir, cache_dir=cache_dir, **{**options, "split_scheme": "full"})
     return dataset["full"], data_builders.get_metadata(dataset)
 
 
-def evaluate_model(args, data, metadata: dict, use_adapter: bool | None = None, prompts: str | None = None) -> dict:
-    """Score `args.model` on `data`: metrics plus predictions for the plot."""
-    model, processor = load_scorer(args.model, use_adapter=use_adapter)
+def evaluate_model(model_path: str, data, metadata: dict, scoring: ScoringOptions, use_adapter: bool | None = None, prompts: str | None = None) -> dict:
+    """Score the model in `model_path` on `data`: metrics plus predictions for the plot."""
+    model, processor = load_scorer(model_path, use_adapter=use_adapter)
     if prompts:
-        model.set_prompts(prompts, args.tokenizer)  # None: the model folder's tokenizer if it fits, else OpenAI's BPE
-    scores = predict(model, processor, data, args.view_policy, args.eval_batch_size, args.num_workers, args.device)
-    metrics, predicted_mos, mos = score_metrics(scores, data, metadata, args.logistic)
+        model.set_prompts(prompts, scoring.tokenizer)
+    scores = predict(model, processor, data, scoring.view_policy, scoring.eval_batch_size, scoring.num_workers, scoring.device)
+    metrics, predicted_mos, mos = score_metrics(scores, data, metadata, scoring.logistic)
     return {**metrics, "num_images": len(data), "prompt_groups": model.config.prompt_group_names,
-            "view_policy": args.view_policy or model.config.view_policy, "training_dataset": model.config.training_dataset,
+            "view_policy": scoring.view_policy or model.config.view_policy, "training_dataset": model.config.training_dataset,
             "_plot": (predicted_mos, mos)}
 
 
-def protocol_single(args) -> dict:
-    options = dict(args.dataset_option)
-    dataset = data_builders.load(args.dataset, args.data_dir, cache_dir=args.cache_dir, split_index=args.split_index, seed=args.split_seed, **options)
-    if args.split not in dataset:
-        raise ValueError(f"--split {args.split}: {args.dataset} has the splits {list(dataset)}.")
-    result = evaluate_model(args, dataset[args.split], data_builders.get_metadata(dataset), prompts=args.prompts)
-    return {**result, "split": args.split, "split_index": args.split_index}
+def protocol_single(model_path: str, dataset: DatasetSpec, scoring: ScoringOptions, split: str = "test", split_index: int = 0, prompts: str | None = None) -> dict:
+    """Score a fine-tuned model on one split (`split`) of random split `split_index`."""
+    loaded = data_builders.load(dataset.name, dataset.data_dir, cache_dir=dataset.cache_dir, split_index=split_index, seed=dataset.split_seed, **dataset.options)
+    if split not in loaded:
+        raise ValueError(f"--split {split}: {dataset.name} has the splits {list(loaded)}.")
+    result = evaluate_model(model_path, loaded[split], data_builders.get_metadata(loaded), scoring, prompts=prompts)
+    return {**result, "split": split, "split_index": split_index}
 
 
-def protocol_cross(args) -> dict:
-    data, metadata = load_full(args.dataset, args.data_dir, args.cache_dir, dict(args.dataset_option))
-    result = evaluate_model(args, data, metadata, prompts=args.prompts)
-    return {**result, "trained_on": result.pop("training_dataset"), "tested_on": args.dataset}
+def protocol_cross(model_path: str, dataset: DatasetSpec, scoring: ScoringOptions, prompts: str | None = None) -> dict:
+    """Score a model fine-tuned elsewhere on the whole of `dataset`."""
+    data, metadata = load_full(dataset.name, dataset.data_dir, dataset.cache_dir, dataset.options)
+    result = evaluate_model(model_path, data, metadata, scoring, prompts=prompts)
+    return {**result, "trained_on": result.pop("training_dataset"), "tested_on": dataset.name}
 
 
-def protocol_zero_shot(args) -> dict:
-    data, metadata = load_full(args.dataset, args.data_dir, args.cache_dir, dict(args.dataset_option))
-    ensemble = args.prompts or ("aigc" if args.dataset == "agiqa3k" else "natural")
-    single = evaluate_model(args, data, metadata, use_adapter=False, prompts=args.single_prompt)
-    combined = evaluate_model(args, data, metadata, use_adapter=False, prompts=ensemble)
+def protocol_zero_shot(model_path: str, dataset: DatasetSpec, scoring: ScoringOptions, single_prompt: str = "default", prompts: str | None = None) -> dict:
+    """Score the backbone without its adapter, with one prompt group and with an ensemble
+    (`prompts`, default `natural`, `aigc` for AGIQA-3K), on the whole dataset."""
+    data, metadata = load_full(dataset.name, dataset.data_dir, dataset.cache_dir, dataset.options)
+    ensemble = prompts or ("aigc" if dataset.name == "agiqa3k" else "natural")
+    single = evaluate_model(model_path, data, metadata, scoring, use_adapter=False, prompts=single_prompt)
+    combined = evaluate_model(model_path, data, metadata, scoring, use_adapter=False, prompts=ensemble)
     return {"srcc": combined["srcc"], "plcc": combined["plcc"], "single_prompt": single, "ensemble": combined, "_plot": combined["_plot"]}
 
 
-def run_training(args, run_name: str, split_index: int, few_label: int | None = None, repetition: int = 0) -> dict:
-    """One fine-tuning run of a training protocol, in `runs/<run_name>/`; reused when finished."""
-    run_dir = os.path.join(args.output_dir, "runs", run_name)
+def run_training(
+    model_path: str,
+    dataset: DatasetSpec,
+    config: FinetuneConfig,
+    run_dir: str,
+    split_index: int,
+    few_label: int | None = None,
+    repetition: int = 0,
+    logistic: bool = False,
+    keep_run_model: bool = False,
+) -> dict:
+    """One fine-tuning run of a training protocol, in `run_dir`; reused when finished.
+
+    `config` is used as given except that the run resumes from its latest checkpoint (an
+    interrupted run goes on from its last epoch). `keep_run_model`: keep the trained weights.
+    """
     results_file = os.path.join(run_dir, RESULTS_FILE)
     predictions_file = os.path.join(run_dir, "predictions.json")
     if os.path.isfile(results_file) and os.path.isfile(predictions_file):
-        logger.info("Run %s finished earlier: reusing %s.", run_name, results_file)
+        logger.info("Run %s finished earlier: reusing %s.", os.path.basename(run_dir), results_file)
         with open(results_file, encoding="utf-8") as handle, open(predictions_file, encoding="utf-8") as plot:
             return json.load(handle) | json.load(plot)
-    options = {"split_scheme": "random", **dict(args.dataset_option)}  # the paper's random splits, even where an official one exists
-    splits = load_splits(args.dataset, args.data_dir, split_index, few_label, repetition, args.split_seed, args.cache_dir, options)
+    options = {"split_scheme": "random", **dataset.options}  # the paper's random splits, even where an official one exists
+    splits = load_splits(dataset.name, dataset.data_dir, split_index, few_label, repetition, dataset.split_seed, dataset.cache_dir, options)
     data_builders.write_split({"train": splits.train["image_name"], "test": splits.test["image_name"]}, os.path.join(run_dir, "split.json"),
                               metadata={"split_index": split_index, "few_label": few_label, "repetition": repetition})
-    config = config_from_args(args, args.dataset)
-    config.resume_from_checkpoint = "latest"  # an interrupted run goes on from its last epoch
-    results = finetune(args.model, splits, run_dir, config)
+    results = finetune(model_path, splits, run_dir, replace(config, resume_from_checkpoint="latest"))
     metadata = splits.metadata
     predicted_mos = data_builders.score_to_mos(np.asarray(results["predictions"]), metadata["mos_range"], metadata.get("higher_is_better", True))
     plot = {"predicted_mos": np.asarray(predicted_mos).tolist(), "mos": results["mos"]}
-    if args.logistic:
+    if logistic:
         results["plcc_logistic"] = compute_metrics(predicted_mos, results["mos"], logistic=True)["plcc_logistic"]
     with open(predictions_file, "w", encoding="utf-8") as handle:
         json.dump(plot, handle)
     for name in os.listdir(run_dir):  # the run is complete: its resume checkpoints are no longer needed
         if name.startswith("checkpoint-"):
             shutil.rmtree(os.path.join(run_dir, name))
-    if not args.keep_run_models:
+    if not keep_run_model:
         weights = os.path.join(run_dir, "model.safetensors")
         if os.path.isfile(weights):
             os.remove(weights)
@@ -211,19 +255,31 @@ def _median_run(runs: list) -> dict:
     return runs[order[(len(order) - 1) // 2]]
 
 
-def protocol_splits(args) -> dict:
-    runs = [run_training(args, f"split_{k}", k) for k in range(args.num_splits)]
+def protocol_splits(
+    model_path: str, dataset: DatasetSpec, config: FinetuneConfig, output_dir: str, num_splits: int = 10,
+    logistic: bool = False, keep_run_models: bool = False,
+) -> dict:
+    """Fine-tune on `num_splits` random 80/20 splits (runs in `<output_dir>/runs/split_<k>`);
+    headline: the median over the splits."""
+    runs = [run_training(model_path, dataset, config, os.path.join(output_dir, "runs", f"split_{k}"), k, logistic=logistic, keep_run_model=keep_run_models)
+            for k in range(num_splits)]
     rows = [_row(run, split_index=k) for k, run in enumerate(runs)]
     summary = summarise(rows)
     plotted = _median_run(runs)
     return {"srcc": summary["srcc"]["median"], "plcc": summary["plcc"]["median"], "summary": summary, "runs": rows,
-            "mode": args.mode, "selection": runs[0]["selection"], "_plot": (plotted["predicted_mos"], plotted["mos"])}
+            "mode": config.mode, "selection": runs[0]["selection"], "_plot": (plotted["predicted_mos"], plotted["mos"])}
 
 
-def protocol_few_label(args) -> dict:
-    sizes, by_size, rows, plotted = args.few_label_sizes, {}, [], None
+def protocol_few_label(
+    model_path: str, dataset: DatasetSpec, config: FinetuneConfig, output_dir: str, sizes: list, repetitions: int = 10,
+    split_index: int = 0, logistic: bool = False, keep_run_models: bool = False,
+) -> dict:
+    """Fine-tune on `sizes` training images drawn `repetitions` times from random split
+    `split_index` (runs in `<output_dir>/runs/few<size>_rep<r>`); median per size."""
+    by_size, rows, plotted = {}, [], None
     for size in sizes:
-        runs = [run_training(args, f"few{size}_rep{r}", args.split_index, few_label=size, repetition=r) for r in range(args.repetitions)]
+        runs = [run_training(model_path, dataset, config, os.path.join(output_dir, "runs", f"few{size}_rep{r}"), split_index, few_label=size,
+                             repetition=r, logistic=logistic, keep_run_model=keep_run_models) for r in range(repetitions)]
         size_rows = [_row(run, few_label=size, repetition=r) for r, run in enumerate(runs)]
         rows += size_rows
         by_size[str(size)] = summarise(size_rows)
@@ -231,16 +287,7 @@ def protocol_few_label(args) -> dict:
             plotted = _median_run(runs)
     first = by_size[str(sizes[0])]
     return {"srcc": first["srcc"]["median"], "plcc": first["plcc"]["median"], "headline": f"median of the {sizes[0]}-label runs",
-            "by_size": by_size, "runs": rows, "mode": args.mode, "_plot": (plotted["predicted_mos"], plotted["mos"])}
-
-
-PROTOCOL_FUNCTIONS = {
-    "single": protocol_single,
-    "splits": protocol_splits,
-    "few_label": protocol_few_label,
-    "zero_shot": protocol_zero_shot,
-    "cross": protocol_cross,
-}
+            "by_size": by_size, "runs": rows, "mode": config.mode, "_plot": (plotted["predicted_mos"], plotted["mos"])}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -342,11 +389,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def run_protocol(args: argparse.Namespace) -> dict:
+    """Script glue: the flags mapped once onto the protocol function's explicit parameters."""
+    dataset = DatasetSpec(args.dataset, args.data_dir, dict(args.dataset_option), args.cache_dir, args.split_seed)
+    if args.protocol in ("splits", "few_label"):
+        config = config_from_args(args, args.dataset)
+        runs = {"logistic": args.logistic, "keep_run_models": args.keep_run_models}
+        if args.protocol == "splits":
+            return protocol_splits(args.model, dataset, config, args.output_dir, args.num_splits, **runs)
+        return protocol_few_label(args.model, dataset, config, args.output_dir, args.few_label_sizes, args.repetitions, args.split_index, **runs)
+    scoring = ScoringOptions(args.view_policy, args.eval_batch_size, args.num_workers, args.device, args.logistic, args.tokenizer)
+    if args.protocol == "single":
+        return protocol_single(args.model, dataset, scoring, args.split, args.split_index, prompts=args.prompts)
+    if args.protocol == "cross":
+        return protocol_cross(args.model, dataset, scoring, prompts=args.prompts)
+    return protocol_zero_shot(args.model, dataset, scoring, args.single_prompt, prompts=args.prompts)
+
+
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     os.makedirs(args.output_dir, exist_ok=True)
-    results = PROTOCOL_FUNCTIONS[args.protocol](args)
+    results = run_protocol(args)
     if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` the main process writes the reports
         return results
     plot = results.pop("_plot")

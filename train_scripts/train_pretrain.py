@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import signal
 
 import numpy as np
 import torch
@@ -58,8 +57,6 @@ logger = logging.getLogger(__name__)
 
 PAPER_GLOBAL_BATCH = 960
 LOG_FILE = "train_log.jsonl"
-# Test hook: SIGKILL this process right after logging this step (simulates a crash).
-KILL_ENV = "UNIQA_PRETRAIN_KILL_AFTER_STEP"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -439,7 +436,6 @@ def main(args: argparse.Namespace) -> str:
             f"{len(dataset)} images, {steps_per_epoch} steps an epoch, global batch {sampler.global_batch_size} "
             f"({per_device} x {world} processes), {max_steps} steps"
         )
-    kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
     progress = tqdm(
         total=max_steps, initial=global_step, desc="pre-training", disable=not accelerator.is_local_main_process
     )
@@ -480,8 +476,6 @@ def main(args: argparse.Namespace) -> str:
                 save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
             if args.eval_steps and global_step % args.eval_steps == 0:
                 zero_shot_check(global_step)
-            if kill_after and global_step == kill_after and accelerator.is_main_process:
-                os.kill(os.getpid(), signal.SIGKILL)
             if global_step >= max_steps:
                 break
     progress.close()

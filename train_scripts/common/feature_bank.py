@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from modeling_uniqa.atomic_files import atomic_write
 from modeling_uniqa.fingerprints import prefixed_state, state_digest
 
 logger = logging.getLogger(__name__)
@@ -122,9 +123,8 @@ class FeatureBank:
         features = embed_views(encode, dataset, views_per_image, accelerator, batch_size, num_workers, desc="Feature bank")
         if cache_file and accelerator.is_main_process:
             os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
-            partial = cache_file + ".partial"
-            save_file({"features": features.contiguous()}, partial)
-            os.replace(partial, cache_file)  # never a half-written bank under the final name
+            # never a half-written bank under the final name
+            atomic_write(cache_file, lambda temporary: save_file({"features": features.contiguous()}, temporary))
         return cls(features)
 
     def __len__(self) -> int:
