@@ -95,19 +95,6 @@ def scoring_threads(requested: int | None, local_processes: int) -> int | None:
     return None
 
 
-def decoding_workers(requested: int | None, device: torch.device, local_processes: int = 1) -> int:
-    """DataLoader processes decoding images for one scoring process: `requested` (`--workers`) if
-    given; on the CPU 2, since decoding takes its cores from the forward (3-8% of a ViT-B/16
-    forward per image: 2 keep up); on a GPU the process's share of the cores less one for itself,
-    at most 16, because there decoding is the whole cost (5-10 ms of CPU per 1024x768 JPEG
-    against about 0.2 ms of GPU per view at ViT-B/16)."""
-    if requested is not None:
-        return requested
-    if device.type == "cpu":
-        return 2
-    return max(2, min(16, len(os.sched_getaffinity(0)) // max(1, local_processes) - 1))
-
-
 def prepare_cpu_process(no_malloc_tuning: bool = False, threads: int | None = None) -> None:
     """What a CPU scoring process sets up before it allocates anything large: `tune_malloc`
     (unless `no_malloc_tuning` or `UNIQA_MALLOC_TUNING=0`; decoding workers forked later inherit

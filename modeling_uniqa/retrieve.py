@@ -33,7 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .contact_sheet import display_path, write_contact_sheet, write_html
-from .cpu_runtime import decoding_workers, prepare_cpu_process
+from .cpu_runtime import prepare_cpu_process
+from .device_defaults import decoding_workers, scoring_batch_size
 from .embedding_index import EmbeddingIndex, EmbeddingIndexError, update_index
 from .inference_speed import optimize_for_scoring
 from .modeling_uniqa import UniQAModel
@@ -174,7 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--view-policy", type=_view_policy, default=None, help="Views averaged per image (default: the model's); center is 1 view, the fastest to index.")
     parser.add_argument("--view-seed", type=int, default=None, help="Seed of random<N> crop positions (default: the model's).")
     parser.add_argument("--thumb-size", type=_at_least(16), default=160, help="Thumbnail side in pixels (default 160).")
-    parser.add_argument("--batch-size", type=_at_least(1), default=32, help="Views per forward (default 32).")
+    parser.add_argument("--batch-size", type=_at_least(1), default=None, help="Views per forward (default 32 on the CPU, 256 on a GPU).")
     parser.add_argument("--workers", type=_at_least(0), default=None,
                         help="Decoding worker processes; 0 decodes in the main process (default: as `uniqa score`).")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="Weights and compute dtype (default float32).")
@@ -206,7 +207,7 @@ def run(args) -> int:
         else:
             index, report = index_images(
                 model, processor, paths, index_dir, embedding=args.embedding, view_policy=args.view_policy,
-                view_seed=args.view_seed, batch_size=args.batch_size, workers=decoding_workers(args.workers, device), model_name=os.path.abspath(args.model),
+                view_seed=args.view_seed, batch_size=scoring_batch_size(args.batch_size, device), workers=decoding_workers(args.workers, device), model_name=os.path.abspath(args.model),
             )
             for _, message in report.failed:
                 logger.warning("Not indexed: %s", message)

@@ -63,7 +63,8 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .configuration_uniqa import DEFAULT_HEAD, parse_view_policy, view_count
-from .cpu_runtime import decoding_workers, prepare_cpu_process
+from .cpu_runtime import prepare_cpu_process
+from .device_defaults import decoding_workers, scoring_batch_size
 from .fingerprints import state_digest
 from .inference_speed import (
     QUANTIZE_CHOICES,
@@ -184,9 +185,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Allow replacing an existing OUTPUT that this tool did not write (no OUTPUT.meta.json beside it).",
     )
     parser.add_argument(
-        "--batch-size", type=_at_least(1), default=32,
-        help="Views per forward (default 32): a batch holds as many images as fit, at least one, so memory "
-        "does not depend on the view policy (random10: 3 images a batch).",
+        "--batch-size", type=_at_least(1), default=None,
+        help="Views per forward (default 32 on the CPU, 256 on a GPU): a batch holds as many images as fit, at least "
+        "one, so memory does not depend on the view policy (random10, batch 32: 3 images a batch).",
     )
     parser.add_argument(
         "--workers", type=_at_least(0), default=None,
@@ -642,7 +643,9 @@ def run(args) -> int:
     state = PartialState(cpu=use_cpu)
     if state.device.type == "cpu":
         prepare_cpu_process(args.no_malloc_tuning, args.threads)  # before any model or image memory is allocated
+    # The device's defaults (`device_defaults`), for every path below: files, tar shards, --dataset.
     args.workers = decoding_workers(args.workers, state.device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    args.batch_size = scoring_batch_size(args.batch_size, state.device)
     if args.dataset is not None:
         from .score_datasets import run_dataset
 

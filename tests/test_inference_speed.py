@@ -9,7 +9,7 @@ import resource
 import pytest
 import torch
 
-from modeling_uniqa import cpu_runtime, score_images
+from modeling_uniqa import cpu_runtime, device_defaults, score_images
 from modeling_uniqa.cli import main
 from modeling_uniqa.inference_speed import (
     RowChunkedMLP,
@@ -213,13 +213,15 @@ def test_batches_pin_their_views_in_the_dataloaders_pinning_thread(monkeypatch):
     assert pin_memory(score_images.collate_views([(0, None, "x: broken", 0)])).views is None
 
 
-def test_decoding_workers_default_to_the_cores_on_a_gpu(monkeypatch):
+def test_decoding_workers_and_batch_size_default_per_device(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     gpu = torch.device("cuda")
-    assert cpu_runtime.decoding_workers(None, CPU) == 2  # decoding takes its cores from the forward
-    assert cpu_runtime.decoding_workers(None, gpu) == 15  # decoding is the whole cost: every core but the scorer's
-    assert cpu_runtime.decoding_workers(None, gpu, local_processes=2) == 7
-    assert cpu_runtime.decoding_workers(None, gpu, local_processes=16) == 2
-    assert cpu_runtime.decoding_workers(5, gpu) == 5 and cpu_runtime.decoding_workers(0, CPU) == 0
+    assert device_defaults.decoding_workers(None, CPU) == 2  # decoding takes its cores from the forward
+    assert device_defaults.decoding_workers(None, gpu) == 15  # decoding is the whole cost: every core but the scorer's
+    assert device_defaults.decoding_workers(None, gpu, local_processes=2) == 7
+    assert device_defaults.decoding_workers(None, gpu, local_processes=16) == 2
+    assert device_defaults.decoding_workers(5, gpu) == 5 and device_defaults.decoding_workers(0, CPU) == 0
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
-    assert cpu_runtime.decoding_workers(None, gpu) == 16
+    assert device_defaults.decoding_workers(None, gpu) == 16
+    assert device_defaults.scoring_batch_size(None, CPU) == 32 and device_defaults.scoring_batch_size(None, gpu) == 256
+    assert device_defaults.scoring_batch_size(8, gpu) == 8
