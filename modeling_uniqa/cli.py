@@ -33,12 +33,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def close_process_group() -> None:
+    """Destroy torch.distributed's process group, if this process set one up, while the
+    interpreter is still whole. Left to interpreter shutdown, gloo's worker threads can abort a
+    process that has finished its work (SIGABRT, "terminate called without an active
+    exception"), and with it the whole `accelerate launch`. Every entry point calls this last."""
+    distributed = sys.modules.get("torch.distributed")  # not imported: no process group to close
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     args = build_parser(command).parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    finally:
+        close_process_group()
 
 
 if __name__ == "__main__":

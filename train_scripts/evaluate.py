@@ -60,6 +60,7 @@ from modeling_uniqa.configuration_uniqa import view_count
 from train_scripts.common import paper_results
 from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
 from train_scripts.common.metrics import compute_metrics
+from train_scripts.common.script import run_script
 from train_scripts.train_adapter import (
     RESULTS_FILE,
     FinetuneConfig,
@@ -430,4 +431,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args)

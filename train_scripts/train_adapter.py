@@ -61,6 +61,7 @@ from train_scripts.common.checkpointing import checkpoint_step, resolve_checkpoi
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset, TrainCrop, image_sources
 from train_scripts.common.metrics import compute_metrics, srcc
+from train_scripts.common.script import run_script
 
 logger = logging.getLogger(__name__)
 
@@ -626,4 +627,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args)

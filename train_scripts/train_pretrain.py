@@ -51,6 +51,7 @@ from train_scripts.common.pretrain_data import (
     load_pretrain_corpus,
     parse_named_dirs,
 )
+from train_scripts.common.script import run_script
 from train_scripts.common.transforms import PRETRAIN_MODES, PretrainTransform
 
 logger = logging.getLogger(__name__)
@@ -496,4 +497,4 @@ def main(args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args)

@@ -1,17 +1,24 @@
-"""The `if __name__ == "__main__"` of the training scripts: exit codes and one-line user errors."""
+"""The `if __name__ == "__main__"` of the training scripts: exit codes, one-line user errors, and
+the process group closed before the interpreter shuts down."""
 
 import logging
 import sys
 from collections.abc import Callable
 
+from modeling_uniqa.cli import close_process_group
 
-def run_script(main: Callable, parse_args: Callable, user_errors: tuple) -> None:
-    """Exit with `main(parse_args())`'s code; an exception in `user_errors` (a bad path, a
-    malformed file, a refused resume) is logged as one line and exits with code 2."""
+
+def run_script(main: Callable, parse_args: Callable, user_errors: tuple = ()) -> None:
+    """Exit with `main(parse_args())`'s code (an int; any other result, such as a results dict or
+    an output folder, means success: 0). An exception in `user_errors` (a bad path, a malformed
+    file, a refused resume) is logged as one line and exits with code 2. Whatever happens, the
+    torch.distributed process group is closed first (`close_process_group`)."""
     arguments = parse_args()
     try:
         code = main(arguments)
     except user_errors as error:
         logging.getLogger(main.__module__).error("%s", error)
         code = 2
-    sys.exit(code)
+    finally:
+        close_process_group()
+    sys.exit(code if isinstance(code, int) else 0)
