@@ -20,6 +20,8 @@ import platform
 
 import torch
 
+from .device_defaults import local_process_count
+
 # mallopt(3) parameter numbers and glibc's documented defaults for them.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -101,6 +103,6 @@ def prepare_cpu_process(no_malloc_tuning: bool = False, threads: int | None = No
     it) and `scoring_threads` (`threads`: `--threads`; the local process count from the launcher)."""
     if malloc_tuning_wanted(no_malloc_tuning):
         tune_malloc()
-    count = scoring_threads(threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    count = scoring_threads(threads, local_process_count())
     if count:
         torch.set_num_threads(count)

@@ -14,6 +14,12 @@ CPU_WORKERS, CPU_BATCH_SIZE, GPU_BATCH_SIZE = 2, 32, 256
 MAX_GPU_WORKERS = 16
 
 
+def local_process_count() -> int:
+    """Scoring processes on this machine: `LOCAL_WORLD_SIZE`, which torchrun and `accelerate
+    launch` set for each process they start; 1 for a plain process."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def decoding_workers(requested: int | None, device: torch.device, local_processes: int = 1) -> int:
     """DataLoader processes decoding images for one scoring process: `requested` (`--workers`)
     if given; else 2 on the CPU, and on a GPU this process's share of the cores (among

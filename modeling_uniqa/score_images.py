@@ -64,7 +64,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .configuration_uniqa import DEFAULT_HEAD, parse_view_policy, view_count
 from .cpu_runtime import prepare_cpu_process
-from .device_defaults import decoding_workers, scoring_batch_size
+from .device_defaults import decoding_workers, local_process_count, scoring_batch_size
 from .fingerprints import state_digest
 from .inference_speed import (
     QUANTIZE_CHOICES,
@@ -644,7 +644,7 @@ def run(args) -> int:
     if state.device.type == "cpu":
         prepare_cpu_process(args.no_malloc_tuning, args.threads)  # before any model or image memory is allocated
     # The device's defaults (`device_defaults`), for every path below: files, tar shards, --dataset.
-    args.workers = decoding_workers(args.workers, state.device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    args.workers = decoding_workers(args.workers, state.device, local_process_count())
     args.batch_size = scoring_batch_size(args.batch_size, state.device)
     if args.dataset is not None:
         from .score_datasets import run_dataset
