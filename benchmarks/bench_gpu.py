@@ -5,7 +5,9 @@ On a machine with a CUDA GPU (one call; about 4 minutes on an H100 with 16 CPU c
     PYTHONUNBUFFERED=1 python benchmarks/bench_gpu.py --out "$OUT"
 
 It prints the versions it ran with, each figure as it is measured, and a summary against the
-targets, and writes them all to `--out`/gpu_figures.json. The device machines of this workplace
+targets, and writes them all to `--out`/gpu_figures.json, rewritten after every part (a run cut
+short keeps what it measured). A part, or a forward variant of part (a), that fails is recorded
+with its error under `failed` and the rest still runs. The device machines of this workplace
 have torch, transformers, accelerate, pillow, numpy, scipy, tqdm and psutil (not `datasets`,
 which scoring files does not need): run it from the repository root with nothing installed.
 Their transformers may be older than `setup.cfg` asks for (5.17 was seen there): the first line
@@ -21,9 +23,9 @@ Parts (`--parts`, default `abcd`), all on `--images` 1024x768 photo-like JPEGs (
 a UniQA model with random weights at ViT-B/16 size:
 
 (a) forward only: `Normalizer` + the model on uint8 views already on the GPU, as `uniqa score`'s
-    loop runs it, in `--dtype` (default bfloat16) at batches of 64-512 views eager, at 256 views
-    with `--compile` (`torch.compile` of the vision tower; about a minute of compiling per batch
-    size), then in float32 for comparison. Views/s and the peak GPU memory of each.
+    loop runs it, in `--dtype` (default bfloat16) at batches of 64-512 views eager, in float32 for
+    comparison, then at 256 views with `--compile` (`torch.compile` of the vision tower; about a
+    minute of compiling per batch size). Views/s and the peak GPU memory of each.
 (b) decoding alone: `--workers` DataLoader processes turning the JPEGs into one uint8 view each
     (`view_loader`, as `uniqa score`), per view policy: `center` (crop of the full decode),
     `resize`, and `resize` with JPEG draft decoding (libjpeg's DCT scaling to 1/2 here). Images/s:
@@ -47,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 import torch
 
@@ -73,7 +76,7 @@ def parse_args(argv=None):
     parser.add_argument("--forward-batches", default="64,128,256,512", help="Batch sizes (views) of part (a).")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu for a smoke run.")
-    parser.add_argument("--parts", default="abcd", help="Parts to run (default abcd).")
+    parser.add_argument("--parts", default="abcd", help="Parts to run, in this order (default abcd).")
     parser.add_argument("--policies", default=",".join(POLICIES), help=f"Views of parts (b)-(d), among {', '.join(POLICIES)} (default all).")
     parser.add_argument("--compile-batch", type=int, default=256, help="Batch size (views) of part (a)'s compiled forward (default 256).")
     parser.add_argument("--no-compile", action="store_true", help="Skip the compiled forward of part (a).")
@@ -82,6 +85,8 @@ def parse_args(argv=None):
     parser.add_argument("--workdir", default=None, help="Keep the JPEGs and model here (default: a temporary folder).")
     parser.add_argument("--out", default=None, help="Folder for gpu_figures.json.")
     args = parser.parse_args(argv)
+    if not args.parts or set(args.parts) - set("abcd"):
+        parser.error(f"--parts {args.parts!r}: letters among a, b, c, d.")
     unknown = [name for name in args.policies.split(",") if name not in POLICIES]
     if unknown:
         parser.error(f"--policies: unknown {', '.join(unknown)}; choose among {', '.join(POLICIES)}.")
@@ -131,27 +136,33 @@ def forward_rate(model, normalize: Normalizer, batch: int, crop: int, device: to
 
 
 def part_forward(model_dir: str, device: torch.device, args) -> list:
-    """(a): eager forwards in `--dtype` per batch size, compiled at `--compile-batch` (a compile
-    costs about a minute per batch size), then float32 eager at the largest batch."""
+    """(a): eager forwards in `--dtype` per batch size, float32 eager at the largest batch, then
+    compiled at `--compile-batch` (a compile costs about a minute per batch size). A run that fails
+    (a compiler missing on the machine, say) is recorded with its error; the others still run."""
     batches = [int(size) for size in args.forward_batches.split(",")]
     runs = [(args.dtype, False, batches)]
-    if not args.no_compile:
-        runs.append((args.dtype, True, [args.compile_batch]))
     if args.dtype != "float32":
         runs.append(("float32", False, [max(batches)]))
+    if not args.no_compile:
+        runs.append((args.dtype, True, [args.compile_batch]))
     figures = []
     for dtype, compiled, sizes in runs:
-        model, processor = load_scorer(model_dir, DTYPES[dtype], device, compile=compiled)
-        normalize, crop = Normalizer(processor, device), processor.crop_size
-        for size in sizes:
-            started = time.perf_counter()
-            figure = forward_rate(model, normalize, size, crop, device, args.seconds)
-            figure |= {"dtype": dtype, "compiled": compiled, "seconds_with_warmup": time.perf_counter() - started}
-            figures.append(figure)
-            peak = f", peak {figure['peak_gib']:.2f} GiB" if figure["peak_gib"] is not None else ""
-            print(f"(a) forward {dtype:<8} {'compiled' if compiled else 'eager':<8} batch {size:>4}: "
-                  f"{figure['views_per_s']:9.1f} views/s{peak}", flush=True)
-        del model
+        mode = "compiled" if compiled else "eager"
+        try:
+            model, processor = load_scorer(model_dir, DTYPES[dtype], device, compile=compiled)
+            normalize, crop = Normalizer(processor, device), processor.crop_size
+            for size in sizes:
+                started = time.perf_counter()
+                figure = forward_rate(model, normalize, size, crop, device, args.seconds)
+                figure |= {"dtype": dtype, "compiled": compiled, "seconds_with_warmup": time.perf_counter() - started}
+                figures.append(figure)
+                peak = f", peak {figure['peak_gib']:.2f} GiB" if figure["peak_gib"] is not None else ""
+                print(f"(a) forward {dtype:<8} {mode:<8} batch {size:>4}: {figure['views_per_s']:9.1f} views/s{peak}", flush=True)
+            del model
+        except Exception as error:  # noqa: BLE001 - recorded in the figures and printed
+            traceback.print_exc()
+            figures.append({"dtype": dtype, "compiled": compiled, "error": f"{type(error).__name__}: {error}"[:2000]})
+            print(f"(a) forward {dtype:<8} {mode:<8}: FAILED ({type(error).__name__})", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return figures
@@ -228,7 +239,7 @@ def part_two_gpus(image_dir: str, model_dir: str, workdir: str, single: list, ar
 
 def summary(figures: dict) -> list:
     lines = []
-    eager = [f for f in figures.get("forward", []) if f["dtype"] != "float32"]
+    eager = [f for f in figures.get("forward", []) if f["dtype"] != "float32" and "error" not in f]
     if eager:
         best = max(eager, key=lambda f: f["views_per_s"])
         lines.append(f"forward only, best: {best['views_per_s']:.0f} views/s ({best['dtype']}, batch {best['batch']}, "
@@ -241,6 +252,27 @@ def summary(figures: dict) -> list:
                      f"{' --jpeg-draft' if best['jpeg_draft'] else ''}, {best['workers']} workers"
                      f"{f'; decoding alone {bound:.0f}' if bound else ''}); target >= {TARGET_END_TO_END:.0f}")
     return lines
+
+
+def write_figures(figures: dict, out: str | None) -> None:
+    """`out`/gpu_figures.json, rewritten after every part: a run cut short by the device's time
+    limit still leaves what it measured."""
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "gpu_figures.json"), "w", encoding="utf-8") as handle:
+            json.dump(figures, handle, indent=1)
+
+
+def run_part(name: str, measure, figures: dict, out: str | None) -> None:
+    """`figures[name] = measure()`; a part that fails is recorded under `failed` with its error and
+    the other parts still run (device time is scarce: one broken part must not cost the rest)."""
+    try:
+        figures[name] = measure()
+    except Exception as error:  # noqa: BLE001 - reported and recorded, never hidden
+        traceback.print_exc()
+        figures.setdefault("failed", {})[name] = f"{type(error).__name__}: {error}"[:2000]
+        print(f"{name}: FAILED ({type(error).__name__}: {str(error)[:300]})", flush=True)
+    write_figures(figures, out)
 
 
 def main(args) -> dict:
@@ -256,20 +288,19 @@ def main(args) -> dict:
         if not os.path.isfile(os.path.join(model_dir, "config.json")):
             write_model(model_dir, "center", TINY_VISION if args.tiny else None, TINY_TEXT if args.tiny else None)
         print(f"{args.images} JPEGs and the model written in {time.perf_counter() - started:.1f} s", flush=True)
-        if "a" in args.parts:
-            figures["forward"] = part_forward(model_dir, device, args)
-        if "b" in args.parts:
-            figures["decode"] = part_decode(model_dir, paths, args)
-        if "c" in args.parts:
-            figures["end_to_end"] = part_end_to_end(image_dir, model_dir, workdir, args)
-        if "d" in args.parts and device.type == "cuda":
-            figures["two_gpus"] = part_two_gpus(image_dir, model_dir, workdir, figures.get("end_to_end") or [], args)
+        parts = {
+            "a": ("forward", lambda: part_forward(model_dir, device, args)),
+            "b": ("decode", lambda: part_decode(model_dir, paths, args)),
+            "c": ("end_to_end", lambda: part_end_to_end(image_dir, model_dir, workdir, args)),
+            "d": ("two_gpus", lambda: part_two_gpus(image_dir, model_dir, workdir, figures.get("end_to_end") or [], args)),
+        }
+        for part in args.parts:  # in the order given: `--parts cab` measures end to end first
+            if part == "d" and device.type != "cuda":
+                continue
+            run_part(*parts[part], figures, args.out)
     for line in summary(figures):
         print(line)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "gpu_figures.json"), "w", encoding="utf-8") as handle:
-            json.dump(figures, handle, indent=1)
+    write_figures(figures, args.out)
     return figures
 
 

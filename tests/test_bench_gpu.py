@@ -37,3 +37,42 @@ def test_refuses_a_missing_gpu_and_unknown_policies(capsys):
     with pytest.raises(SystemExit):
         bench_gpu.parse_args(["--device", "cpu", "--policies", "center,sideways"])
     assert "sideways" in capsys.readouterr().err
+
+
+def test_a_failing_part_is_recorded_and_the_others_still_run_and_are_written(tmp_path, monkeypatch):
+    """Device time is scarce: one broken part (or forward variant) must not cost the others'
+    figures, and the figures on disk must be current after every part."""
+    out = tmp_path / "out"
+
+    def broken_decode(*_args):
+        raise RuntimeError("decoder exploded")
+
+    def failing_compile(model_dir, dtype, device, compile=False):
+        if compile:
+            raise RuntimeError("no compiler here")
+        return real_load_scorer(model_dir, dtype, device)
+
+    def forward_after_decode(*args):
+        written = json.loads((out / "gpu_figures.json").read_text())  # part (b) ran first and was written
+        assert "decoder exploded" in written["failed"]["decode"]
+        return real_part_forward(*args)
+
+    real_load_scorer, real_part_forward = bench_gpu.load_scorer, bench_gpu.part_forward
+    monkeypatch.setattr(bench_gpu, "part_decode", broken_decode)
+    monkeypatch.setattr(bench_gpu, "load_scorer", failing_compile)
+    monkeypatch.setattr(bench_gpu, "part_forward", forward_after_decode)
+    args = bench_gpu.parse_args([
+        "--device", "cpu", "--tiny", "--images", "1", "--workers", "1", "--forward-batches", "1", "--seconds", "0.01",
+        "--dtype", "float32", "--compile-batch", "1", "--parts", "ba", "--workdir", str(tmp_path / "work"), "--out", str(out),
+    ])
+    figures = bench_gpu.main(args)
+    assert [("error" in f, f["compiled"]) for f in figures["forward"]] == [(False, False), (True, True)]
+    assert "no compiler here" in figures["forward"][1]["error"]
+    assert json.loads((out / "gpu_figures.json").read_text())["forward"][0]["views_per_s"] > 0
+    assert list(figures["failed"]) == ["decode"]
+
+
+def test_refuses_unknown_parts(capsys):
+    with pytest.raises(SystemExit):
+        bench_gpu.parse_args(["--device", "cpu", "--parts", "az"])
+    assert "--parts" in capsys.readouterr().err
