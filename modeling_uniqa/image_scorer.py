@@ -101,12 +101,17 @@ class ImageScorer:
         """`decode` results of the images `keys` -> one row per key, in order: the scores, or
         empty scores and the error. Forwards run `images_per_forward` images at a time."""
         rows = []
-        with torch.inference_mode():
-            for start in range(0, len(keys), self.images_per_forward):
-                chunk = decoded[start : start + self.images_per_forward]
-                batch = collate_views([(index, views, error, 1) for index, (views, error) in enumerate(chunk)])
-                rows += score_batch(self.model, self.normalize, batch, keys[start : start + len(chunk)], self.columns, self.heads)
+        for start in range(0, len(keys), self.images_per_forward):
+            chunk = decoded[start : start + self.images_per_forward]
+            batch = collate_views([(index, views, error, 1) for index, (views, error) in enumerate(chunk)])
+            rows += self.score_collated(keys[start : start + len(chunk)], batch)
         return rows
+
+    def score_collated(self, keys: list, batch) -> list:
+        """A `collate_views` batch of the images `keys` (its indices index `keys`) -> one row per
+        key, in order, in one forward: for loaders that stack (and pin) batches themselves."""
+        with torch.inference_mode():
+            return score_batch(self.model, self.normalize, batch, keys, self.columns, self.heads)
 
     def score(self, keys: list, sources: list) -> list:
         """Decode `sources` (named by `keys` in errors) here and score them: one row per key."""

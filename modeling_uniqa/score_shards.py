@@ -36,12 +36,11 @@ import tarfile
 import time
 from dataclasses import dataclass
 
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .score_images import UsageError, decode_views
+from .score_images import UsageError, collate_views, decode_views
 from .score_parquet import read_fingerprint, rows_to_table, write_table_atomic
 from .sharded_output import describe_difference
 
@@ -208,16 +207,15 @@ class ShardViews(IterableDataset):
             yield Item(index, end=True)
 
 
-def collate_items(items: list) -> list:
-    """In the worker: the views of a batch stacked into one tensor, which travels to the main
-    process as one shared-memory block instead of one per sample; each `Item` keeps a view of it."""
-    decoded = [item for item in items if item.views is not None]
-    if decoded:
-        stacked = torch.stack([item.views for item in decoded])
-        for position, item in enumerate(decoded):
-            item.views = position
-        return [items, stacked]
-    return [items, None]
+def collate_items(items: list) -> tuple:
+    """In the worker: `(items, Batch)`, the batch's decoded views stacked into one tensor (one
+    shared-memory block to the main process instead of one per sample, scored as it arrives and
+    pinned there on GPUs), indexed by the position of each sample among the non-end `items`."""
+    samples = [item for item in items if not item.end]
+    batch = collate_views([(position, item.views, item.error, 1) for position, item in enumerate(samples)])
+    for item in samples:
+        item.views = None  # travel once, in the batch
+    return items, batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,14 +249,14 @@ def score_shards(scorer, shards: list, output_dir: str, keep_columns: list = (),
     loader = DataLoader(
         ShardViews(shards, scorer.processor, scorer.view_policy, scorer.view_seed, split_samples),
         batch_size=scorer.images_per_forward, num_workers=workers if shards else 0, collate_fn=collate_items,
+        pin_memory=scorer.device.type == "cuda",
     )
     ends_needed = workers if split_samples else 1
     pending, ends, counts = {}, {}, {"shards": 0, "images": 0, "errors": 0}
     with logging_redirect_tqdm(), tqdm(total=len(shards), unit="shard", disable=not show_progress, desc="Shards") as bar:
-        for items, stacked in loader:
+        for items, batch in loader:
             samples = [item for item in items if not item.end]
-            decoded = [(None if item.views is None else stacked[item.views], item.error) for item in samples]
-            rows = scorer.score_decoded([item.key for item in samples], decoded)
+            rows = scorer.score_collated([item.key for item in samples], batch)
             for item, row in zip(samples, rows):
                 meta = item.meta if isinstance(item.meta, dict) else {}
                 pending.setdefault(item.shard, []).append((item.position, row | {column: meta.get(column) for column in keep_columns}))

@@ -213,6 +213,24 @@ def test_batches_pin_their_views_in_the_dataloaders_pinning_thread(monkeypatch):
     assert pin_memory(score_images.collate_views([(0, None, "x: broken", 0)])).views is None
 
 
+def test_shard_batches_travel_stacked_once_and_pin_in_the_pinning_thread(monkeypatch):
+    """Tar-shard scoring: the worker stacks a batch's views once, items carry no second copy, and
+    the stacked views are what the pinning thread pins (no restacking in the main process)."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    from modeling_uniqa.score_shards import Item, collate_items
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor, *args: pinned.append(tensor) or tensor.clone())
+    views = torch.arange(2 * 4 * 4 * 3, dtype=torch.uint8).reshape(2, 1, 4, 4, 3)
+    items = [Item(0, 0, "a", views[0]), Item(0, 1, "b", error="b.jpg: truncated"), Item(0, 2, "c", views[1]), Item(0, end=True)]
+    collated, batch = pin_memory(collate_items(items))
+    assert len(pinned) == 1 and torch.equal(pinned[0], views) and torch.equal(batch.views, views)
+    assert batch.indices == [0, 2] and batch.errors == [(1, "b.jpg: truncated")]
+    assert all(item.views is None for item in collated)
+    assert collate_items([Item(3, end=True)])[1].views is None
+
+
 def test_decoding_workers_and_batch_size_default_per_device(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     gpu = torch.device("cuda")
