@@ -95,6 +95,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
     VERSION = datasets.Version("1.0.0")
     BUILDER_CONFIG_CLASS = ImageConfig
     SUPERVISED_KEYS: tuple[str, str] | None = None
+    UNIQUE_IMAGES = False  # True: two rows naming one file (by case or folder prefix) are an error
 
     def __init__(self, *args, dataset_name: str | None = None, **kwargs):
         self._state: dict[str, Any] = {}
@@ -218,6 +219,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
             check_images=config.check_images,
             verify_images=config.verify_images,
             strict=config.strict,
+            unique=self.UNIQUE_IMAGES,
         )
         return kept
 
@@ -269,6 +271,7 @@ class RatingBuilder(ImageBuilder):
 
     BUILDER_CONFIG_CLASS = RatingConfig
     SUPERVISED_KEYS = ("image", "score")
+    UNIQUE_IMAGES = True  # one label per image: a second row for a file could land in another split
     MOS_RANGE: tuple[float, float] | None = None
     HIGHER_IS_BETTER = True
     SYNTHETIC = False
@@ -422,7 +425,14 @@ class SyntheticBuilder(RatingBuilder):
 
 
 def _check_rows(rows: list[dict[str, Any]], source: str) -> None:
-    """Each image listed once; a standard deviation, where given, a finite non-negative number."""
+    """At least one row; each image listed once; its MOS a finite number; a standard
+    deviation, where given, a finite non-negative number.
+
+    Text and CSV values are checked as they are parsed; this also catches values read from
+    ``.mat`` files (CLIVE, LIVE), where a NaN would otherwise become a NaN score.
+    """
+    if not rows:
+        raise DatasetFormatError("no ratings found (is the label file empty or truncated?)", source)
     seen: dict[str, Any] = {}
     for i, row in enumerate(rows):
         name = row["image_name"]
@@ -430,6 +440,9 @@ def _check_rows(rows: list[dict[str, Any]], source: str) -> None:
         if name in seen:
             raise DatasetFormatError(f"image {name!r} is listed twice (lines {seen[name]} and {where})", source, where)
         seen[name] = where
+        mos = row["mos"]
+        if not math.isfinite(mos):
+            raise DatasetFormatError(f"the MOS of {name!r} must be a finite number, got {mos}", source, where)
         std = row.get("std")
         if std is not None and not (math.isfinite(std) and std >= 0):
             raise DatasetFormatError(f"the standard deviation of {name!r} must be >= 0, got {std}", source, where)

@@ -49,7 +49,7 @@ from .builders import ImageBuilder
 from .configs import ImageConfig
 from .errors import DatasetFormatError, MissingLabelFileError
 from .paths import split_parts
-from .readers import read_tokens
+from .readers import read_tokens, text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +179,8 @@ class CorpusBuilder(ImageBuilder):
                 task = self.config.task or record.task or infer_task(" ".join(captions)) or self.TASK
                 if task not in tasks[record.image]:
                     tasks[record.image].append(task)
+        if not rows:
+            raise DatasetFormatError("no captions found (is the caption file empty?)", ", ".join(paths))
         for image, row in rows.items():
             row["task"] = "+".join(sorted(tasks[image]))
         self._state["run_metadata"] = {
@@ -190,27 +192,24 @@ class CorpusBuilder(ImageBuilder):
 
 
 def _load_json(path: str) -> Any:
+    """A JSON file, decoded as :func:`~data_builders.readers.text_lines` decodes text."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads("".join(text_lines(path)))
     except json.JSONDecodeError as exc:
         raise DatasetFormatError(f"invalid JSON: {exc.msg} (column {exc.colno})", path, exc.lineno) from None
-    except UnicodeDecodeError as exc:
-        raise DatasetFormatError(f"not UTF-8 text: {exc}", path) from None
 
 
 def _iter_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"invalid JSON line: {exc.msg} (column {exc.colno})", path, line) from None
-            if not isinstance(record, dict):
-                raise DatasetFormatError("expected a JSON object on each line", path, line)
-            yield line, record
+    for line, text in enumerate(text_lines(path), start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(f"invalid JSON line: {exc.msg} (column {exc.colno})", path, line) from None
+        if not isinstance(record, dict):
+            raise DatasetFormatError("expected a JSON object on each line", path, line)
+        yield line, record
 
 
 def _field(record: dict[str, Any], keys: tuple[str, ...], path: str, where: str, kind=str) -> Any:

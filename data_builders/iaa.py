@@ -28,7 +28,7 @@ from .builders import RatingBuilder
 from .errors import DatasetFormatError
 from .paths import under
 from .readers import read_csv, read_pairs, read_tokens, table_rows
-from .splits import TRAIN_VAL_TEST
+from .splits import TRAIN_VAL_TEST, check_split_list
 
 __all__ = ["AestheticsBuilder", "AVA", "AADB", "BAID", "read_id_names"]
 
@@ -97,10 +97,10 @@ class AVA(AestheticsBuilder):
         challenges = read_id_names(self.files["challenges"])
         test = set()
         for _line, fields in read_tokens(self.files["test"]) if self.files["test"] else ():
-            test.add(fields[0])
+            test.add(os.path.splitext(fields[0])[0])  # one id a line; "953619.jpg" is taken as 953619
         official = bool(self.files["test"])
         scores = range(1, 11)
-        rows = []
+        rows, ids = [], set()
         for line, fields in read_tokens(path):
             try:
                 if len(fields) != 15:
@@ -121,6 +121,7 @@ class AVA(AestheticsBuilder):
             std = math.sqrt(max(sum(c * (s - mean) ** 2 for s, c in zip(scores, votes)) / total, 0.0))
             tag_ids = [t for t in values[12:14] if t]
             image_id = fields[1]
+            ids.add(image_id)
             rows.append(
                 {
                     "image_name": f"{image_id}.jpg",
@@ -136,6 +137,8 @@ class AVA(AestheticsBuilder):
                     "_line": line,
                 }
             )
+        if official:
+            check_split_list(test, ids, self.files["test"], self.NAME)
         return rows, path
 
 
