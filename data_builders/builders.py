@@ -50,7 +50,7 @@ import datasets
 import numpy as np
 
 from .configs import ImageConfig, RatingConfig
-from .errors import DatasetFormatError, MissingLabelFileError
+from .errors import DatasetFormatError, MissingLabelFileError, row_position
 from .levels import assign_levels
 from .metadata import describe, mos_to_score
 from .paths import attach_images, find_image_root, locate_file
@@ -282,8 +282,9 @@ class RatingBuilder(ImageBuilder):
 
     def _index(self) -> tuple[list[dict[str, Any]], str]:
         """Parse the label files into rows (``image_name``, ``mos``, optional ``std``,
-        ``reference``, ``distortion``, ``level``, extras, and ``_split`` for the official
-        split), in file order; return them and the main label file (for messages)."""
+        ``reference``, ``distortion``, ``level``, extras, ``_split`` for the official
+        split, ``_line`` and, when rows come from several files, ``_source``: the row's
+        file), in file order; return them and the main label file (for messages)."""
         raise NotImplementedError
 
     @property
@@ -433,16 +434,17 @@ def _check_rows(rows: list[dict[str, Any]], source: str) -> None:
     """
     if not rows:
         raise DatasetFormatError("no ratings found (is the label file empty or truncated?)", source)
-    seen: dict[str, Any] = {}
+    seen: dict[str, dict[str, Any]] = {}
     for i, row in enumerate(rows):
         name = row["image_name"]
-        where = row.get("_line", i + 1)
+        where, path = row.get("_line", i + 1), row.get("_source", source)
         if name in seen:
-            raise DatasetFormatError(f"image {name!r} is listed twice (lines {seen[name]} and {where})", source, where)
-        seen[name] = where
+            first = row_position(seen[name], path)
+            raise DatasetFormatError(f"image {name!r} is listed twice ({first} and line {where})", path, where)
+        seen[name] = row
         mos = row["mos"]
         if not math.isfinite(mos):
-            raise DatasetFormatError(f"the MOS of {name!r} must be a finite number, got {mos}", source, where)
+            raise DatasetFormatError(f"the MOS of {name!r} must be a finite number, got {mos}", path, where)
         std = row.get("std")
         if std is not None and not (math.isfinite(std) and std >= 0):
-            raise DatasetFormatError(f"the standard deviation of {name!r} must be >= 0, got {std}", source, where)
+            raise DatasetFormatError(f"the standard deviation of {name!r} must be >= 0, got {std}", path, where)

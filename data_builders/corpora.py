@@ -257,10 +257,8 @@ class AVACaptions(CorpusBuilder):
             return
         for i, item in enumerate(_json_list(path, "images"), start=1):
             where = f"images[{i - 1}]"
-            name = item.get("filename") if item.get("filename") is not None else item.get("imgid")
-            if name is None:
-                raise DatasetFormatError(f"{where}: expected a key 'filename'", path)
-            name = str(name)
+            # not imgid: in Karpathy-style files it numbers the entries, it is no image id
+            name = str(_field(item, ("filename",), path, where, (str, int)))
             if "." not in name:
                 name += ".jpg"
             sentences = _field(item, ("sentences",), path, where, list)
@@ -297,7 +295,10 @@ class UniQACorpus(CorpusBuilder):
             where = f"item {i}"
             image = _field(item, ("image_path", "image"), path, where)
             prompt = _field(item, ("prompt", "caption", "captions"), path, where, (str, list))
-            yield _Record(image, [prompt] if isinstance(prompt, str) else list(prompt), item.get("task"))
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if not all(isinstance(p, str) for p in prompts):
+                raise DatasetFormatError(f"{where}: the prompt list must hold strings, got {prompt!r}", path)
+            yield _Record(image, prompts, item.get("task"))
 
 
 class CaptionJSONL(CorpusBuilder):

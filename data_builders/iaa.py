@@ -201,7 +201,7 @@ class AADB(AestheticsBuilder):
                 attr_path = self.files[f"{split}:{attribute}"]
                 attributes[column] = {n: v for _, n, v in read_pairs(attr_path)} if attr_path else {}
             for line, name, score in read_pairs(path):
-                row = {"image_name": name, "mos": score, "_split": split, "_line": line}
+                row = {"image_name": name, "mos": score, "_split": split, "_line": line, "_source": path}
                 row.update({column: values.get(name) for column, values in attributes.items()})
                 rows.append(row)
         return rows, self.files["train"]
@@ -233,6 +233,6 @@ class BAID(AestheticsBuilder):
         for split in self._FILES:
             if self.files[split]:
                 for row in table_rows(read_csv(self.files[split]), ("image", "image_name", "name"), ("score", "mos")):
-                    row["_split"] = split
+                    row.update(_split=split, _source=self.files[split])
                     rows.append(row)
         return rows, os.path.dirname(self.files["train"])

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .errors import DatasetFormatError, MissingImageError, MissingLabelFileError
+from .errors import DatasetFormatError, MissingImageError, MissingLabelFileError, row_position
 
 logger = logging.getLogger(__name__)
 
@@ -204,10 +204,11 @@ def attach_images(
         first = owner.setdefault(path, row) if unique else row
         if first is not row:
             # names that differ only in case or folder prefix ("I01_01_1.bmp", "images/i01_01_1.bmp")
+            here = row.get("_source", source)
             raise DatasetFormatError(
-                f"{first['image_name']!r} (line {first.get('_line')}) and {row['image_name']!r} name the same "
-                f"image {path}; each image must be listed once",
-                source,
+                f"{first['image_name']!r} ({row_position(first, here)}) and {row['image_name']!r} (line "
+                f"{row.get('_line')}) name the same image {path}; each image must be listed once",
+                here,
                 row.get("_line"),
             )
         row["_path"] = path
