@@ -2,7 +2,8 @@
 
 Every corpus builder gives one split ``train`` with one row per image:
 ``image`` (``datasets.Image``), ``image_path``, ``image_name`` (as written in the caption
-file), ``captions`` (list of strings, in file order, empty ones dropped), ``source`` (the
+file), ``captions`` (list of strings, in file order, empty ones dropped; a record left with
+none is counted in the metadata's ``captionless_records`` and a warning), ``source`` (the
 corpus, or the ``source=`` option) and ``task`` (``quality``, ``aesthetics``, or
 ``unknown``; several tasks for one image are joined with ``+``).
 
@@ -162,11 +163,13 @@ class CorpusBuilder(ImageBuilder):
         tasks: dict[str, list[str]] = {}
         paths = [p for p in self.files.values() if p]  # in the order _locate found them
         source = self.config.source or self.NAME
+        captionless: dict[str, int] = {}
         for path in paths:
             for record in self._records(path):
                 captions = [c.strip() for c in record.captions if isinstance(c, str) and c.strip()]
                 keep = [i for i, c in enumerate(record.captions) if isinstance(c, str) and c.strip()]
                 if not captions:
+                    captionless[path] = captionless.get(path, 0) + 1
                     continue
                 row = rows.get(record.image)
                 if row is None:
@@ -179,6 +182,8 @@ class CorpusBuilder(ImageBuilder):
                 task = self.config.task or record.task or infer_task(" ".join(captions)) or self.TASK
                 if task not in tasks[record.image]:
                     tasks[record.image].append(task)
+        for path, count in captionless.items():
+            logger.warning("%s: %d records of %s have no non-blank caption and were left out", self.NAME, count, path)
         if not rows:
             raise DatasetFormatError("no captions found (is the caption file empty?)", ", ".join(paths))
         for image, row in rows.items():
@@ -187,6 +192,7 @@ class CorpusBuilder(ImageBuilder):
             "caption_files": paths,
             "num_captions": sum(len(r["captions"]) for r in rows.values()),
             "skipped_lines": dict(self._state.get("skipped_lines", {})),
+            "captionless_records": captionless,
         }
         return list(rows.values()), ["train"], ", ".join(paths)
 

@@ -229,3 +229,13 @@ def test_empty_or_malformed_caption_files_are_errors(tmp_path, name, file_name, 
     (tmp_path / "c" / file_name).write_text(text)
     with pytest.raises(DatasetFormatError, match=message):
         fx.build(name, tmp_path / "c", tmp_path, check_images=False)
+
+
+def test_records_without_a_caption_are_counted(tmp_path, caplog):
+    path = tmp_path / "AVA_Comments_Full.txt"
+    path.write_text(f"1#{IDS[0]}#Nice#\n2#{IDS[1]}#  #\n3#{IDS[2]}#\n")
+    with caplog.at_level(logging.WARNING, logger="data_builders"):
+        ds = fx.build("ava_captions", str(path), tmp_path, check_images=False)
+    assert ds["train"]["image_name"] == [f"{IDS[0]}.jpg"]
+    assert get_metadata(ds)["captionless_records"] == {str(path): 2}
+    assert "2 records of" in caplog.text
