@@ -45,43 +45,42 @@ __all__ = [
 
 Row = tuple[int, list[str]]
 
-_BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark written by spreadsheet programs and Windows editors
-_LINE_BREAK = re.compile(rb"\r\n?|\n")
 
+def _redecode(line: str) -> str | None:
+    """``None`` for a line that was valid UTF-8, else its Windows-1252 reading.
 
-def _decode(raw: bytes) -> tuple[str, bool]:
-    """``(text, True)`` for UTF-8, else the Windows-1252 reading and ``False``."""
+    Lines come decoded with ``errors="surrogateescape"``, so undecodable bytes are lone
+    surrogates, which cannot be encoded back as UTF-8.
+    """
+    if line.isascii():
+        return None
     try:
-        return raw.decode("utf-8"), True
-    except UnicodeDecodeError:
-        try:
-            return raw.decode("cp1252"), False
-        except UnicodeDecodeError:  # the five bytes cp1252 leaves undefined
-            return raw.decode("latin-1"), False
+        line.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        raw = line.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:  # the five bytes cp1252 leaves undefined
+        return raw.decode("latin-1")
 
 
 def text_lines(path: str) -> Iterator[str]:
     r"""Yield the lines of a text file, each ending in ``"\n"`` (the last may not).
 
-    Decodes UTF-8 (a leading byte-order mark is dropped) line by line; a line that is not
-    UTF-8 is decoded as Windows-1252 (a superset of printable Latin-1), and a warning gives
-    the number of such lines once the file has been read. ``\r\n`` and lone ``\r`` end a
-    line as ``\n`` does, so line numbers are the ones an editor shows.
+    Decodes UTF-8 (a leading byte-order mark is dropped); a line that is not UTF-8 is
+    decoded as Windows-1252 (a superset of printable Latin-1), and a warning gives the
+    number of such lines once the file has been read. ``\r\n`` and lone ``\r`` end a line
+    as ``\n`` does, so line numbers are the ones an editor shows.
     """
     fallback: list[int] = []
-    number = 0
-    with open(path, "rb") as handle:
-        for raw in handle:  # split at b"\n" only, so b"\r\n" stays within one chunk
-            if number == 0 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            pieces = _LINE_BREAK.split(raw)
-            tail = pieces.pop()  # b"" unless the file ends without a line break
-            for piece in [p + b"\n" for p in pieces] + ([tail] if tail else []):
-                number += 1
-                text, utf8 = _decode(piece)
-                if not utf8:
-                    fallback.append(number)
-                yield text
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
+        for number, line in enumerate(handle, start=1):
+            other = _redecode(line)
+            if other is not None:
+                fallback.append(number)
+                line = other
+            yield line
     if fallback:
         shown = ", ".join(map(str, fallback[:5])) + (", ..." if len(fallback) > 5 else "")
         logger.warning("%s: %d lines are not UTF-8 and were read as Windows-1252 (lines %s)", path, len(fallback), shown)
