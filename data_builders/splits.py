@@ -153,7 +153,7 @@ def read_split(path: str) -> tuple[dict[str, list[str]], dict[str, Any]]:
         DatasetFormatError: not JSON, not an object of name lists, or a name in two splits.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a BOM: the file was saved by a Windows editor
             payload = json.load(handle)
     except FileNotFoundError:
         raise
