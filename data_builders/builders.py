@@ -50,7 +50,7 @@ import datasets
 import numpy as np
 
 from .configs import ImageConfig, RatingConfig
-from .errors import DatasetFormatError, MissingLabelFileError
+from .errors import DatasetFormatError, MissingLabelFileError, row_position
 from .levels import assign_levels
 from .metadata import describe, mos_to_score
 from .paths import attach_images, find_image_root, locate_file
@@ -95,6 +95,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
     VERSION = datasets.Version("1.0.0")
     BUILDER_CONFIG_CLASS = ImageConfig
     SUPERVISED_KEYS: tuple[str, str] | None = None
+    UNIQUE_IMAGES = False  # True: two rows naming one file (by case or folder prefix) are an error
 
     def __init__(self, *args, dataset_name: str | None = None, **kwargs):
         self._state: dict[str, Any] = {}
@@ -218,6 +219,7 @@ class ImageBuilder(datasets.GeneratorBasedBuilder):
             check_images=config.check_images,
             verify_images=config.verify_images,
             strict=config.strict,
+            unique=self.UNIQUE_IMAGES,
         )
         return kept
 
@@ -269,6 +271,7 @@ class RatingBuilder(ImageBuilder):
 
     BUILDER_CONFIG_CLASS = RatingConfig
     SUPERVISED_KEYS = ("image", "score")
+    UNIQUE_IMAGES = True  # one label per image: a second row for a file could land in another split
     MOS_RANGE: tuple[float, float] | None = None
     HIGHER_IS_BETTER = True
     SYNTHETIC = False
@@ -279,8 +282,9 @@ class RatingBuilder(ImageBuilder):
 
     def _index(self) -> tuple[list[dict[str, Any]], str]:
         """Parse the label files into rows (``image_name``, ``mos``, optional ``std``,
-        ``reference``, ``distortion``, ``level``, extras, and ``_split`` for the official
-        split), in file order; return them and the main label file (for messages)."""
+        ``reference``, ``distortion``, ``level``, extras, ``_split`` for the official
+        split, ``_line`` and, when rows come from several files, ``_source``: the row's
+        file), in file order; return them and the main label file (for messages)."""
         raise NotImplementedError
 
     @property
@@ -422,14 +426,25 @@ class SyntheticBuilder(RatingBuilder):
 
 
 def _check_rows(rows: list[dict[str, Any]], source: str) -> None:
-    """Each image listed once; a standard deviation, where given, a finite non-negative number."""
-    seen: dict[str, Any] = {}
+    """At least one row; each image listed once; its MOS a finite number; a standard
+    deviation, where given, a finite non-negative number.
+
+    Text and CSV values are checked as they are parsed; this also catches values read from
+    ``.mat`` files (CLIVE, LIVE), where a NaN would otherwise become a NaN score.
+    """
+    if not rows:
+        raise DatasetFormatError("no ratings found (is the label file empty or truncated?)", source)
+    seen: dict[str, dict[str, Any]] = {}
     for i, row in enumerate(rows):
         name = row["image_name"]
-        where = row.get("_line", i + 1)
+        where, path = row.get("_line", i + 1), row.get("_source", source)
         if name in seen:
-            raise DatasetFormatError(f"image {name!r} is listed twice (lines {seen[name]} and {where})", source, where)
-        seen[name] = where
+            first = row_position(seen[name], path)
+            raise DatasetFormatError(f"image {name!r} is listed twice ({first} and line {where})", path, where)
+        seen[name] = row
+        mos = row["mos"]
+        if not math.isfinite(mos):
+            raise DatasetFormatError(f"the MOS of {name!r} must be a finite number, got {mos}", path, where)
         std = row.get("std")
         if std is not None and not (math.isfinite(std) and std >= 0):
-            raise DatasetFormatError(f"the standard deviation of {name!r} must be >= 0, got {std}", source, where)
+            raise DatasetFormatError(f"the standard deviation of {name!r} must be >= 0, got {std}", path, where)

@@ -2,7 +2,8 @@
 
 Every corpus builder gives one split ``train`` with one row per image:
 ``image`` (``datasets.Image``), ``image_path``, ``image_name`` (as written in the caption
-file), ``captions`` (list of strings, in file order, empty ones dropped), ``source`` (the
+file), ``captions`` (list of strings, in file order, empty ones dropped; a record left with
+none is counted in the metadata's ``captionless_records`` and a warning), ``source`` (the
 corpus, or the ``source=`` option) and ``task`` (``quality``, ``aesthetics``, or
 ``unknown``; several tasks for one image are joined with ``+``).
 
@@ -49,7 +50,7 @@ from .builders import ImageBuilder
 from .configs import ImageConfig
 from .errors import DatasetFormatError, MissingLabelFileError
 from .paths import split_parts
-from .readers import read_tokens
+from .readers import read_tokens, text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -162,11 +163,13 @@ class CorpusBuilder(ImageBuilder):
         tasks: dict[str, list[str]] = {}
         paths = [p for p in self.files.values() if p]  # in the order _locate found them
         source = self.config.source or self.NAME
+        captionless: dict[str, int] = {}
         for path in paths:
             for record in self._records(path):
                 captions = [c.strip() for c in record.captions if isinstance(c, str) and c.strip()]
                 keep = [i for i, c in enumerate(record.captions) if isinstance(c, str) and c.strip()]
                 if not captions:
+                    captionless[path] = captionless.get(path, 0) + 1
                     continue
                 row = rows.get(record.image)
                 if row is None:
@@ -179,38 +182,40 @@ class CorpusBuilder(ImageBuilder):
                 task = self.config.task or record.task or infer_task(" ".join(captions)) or self.TASK
                 if task not in tasks[record.image]:
                     tasks[record.image].append(task)
+        for path, count in captionless.items():
+            logger.warning("%s: %d records of %s have no non-blank caption and were left out", self.NAME, count, path)
+        if not rows:
+            raise DatasetFormatError("no captions found (is the caption file empty?)", ", ".join(paths))
         for image, row in rows.items():
             row["task"] = "+".join(sorted(tasks[image]))
         self._state["run_metadata"] = {
             "caption_files": paths,
             "num_captions": sum(len(r["captions"]) for r in rows.values()),
             "skipped_lines": dict(self._state.get("skipped_lines", {})),
+            "captionless_records": captionless,
         }
         return list(rows.values()), ["train"], ", ".join(paths)
 
 
 def _load_json(path: str) -> Any:
+    """A JSON file, decoded as :func:`~data_builders.readers.text_lines` decodes text."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads("".join(text_lines(path)))
     except json.JSONDecodeError as exc:
         raise DatasetFormatError(f"invalid JSON: {exc.msg} (column {exc.colno})", path, exc.lineno) from None
-    except UnicodeDecodeError as exc:
-        raise DatasetFormatError(f"not UTF-8 text: {exc}", path) from None
 
 
 def _iter_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"invalid JSON line: {exc.msg} (column {exc.colno})", path, line) from None
-            if not isinstance(record, dict):
-                raise DatasetFormatError("expected a JSON object on each line", path, line)
-            yield line, record
+    for line, text in enumerate(text_lines(path), start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(f"invalid JSON line: {exc.msg} (column {exc.colno})", path, line) from None
+        if not isinstance(record, dict):
+            raise DatasetFormatError("expected a JSON object on each line", path, line)
+        yield line, record
 
 
 def _field(record: dict[str, Any], keys: tuple[str, ...], path: str, where: str, kind=str) -> Any:
@@ -258,10 +263,8 @@ class AVACaptions(CorpusBuilder):
             return
         for i, item in enumerate(_json_list(path, "images"), start=1):
             where = f"images[{i - 1}]"
-            name = item.get("filename") if item.get("filename") is not None else item.get("imgid")
-            if name is None:
-                raise DatasetFormatError(f"{where}: expected a key 'filename'", path)
-            name = str(name)
+            # not imgid: in Karpathy-style files it numbers the entries, it is no image id
+            name = str(_field(item, ("filename",), path, where, (str, int)))
             if "." not in name:
                 name += ".jpg"
             sentences = _field(item, ("sentences",), path, where, list)
@@ -298,7 +301,10 @@ class UniQACorpus(CorpusBuilder):
             where = f"item {i}"
             image = _field(item, ("image_path", "image"), path, where)
             prompt = _field(item, ("prompt", "caption", "captions"), path, where, (str, list))
-            yield _Record(image, [prompt] if isinstance(prompt, str) else list(prompt), item.get("task"))
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if not all(isinstance(p, str) for p in prompts):
+                raise DatasetFormatError(f"{where}: the prompt list must hold strings, got {prompt!r}", path)
+            yield _Record(image, prompts, item.get("task"))
 
 
 class CaptionJSONL(CorpusBuilder):

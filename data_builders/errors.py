@@ -7,9 +7,19 @@ files, 1-based) or row (spreadsheets, the row number Excel shows) and what was e
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-__all__ = ["DatasetFormatError", "MissingLabelFileError", "MissingImageError"]
+__all__ = ["DatasetFormatError", "MissingLabelFileError", "MissingImageError", "row_position"]
+
+
+def row_position(row: Mapping[str, Any], source: str) -> str:
+    """Where a parsed row came from: ``line 12``, or ``line 12 of <file>`` when the row
+    was read from another file than ``source`` (builders with one label file per split
+    record the file in ``_source``)."""
+    line = f"line {row.get('_line')}"
+    path = row.get("_source")
+    return line if path is None or path == source else f"{line} of {path}"
 
 
 class DatasetFormatError(ValueError):

@@ -28,7 +28,7 @@ from .builders import RatingBuilder
 from .errors import DatasetFormatError
 from .paths import under
 from .readers import read_csv, read_pairs, read_tokens, table_rows
-from .splits import TRAIN_VAL_TEST
+from .splits import TRAIN_VAL_TEST, check_split_list
 
 __all__ = ["AestheticsBuilder", "AVA", "AADB", "BAID", "read_id_names"]
 
@@ -97,10 +97,10 @@ class AVA(AestheticsBuilder):
         challenges = read_id_names(self.files["challenges"])
         test = set()
         for _line, fields in read_tokens(self.files["test"]) if self.files["test"] else ():
-            test.add(fields[0])
+            test.add(os.path.splitext(fields[0])[0])  # one id a line; "953619.jpg" is taken as 953619
         official = bool(self.files["test"])
         scores = range(1, 11)
-        rows = []
+        rows, ids = [], set()
         for line, fields in read_tokens(path):
             try:
                 if len(fields) != 15:
@@ -121,6 +121,7 @@ class AVA(AestheticsBuilder):
             std = math.sqrt(max(sum(c * (s - mean) ** 2 for s, c in zip(scores, votes)) / total, 0.0))
             tag_ids = [t for t in values[12:14] if t]
             image_id = fields[1]
+            ids.add(image_id)
             rows.append(
                 {
                     "image_name": f"{image_id}.jpg",
@@ -136,6 +137,8 @@ class AVA(AestheticsBuilder):
                     "_line": line,
                 }
             )
+        if official:
+            check_split_list(test, ids, self.files["test"], self.NAME)
         return rows, path
 
 
@@ -198,7 +201,7 @@ class AADB(AestheticsBuilder):
                 attr_path = self.files[f"{split}:{attribute}"]
                 attributes[column] = {n: v for _, n, v in read_pairs(attr_path)} if attr_path else {}
             for line, name, score in read_pairs(path):
-                row = {"image_name": name, "mos": score, "_split": split, "_line": line}
+                row = {"image_name": name, "mos": score, "_split": split, "_line": line, "_source": path}
                 row.update({column: values.get(name) for column, values in attributes.items()})
                 rows.append(row)
         return rows, self.files["train"]
@@ -230,6 +233,6 @@ class BAID(AestheticsBuilder):
         for split in self._FILES:
             if self.files[split]:
                 for row in table_rows(read_csv(self.files[split]), ("image", "image_name", "name"), ("score", "mos")):
-                    row["_split"] = split
+                    row.update(_split=split, _source=self.files[split])
                     rows.append(row)
         return rows, os.path.dirname(self.files["train"])

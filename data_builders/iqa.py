@@ -50,11 +50,12 @@ import datasets
 from .builders import RatingBuilder, SyntheticBuilder
 from .configs import RatingConfig
 from .errors import DatasetFormatError, MissingLabelFileError
-from .paths import under
+from .paths import split_parts, under
 from .readers import (
     load_mat,
     mat_numbers,
     mat_strings,
+    norm_header,
     parse_float,
     parse_int,
     read_csv,
@@ -63,7 +64,7 @@ from .readers import (
     read_xlsx,
     table_rows,
 )
-from .splits import TRAIN_VAL_TEST
+from .splits import TRAIN_VAL_TEST, check_split_list
 
 __all__ = [
     "KonIQ10k",
@@ -152,7 +153,14 @@ class KonIQ10k(RatingBuilder):
             counts = [table.cell(entry, i, parse_float) for i in votes]
             n = table.cell(entry, total, parse_int, required=False)
             s = sum(counts)
-            row["vote_distribution"] = [c / s for c in counts] if s > 0 else counts
+            if min(counts) < 0 or s <= 0 or (n is not None and n < 0):
+                raise DatasetFormatError(
+                    f"the vote counts c1..c5 must be non-negative with a positive sum and c_total non-negative, "
+                    f"got {counts} and c_total {n}",
+                    table.path,
+                    entry[0],
+                )
+            row["vote_distribution"] = [c / s for c in counts]
             row["num_votes"] = n if n is not None else (int(round(s)) if s > 1.5 else None)
             if split is not None:
                 name = table.cell(entry, split).lower()
@@ -481,26 +489,42 @@ class FLIVE(RatingBuilder):
             "valid": self.locate(*under(folders, *self._VALID_FILES), required=False),
         }
 
+    _FLAGS = {"true": True, "1": True, "false": False, "0": False}
+
     @staticmethod
-    def _names(table, flag=None) -> set:
+    def _key(name: str) -> str:
+        # split lists are matched as image files are found: separators and letter case tolerated
+        return "/".join(split_parts(name)).lower()
+
+    def _names(self, table, flag=None) -> set:
+        """Keys of the images a split file lists (with ``flag``: only rows where it is true)."""
         column = table.column("name_image", "name")
         flag_at = table.column(flag) if flag else None
         names = set()
         for entry in table.rows:
-            if flag_at is not None and table.cell(entry, flag_at, required=False) not in ("True", "true", "1", "TRUE"):
-                continue
-            names.add(table.cell(entry, column))
+            if flag_at is not None:
+                text = table.cell(entry, flag_at)
+                if text.lower() not in self._FLAGS:
+                    raise DatasetFormatError(f"expected {flag} True or False, got {text!r}", table.path, entry[0])
+                if not self._FLAGS[text.lower()]:
+                    continue
+            names.add(self._key(table.cell(entry, column)))
         return names
 
     def _index(self):
         path = self.files["images"]
         rows = table_rows(read_csv(path), ("name", "name_image"), ("mos", "mos_image"))
         if self.files["test"]:
+            known = {self._key(row["image_name"]) for row in rows}
             test = self._names(read_csv(self.files["test"]))
-            valid = self._names(read_csv(self.files["valid"]), "is_valid") if self.files["valid"] else set()
+            check_split_list(test, known, self.files["test"], self.NAME)
+            valid = set()
+            if self.files["valid"]:
+                valid = self._names(read_csv(self.files["valid"]), "is_valid")
+                check_split_list(valid, known, self.files["valid"], self.NAME)
             for row in rows:
-                name = row["image_name"]
-                row["_split"] = "test" if name in test else "validation" if name in valid else "train"
+                key = self._key(row["image_name"])
+                row["_split"] = "test" if key in test else "validation" if key in valid else "train"
         return rows, path
 
 
@@ -564,7 +588,9 @@ class FolderCSVConfig(RatingConfig):
         delimiter: the CSV separator (sniffed by default).
 
     ``mos_range`` (default: the data's min and max) and ``higher_is_better`` (default
-    ``True``) should be given so that scores mean the same across runs.
+    ``True``) should be given so that scores mean the same across runs; when the score
+    column is named like a DMOS (``dmos``, ``DMOS_realigned``), ``higher_is_better`` is
+    required.
     """
 
     label_file: str | None = None
@@ -629,7 +655,17 @@ class FolderCSV(RatingBuilder):
             }
             table.column(config.reference_column)  # required: fail early with the header
         std = pick(config.std_column, ("std", "sd", "mos_std"))
-        rows = table_rows(table, pick(config.name_column, self._NAMES), pick(config.mos_column, self._MOS), std, extras)
+        mos = pick(config.mos_column, self._MOS)
+        mos_header = table.header[table.column(*mos)]
+        if config.higher_is_better is None and "dmos" in norm_header(mos_header).split("_"):
+            # a DMOS read as a MOS would silently turn every score upside down
+            raise DatasetFormatError(
+                f"the score column {mos_header!r} looks like a DMOS (lower is better); "
+                "pass higher_is_better=False for a DMOS, or higher_is_better=True if it is a MOS despite its name",
+                path,
+                table.header_line,
+            )
+        rows = table_rows(table, pick(config.name_column, self._NAMES), mos, std, extras)
         for row in rows:
             if config.reference_column and row["reference"] is None:
                 raise DatasetFormatError(f"empty value in column {config.reference_column!r}", path, row["_line"])

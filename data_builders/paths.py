@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .errors import MissingImageError, MissingLabelFileError
+from .errors import DatasetFormatError, MissingImageError, MissingLabelFileError, row_position
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def attach_images(
     check_images: bool = True,
     verify_images: bool = False,
     strict: bool = False,
+    unique: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Give each row (with ``image_name``) its ``_path`` under ``image_root``.
 
@@ -181,15 +182,18 @@ def attach_images(
             the image would have).
         verify_images: also decode every kept image with PIL and drop corrupt ones.
         strict: raise :class:`MissingImageError` instead of skipping with a warning.
+        unique: two rows may not name the same file (rating rows: one label per image).
 
     Returns:
         ``(kept rows, {"missing": names, "corrupt": names})`` (kinds with no name left out).
 
     Raises:
         MissingImageError: when no listed image is found at all, or with ``strict``.
+        DatasetFormatError: with ``unique``, when two rows name the same image file.
     """
     index = DirectoryIndex(image_root)
     kept, missing = [], []
+    owner: dict[str, dict[str, Any]] = {}
     for row in rows:
         path = resolve_image(index, row["image_name"])
         if path is None:
@@ -197,6 +201,16 @@ def attach_images(
                 missing.append(row["image_name"])
                 continue
             path = os.path.join(image_root, row["image_name"])
+        first = owner.setdefault(path, row) if unique else row
+        if first is not row:
+            # names that differ only in case or folder prefix ("I01_01_1.bmp", "images/i01_01_1.bmp")
+            here = row.get("_source", source)
+            raise DatasetFormatError(
+                f"{first['image_name']!r} ({row_position(first, here)}) and {row['image_name']!r} (line "
+                f"{row.get('_line')}) name the same image {path}; each image must be listed once",
+                here,
+                row.get("_line"),
+            )
         row["_path"] = path
         kept.append(row)
     if rows and not kept:

@@ -5,11 +5,17 @@ spreadsheet) so that a bad value can be reported as ``<file>, line <n>: <what wa
 expected>``. Header names are compared after :func:`norm_header` (lower case, runs of
 anything but letters and digits turned into ``_``), so ``"Image name"``, ``image_name``
 and ``"IMAGE_NAME"`` are the same column, and quoting or extra columns do not matter.
+
+Every text file is read through :func:`text_lines`: UTF-8 with or without a byte-order
+mark, any line ending (``\n``, ``\r\n``, ``\r``), and lines that are not valid UTF-8
+(the web comments of AVA, spreadsheets saved on Windows) decoded as Windows-1252 with a
+warning giving their count, so no character is silently replaced.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from .errors import DatasetFormatError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Table",
@@ -32,11 +40,50 @@ __all__ = [
     "parse_int",
     "read_pairs",
     "table_rows",
+    "text_lines",
 ]
 
 Row = tuple[int, list[str]]
 
-_ENCODING = "utf-8-sig"  # tolerate a byte-order mark written by spreadsheet programs
+
+def _redecode(line: str) -> str | None:
+    """``None`` for a line that was valid UTF-8, else its Windows-1252 reading.
+
+    Lines come decoded with ``errors="surrogateescape"``, so undecodable bytes are lone
+    surrogates, which cannot be encoded back as UTF-8.
+    """
+    if line.isascii():
+        return None
+    try:
+        line.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        raw = line.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:  # the five bytes cp1252 leaves undefined
+        return raw.decode("latin-1")
+
+
+def text_lines(path: str) -> Iterator[str]:
+    r"""Yield the lines of a text file, each ending in ``"\n"`` (the last may not).
+
+    Decodes UTF-8 (a leading byte-order mark is dropped); a line that is not UTF-8 is
+    decoded as Windows-1252 (a superset of printable Latin-1), and a warning gives the
+    number of such lines once the file has been read. ``\r\n`` and lone ``\r`` end a line
+    as ``\n`` does, so line numbers are the ones an editor shows.
+    """
+    fallback: list[int] = []
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
+        for number, line in enumerate(handle, start=1):
+            other = _redecode(line)
+            if other is not None:
+                fallback.append(number)
+                line = other
+            yield line
+    if fallback:
+        shown = ", ".join(map(str, fallback[:5])) + (", ..." if len(fallback) > 5 else "")
+        logger.warning("%s: %d lines are not UTF-8 and were read as Windows-1252 (lines %s)", path, len(fallback), shown)
 
 
 def norm_header(name: Any) -> str:
@@ -45,13 +92,19 @@ def norm_header(name: Any) -> str:
 
 
 def parse_float(text: str, path: str, line: int, what: str) -> float:
-    """Parse a float or raise :class:`DatasetFormatError` naming file, line and field."""
+    """Parse a finite float or raise :class:`DatasetFormatError` naming file, line and field.
+
+    ``nan``, ``inf`` and overflowing values such as ``1e999`` are errors: no label value is
+    infinite, and one would only turn into a NaN or clipped score downstream.
+    """
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise DatasetFormatError(f"expected a number for {what}, got {text!r}", path, line) from None
     if math.isnan(value):
         raise DatasetFormatError(f"expected a number for {what}, got NaN", path, line)
+    if math.isinf(value):
+        raise DatasetFormatError(f"expected a finite number for {what}, got {text!r}", path, line)
     return value
 
 
@@ -180,28 +233,26 @@ def read_csv(path: str, delimiter: str | None = None) -> Table:
         delimiter: the field separator; by default sniffed among ``,`` ``;`` and tab
             (``,`` when unsure).
     """
-    with open(path, newline="", encoding=_ENCODING, errors="replace") as handle:
-        sample = handle.read(8192)
-        handle.seek(0)
-        if delimiter is None:
-            try:
-                delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
-            except csv.Error:
-                delimiter = ","
-        reader = csv.reader(handle, delimiter=delimiter)
-        header: list[str] | None = None
-        header_line = 0
-        rows: list[Row] = []
+    lines = list(text_lines(path))  # label CSVs are small (FLIVE's 39,810 rows are 1.5 MB)
+    if delimiter is None:
         try:
-            for cells in reader:
-                if not any(c.strip() for c in cells):
-                    continue
-                if header is None:
-                    header, header_line = [c.strip() for c in cells], reader.line_num
-                else:
-                    rows.append((reader.line_num, [c.strip() for c in cells]))
-        except csv.Error as exc:
-            raise DatasetFormatError(f"unreadable CSV: {exc}", path, reader.line_num) from None
+            delimiter = csv.Sniffer().sniff("".join(lines[:200])[:8192], delimiters=",;\t").delimiter
+        except csv.Error:
+            delimiter = ","
+    reader = csv.reader(lines, delimiter=delimiter)
+    header: list[str] | None = None
+    header_line = 0
+    rows: list[Row] = []
+    try:
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            if header is None:
+                header, header_line = [c.strip() for c in cells], reader.line_num
+            else:
+                rows.append((reader.line_num, [c.strip() for c in cells]))
+    except csv.Error as exc:
+        raise DatasetFormatError(f"unreadable CSV: {exc}", path, reader.line_num) from None
     if header is None:
         raise DatasetFormatError("the file is empty (expected a header line)", path)
     return Table(path, header, header_line, rows)
@@ -265,16 +316,15 @@ def read_tokens(path: str, separator: str | None = None) -> Iterator[tuple[int, 
 
     Fields are split on whitespace by default, or on ``separator``.
     """
-    with open(path, encoding=_ENCODING, errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split(separator) if separator else line.split()
-            if separator:
-                if not line.strip():
-                    continue
-                fields[-1] = fields[-1].rstrip("\r\n")
-            elif not fields:
+    for number, line in enumerate(text_lines(path), start=1):
+        fields = line.split(separator) if separator else line.split()
+        if separator:
+            if not line.strip():
                 continue
-            yield number, fields
+            fields[-1] = fields[-1].rstrip("\r\n")
+        elif not fields:
+            continue
+        yield number, fields
 
 
 def read_pairs(path: str, name_field: int = 0, value_field: int = 1) -> list[tuple[int, str, float]]:

@@ -25,9 +25,10 @@ builder takes ``split_file=`` to reproduce it exactly.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,8 +36,11 @@ import numpy as np
 from .errors import DatasetFormatError
 from .metadata import get_metadata
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "TRAIN_VAL_TEST",
+    "check_split_list",
     "random_split",
     "few_label_subset",
     "write_split",
@@ -149,7 +153,7 @@ def read_split(path: str) -> tuple[dict[str, list[str]], dict[str, Any]]:
         DatasetFormatError: not JSON, not an object of name lists, or a name in two splits.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a BOM: the file was saved by a Windows editor
             payload = json.load(handle)
     except FileNotFoundError:
         raise
@@ -174,6 +178,40 @@ def read_split(path: str) -> tuple[dict[str, list[str]], dict[str, Any]]:
     if not splits:
         raise DatasetFormatError('no splits in file (expected {"train": [...], "test": [...]})', path)
     return splits, metadata
+
+
+def check_split_list(listed: Collection[str], known: Collection[str], path: str, what: str) -> None:
+    """Check the names of an official split list against the names in the label file.
+
+    An official split is a list of names (AVA's ``generic_test.jpgl``, FLIVE's
+    ``labels640.csv``); rows not in it become training rows. A listed name that matches no
+    labelled image is counted in a warning; when none matches, the list cannot belong to
+    these labels (another release, other name spelling) and using it would silently put
+    every test image into training, so that is an error.
+
+    Args:
+        listed: the names (keys) in the split list.
+        known: the names (keys, compared the same way) of the labelled images.
+        path: the split list file, for messages.
+        what: the dataset name, for messages.
+
+    Raises:
+        DatasetFormatError: when ``listed`` is not empty and none of its names is known.
+    """
+    known = set(known)
+    unknown = sorted(n for n in set(listed) if n not in known)
+    if not unknown or not known:  # no labels at all is reported by the builder
+        return
+    if len(unknown) == len(set(listed)):
+        raise DatasetFormatError(
+            f"none of its {len(unknown)} names is in the label file (first: {unknown[:3]}); "
+            "is it the list of another release?",
+            path,
+        )
+    logger.warning(
+        "%s: %d of the %d names in %s are not in the label file and were ignored (first: %s)",
+        what, len(unknown), len(set(listed)), path, ", ".join(unknown[:5]),
+    )
 
 
 def assign_names(

@@ -191,3 +191,51 @@ def test_corpus_errors_name_file_and_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(MissingLabelFileError, match="CLEAN_AVA_FULL_AFTER_SUBJECTIVE_CLEANING.json"):
         fx.build("ava_captions", tmp_path / "empty", tmp_path)
+
+
+def test_caption_files_with_bom_crlf_and_windows_1252_lines(tmp_path, ava_images, caplog):
+    json_path = tmp_path / "cap" / "CLEAN_AVA_FULL_COMMENTS.json"
+    fx.write_ava_captions(str(json_path), IDS[:2], per_image=1)
+    jsonl_path = tmp_path / "jsonl" / "a.jsonl"
+    fx.write_caption_jsonl(str(jsonl_path), [{"image": f"{i}.jpg", "caption": "Sharp."} for i in IDS[:2]])
+    for path in (json_path, jsonl_path):  # as saved by a Windows editor
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    assert fx.build("ava_captions", json_path.parent, tmp_path, image_dir=str(ava_images))["train"].num_rows == 2
+    assert fx.build("caption_jsonl", jsonl_path.parent, tmp_path, image_dir=str(ava_images))["train"]["captions"] == [
+        ["Sharp."], ["Sharp."]]
+    comments = tmp_path / "AVA_Comments_Full.txt"
+    comments.write_bytes(f"1#{IDS[0]}#Tr\u00e8s jolie#nice\r2#{IDS[1]}#plain\n".encode("cp1252"))
+    with caplog.at_level(logging.WARNING, logger="data_builders"):
+        ds = fx.build("ava_captions", str(comments), tmp_path, image_dir=str(ava_images))
+    assert ds["train"]["captions"] == [["Tr\u00e8s jolie", "nice"], ["plain"]]  # lone CR ends a line too
+    assert "1 lines are not UTF-8 and were read as Windows-1252 (lines 1)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "name, file_name, text, message",
+    [
+        ("caption_jsonl", "a.jsonl", "\n\n", r"a\.jsonl: no captions found"),
+        ("uniqa_corpus", "a.json", "[]", r"a\.json: no captions found"),
+        ("uniqa_corpus", "a.json", '[{"image_path": "1.jpg", "prompt": ["ok", 5]}]',
+         r"a\.json: item 0: the prompt list must hold strings"),
+        # imgid numbers the entries of Karpathy-style files: it is no AVA image id
+        ("ava_captions", "CLEAN_AVA_FULL_COMMENTS.json", '{"images": [{"imgid": 3, "sentences": [{"raw": "x"}]}]}',
+         r"images\[0\]: expected a key 'filename'"),
+    ],
+    ids=["empty-jsonl", "empty-json", "non-string-prompt", "no-filename"],
+)
+def test_empty_or_malformed_caption_files_are_errors(tmp_path, name, file_name, text, message):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / file_name).write_text(text)
+    with pytest.raises(DatasetFormatError, match=message):
+        fx.build(name, tmp_path / "c", tmp_path, check_images=False)
+
+
+def test_records_without_a_caption_are_counted(tmp_path, caplog):
+    path = tmp_path / "AVA_Comments_Full.txt"
+    path.write_text(f"1#{IDS[0]}#Nice#\n2#{IDS[1]}#  #\n3#{IDS[2]}#\n")
+    with caplog.at_level(logging.WARNING, logger="data_builders"):
+        ds = fx.build("ava_captions", str(path), tmp_path, check_images=False)
+    assert ds["train"]["image_name"] == [f"{IDS[0]}.jpg"]
+    assert get_metadata(ds)["captionless_records"] == {str(path): 2}
+    assert "2 records of" in caplog.text

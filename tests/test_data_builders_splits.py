@@ -101,6 +101,9 @@ def test_split_file_errors(tmp_path):
     broken.write_text('{"train": [\n"a.png",\n')
     with pytest.raises(DatasetFormatError, match="broken.json, line"):
         read_split(str(broken))
+    edited = tmp_path / "edited.json"  # hand-edited on Windows: byte-order mark and CRLF
+    edited.write_bytes(b"\xef\xbb\xbf" + json.dumps({"train": ["a.png"], "test": ["b.png"]}, indent=1).encode().replace(b"\n", b"\r\n"))
+    assert read_split(str(edited))[0] == {"train": ["a.png"], "test": ["b.png"]}
 
 
 def test_assign_levels_rank_quintiles_and_ties():
