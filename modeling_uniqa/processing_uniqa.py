@@ -291,6 +291,28 @@ def crop_boxes(width: int, height: int, crop: int, policy: str, seed: int) -> li
     return boxes
 
 
+def cut_views(image: Image.Image, size: tuple, crop: int, boxes) -> np.ndarray:
+    """The `crop` x `crop` windows `(left, top, flip)` of `image` resized (bicubic) to `size` (its
+    own size, or an upscale of it), mirrored where `flip`: uint8 `(len(boxes), crop, crop, 3)`.
+
+    Beyond `UPSCALE_IN_ONE_PIECE` windows' worth of pixels the upscale is not made: only the
+    windows' pixels are computed (`upscaled_region`, bit-identical), so memory stays bounded
+    whatever the image's shape (a 1x10000 strip would upscale to 1.5 GB). Used by the test-time
+    views and by the training crops."""
+    windowed = size != image.size and size[0] * size[1] > UPSCALE_IN_ONE_PIECE * crop * crop
+    if size != image.size and not windowed:
+        image = image.resize(size, Image.BICUBIC)  # small enough to upscale whole (faster)
+    pixels = np.asarray(image)  # (H, W, 3)
+    views = []
+    for left, top, flip in boxes:
+        if windowed:
+            view = upscaled_region(pixels, size, left, top, crop)
+        else:
+            view = pixels[top : top + crop, left : left + crop]
+        views.append(view[:, ::-1] if flip else view)
+    return np.stack(views)
+
+
 class UniQAImageProcessor(BaseImageProcessor):
     r"""
     Turns images into the views UniQA scores: `pixel_values` of shape `(batch, views, 3, crop, crop)`.
@@ -383,19 +405,8 @@ class UniQAImageProcessor(BaseImageProcessor):
         if policy == "resize":
             return np.array(image.resize((crop, crop), Image.BICUBIC))[None]  # writable, as torch.from_numpy wants
         size = _short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
-        windowed = size != image.size and size[0] * size[1] > UPSCALE_IN_ONE_PIECE * crop * crop
-        if size != image.size and not windowed:
-            image = image.resize(size, Image.BICUBIC)  # small enough to upscale whole (faster)
-        pixels = np.asarray(image)  # (H, W, 3)
         seed = self.view_seed if view_seed is None else view_seed
-        views = []
-        for left, top, flip in crop_boxes(*size, crop, policy, seed):
-            if windowed:
-                view = upscaled_region(pixels, size, left, top, crop)
-            else:
-                view = pixels[top : top + crop, left : left + crop]
-            views.append(view[:, ::-1] if flip else view)
-        return np.stack(views)
+        return cut_views(image, size, crop, crop_boxes(*size, crop, policy, seed))
 
     def normalize_views(self, views: np.ndarray) -> np.ndarray:
         """uint8 (..., crop, crop, 3) -> float32 (..., 3, crop, crop), CLIP-normalised."""
@@ -429,4 +440,4 @@ class UniQAImageProcessor(BaseImageProcessor):
 
 UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "upscaled_region"]
+__all__ = ["UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "upscaled_region"]

@@ -130,3 +130,24 @@ def test_drafting_a_pil_image_leaves_the_callers_image_whole(tmp_path):
     assert image.size == (256, 192)
     centre = drafting(image, view_policy="center", return_tensors="np")["pixel_values"]
     np.testing.assert_array_equal(centre, drafting(str(path), view_policy="center", return_tensors="np")["pixel_values"])
+
+
+@pytest.mark.parametrize("size", [(1, 5000), (5000, 1)])
+def test_training_crops_of_a_thin_strip_stay_small(size):
+    """Fine-tuning crops, the feature bank and the pre-training transform cut a thin strip's
+    upscale window by window, as the test-time views do (its whole upscale: 61 MB at crop 64)."""
+    import tracemalloc
+
+    from train_scripts.common.transforms import PretrainTransform, finetune_crop_flip, finetune_view_bank
+
+    crop, image = 64, Image.new("RGB", size, (200, 100, 50))
+    tracemalloc.start()
+    try:
+        crops = [finetune_crop_flip(image, crop, np.random.default_rng(0))[None], finetune_view_bank(image, crop, np.random.default_rng(0), 2)]
+        pretrain = PretrainTransform(crop)(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert all((views == [200, 100, 50]).all() and views.shape[1:] == (crop, crop, 3) for views in crops)
+    np.testing.assert_allclose(pretrain, PretrainTransform(crop)(Image.new("RGB", (crop, crop), (200, 100, 50))), atol=1e-6)
+    assert peak < 40 * crop * crop * 4  # a few float32 views, not the 61 MB upscale
