@@ -60,7 +60,23 @@ def decoders(processor, name, with_pil=True):
     return entries
 
 
+def exif_rotated(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(Image.fromarray(GREY), "PNG", exif=exif)
+
+
+def palette_with_alpha() -> bytes:
+    """A 2-colour palette image whose second colour is half transparent (a PNG tRNS chunk)."""
+    image = Image.fromarray((GREY > 128).astype(np.uint8), mode="P")
+    image.putpalette([0, 0, 0, 100, 100, 100])
+    return encode(image, "PNG", transparency=bytes([255, 128]))
+
+
 ODD_IMAGES = {  # name: (bytes, the 8-bit RGB picture it shows)
+    "exif6.png": (exif_rotated(6), np.rot90(GREY, k=-1)),  # "rotate 90 degrees clockwise to view"
+    "exif3.png": (exif_rotated(3), np.rot90(GREY, k=2)),
+    "palette_alpha.png": (palette_with_alpha(), np.where(GREY > 128, 177, 0)),  # 100 over white at alpha 128/255: 177.2
     "i16.tif": (encode(Image.fromarray(GREY.astype(np.uint16) * 257), "TIFF"), GREY),
     "i16b.tif": (encode(Image.frombytes("I;16B", GREY.shape[::-1], (GREY.astype(">u2") * 257).tobytes()), "TIFF"), GREY),
     "i32.tif": (encode(Image.fromarray(GREY.astype(np.int32) * 257), "TIFF"), GREY),
@@ -77,7 +93,7 @@ def test_deep_and_keyed_images_give_the_same_right_pixels_everywhere(tmp_path, n
     path = tmp_path / name
     path.write_bytes(data)
     processor = UniQAImageProcessor(crop_size=16)
-    reference = processor.normalize_views(processor.views(Image.fromarray(np.dstack([expected] * 3)), "center", 0))
+    reference = processor.normalize_views(processor.views(Image.fromarray(np.dstack([expected] * 3).astype(np.uint8)), "center", 0))
     for label, decode in decoders(processor, name):
         np.testing.assert_array_equal(decode(str(path), data), reference, err_msg=label)
 
