@@ -33,6 +33,16 @@ def tiff_with_a_bad_next_frame() -> bytes:
     return bytes(data)
 
 
+def bomb_png(side: int = 30000) -> bytes:
+    """A PNG header announcing side x side pixels (beyond PIL's decompression-bomb limit) and no data."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
 def decoders(processor, name, with_pil=True):
     """Every entry point that turns a file into model inputs, as `(label, (path, bytes) -> normalised
     views)`. `with_pil`: include a PIL image opened by the caller (as the pipeline takes them)."""
@@ -104,6 +114,7 @@ BAD_IMAGES = {  # name: (bytes, what the error says)
     "i32big.tif": (encode(Image.fromarray(GREY.astype(np.int32) * 65536), "TIFF"), r"integer pixels must lie in \[0, 65535\]"),
     "negative.tif": (encode(Image.fromarray(GREY.astype(np.int32) - 100), "TIFF"), r"integer pixels must lie in \[0, 65535\]"),
     "bad_frames.tif": (tiff_with_a_bad_next_frame(), r"cannot read image \(TypeError"),
+    "bomb.png": (bomb_png(), "DecompressionBombError: Image size"),
     "empty.jpg": (b"", "empty"),
     "text.jpg": (b"hello, I am text\n", "cannot read image|not an image format PIL can read"),
     "strip.png": (encode(Image.new("RGB", (2, 300)), "PNG"), "2x300 pixels, an aspect ratio of 150:1"),
