@@ -4,11 +4,12 @@ PIL + numpy only (no torchvision). Shipped as remote code with every saved model
 only `torch`, `transformers`, PIL, numpy and its sibling files.
 """
 
+import io
 import os
 import stat
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
@@ -45,6 +46,24 @@ def _not_a_regular_file(path) -> str:
     return f"{kind}{link}, not an image file: not opened."
 
 
+def _to_uint8(array: np.ndarray, name: str, integer_max: float | None) -> np.ndarray:
+    """Integer pixels in `[0, integer_max]` or float pixels in [0, 1] -> uint8, rounded.
+    Values outside that range (or NaN) raise `UniQAImageError`: clipping them would score
+    another picture (a float image in 0-255 would come out white)."""
+    if integer_max is None:
+        if not np.isfinite(array).all():
+            raise UniQAImageError(f"{name}: the float pixels hold NaN or infinite values.")
+        limit, what = 1.0, "float pixels must lie in [0, 1]"
+    else:
+        limit, what = integer_max, f"integer pixels must lie in [0, {integer_max:g}] (they are read as 16-bit)"
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > limit:
+        raise UniQAImageError(f"{name}: {what}, got [{low:.6g}, {high:.6g}].")
+    if integer_max is None:
+        return (array * 255.0).round().astype(np.uint8)
+    return (array.astype(np.float32) / (integer_max / 255.0)).round().astype(np.uint8)
+
+
 def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
     """HxW, HxWxC or CxHxW arrays of uint8 (0-255), uint16 (0-65535) or floats (0-1) -> PIL."""
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
@@ -56,30 +75,27 @@ def _array_to_pil(array: np.ndarray, name: str) -> Image.Image:
     if array.dtype == np.uint8:
         pass
     elif array.dtype == np.uint16:
-        array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
+        array = _to_uint8(array, name, 65535)
     elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise UniQAImageError(f"{name}: the float array holds NaN or infinite values.")
-        if array.min() < 0 or array.max() > 1:
-            raise UniQAImageError(
-                f"{name}: float arrays must hold values in [0, 1], got [{array.min():.3g}, {array.max():.3g}]."
-            )
-        array = (array * 255.0).round().astype(np.uint8)
+        array = _to_uint8(array, name, None)
     else:
         raise UniQAImageError(f"{name}: unsupported array dtype {array.dtype} (use uint8, uint16 or float in [0, 1]).")
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB. Transparency is composited on white; 16/32-bit integer
-    greyscale (`I;16*`, `I`) is scaled from 0-65535; float (`F`) is read as 0-1."""
-    if image.mode == "RGB":
+def to_rgb(image: Image.Image, name: str | None = None) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB. Transparency (an alpha channel, a palette's or a colour key's)
+    is composited on white; 16/32-bit integer greyscale (`I;16*`, `I`) is read as 0-65535 and
+    float (`F`) as 0-1, as numpy arrays are: values beyond that raise `UniQAImageError` (named
+    `name`) rather than being clipped."""
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode.startswith("I") or image.mode == "F":
-        array = np.asarray(image, dtype=np.float32)
-        scale = 255.0 if image.mode == "F" else 255.0 / 65535.0
-        return Image.fromarray(np.clip(array * scale, 0, 255).round().astype(np.uint8)).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        array = np.asarray(image)
+        grey = _to_uint8(array, name or _describe(image), None if image.mode == "F" else 65535)
+        return Image.fromarray(grey).convert("RGB")
+    transparent = image.mode in ("RGBA", "LA", "PA", "La", "RGBa")
+    if transparent or (image.mode in ("P", "1", "L", "RGB") and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -94,19 +110,44 @@ def _draft(image: Image.Image, size: int | None) -> None:
         image.draft("RGB", (size, size))
 
 
-def load_image(source, index=None, draft_size: int | None = None) -> Image.Image:
-    """A path, PIL image or numpy array -> an upright 8-bit RGB PIL image.
+def _decode(opened: Image.Image, draft_size: int | None) -> tuple:
+    """An image file just opened -> `(its first frame decoded and upright, the file's frame count)`."""
+    frames = getattr(opened, "n_frames", 1)  # before decoding: counting may seek
+    _draft(opened, draft_size)
+    opened.load()  # decode now: truncated files fail here, not later
+    return ImageOps.exif_transpose(opened), frames  # an upright copy, independent of the file
 
-    EXIF orientation is applied. Unreadable, truncated or empty files, and paths that are no
-    regular file (a folder, a FIFO, a device, a broken link: said which, never opened), raise
-    `UniQAImageError` naming the file. For files, `image.info["n_frames"]` tells how many frames
-    the file holds; only the first is used.
 
-    `draft_size`: JPEG files (and JPEG PIL images not yet loaded) are decoded at a reduced
-    scale whose short side stays >= `draft_size` (`Image.draft`): several times faster for
-    large photos, and close to, not equal to, the full decode followed by a downscale.
+def _own_decoder(image: Image.Image) -> Image.Image | None:
+    """A decoder of its own on the bytes of a JPEG PIL image not yet decoded (first frame), so
+    that drafting it leaves the caller's image whole; `None` when there is none to make."""
+    if not isinstance(image, JpegImagePlugin.JpegImageFile) or not image.tile or image.fp is None or image.tell() != 0:
+        return None
+    position = image.fp.tell()
+    image.fp.seek(0)  # `Image.open` read the file from its start
+    data = image.fp.read()
+    image.fp.seek(position)
+    return Image.open(io.BytesIO(data))
+
+
+def load_image(source, index=None, draft_size: int | None = None, name: str | None = None) -> Image.Image:
+    """A path, encoded image bytes, PIL image or numpy array -> an upright 8-bit RGB PIL image.
+
+    The one decoder of every path (the processor, `uniqa score` on files, tar shards and
+    `datasets`, the training and evaluation loaders), so an image gives the same pixels
+    everywhere. EXIF orientation is applied, and every mode is turned into RGB by `to_rgb`.
+    Unreadable, truncated or empty files and bytes, and paths that are no regular file (a
+    folder, a FIFO, a device, a broken link: said which, never opened), raise `UniQAImageError`
+    naming the image: `name`, else the path, the PIL image's `filename` or `image #<index>`.
+    The result's `filename` is that name (so `UniQAImageProcessor.views` names it too). For files
+    and bytes, `image.info["n_frames"]` tells how many frames they hold; only the first is used.
+
+    `draft_size`: JPEGs are decoded at a reduced scale whose short side stays >= `draft_size`
+    (`Image.draft`): several times faster for large photos, and close to, not equal to, the
+    full decode followed by a downscale. A JPEG PIL image not yet decoded is drafted through a
+    decoder of its own: the caller's image object is left as it was.
     """
-    name = _describe(source, index)
+    name = name or _describe(source, index)
     try:
         frames = 1
         if isinstance(source, (str, os.PathLike)):
@@ -115,26 +156,39 @@ def load_image(source, index=None, draft_size: int | None = None) -> Image.Image
             if os.path.getsize(source) == 0:
                 raise UniQAImageError(f"{name}: the file is empty (0 bytes).")
             with Image.open(source) as opened:
-                frames = getattr(opened, "n_frames", 1)  # before decoding: counting may seek
-                _draft(opened, draft_size)
-                opened.load()  # decode now: truncated files fail here, not later
-                image = ImageOps.exif_transpose(opened)  # an upright copy, independent of the file
+                image, frames = _decode(opened, draft_size)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            if not len(source):
+                raise UniQAImageError(f"{name}: empty (0 bytes).")
+            try:
+                opened = Image.open(io.BytesIO(source))
+            except UnidentifiedImageError as error:  # its text names the BytesIO object, not the image
+                raise UniQAImageError(f"{name}: not an image format PIL can read ({len(source)} bytes).") from error
+            with opened:
+                image, frames = _decode(opened, draft_size)
         elif isinstance(source, Image.Image):
-            _draft(source, draft_size)
-            source.load()
-            image = ImageOps.exif_transpose(source)
+            private = _own_decoder(source) if draft_size else None
+            if private is not None:
+                with private:
+                    image, _ = _decode(private, draft_size)
+            else:
+                source.load()
+                image = ImageOps.exif_transpose(source)
         elif isinstance(source, np.ndarray):
             image = _array_to_pil(source, name)
         else:
-            raise UniQAImageError(f"{name}: expected a file path, PIL image or numpy array, got {type(source).__name__}.")
-        image = to_rgb(image)
+            raise UniQAImageError(
+                f"{name}: expected a file path, image bytes, PIL image or numpy array, got {type(source).__name__}."
+            )
+        image = to_rgb(image, name)
         image.info["n_frames"] = frames  # animated or multi-page files are scored on their first frame
     except UniQAImageError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Exception as error:  # whatever a decoder raises on a bad file (PIL's TIFF reader: TypeError) is this image's error
         raise UniQAImageError(f"{name}: cannot read image ({type(error).__name__}: {error}).") from error
     if image.width < 1 or image.height < 1:
         raise UniQAImageError(f"{name}: the image has no pixels ({image.width}x{image.height}).")
+    image.filename = name
     return image
 
 
@@ -237,6 +291,28 @@ def crop_boxes(width: int, height: int, crop: int, policy: str, seed: int) -> li
     return boxes
 
 
+def cut_views(image: Image.Image, size: tuple, crop: int, boxes) -> np.ndarray:
+    """The `crop` x `crop` windows `(left, top, flip)` of `image` resized (bicubic) to `size` (its
+    own size, or an upscale of it), mirrored where `flip`: uint8 `(len(boxes), crop, crop, 3)`.
+
+    Beyond `UPSCALE_IN_ONE_PIECE` windows' worth of pixels the upscale is not made: only the
+    windows' pixels are computed (`upscaled_region`, bit-identical), so memory stays bounded
+    whatever the image's shape (a 1x10000 strip would upscale to 1.5 GB). Used by the test-time
+    views and by the training crops."""
+    windowed = size != image.size and size[0] * size[1] > UPSCALE_IN_ONE_PIECE * crop * crop
+    if size != image.size and not windowed:
+        image = image.resize(size, Image.BICUBIC)  # small enough to upscale whole (faster)
+    pixels = np.asarray(image)  # (H, W, 3)
+    views = []
+    for left, top, flip in boxes:
+        if windowed:
+            view = upscaled_region(pixels, size, left, top, crop)
+        else:
+            view = pixels[top : top + crop, left : left + crop]
+        views.append(view[:, ::-1] if flip else view)
+    return np.stack(views)
+
+
 class UniQAImageProcessor(BaseImageProcessor):
     r"""
     Turns images into the views UniQA scores: `pixel_values` of shape `(batch, views, 3, crop, crop)`.
@@ -312,35 +388,25 @@ class UniQAImageProcessor(BaseImageProcessor):
                 f"{self.max_aspect_ratio:g}:1 this processor accepts (`max_aspect_ratio`): its views would be slivers of it."
             )
 
-    def views(self, image: Image.Image, view_policy: str | None = None, view_seed: int | None = None, name: str = "image") -> np.ndarray:
+    def views(self, image: Image.Image, view_policy: str | None = None, view_seed: int | None = None, name: str | None = None) -> np.ndarray:
         """An RGB PIL image -> uint8 views (views, crop, crop, 3).
 
         An image whose short side is below `crop_size` is cut from its bicubic upscale (aspect
         kept) to that short side. Beyond `UPSCALE_IN_ONE_PIECE` views' worth of pixels the upscale
         is not made: only the pixels of the views are computed, bit-identical to PIL's resize of
-        the whole image, so memory stays bounded whatever the shape. Images beyond `max_aspect_ratio` raise `UniQAImageError` (`name` names them).
+        the whole image, so memory stays bounded whatever the shape. Images beyond `max_aspect_ratio` raise `UniQAImageError`
+        naming them: `name`, else the image's `filename` (set by `load_image`).
         """
         policy = view_policy or self.view_policy
         crop = self.crop_size
-        self._check_shape(image, name)
+        self._check_shape(image, name or _describe(image))
         if self.shortest_edge:
             image = self._resize_short_side(image, self.shortest_edge)
         if policy == "resize":
             return np.array(image.resize((crop, crop), Image.BICUBIC))[None]  # writable, as torch.from_numpy wants
         size = _short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
-        windowed = size != image.size and size[0] * size[1] > UPSCALE_IN_ONE_PIECE * crop * crop
-        if size != image.size and not windowed:
-            image = image.resize(size, Image.BICUBIC)  # small enough to upscale whole (faster)
-        pixels = np.asarray(image)  # (H, W, 3)
         seed = self.view_seed if view_seed is None else view_seed
-        views = []
-        for left, top, flip in crop_boxes(*size, crop, policy, seed):
-            if windowed:
-                view = upscaled_region(pixels, size, left, top, crop)
-            else:
-                view = pixels[top : top + crop, left : left + crop]
-            views.append(view[:, ::-1] if flip else view)
-        return np.stack(views)
+        return cut_views(image, size, crop, crop_boxes(*size, crop, policy, seed))
 
     def normalize_views(self, views: np.ndarray) -> np.ndarray:
         """uint8 (..., crop, crop, 3) -> float32 (..., 3, crop, crop), CLIP-normalised."""
@@ -374,4 +440,4 @@ class UniQAImageProcessor(BaseImageProcessor):
 
 UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "upscaled_region"]
+__all__ = ["UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "upscaled_region"]

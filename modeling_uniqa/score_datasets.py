@@ -168,15 +168,22 @@ def run_dataset(args, state) -> int:
         os.makedirs(os.path.dirname(args.output), exist_ok=True)
         dataset = load_split(args.dataset, args.split)
         keep = list(args.keep_columns or [])
-        missing = [column for column in keep if column not in dataset.column_names]
+        missing = [column for column in [args.image_column, *keep] if column not in dataset.column_names]
         if missing:
-            raise UsageError(f"--keep-columns: {', '.join(missing)} not in the dataset (columns: {', '.join(dataset.column_names)}).")
+            flag = "--image-column" if missing[0] == args.image_column else "--keep-columns"
+            raise UsageError(f"{flag}: {', '.join(missing)} not in the dataset (columns: {', '.join(dataset.column_names)}).")
         function = DatasetScorer(
             args.model, args.image_column, outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
             dtype=args.dtype, device=args.device, prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
             compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
         )
         scorer = function.scorer()  # checks the model before any image is read
+        clash = [column for column in keep if column in scorer.columns]
+        if clash:
+            raise UsageError(f"--keep-columns {', '.join(clash)}: the output has such columns already ({', '.join(scorer.columns)}).")
+        # Only the columns the output needs go through the map: a rated dataset's own `mos` or
+        # `score` column must not clash with the score columns the map adds.
+        dataset = dataset.select_columns(list(dict.fromkeys([args.image_column, *keep])))
         if args.num_proc and args.num_proc > 1 and torch.cuda.is_available():
             import multiprocess
 
@@ -185,7 +192,11 @@ def run_dataset(args, state) -> int:
         logger.error("%s", error)
         return 2
     start = time.perf_counter()
-    scored = score_dataset(dataset, args.model, args.image_column, num_proc=args.num_proc, scorer=function)
+    try:
+        scored = score_dataset(dataset, args.model, args.image_column, num_proc=args.num_proc, scorer=function)
+    except UsageError as error:  # e.g. an --image-column named like a score column
+        logger.error("%s", error)
+        return 2
     columns = scorer.columns[1:]
     data = scored.select_columns(keep + columns).to_dict()
     rows = [{"index": index} | {column: data[column][index] for column in keep + columns} for index in range(len(scored))]

@@ -46,7 +46,6 @@ How it runs:
 import argparse
 import glob
 import hashlib
-import io
 import json
 import logging
 import os
@@ -57,7 +56,6 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -351,23 +349,11 @@ def decode_views(source, processor: UniQAImageProcessor, view_policy: str, view_
     or `(None, one-line error message, 0)` when it cannot be scored. Also used by the `datasets`,
     tar-shard and Ray paths, so every path cuts the same views; `name` names the image in errors."""
     try:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            if not len(source):
-                raise UniQAImageError(f"{name}: empty (0 bytes).")
-            try:
-                source = Image.open(io.BytesIO(source))
-            except UnidentifiedImageError as error:  # its text names the BytesIO object, not the image
-                raise UniQAImageError(f"{name}: not an image format PIL can read ({len(source)} bytes).") from error
-            source.filename = name  # errors name the image, not "image #0"
-            source.info["n_frames"] = getattr(source, "n_frames", 1)
-        frames = source.info.get("n_frames", 1) if isinstance(source, Image.Image) else 1
-        image = load_image(source, draft_size=processor.draft_size(view_policy))
-        if isinstance(source, Image.Image):
-            image.info["n_frames"] = frames
+        image = load_image(source, draft_size=processor.draft_size(view_policy), name=name)
         views = processor.views(image, view_policy, view_seed, name=name)
     except Exception as error:  # any failure of one file is that file's error row, never the run's end
         message = str(error) if isinstance(error, UniQAImageError) else f"{name}: {type(error).__name__}: {error}"
-        if not message.startswith(name):  # an array's error says "image #0 (ndarray)": name it
+        if not message.startswith(name):
             message = f"{name}: {message}"
         return None, " ".join(message.split()), 0  # one line, for CSV readers and logs
     return torch.from_numpy(views), None, image.info.get("n_frames", 1)

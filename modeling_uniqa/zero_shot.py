@@ -81,8 +81,9 @@ def image_embeds_from_features(model: UniQAModel, features: torch.Tensor, embedd
 
 def embedding_fingerprint(model: UniQAModel, processor: UniQAImageProcessor, view_policy: str, view_seed: int, embedding: str) -> str:
     """A hex digest of what an image's index embedding depends on: the vision tower, projection
-    and (for `"adapted"`) adapter weights with their dtypes, the image processor's geometry and
-    normalisation, the view policy and seed, and the embedding kind."""
+    and (for `"adapted"`) adapter weights with their dtypes, the image processor's geometry,
+    normalisation and JPEG draft decoding (where it applies), the view policy and seed, and the
+    embedding kind."""
     digest = hashlib.sha256()
     settings = {
         "embedding": embedding,
@@ -93,6 +94,8 @@ def embedding_fingerprint(model: UniQAModel, processor: UniQAImageProcessor, vie
         "image_mean": [float(value) for value in processor.image_mean],
         "image_std": [float(value) for value in processor.image_std],
     }
+    if processor.draft_size(view_policy):  # only then: indexes built before `jpeg_draft` existed stay valid
+        settings["jpeg_draft"] = True
     digest.update(json.dumps(settings, sort_keys=True).encode())
     modules = {"vision_model": model.clip.vision_model, "visual_projection": model.clip.visual_projection}
     if embedding == "adapted" and model.adapter is not None:

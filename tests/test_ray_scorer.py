@@ -27,7 +27,7 @@ def test_scorer_on_a_numpy_batch(curation_data, tmp_path):  # noqa: F811
 
     arrays = [np.full((40, 40, 3), np.nan, np.float32), np.zeros((2, 900, 3), np.uint8)]  # arrays, as read_images gives
     bad = UniQAScorer(curation_data.model, outputs=["score"])({"image": arrays})
-    assert bad["error"][0] == "image[0]: image #0 (ndarray): the float array holds NaN or infinite values."
+    assert bad["error"][0] == "image[0]: the float pixels hold NaN or infinite values."  # named once, by its cell
     assert bad["error"][1].startswith("image[1]: 900x2 pixels, an aspect ratio of 450:1")
 
     frame = pd.DataFrame({"image": [{"bytes": blobs[0], "path": None}, None]})  # `datasets` cells, pandas batches

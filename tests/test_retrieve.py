@@ -276,6 +276,15 @@ def test_embedding_fingerprint_names_what_the_embeddings_depend_on(saved_tiny_mo
     assert embedding_fingerprint(other, processor, "random10", 123, "clip") != embedding_fingerprint(model, processor, "random10", 123, "clip")
 
 
+def test_embedding_fingerprint_records_jpeg_draft_where_it_applies(saved_tiny_model):
+    """An index embedded from drafted JPEGs is not reused for full decodes (nor the reverse)."""
+    model, processor, _ = load_model_folder(saved_tiny_model, need_tokenizer=False)
+    full = {policy: embedding_fingerprint(model, processor, policy, 123, "adapted") for policy in ("resize", "random10")}
+    processor.jpeg_draft = True
+    assert embedding_fingerprint(model, processor, "resize", 123, "adapted") != full["resize"]
+    assert embedding_fingerprint(model, processor, "random10", 123, "adapted") == full["random10"]  # never drafted: same index
+
+
 def test_a_sheet_written_among_the_photos_is_not_indexed(saved_tiny_model, tmp_path):
     folder = tmp_path / "photos"
     paths = [write_image(str(folder / f"{seed}.png"), seed) for seed in range(2)]

@@ -76,3 +76,30 @@ def test_cli_dataset_to_parquet(curation_data, saved_dataset, tmp_path, caplog):
     assert "was not written by uniqa score" in caplog.text
     assert main(["score", "--dataset", saved_dataset, "--split", "test", "--model", curation_data.model, "--output", str(output)]) == 2
     assert "no split 'test'" in caplog.text
+
+
+def test_cli_scores_a_rated_dataset_and_names_a_missing_image_column(saved_tiny_model, tmp_path, caplog):
+    """A rating dataset has its own `mos` (and maybe `score`) column: the CLI's output keeps only
+    `index`, --keep-columns and the scores, so it must not refuse (it raised a traceback)."""
+    from PIL import Image as PILImage
+
+    from tests.helpers import random_rgb
+
+    paths = [str(tmp_path / f"{index}.png") for index in range(3)]
+    for index, path in enumerate(paths):
+        PILImage.fromarray(random_rgb(40, 48, seed=index)).save(path)
+    rated = Dataset.from_dict({"image": paths, "mos": [1.0, 2.0, 3.0], "score": [0.1, 0.2, 0.3]}).cast_column("image", Image())
+    rated.save_to_disk(str(tmp_path / "rated"))
+    output = tmp_path / "scores.parquet"
+    assert main(["score", "--dataset", str(tmp_path / "rated"), "--model", saved_tiny_model, "--output", str(output),
+                 "--keep-columns", "mos", "--outputs", "score", "--workers", "0"]) == 0
+    rows = pq.read_table(output).to_pylist()
+    assert [list(row) for row in rows][0] == ["index", "mos", "score", "error"]
+    assert [row["mos"] for row in rows] == [1.0, 2.0, 3.0] and all(0 < row["score"] < 1 and row["score"] not in (0.1, 0.2, 0.3) for row in rows)
+    caplog.set_level(logging.ERROR)
+    assert main(["score", "--dataset", str(tmp_path / "rated"), "--model", saved_tiny_model, "--output", str(output),
+                 "--image-column", "picture"]) == 2
+    assert "--image-column: picture not in the dataset" in caplog.text
+    assert main(["score", "--dataset", str(tmp_path / "rated"), "--model", saved_tiny_model, "--output", str(output),
+                 "--keep-columns", "score"]) == 2
+    assert "--keep-columns score: the output has such columns already" in caplog.text

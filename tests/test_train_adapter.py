@@ -14,7 +14,7 @@ from tests.helpers import TINY_IMAGE_SIZE, random_rgb, save_tiny_uniqa, write_ra
 from train_scripts import train_adapter
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset
-from train_scripts.common.transforms import finetune_crop_flip, finetune_view_bank, upscale_to_crop
+from train_scripts.common.transforms import finetune_crop_flip, finetune_view_bank, upscaled_size
 from train_scripts.train_adapter import FinetuneConfig, finetune, load_lora, load_splits
 
 DATA_OPTIONS = {"split_scheme": "random", "mos_range": [1, 10]}
@@ -190,9 +190,8 @@ def test_train_transforms():
     bank = finetune_view_bank(image, 24, np.random.default_rng(0), num_crops=4)
     assert bank.shape == (8, 24, 24, 3)
     np.testing.assert_array_equal(bank[1], bank[0][:, ::-1])  # each crop and its mirror image
-    small = upscale_to_crop(Image.fromarray(random_rgb(10, 20)), 24)
-    assert small.size == (48, 24)
-    assert upscale_to_crop(image, 24) is image  # native resolution kept
+    assert upscaled_size(Image.fromarray(random_rgb(10, 20)), 24) == (48, 24)
+    assert upscaled_size(image, 24) == image.size  # native resolution kept
 
 
 def test_two_process_ddp_run_with_the_feature_bank(workspace, tmp_path):

@@ -13,8 +13,6 @@ sampler can ask for a fresh augmentation every epoch while the draw stays a pure
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 from PIL import Image
@@ -31,17 +29,16 @@ def image_sources(dataset) -> list:
     import datasets
 
     column = dataset.cast_column("image", datasets.Image(decode=False))["image"]
-    return [entry["path"] if not entry.get("bytes") else (entry["path"] or "<embedded image>", entry["bytes"]) for entry in column]
+    # embedded bytes, even empty ones (an error naming the image), win over the path
+    return [entry["path"] if entry.get("bytes") is None else (entry["path"] or "<embedded image>", entry["bytes"]) for entry in column]
 
 
 def open_source(source, draft_size: int | None = None) -> Image.Image:
-    """A path or `(name, bytes)` -> an upright RGB PIL image (errors name the file). A JPEG is
-    draft-decoded to a short side >= `draft_size` when given (see `load_image`)."""
+    """A path or `(name, bytes)` -> an upright RGB PIL image (`load_image`: errors name the file).
+    A JPEG is draft-decoded to a short side >= `draft_size` when given."""
     if isinstance(source, tuple):
         name, payload = source
-        image = Image.open(io.BytesIO(payload))
-        image.filename = name  # so that errors name the image
-        return load_image(image, draft_size=draft_size)
+        return load_image(payload, draft_size=draft_size, name=name)
     return load_image(source, draft_size=draft_size)
 
 

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 
@@ -98,13 +97,8 @@ def _splits(obj):
 
 def decode_image_cell(image, name: str) -> Image.Image:
     """A ``datasets.Image(decode=False)`` cell (``{"bytes", "path"}``) -> upright RGB PIL image."""
-    if image.get("bytes"):
-        try:
-            opened = Image.open(io.BytesIO(image["bytes"]))
-        except (OSError, ValueError) as error:
-            raise UniQAImageError(f"{name}: cannot read embedded image bytes ({error}).") from error
-        opened.filename = name  # so errors name the image
-        return load_image(opened)
+    if image.get("bytes") is not None:  # even empty: `load_image` says so, naming the image
+        return load_image(image["bytes"], name=name)
     if image.get("path"):
         return load_image(image["path"])
     raise UniQAImageError(f"{name}: the corpus row holds neither image bytes nor a path.")

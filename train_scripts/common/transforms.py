@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from modeling_uniqa.processing_uniqa import _short_side_size, cut_views
+
 PRETRAIN_MODES = ("release", "random_resized_crop")
 
 
@@ -73,10 +75,11 @@ class PretrainTransform:
 
     def _center(self, image: Image.Image) -> Image.Image:
         # Like CLIP's Resize(size) + CenterCrop(size): short side to `size`, then the middle.
-        scale = self.size / min(image.size)
-        width, height = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
-        image = image.resize((width, height), Image.BICUBIC)
+        width, height = _short_side_size(image.width, image.height, self.size)
         left, top = int(round((width - self.size) / 2.0)), int(round((height - self.size) / 2.0))
+        if min(image.size) < self.size:  # an upscale: only the middle's pixels (a thin strip's whole upscale is GBs)
+            return Image.fromarray(cut_views(image, (width, height), self.size, [(left, top, False)])[0])
+        image = image.resize((width, height), Image.BICUBIC)
         return image.crop((left, top, left + self.size, top + self.size))
 
     def crop_box(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -116,27 +119,23 @@ class PretrainTransform:
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def upscale_to_crop(image: Image.Image, crop: int) -> Image.Image:
-    """Upscale (bicubic, aspect kept) so that the short side is at least `crop`; else unchanged."""
-    if min(image.size) >= crop:
-        return image
-    scale = crop / min(image.size)
-    size = (max(crop, round(image.width * scale)), max(crop, round(image.height * scale)))
-    return image.resize(size, Image.BICUBIC)
+def upscaled_size(image: Image.Image, crop: int) -> tuple:
+    """The size of `image` upscaled (aspect kept) so that its short side is at least `crop`, as the
+    test-time views do; its own size when it is large enough."""
+    return _short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
 
 
 def finetune_crop_flip(image: Image.Image, crop: int, rng: np.random.Generator, flip_prob: float = 0.5) -> np.ndarray:
     """The fine-tuning augmentation: one random `crop` window, flipped with `flip_prob`.
 
-    Returns uint8 `(crop, crop, 3)` from an RGB PIL image.
+    Returns uint8 `(crop, crop, 3)` from an RGB PIL image. Small images are cut from their
+    upscale (`upscaled_size`), computing only the window's pixels (`cut_views`).
     """
-    pixels = np.asarray(upscale_to_crop(image, crop))
-    top = int(rng.integers(0, pixels.shape[0] - crop + 1))
-    left = int(rng.integers(0, pixels.shape[1] - crop + 1))
-    view = pixels[top : top + crop, left : left + crop]
-    if rng.random() < flip_prob:
-        view = view[:, ::-1]
-    return np.ascontiguousarray(view)
+    width, height = upscaled_size(image, crop)
+    top = int(rng.integers(0, height - crop + 1))
+    left = int(rng.integers(0, width - crop + 1))
+    flip = rng.random() < flip_prob
+    return np.ascontiguousarray(cut_views(image, (width, height), crop, [(left, top, flip)])[0])
 
 
 def finetune_view_bank(image: Image.Image, crop: int, rng: np.random.Generator, num_crops: int) -> np.ndarray:
@@ -145,14 +144,11 @@ def finetune_view_bank(image: Image.Image, crop: int, rng: np.random.Generator, 
     The feature bank's fixed sample of `finetune_crop_flip`: drawing a view uniformly from it is
     a random crop with a flip of probability 0.5, over `num_crops` positions.
     """
-    pixels = np.asarray(upscale_to_crop(image, crop))
-    tops = rng.integers(0, pixels.shape[0] - crop + 1, size=num_crops)
-    lefts = rng.integers(0, pixels.shape[1] - crop + 1, size=num_crops)
-    views = []
-    for top, left in zip(tops.tolist(), lefts.tolist()):
-        view = pixels[top : top + crop, left : left + crop]
-        views += [view, view[:, ::-1]]
-    return np.ascontiguousarray(np.stack(views))
+    width, height = upscaled_size(image, crop)
+    tops = rng.integers(0, height - crop + 1, size=num_crops)
+    lefts = rng.integers(0, width - crop + 1, size=num_crops)
+    boxes = [(left, top, flip) for top, left in zip(tops.tolist(), lefts.tolist()) for flip in (False, True)]
+    return np.ascontiguousarray(cut_views(image, (width, height), crop, boxes))
 
 
-__all__ = ["PRETRAIN_MODES", "PretrainTransform", "finetune_crop_flip", "finetune_view_bank", "upscale_to_crop"]
+__all__ = ["PRETRAIN_MODES", "PretrainTransform", "finetune_crop_flip", "finetune_view_bank", "upscaled_size"]
