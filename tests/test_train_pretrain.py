@@ -267,6 +267,13 @@ def test_fresh_runs_over_a_run_and_changed_resumes_are_refused_and_divergence_st
         run(output_dir, "--resume_from_checkpoint", "latest", "--learning_rate", "2e-3")
     with pytest.raises(ResumeError, match="global_batch_size: 4 then, 2 now"):
         run(output_dir, "--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "2")
+    other = CLIPModel.from_pretrained(workspace["clip"])
+    with torch.no_grad():
+        other.visual_projection.weight.mul_(2)
+    other.save_pretrained(tmp_path / "other_init")
+    build_clip_tokenizer(model_max_length=32).save_pretrained(tmp_path / "other_init")
+    with pytest.raises(ResumeError, match=r"model: '\w+' then"):  # another --init, same architecture
+        run(output_dir, "--resume_from_checkpoint", "latest", "--init", str(tmp_path / "other_init"))
     with pytest.raises(DivergenceError, match="not finite at step 2"):  # step 1 makes the weights NaN
         run(tmp_path / "diverged", "--learning_rate", "inf")
     assert not os.path.exists(tmp_path / "diverged" / "config.json")

@@ -65,6 +65,7 @@ from train_scripts.common.checkpointing import (
     fingerprint,
     resolve_checkpoint,
     save_checkpoint,
+    tensors_fingerprint,
     write_model_folder,
 )
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
@@ -391,7 +392,7 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     RunLayout(
         train_images=fingerprint(zip(train_data["image_name"], train_data["score"])),
         # The starting model (a resume on another backbone would mix features): its projections.
-        model=fingerprint(p.detach().cpu().numpy().tobytes() for p in (model.clip.visual_projection.weight, model.clip.text_projection.weight)),
+        model=tensors_fingerprint((model.clip.visual_projection.weight, model.clip.text_projection.weight)),
         num_processes=accelerator.num_processes,
         **{key: value for key, value in asdict(config).items() if key not in RESUMABLE_SETTINGS},
     ).attach(accelerator)

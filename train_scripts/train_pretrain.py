@@ -48,6 +48,7 @@ from train_scripts.common.checkpointing import (
     fingerprint,
     resolve_checkpoint,
     save_checkpoint,
+    tensors_fingerprint,
     write_model_folder,
 )
 from train_scripts.common.clip_loss import ClipLoss
@@ -402,6 +403,10 @@ def main(args: argparse.Namespace) -> str:
         # The schedule's length shapes every non-constant schedule.
         max_steps=None if args.lr_scheduler == "constant" else max_steps,
         freeze_logit_scale=args.freeze_logit_scale,
+        # The starting model and how captions are tokenised (another --init would change both).
+        model=tensors_fingerprint((clip.visual_projection.weight, clip.text_projection.weight)),
+        tokenizer_size=len(tokenizer),
+        max_caption_length=max_length,
     ).attach(accelerator)
     forward = torch.compile(trainer) if args.torch_compile else trainer
     loss_fn = ClipLoss()

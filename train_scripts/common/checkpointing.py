@@ -155,6 +155,11 @@ def fingerprint(values: Iterable) -> str:
     return digest.hexdigest()[:16]
 
 
+def tensors_fingerprint(tensors: Iterable) -> str:
+    """`fingerprint` of tensors' values (e.g. a model's projection weights, to tell models apart)."""
+    return fingerprint(tensor.detach().float().cpu().numpy().tobytes() for tensor in tensors)
+
+
 class RunLayout:
     """What a run's checkpointed state depends on (data, batch size, seed, optimiser settings),
     saved as `run_layout.json` in every checkpoint and compared on resume: a changed value would
