@@ -102,11 +102,12 @@ def test_a_fresh_start_over_an_earlier_run_is_refused(tmp_path):
     (tmp_path / "finished").mkdir()
     (tmp_path / "finished" / "config.json").write_text("{}")  # a saved model, checkpoints pruned
     for resume in (None, "latest"):
-        with pytest.raises(ResumeError, match="a saved model"):
+        with pytest.raises(ResumeError, match=r"a saved model \(config.json\)\): it has no complete checkpoint"):
             resolve_checkpoint(str(tmp_path / "finished"), resume)
     (tmp_path / "killed" / "checkpoint-2").mkdir(parents=True)  # incomplete only
-    with pytest.raises(ResumeError, match="none of them is a complete checkpoint"):
-        resolve_checkpoint(str(tmp_path / "killed"), "latest")
+    for resume in (None, "latest"):
+        with pytest.raises(ResumeError, match="no complete checkpoint to resume from: delete it, or choose an empty"):
+            resolve_checkpoint(str(tmp_path / "killed"), resume)
     (tmp_path / "empty" / "checkpoint-2.partial").mkdir(parents=True)  # a killed save: ignored
     assert resolve_checkpoint(str(tmp_path / "empty"), "latest") is None
 

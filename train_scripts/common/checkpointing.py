@@ -106,9 +106,9 @@ def _check_fresh_output_dir(output_dir: str, resuming: bool) -> None:
             logger.info("No checkpoint in %s yet: starting a new run.", output_dir)
         return
     how = (
-        "none of them is a complete checkpoint to resume from"
-        if resuming
-        else "resume it with --resume_from_checkpoint latest"
+        "resume it with --resume_from_checkpoint latest"
+        if list_checkpoints(output_dir) and not resuming
+        else "it has no complete checkpoint to resume from: delete it"
     )
     raise ResumeError(
         f"--output_dir {output_dir} holds an earlier run ({', '.join(earlier)}): {how}, or choose an empty output folder "
