@@ -9,6 +9,7 @@ from accelerate import Accelerator
 from train_scripts.common.checkpointing import (
     COMPLETE_FILE,
     LAYOUT_FILE,
+    JsonState,
     ResumeError,
     RunLayout,
     checkpoint_step,
@@ -164,3 +165,22 @@ def test_write_model_folder_never_leaves_a_folder_that_loads_half_written(tmp_pa
         write_model_folder(str(output), lambda folder: write(folder, "v2"))
     assert moves == ["model.safetensors", "config.json"]  # the config goes last
     assert not (output / "config.json").exists()  # no v1 config over v2 weights: the folder does not load
+
+
+def test_json_state_round_trips_a_scheduler_without_pickles(tmp_path):
+    def scheduled():
+        accelerator = Accelerator(cpu=True)
+        _, optimizer = _training_state(accelerator)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+        JsonState(scheduler, "lr_scheduler.json").attach(accelerator)
+        return accelerator, optimizer, scheduler
+
+    accelerator, optimizer, scheduler = scheduled()
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    path = save_checkpoint(accelerator, str(tmp_path), 3)
+    assert not [name for name in os.listdir(path) if name.startswith("custom_checkpoint")]
+    accelerator, _, restored = scheduled()
+    accelerator.load_state(path)
+    assert restored.last_epoch == 3 and restored.get_last_lr() == scheduler.get_last_lr() == [0.1 * 0.5**3]

@@ -261,6 +261,9 @@ def test_fresh_runs_over_a_run_and_changed_resumes_are_refused_and_divergence_st
     output_dir = tmp_path / "run"
     run(output_dir)
     assert os.path.isdir(output_dir / "checkpoint-2") and os.path.isfile(output_dir / "config.json")
+    with open(output_dir / "checkpoint-2" / "lr_scheduler.json") as handle:  # JSON: nothing unpickled with weights_only=False
+        assert json.load(handle)["last_epoch"] == 2
+    assert not [name for name in os.listdir(output_dir / "checkpoint-2") if name.startswith("custom_checkpoint")]
     with pytest.raises(ResumeError, match=r"holds an earlier run \(checkpoint-2, a saved model"):
         run(output_dir)
     with pytest.raises(ResumeError, match="learning_rate: 0.001 then, 0.002 now"):

@@ -43,6 +43,7 @@ from transformers import AutoConfig, CLIPModel, SchedulerType, get_scheduler
 from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAImageProcessor, UniQAModel
 from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
 from train_scripts.common.checkpointing import (
+    JsonState,
     RunLayout,
     checkpoint_step,
     fingerprint,
@@ -386,7 +387,7 @@ def main(args: argparse.Namespace) -> str:
         args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=max_steps
     )
     trainer, optimizer = accelerator.prepare(ContrastiveCLIP(clip), optimizer)
-    accelerator.register_for_checkpointing(lr_scheduler)
+    JsonState(lr_scheduler, "lr_scheduler.json").attach(accelerator)
     # What the checkpointed state depends on: a resume that changed it is refused (RunLayout).
     RunLayout(
         num_images=len(dataset),

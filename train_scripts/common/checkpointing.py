@@ -194,6 +194,33 @@ class RunLayout:
         accelerator.register_load_state_pre_hook(lambda models, directory: self.check(directory))
 
 
+class JsonState:
+    """An object's `state_dict()` (an LR scheduler's, say) saved as JSON in every checkpoint and
+    loaded back with it: accelerate's `register_for_checkpointing` pickles such objects and
+    unpickles them with `weights_only=False`, which would run code from a checkpoint file."""
+
+    def __init__(self, obj, filename: str):
+        self.obj, self.filename = obj, filename
+
+    def attach(self, accelerator: Accelerator) -> None:
+        """Save with every `accelerator.save_state` and load with every `load_state`."""
+
+        def save(models, weights, directory):
+            if accelerator.is_main_process:
+                with open(os.path.join(directory, self.filename), "w", encoding="utf-8") as handle:
+                    json.dump(self.obj.state_dict(), handle)
+
+        def load(models, directory):
+            path = os.path.join(directory, self.filename)
+            if not os.path.isfile(path):
+                raise ResumeError(f"{path}: missing; {directory} was not written by this script.")
+            with open(path, encoding="utf-8") as handle:
+                self.obj.load_state_dict(json.load(handle))
+
+        accelerator.register_save_state_pre_hook(save)
+        accelerator.register_load_state_pre_hook(load)
+
+
 def write_model_folder(output_dir: str, write: Callable[[str], None]) -> None:
     """Have `write(folder)` write a model folder, then move its files into `output_dir`.
 
