@@ -128,16 +128,17 @@ def test_an_undefined_selection_srcc_at_every_epoch_is_reported_not_hidden(works
     assert results["selected_epoch"] == 2
 
 
-def test_command_line_with_few_label_and_prompts(workspace, tmp_path):
+def test_command_line_with_few_label_and_prompts(workspace, tmp_path, caplog):
     output = str(tmp_path / "cli")
     args = train_adapter.parse_args([
         "--model", workspace["model"], "--dataset", "folder_csv", "--data_dir", workspace["data"], "--output_dir", output,
         "--few_label", "10", "--repeat", "1", "--num_train_epochs", "2", "--prompts", "sharpness,noise",
         "--cache_dir", workspace["cache"], "--dataset_option", "split_scheme=random", "--dataset_option", "mos_range=[1,10]",
-        "--seed", "7",
+        "--seed", "7", "--resume_from_checkpoint", "latest",
     ])
     assert train_adapter.config_from_args(args, "clive").num_train_epochs == 2
     results = train_adapter.main(args)
+    assert "No checkpoint in" in caplog.text and "starting a new run" in caplog.text  # latest with nothing yet: said
     assert results["num_train"] == 10 and results["config"]["prompts"] == "sharpness,noise"
     # The training seed never moves the split: the test images are those of the default split (seed 123).
     with open(os.path.join(output, "test_predictions.csv")) as handle:

@@ -416,6 +416,7 @@ def run_protocol(args: argparse.Namespace) -> dict:
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
+    logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
     os.makedirs(args.output_dir, exist_ok=True)
     results = run_protocol(args)
     if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` the main process writes the reports

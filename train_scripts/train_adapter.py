@@ -655,6 +655,7 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> FinetuneConfig:
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
+    logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
     config = config_from_args(args, args.dataset)
     splits = load_splits(args.dataset, args.data_dir, args.split_index, args.few_label, args.repeat, args.split_seed, args.cache_dir, dict(args.dataset_option))
     results = finetune(args.model, splits, args.output_dir, config)
