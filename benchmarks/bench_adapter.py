@@ -38,17 +38,17 @@ def parse_args():
 
 
 def make_data(root: str, count: int) -> RatingSplits:
-    """`count` random 512x384 JPEGs with random MOS as a datasets split (+ a 2-image test split)."""
+    """`count` random 512x384 JPEGs with random MOS as a datasets split (+ a 3-image test split: correlations need 3)."""
     import datasets
 
     rng = np.random.default_rng(0)
     paths = []
-    for index in range(count + 2):
+    for index in range(count + 3):
         path = os.path.join(root, f"{index}.jpg")
         base = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
         Image.fromarray(base).resize((512, 384), Image.BILINEAR).save(path, quality=90)
         paths.append(path)
-    mos = rng.uniform(0, 100, size=count + 2)
+    mos = rng.uniform(0, 100, size=count + 3)
 
     def part(rows):
         return datasets.Dataset.from_dict(
@@ -58,7 +58,7 @@ def make_data(root: str, count: int) -> RatingSplits:
         )
 
     metadata = {"dataset": "benchmark", "mos_range": [0.0, 100.0], "higher_is_better": True, "task": "quality"}
-    return RatingSplits(part(range(count)), part(range(count, count + 2)), None, metadata)
+    return RatingSplits(part(range(count)), part(range(count, count + 3)), None, metadata)
 
 
 def main():

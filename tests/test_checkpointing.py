@@ -1,3 +1,5 @@
+import json
+import logging
 import os
 
 import pytest
@@ -5,10 +7,17 @@ import torch
 from accelerate import Accelerator
 
 from train_scripts.common.checkpointing import (
+    COMPLETE_FILE,
+    LAYOUT_FILE,
+    JsonState,
+    ResumeError,
+    RunLayout,
     checkpoint_step,
+    fingerprint,
     list_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
+    write_model_folder,
 )
 
 
@@ -58,3 +67,120 @@ def test_explicit_checkpoint_errors(tmp_path):
     (tmp_path / "weights").mkdir()
     with pytest.raises(ValueError, match="not a checkpoint folder"):
         resolve_checkpoint(str(tmp_path), str(tmp_path / "weights"))
+
+
+def test_incomplete_checkpoint_folder_is_skipped_by_latest_and_refused_by_name(tmp_path, caplog):
+    accelerator = Accelerator(cpu=True)
+    _training_state(accelerator)
+    save_checkpoint(accelerator, str(tmp_path), 5)
+    assert os.path.isfile(tmp_path / "checkpoint-5" / COMPLETE_FILE)
+    (tmp_path / "checkpoint-9").mkdir()  # e.g. copied in part: files but no completion mark
+    (tmp_path / "checkpoint-9" / "model.safetensors").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="train_scripts.common.checkpointing"):
+        assert checkpoint_step(resolve_checkpoint(str(tmp_path), "latest")) == 5
+    assert "checkpoint-9 is incomplete" in caplog.text
+    assert [checkpoint_step(path) for path in list_checkpoints(str(tmp_path))] == [5]
+    with pytest.raises(ResumeError, match="incomplete checkpoint"):
+        resolve_checkpoint(str(tmp_path), str(tmp_path / "checkpoint-9"))
+
+
+def test_pruning_never_removes_the_checkpoint_just_written(tmp_path):
+    accelerator = Accelerator(cpu=True)
+    _training_state(accelerator)
+    save_checkpoint(accelerator, str(tmp_path), 100)  # left by another run, at a higher step
+    save_checkpoint(accelerator, str(tmp_path), 2, total_limit=1)
+    assert [checkpoint_step(path) for path in list_checkpoints(str(tmp_path))] == [2]
+    save_checkpoint(accelerator, str(tmp_path), 4, total_limit=2)
+    assert [checkpoint_step(path) for path in list_checkpoints(str(tmp_path))] == [2, 4]
+
+
+def test_a_fresh_start_over_an_earlier_run_is_refused(tmp_path):
+    accelerator = Accelerator(cpu=True)
+    _training_state(accelerator)
+    save_checkpoint(accelerator, str(tmp_path / "run"), 3)
+    with pytest.raises(ResumeError, match=r"holds an earlier run \(checkpoint-3\): resume it"):
+        resolve_checkpoint(str(tmp_path / "run"), None)
+    (tmp_path / "finished").mkdir()
+    (tmp_path / "finished" / "config.json").write_text("{}")  # a saved model, checkpoints pruned
+    for resume in (None, "latest"):
+        with pytest.raises(ResumeError, match=r"a saved model \(config.json\)\): it has no complete checkpoint"):
+            resolve_checkpoint(str(tmp_path / "finished"), resume)
+    (tmp_path / "killed" / "checkpoint-2").mkdir(parents=True)  # incomplete only
+    for resume in (None, "latest"):
+        with pytest.raises(ResumeError, match="no complete checkpoint to resume from: delete it, or choose an empty"):
+            resolve_checkpoint(str(tmp_path / "killed"), resume)
+    (tmp_path / "empty" / "checkpoint-2.partial").mkdir(parents=True)  # a killed save: ignored
+    assert resolve_checkpoint(str(tmp_path / "empty"), "latest") is None
+
+
+def test_run_layout_refuses_a_resume_that_changed_the_run(tmp_path):
+    first = Accelerator(cpu=True)
+    model, _ = _training_state(first)
+    RunLayout(batch_size=4, images=fingerprint(["a.png", "b.png"]), seed=1).attach(first)
+    path = save_checkpoint(first, str(tmp_path), 2)
+    with open(os.path.join(path, LAYOUT_FILE)) as handle:
+        assert json.load(handle)["batch_size"] == 4  # JSON, no pickle
+
+    same = Accelerator(cpu=True)
+    _training_state(same)
+    RunLayout(batch_size=4, images=fingerprint(["a.png", "b.png"]), seed=1).attach(same)
+    same.load_state(path)
+    changed = Accelerator(cpu=True)
+    _training_state(changed)
+    RunLayout(batch_size=8, images=fingerprint(["a.png", "c.png"]), seed=1).attach(changed)
+    with pytest.raises(ResumeError, match=r"batch_size: 4 then, 8 now; images: '[0-9a-f]+' then, '[0-9a-f]+' now"):
+        changed.load_state(path)
+
+
+def test_write_model_folder_never_leaves_a_folder_that_loads_half_written(tmp_path, monkeypatch):
+    output = tmp_path / "model"
+    output.mkdir()
+
+    def write(folder, version):
+        with open(os.path.join(folder, "model.safetensors"), "w") as handle:
+            handle.write(version)
+        with open(os.path.join(folder, "config.json"), "w") as handle:
+            handle.write(version)
+
+    write_model_folder(str(output), lambda folder: write(folder, "v1"))
+    assert (output / "config.json").read_text() == "v1" and sorted(os.listdir(output)) == ["config.json", "model.safetensors"]
+
+    def failing_writer(folder):
+        raise RuntimeError("killed while writing")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        write_model_folder(str(output), failing_writer)
+    assert (output / "config.json").read_text() == "v1"  # the earlier model is untouched
+
+    real_replace, moves = os.replace, []
+
+    def crash_after_the_weights(source, target):
+        moves.append(os.path.basename(target))
+        if os.path.basename(target) == "config.json":
+            raise OSError("killed before the config")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crash_after_the_weights)
+    with pytest.raises(OSError, match="killed"):
+        write_model_folder(str(output), lambda folder: write(folder, "v2"))
+    assert moves == ["model.safetensors", "config.json"]  # the config goes last
+    assert not (output / "config.json").exists()  # no v1 config over v2 weights: the folder does not load
+
+
+def test_json_state_round_trips_a_scheduler_without_pickles(tmp_path):
+    def scheduled():
+        accelerator = Accelerator(cpu=True)
+        _, optimizer = _training_state(accelerator)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+        JsonState(scheduler, "lr_scheduler.json").attach(accelerator)
+        return accelerator, optimizer, scheduler
+
+    accelerator, optimizer, scheduler = scheduled()
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    path = save_checkpoint(accelerator, str(tmp_path), 3)
+    assert not [name for name in os.listdir(path) if name.startswith("custom_checkpoint")]
+    accelerator, _, restored = scheduled()
+    accelerator.load_state(path)
+    assert restored.last_epoch == 3 and restored.get_last_lr() == scheduler.get_last_lr() == [0.1 * 0.5**3]

@@ -44,3 +44,19 @@ def test_run_script_user_errors_are_one_line_and_others_propagate(process_group,
     with pytest.raises(FileNotFoundError):
         run_script(broken, lambda: None)  # not a user error: the traceback, but the group is closed all the same
     assert not dist.is_initialized()
+
+
+def test_a_refused_training_start_is_a_one_line_user_error(tmp_path):
+    """A new pre-training run over a finished one: exit code 2 and the reason, no traceback."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    (tmp_path / "config.json").write_text("{}")
+    script = f"{REPO_ROOT}/train_scripts/train_pretrain.py"
+    arguments = ["--init", "unused", "--corpus", "caption_jsonl=unused", "--output_dir", str(tmp_path), "--report_to", "none"]
+    environment = {"PYTHONPATH": REPO_ROOT, "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, script, *arguments], capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "holds an earlier run (a saved model (config.json))" in result.stderr and "Traceback" not in result.stderr

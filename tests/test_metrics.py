@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from train_scripts.common.metrics import krcc, plcc, rmse, srcc
+from train_scripts.common.metrics import compute_metrics, krcc, plcc, rmse, srcc
 
 
 def test_metrics_equal_scipy_on_random_data():
@@ -19,11 +19,22 @@ def test_metrics_equal_scipy_on_random_data():
 
 @pytest.mark.parametrize(
     ("predictions", "targets", "message"),
-    [([0.1, np.nan, 0.3], [1, 2, 3], "non-finite predictions"), ([0.1, 0.2], [1, 2, 3], "2 predictions for 3"), ([1], [1], "at least 2")],
+    [([0.1, np.nan, 0.3], [1, 2, 3], "non-finite predictions"), ([0.1, 0.2], [1, 2, 3], "2 predictions for 3"), ([1], [1], "at least 3"), ([0.1, 0.2], [1, 2], "at least 3 items, got 2")],
 )
 def test_bad_inputs_are_refused(predictions, targets, message):
     with pytest.raises(ValueError, match=message):
         srcc(predictions, targets)
+
+
+def test_constant_input_gives_nan_correlations_with_a_warning_naming_it():
+    with pytest.warns(stats.ConstantInputWarning) as caught:
+        result = compute_metrics([0.5, 0.5, 0.5, 0.5], [1, 2, 3, 4])
+    assert np.isnan([result["srcc"], result["plcc"], result["krcc"]]).all()
+    assert result["rmse"] == pytest.approx(np.sqrt(5.25))  # RMSE stays defined
+    assert {str(w.message).split(":")[0] for w in caught} == {"SRCC", "PLCC", "KRCC"}
+    assert all("predictions are constant" in str(w.message) for w in caught)
+    with pytest.warns(stats.ConstantInputWarning, match="targets are constant"):
+        assert np.isnan(krcc([1, 2, 3], [4, 4, 4]))
 
 
 def test_logistic_plcc_equals_a_direct_scipy_fit():

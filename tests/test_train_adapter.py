@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ from transformers import AutoModel
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
 from tests.helpers import TINY_IMAGE_SIZE, random_rgb, save_tiny_uniqa, write_rated_folder
 from train_scripts import train_adapter
+from train_scripts.common.checkpointing import ResumeError
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset
+from train_scripts.common.numerics import DivergenceError
 from train_scripts.common.transforms import finetune_crop_flip, finetune_view_bank, upscaled_size
 from train_scripts.train_adapter import FinetuneConfig, finetune, load_lora, load_splits
 
@@ -118,16 +121,24 @@ def test_model_selection_is_honest_by_default_and_labelled(workspace, tmp_path):
     assert on_test["srcc"] == pytest.approx(max(epoch["selection_srcc"] for epoch in on_test["epochs"]))
 
 
-def test_command_line_with_few_label_and_prompts(workspace, tmp_path):
+def test_an_undefined_selection_srcc_at_every_epoch_is_reported_not_hidden(workspace, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_adapter, "srcc", lambda predictions, targets: float("nan"))  # constant predictions
+    results = finetune(workspace["model"], _splits(workspace), str(tmp_path / "nan"), _config(select_on_test=True, num_train_epochs=2))
+    assert results["selection"] == "last epoch (the selection SRCC was undefined at every epoch)"
+    assert results["selected_epoch"] == 2
+
+
+def test_command_line_with_few_label_and_prompts(workspace, tmp_path, caplog):
     output = str(tmp_path / "cli")
     args = train_adapter.parse_args([
         "--model", workspace["model"], "--dataset", "folder_csv", "--data_dir", workspace["data"], "--output_dir", output,
         "--few_label", "10", "--repeat", "1", "--num_train_epochs", "2", "--prompts", "sharpness,noise",
         "--cache_dir", workspace["cache"], "--dataset_option", "split_scheme=random", "--dataset_option", "mos_range=[1,10]",
-        "--seed", "7",
+        "--seed", "7", "--resume_from_checkpoint", "latest",
     ])
     assert train_adapter.config_from_args(args, "clive").num_train_epochs == 2
     results = train_adapter.main(args)
+    assert "No checkpoint in" in caplog.text and "starting a new run" in caplog.text  # latest with nothing yet: said
     assert results["num_train"] == 10 and results["config"]["prompts"] == "sharpness,noise"
     # The training seed never moves the split: the test images are those of the default split (seed 123).
     with open(os.path.join(output, "test_predictions.csv")) as handle:
@@ -236,3 +247,37 @@ def test_image_views_read_paths_and_embedded_bytes_alike_and_name_bad_files(work
     broken.write_bytes(b"not a png")
     with pytest.raises(UniQAImageError, match="broken.png"):
         ImageViewDataset([str(broken)], processor, views)[0]
+
+
+def test_resume_refuses_changed_settings_and_fresh_runs_over_an_earlier_run(workspace, tmp_path):
+    splits, output = _splits(workspace), str(tmp_path / "run")
+    finished = finetune(workspace["model"], splits, output, _config(num_train_epochs=1))
+    with pytest.raises(ResumeError, match=r"holds an earlier run \(checkpoint-4, a saved model"):
+        finetune(workspace["model"], splits, output, _config(num_train_epochs=1))  # a fresh start would mix runs
+    with pytest.raises(ResumeError, match="per_device_train_batch_size: 8 then, 4 now"):
+        finetune(workspace["model"], splits, output, _config(num_train_epochs=1, per_device_train_batch_size=4, resume_from_checkpoint="latest"))
+    with pytest.raises(ResumeError, match=r"train_images: '\w+' then"):  # another split's training images
+        finetune(workspace["model"], _splits(workspace, split_index=1), output, _config(num_train_epochs=1, resume_from_checkpoint="latest"))
+    # The same settings resume the finished run: nothing left to train, the same model again.
+    again = finetune(workspace["model"], splits, output, _config(num_train_epochs=1, resume_from_checkpoint="latest", eval_batch_size=7))
+    np.testing.assert_allclose(again["predictions"], finished["predictions"], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["adapter", "full"])
+def test_a_diverging_run_stops_at_the_step_and_saves_no_model(workspace, tmp_path, mode):
+    output = str(tmp_path / mode)
+    config = _config(mode=mode, learning_rate=float("inf"), backbone_learning_rate=float("inf"), num_train_epochs=2)
+    with pytest.raises(DivergenceError, match="not finite at step 2"):  # step 1 makes the weights infinite
+        finetune(workspace["model"], _splits(workspace), output, config)
+    assert not os.path.exists(os.path.join(output, "config.json"))
+
+
+def test_empty_training_split_and_too_small_test_split_are_refused_before_training(workspace, tmp_path):
+    splits = _splits(workspace)
+    empty = replace(splits, train=splits.train.select([]))
+    with pytest.raises(ValueError, match="training split of folder_csv is empty"):
+        finetune(workspace["model"], empty, str(tmp_path / "a"), _config())
+    tiny_test = replace(splits, test=splits.test.select([0, 1]))
+    with pytest.raises(ValueError, match="test part holds 2 images: its correlations need at least 3"):
+        finetune(workspace["model"], tiny_test, str(tmp_path / "b"), _config())
+    assert not os.path.exists(str(tmp_path / "b" / "checkpoint-4"))

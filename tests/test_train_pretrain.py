@@ -35,7 +35,9 @@ from tests.helpers import (
     tiny_clip_config,
 )
 from tests.test_pretrain_data import write_caption_corpus
-from train_scripts.train_pretrain import LOG_FILE, JsonlLog, RunState, load_init, load_tokenizer, parse_args
+from train_scripts.common.checkpointing import ResumeError
+from train_scripts.common.numerics import DivergenceError
+from train_scripts.train_pretrain import LOG_FILE, JsonlLog, load_init, load_tokenizer, main, parse_args
 
 SCRIPT = os.path.join(REPO_ROOT, "train_scripts", "train_pretrain.py")
 
@@ -249,11 +251,35 @@ def test_two_processes_killed_and_resumed_reproduce_the_reference_curve(workspac
     assert AutoModel.from_pretrained(output_dir).adapter is None
 
 
-def test_resume_with_another_data_layout_is_refused():
-    state = RunState(num_images=13, global_batch_size=4, seed=5, transform="release")
-    state.load_state_dict({"num_images": 13, "global_batch_size": 4, "seed": 5, "transform": "release"})
-    with pytest.raises(ValueError, match="resume with the same corpora"):
-        state.load_state_dict({"num_images": 12, "global_batch_size": 4, "seed": 5, "transform": "release"})
+def test_fresh_runs_over_a_run_and_changed_resumes_are_refused_and_divergence_stops(workspace, tmp_path):
+    """In process: one short run, then the refusals; a diverging run stops at the step, unsaved."""
+
+    def run(output_dir, *extra):
+        return main(parse_args(common_args(workspace, output_dir, "--per_device_train_batch_size", "4", "--max_steps", "2",
+                                           "--report_to", "none", "--dataloader_num_workers", "0", *extra)))
+
+    output_dir = tmp_path / "run"
+    run(output_dir)
+    assert os.path.isdir(output_dir / "checkpoint-2") and os.path.isfile(output_dir / "config.json")
+    with open(output_dir / "checkpoint-2" / "lr_scheduler.json") as handle:  # JSON: nothing unpickled with weights_only=False
+        assert json.load(handle)["last_epoch"] == 2
+    assert not [name for name in os.listdir(output_dir / "checkpoint-2") if name.startswith("custom_checkpoint")]
+    with pytest.raises(ResumeError, match=r"holds an earlier run \(checkpoint-2, a saved model"):
+        run(output_dir)
+    with pytest.raises(ResumeError, match="learning_rate: 0.001 then, 0.002 now"):
+        run(output_dir, "--resume_from_checkpoint", "latest", "--learning_rate", "2e-3")
+    with pytest.raises(ResumeError, match="global_batch_size: 4 then, 2 now"):
+        run(output_dir, "--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "2")
+    other = CLIPModel.from_pretrained(workspace["clip"])
+    with torch.no_grad():
+        other.visual_projection.weight.mul_(2)
+    other.save_pretrained(tmp_path / "other_init")
+    build_clip_tokenizer(model_max_length=32).save_pretrained(tmp_path / "other_init")
+    with pytest.raises(ResumeError, match=r"model: '\w+' then"):  # another --init, same architecture
+        run(output_dir, "--resume_from_checkpoint", "latest", "--init", str(tmp_path / "other_init"))
+    with pytest.raises(DivergenceError, match="not finite at step 2"):  # step 1 makes the weights NaN
+        run(tmp_path / "diverged", "--learning_rate", "inf")
+    assert not os.path.exists(tmp_path / "diverged" / "config.json")
 
 
 def test_jsonl_log_drops_entries_after_the_resumed_step(tmp_path):

@@ -58,9 +58,10 @@ import data_builders
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
 from modeling_uniqa.configuration_uniqa import view_count
 from train_scripts.common import paper_results
+from train_scripts.common.checkpointing import list_checkpoints
 from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
 from train_scripts.common.metrics import compute_metrics
-from train_scripts.common.script import run_script
+from train_scripts.common.script import TRAINING_ERRORS, run_script
 from train_scripts.train_adapter import (
     RESULTS_FILE,
     FinetuneConfig,
@@ -219,6 +220,11 @@ def run_training(
         logger.info("Run %s finished earlier: reusing %s.", os.path.basename(run_dir), results_file)
         with open(results_file, encoding="utf-8") as handle, open(predictions_file, encoding="utf-8") as plot:
             return json.load(handle) | json.load(plot)
+    if os.path.isdir(run_dir) and not list_checkpoints(run_dir):
+        # Unfinished with nothing to resume: this protocol owns the folder, train it afresh
+        # (finetune refuses a new run over an earlier run's files).
+        logger.info("Run %s has no checkpoint to resume: training it from the start.", os.path.basename(run_dir))
+        shutil.rmtree(run_dir)
     options = {"split_scheme": "random", **dataset.options}  # the paper's random splits, even where an official one exists
     splits = load_splits(dataset.name, dataset.data_dir, split_index, few_label, repetition, dataset.split_seed, dataset.cache_dir, options)
     data_builders.write_split({"train": splits.train["image_name"], "test": splits.test["image_name"]}, os.path.join(run_dir, "split.json"),
@@ -410,6 +416,7 @@ def run_protocol(args: argparse.Namespace) -> dict:
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
+    logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
     os.makedirs(args.output_dir, exist_ok=True)
     results = run_protocol(args)
     if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` the main process writes the reports
@@ -431,4 +438,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    run_script(main, parse_args)
+    run_script(main, parse_args, TRAINING_ERRORS)

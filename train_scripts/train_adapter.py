@@ -27,7 +27,9 @@ best epoch on the test split, the release's habit, and the results say so.
 
 The output directory is a UniQA model folder (`AutoModel`, `pipeline("image-quality")`) with the
 training dataset's MOS range and direction in its config, a model card, `eval_results.json`
-and `test_predictions.csv`; `checkpoint-<step>` folders allow `--resume_from_checkpoint latest`.
+and `test_predictions.csv`; `checkpoint-<step>` folders allow `--resume_from_checkpoint latest`
+(a resume with other data or settings, and a new run over an earlier run's output, are refused:
+`common/checkpointing.py`); a NaN or infinite loss stops the run, naming the step.
 """
 
 from __future__ import annotations
@@ -57,11 +59,20 @@ import data_builders
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
 from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
 from modeling_uniqa.configuration_uniqa import parse_view_policy, view_count
-from train_scripts.common.checkpointing import checkpoint_step, resolve_checkpoint, save_checkpoint
+from train_scripts.common.checkpointing import (
+    RunLayout,
+    checkpoint_step,
+    fingerprint,
+    resolve_checkpoint,
+    save_checkpoint,
+    tensors_fingerprint,
+    write_model_folder,
+)
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset, TrainCrop, image_sources
-from train_scripts.common.metrics import compute_metrics, srcc
-from train_scripts.common.script import run_script
+from train_scripts.common.metrics import MIN_ITEMS, compute_metrics, srcc
+from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
+from train_scripts.common.script import TRAINING_ERRORS, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +86,8 @@ LORA_TARGET_MODULES = r".*clip\.vision_model\.encoder\.layers\.\d+\.self_attn\.(
 LORA_DIR = "lora"
 LORA_HEAD_FILE = "uniqa_level_scores.safetensors"
 RESULTS_FILE = "eval_results.json"
+# FinetuneConfig fields a resume may change: they do not touch the checkpointed training state.
+RESUMABLE_SETTINGS = ("bank_cache_dir", "eval_batch_size", "num_workers", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint", "tokenizer")
 PREDICTIONS_FILE = "test_predictions.csv"
 
 
@@ -315,10 +328,17 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     accelerator = Accelerator()
     set_seed(config.seed)
     os.makedirs(output_dir, exist_ok=True)
+    # Before any costly work: refuses a fresh start over an earlier run's checkpoints or model.
+    checkpoint = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
     metadata = splits.metadata
     train_data, validation_data = splits.train, splits.validation
     if config.validation_fraction:
         train_data, validation_data = carve_validation(train_data, config.validation_fraction, config.seed)
+    if len(train_data) == 0:
+        raise ValueError(f"The training split of {metadata.get('dataset') or 'the dataset'} is empty: nothing to fine-tune on.")
+    for part, data in (("test", splits.test), ("validation", validation_data)):
+        if data is not None and len(data) < MIN_ITEMS:  # fail now, not after training
+            raise ValueError(f"The {part} part holds {len(data)} images: its correlations need at least {MIN_ITEMS}.")
     if config.select_on_test:
         selection, selection_data = "best epoch on the test split (optimistic: the release's habit)", splits.test
     elif validation_data is not None:
@@ -367,6 +387,15 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     optimizer = torch.optim.Adam(groups)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.num_train_epochs)
     trainee, optimizer = accelerator.prepare(trainee, optimizer)
+    # What the checkpointed state depends on: a resume that changed it is refused (RunLayout),
+    # checked before anything is loaded.
+    RunLayout(
+        train_images=fingerprint(zip(train_data["image_name"], train_data["score"])),
+        # The starting model (a resume on another backbone would mix features): its projections.
+        model=tensors_fingerprint((model.clip.visual_projection.weight, model.clip.text_projection.weight)),
+        num_processes=accelerator.num_processes,
+        **{key: value for key, value in asdict(config).items() if key not in RESUMABLE_SETTINGS},
+    ).attach(accelerator)
     progress = TrainingProgress(scheduler)
     progress.attach(accelerator)
 
@@ -385,7 +414,6 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     batches_per_epoch = len(epoch_batches(len(train_sources), config.per_device_train_batch_size, config.seed, 0, accelerator.process_index, accelerator.num_processes))
     total_steps = batches_per_epoch * config.num_train_epochs
     global_step = 0
-    checkpoint = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
     if checkpoint is not None:
         accelerator.load_state(checkpoint)
         global_step = checkpoint_step(checkpoint)
@@ -412,6 +440,7 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
             else:
                 scores = trainee(pixel_values=features.flatten(0, 1)).scores
             loss = F.mse_loss(scores, labels[indices].to(device))
+            check_finite_loss(accelerator, loss, global_step + 1)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -438,6 +467,9 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
 
     if progress.best_state:
         load_trainable_state(accelerator.unwrap_model(trainee), progress.best_state)
+    elif selection_data is not None:  # NaN never wins a comparison: say so rather than claim a selection
+        logger.warning("The selection SRCC was undefined (NaN: constant predictions) at every epoch: the last epoch is kept.")
+        selection = "last epoch (the selection SRCC was undefined at every epoch)"
     predictions, mos = evaluate_on(splits.test, "test")
     higher = metadata.get("higher_is_better", True)
     predicted_mos = data_builders.score_to_mos(predictions, metadata["mos_range"], higher)
@@ -458,7 +490,11 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     }
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_trained_model(model, trainee_model if config.mode == "lora" else None, processor, model_path, output_dir, metadata, results)
+        check_finite_parameters(trainee, f"after step {global_step}")
+        write_model_folder(
+            output_dir,
+            lambda folder: save_trained_model(model, trainee_model if config.mode == "lora" else None, processor, model_path, folder, metadata, results),
+        )
         with open(os.path.join(output_dir, PREDICTIONS_FILE), "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["image_name", "mos", "predicted_score", "predicted_mos"])
@@ -619,6 +655,7 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> FinetuneConfig:
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
+    logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
     config = config_from_args(args, args.dataset)
     splits = load_splits(args.dataset, args.data_dir, args.split_index, args.few_label, args.repeat, args.split_seed, args.cache_dir, dict(args.dataset_option))
     results = finetune(args.model, splits, args.output_dir, config)
@@ -627,4 +664,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    run_script(main, parse_args)
+    run_script(main, parse_args, TRAINING_ERRORS)

@@ -16,7 +16,9 @@ model (no adapter) that `AutoModel` and `pipeline("image-quality")` load. Traine
 aesthetic captions only, the same script gives the CLIP_aes model of caption purification.
 
 `--resume_from_checkpoint latest` resumes exactly: the same data order and loss curve as a run
-that was never stopped (batches and captions depend only on seed, epoch and position).
+that was never stopped (batches and captions depend only on seed, epoch and position). A resume
+with other data or settings, and a new run over an earlier run's output, are refused
+(`common/checkpointing.py`); a NaN or infinite loss stops the run, naming the step.
 """
 
 from __future__ import annotations
@@ -40,9 +42,19 @@ from transformers import AutoConfig, CLIPModel, SchedulerType, get_scheduler
 
 from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAImageProcessor, UniQAModel
 from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
-from train_scripts.common.checkpointing import checkpoint_step, resolve_checkpoint, save_checkpoint
+from train_scripts.common.checkpointing import (
+    JsonState,
+    RunLayout,
+    checkpoint_step,
+    fingerprint,
+    resolve_checkpoint,
+    save_checkpoint,
+    tensors_fingerprint,
+    write_model_folder,
+)
 from train_scripts.common.clip_loss import ClipLoss
-from train_scripts.common.metrics import plcc, srcc
+from train_scripts.common.metrics import MIN_ITEMS, plcc, srcc
+from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
 from train_scripts.common.pretrain_data import (
     GlobalBatchSampler,
     PretrainCollator,
@@ -51,7 +63,7 @@ from train_scripts.common.pretrain_data import (
     load_pretrain_corpus,
     parse_named_dirs,
 )
-from train_scripts.common.script import run_script
+from train_scripts.common.script import TRAINING_ERRORS, run_script
 from train_scripts.common.transforms import PRETRAIN_MODES, PretrainTransform
 
 logger = logging.getLogger(__name__)
@@ -235,6 +247,8 @@ def load_eval_set(spec: str, split: str, max_samples: int, seed: int, cache_dir:
     data = loaded[split]
     if len(data) > max_samples:
         data = data.shuffle(seed=seed).select(range(max_samples))
+    if len(data) < MIN_ITEMS:
+        raise ValueError(f"--eval_dataset {spec}: split {split!r} holds {len(data)} images, its SRCC needs at least {MIN_ITEMS}.")
     cells = data.cast_column("image", datasets.Image(decode=False))["image"]
     images = [decode_image_cell(cell, cell.get("path") or f"{name} row {i}") for i, cell in enumerate(cells)]
     return images, np.asarray(data["score"], dtype=np.float64)
@@ -255,25 +269,7 @@ def zero_shot_scores(model: UniQAModel, images, processor: UniQAImageProcessor, 
     return torch.cat(scores).numpy()
 
 
-# --------------------------------------------------------------------------------- run state
-class RunState:
-    """Checkpointed description of the data layout, checked on resume (a changed corpus or
-    batch size would silently break the 'same data order' guarantee)."""
-
-    def __init__(self, **layout):
-        self.layout = layout
-
-    def state_dict(self):
-        return dict(self.layout)
-
-    def load_state_dict(self, state):
-        if dict(state) != self.layout:
-            raise ValueError(
-                f"The checkpoint was written with data layout {dict(state)}, this run has {self.layout}: "
-                "resume with the same corpora, exclusions, seed and global batch size."
-            )
-
-
+# --------------------------------------------------------------------------------- run log
 class JsonlLog:
     """Append-only JSONL log on the main process; on resume, entries after the resumed step
     (written by the interrupted run) are dropped so the log reads as one uninterrupted run."""
@@ -325,6 +321,8 @@ def main(args: argparse.Namespace) -> str:
     )
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
+    # Before any costly work: refuses a fresh start over an earlier run's checkpoints or model.
+    checkpoint = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
     set_seed(args.seed)
 
     model, tokenizer = load_init(args.init)
@@ -389,20 +387,31 @@ def main(args: argparse.Namespace) -> str:
         args.lr_scheduler, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=max_steps
     )
     trainer, optimizer = accelerator.prepare(ContrastiveCLIP(clip), optimizer)
-    accelerator.register_for_checkpointing(lr_scheduler)
-    accelerator.register_for_checkpointing(
-        RunState(
-            num_images=len(dataset),
-            global_batch_size=sampler.global_batch_size,
-            seed=args.seed,
-            transform=args.image_transform,
-            hflip=args.hflip,
-        )
-    )
+    JsonState(lr_scheduler, "lr_scheduler.json").attach(accelerator)
+    # What the checkpointed state depends on: a resume that changed it is refused (RunLayout).
+    RunLayout(
+        num_images=len(dataset),
+        images=fingerprint(corpus["image_key"]),
+        global_batch_size=sampler.global_batch_size,
+        seed=args.seed,
+        transform=args.image_transform,
+        hflip=args.hflip,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        lr_scheduler=args.lr_scheduler,
+        warmup_steps=args.warmup_steps,
+        # The schedule's length shapes every non-constant schedule.
+        max_steps=None if args.lr_scheduler == "constant" else max_steps,
+        freeze_logit_scale=args.freeze_logit_scale,
+        # The starting model and how captions are tokenised (another --init would change both).
+        model=tensors_fingerprint((clip.visual_projection.weight, clip.text_projection.weight)),
+        tokenizer_size=len(tokenizer),
+        max_caption_length=max_length,
+    ).attach(accelerator)
     forward = torch.compile(trainer) if args.torch_compile else trainer
     loss_fn = ClipLoss()
 
-    checkpoint = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
     global_step = 0
     if checkpoint is not None:
         accelerator.load_state(checkpoint)
@@ -454,6 +463,7 @@ def main(args: argparse.Namespace) -> str:
                 batch["attention_mask"].to(accelerator.device),
             )
             loss = loss_fn(image_embeds, text_embeds, logit_scale)
+            check_finite_loss(accelerator, loss, global_step + 1)
             accelerator.backward(loss)
             if args.max_grad_norm is not None:
                 accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
@@ -488,13 +498,18 @@ def main(args: argparse.Namespace) -> str:
         if args.gradient_checkpointing:
             clip.activation_checkpointing_disable()
         model.eval()
+        check_finite_parameters(model, f"after step {global_step}")
         model.set_prompts(args.prompts or init_prompts, tokenizer)
-        model.save_pretrained(args.output_dir)
-        tokenizer.save_pretrained(args.output_dir)
+
+        def write(folder: str) -> None:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+
+        write_model_folder(args.output_dir, write)
         logger.info(f"Saved the pre-trained UniQA model to {args.output_dir}.")
     accelerator.end_training()
     return args.output_dir
 
 
 if __name__ == "__main__":
-    run_script(main, parse_args)
+    run_script(main, parse_args, TRAINING_ERRORS)

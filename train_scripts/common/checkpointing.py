@@ -1,24 +1,41 @@
-"""Step checkpoints for the training scripts.
+"""Step checkpoints and the output folder of the training scripts.
 
 Each checkpoint is an `accelerator.save_state` folder `<output_dir>/checkpoint-<step>`. It is
-written under a temporary name and renamed once complete, so a run killed while saving never
-leaves a half-written checkpoint that `--resume_from_checkpoint latest` would pick up.
+written under a temporary name, marked complete (`COMPLETE_FILE`) and renamed once finished, so
+a run killed while saving never leaves a checkpoint that `--resume_from_checkpoint latest` would
+pick up; a `checkpoint-<step>` folder without the mark (copied in part, say) is skipped with a
+warning. `RunLayout` records what the saved state depends on and refuses a resume that changed it.
+A fresh start into an output folder that already holds checkpoints or a saved model is refused
+(`resolve_checkpoint`): runs are resumed or kept apart, never mixed. `write_model_folder` writes
+the final model so that a crash midway never leaves a folder that loads.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterable
 
 from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
+COMPLETE_FILE = "checkpoint_complete.json"
+LAYOUT_FILE = "run_layout.json"
+# A model folder loads through its config.json: written last by `write_model_folder`.
+MODEL_CONFIG_FILE = "config.json"
 _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 _PARTIAL_SUFFIX = ".partial"
+_MODEL_STAGING = ".model.partial"
+
+
+class ResumeError(ValueError):
+    """A run cannot start or resume in its output folder as asked (the message says why and what to do)."""
 
 
 def checkpoint_step(path: str) -> int:
@@ -29,8 +46,13 @@ def checkpoint_step(path: str) -> int:
     return int(match.group(1))
 
 
-def list_checkpoints(output_dir: str) -> list[str]:
-    """Complete checkpoint folders under `output_dir`, oldest step first."""
+def is_complete_checkpoint(path: str) -> bool:
+    """Whether `save_checkpoint` finished writing the checkpoint folder `path`."""
+    return os.path.isfile(os.path.join(path, COMPLETE_FILE))
+
+
+def _checkpoint_folders(output_dir: str) -> list[str]:
+    """Every `checkpoint-<step>` folder under `output_dir`, complete or not, oldest step first."""
     if not os.path.isdir(output_dir):
         return []
     names = [name for name in os.listdir(output_dir) if _CHECKPOINT_NAME.match(name)]
@@ -38,32 +60,68 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return sorted(paths, key=checkpoint_step)
 
 
+def list_checkpoints(output_dir: str) -> list[str]:
+    """Complete checkpoint folders under `output_dir`, oldest step first."""
+    return [path for path in _checkpoint_folders(output_dir) if is_complete_checkpoint(path)]
+
+
 def resolve_checkpoint(output_dir: str, resume_from: str | None) -> str | None:
     """The checkpoint folder to resume from, or None to start afresh.
 
     `resume_from` is None (start afresh), `"latest"` (the newest complete checkpoint in
     `output_dir`, or None when there is none yet, so the same command starts and resumes a run),
-    or a checkpoint folder's path.
+    or a checkpoint folder's path. Raises `ResumeError` where starting afresh would mix this run
+    with an earlier one in `output_dir` (its checkpoints, or its saved model), and for an
+    explicitly named checkpoint that is incomplete.
     """
-    if not resume_from:
-        return None
+    checkpoint = None
     if resume_from == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
+        folders = _checkpoint_folders(output_dir)
+        complete = [path for path in folders if is_complete_checkpoint(path)]
+        for path in folders:
+            if not is_complete_checkpoint(path) and (not complete or checkpoint_step(path) > checkpoint_step(complete[-1])):
+                logger.warning("%s is incomplete (no %s: a save that did not finish): skipped.", path, COMPLETE_FILE)
+        checkpoint = complete[-1] if complete else None
+    elif resume_from:
+        if not os.path.isdir(resume_from):
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume_from}: no such checkpoint folder.")
+        checkpoint_step(resume_from)
+        if not is_complete_checkpoint(resume_from):
+            raise ResumeError(
+                f"--resume_from_checkpoint {resume_from}: incomplete checkpoint (no {COMPLETE_FILE}: its save did not finish)."
+            )
+        checkpoint = resume_from
+    if checkpoint is None:
+        _check_fresh_output_dir(output_dir, resume_from == "latest")
+    return checkpoint
+
+
+def _check_fresh_output_dir(output_dir: str, resuming: bool) -> None:
+    """Refuse to start a new run where an earlier one left checkpoints or a model."""
+    earlier = [os.path.basename(path) for path in _checkpoint_folders(output_dir)]
+    if os.path.isfile(os.path.join(output_dir, MODEL_CONFIG_FILE)):
+        earlier.append(f"a saved model ({MODEL_CONFIG_FILE})")
+    if not earlier:
+        if resuming:
             logger.info("No checkpoint in %s yet: starting a new run.", output_dir)
-            return None
-        return checkpoints[-1]
-    if not os.path.isdir(resume_from):
-        raise FileNotFoundError(f"--resume_from_checkpoint {resume_from}: no such checkpoint folder.")
-    checkpoint_step(resume_from)
-    return resume_from
+        return
+    how = (
+        "resume it with --resume_from_checkpoint latest"
+        if list_checkpoints(output_dir) and not resuming
+        else "it has no complete checkpoint to resume from: delete it"
+    )
+    raise ResumeError(
+        f"--output_dir {output_dir} holds an earlier run ({', '.join(earlier)}): {how}, or choose an empty output folder "
+        "(a new run there would mix its checkpoints and model with the earlier run's)."
+    )
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None = None) -> str:
     """Save the full training state at `step`, keeping at most `total_limit` checkpoints.
 
     Call on every process (accelerate gathers the state); the main process writes the files,
-    renames the finished folder into place and removes the oldest checkpoints beyond the limit.
+    marks the folder complete, renames it into place and removes the oldest checkpoints beyond
+    the limit (never the one just written).
     """
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
     partial = final + _PARTIAL_SUFFIX
@@ -73,12 +131,120 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     accelerator.save_state(partial)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        with open(os.path.join(partial, COMPLETE_FILE), "w", encoding="utf-8") as handle:
+            json.dump({"step": step}, handle)
         if os.path.isdir(final):
             shutil.rmtree(final)
         os.replace(partial, final)
         if total_limit is not None and total_limit > 0:
-            for old in list_checkpoints(output_dir)[:-total_limit]:
+            others = [path for path in _checkpoint_folders(output_dir) if path != final]
+            for old in others[: max(len(others) - (total_limit - 1), 0)]:
                 logger.info("Removing %s (--checkpoints_total_limit %d).", old, total_limit)
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def fingerprint(values: Iterable) -> str:
+    """A short digest of a sequence of values (image names, labels, raw `bytes` of weights) to
+    record in a `RunLayout`."""
+    digest = hashlib.sha1()
+    for value in values:
+        digest.update(value if isinstance(value, bytes) else repr(value).encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def tensors_fingerprint(tensors: Iterable) -> str:
+    """`fingerprint` of tensors' values (e.g. a model's projection weights, to tell models apart)."""
+    return fingerprint(tensor.detach().float().cpu().numpy().tobytes() for tensor in tensors)
+
+
+class RunLayout:
+    """What a run's checkpointed state depends on (data, batch size, seed, optimiser settings),
+    saved as `run_layout.json` in every checkpoint and compared on resume: a changed value would
+    silently break the resumed run (another data order, optimiser state for other parameters),
+    so the resume is refused with the differences named. Values must be JSON types."""
+
+    def __init__(self, **layout):
+        self.layout = json.loads(json.dumps(layout))  # tuples -> lists, as read back
+
+    def save(self, directory: str) -> None:
+        with open(os.path.join(directory, LAYOUT_FILE), "w", encoding="utf-8") as handle:
+            json.dump(self.layout, handle, indent=1, sort_keys=True)
+
+    def check(self, directory: str) -> None:
+        """Raise `ResumeError` unless the checkpoint `directory` was written with this layout."""
+        path = os.path.join(directory, LAYOUT_FILE)
+        if not os.path.isfile(path):
+            raise ResumeError(f"{path}: missing; {directory} was not written by this script.")
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        changed = sorted(key for key in saved.keys() | self.layout.keys() if saved.get(key) != self.layout.get(key))
+        if changed:
+            details = "; ".join(f"{key}: {saved.get(key)!r} then, {self.layout.get(key)!r} now" for key in changed)
+            raise ResumeError(
+                f"Cannot resume from {directory}: the run changed ({details}). Resume with the settings it was "
+                "started with, or start a new run in another output folder."
+            )
+
+    def attach(self, accelerator: Accelerator) -> None:
+        """Save with every `accelerator.save_state` and check before every `load_state`."""
+        accelerator.register_save_state_pre_hook(lambda models, weights, directory: accelerator.is_main_process and self.save(directory))
+        accelerator.register_load_state_pre_hook(lambda models, directory: self.check(directory))
+
+
+class JsonState:
+    """An object's `state_dict()` (an LR scheduler's, say) saved as JSON in every checkpoint and
+    loaded back with it: accelerate's `register_for_checkpointing` pickles such objects and
+    unpickles them with `weights_only=False`, which would run code from a checkpoint file."""
+
+    def __init__(self, obj, filename: str):
+        self.obj, self.filename = obj, filename
+
+    def attach(self, accelerator: Accelerator) -> None:
+        """Save with every `accelerator.save_state` and load with every `load_state`."""
+
+        def save(models, weights, directory):
+            if accelerator.is_main_process:
+                with open(os.path.join(directory, self.filename), "w", encoding="utf-8") as handle:
+                    json.dump(self.obj.state_dict(), handle)
+
+        def load(models, directory):
+            path = os.path.join(directory, self.filename)
+            if not os.path.isfile(path):
+                raise ResumeError(f"{path}: missing; {directory} was not written by this script.")
+            with open(path, encoding="utf-8") as handle:
+                self.obj.load_state_dict(json.load(handle))
+
+        accelerator.register_save_state_pre_hook(save)
+        accelerator.register_load_state_pre_hook(load)
+
+
+def write_model_folder(output_dir: str, write: Callable[[str], None]) -> None:
+    """Have `write(folder)` write a model folder, then move its files into `output_dir`.
+
+    The files are written to a staging folder first and moved in with `config.json` last (an
+    earlier `config.json` is removed first), so a crash midway leaves a folder that does not
+    load rather than one mixing new files with old ones or holding a truncated weight file.
+    Main process only.
+    """
+    staging = os.path.join(output_dir, _MODEL_STAGING)
+    if os.path.isdir(staging):
+        shutil.rmtree(staging)
+    os.makedirs(staging)
+    write(staging)
+    if not os.path.isfile(os.path.join(staging, MODEL_CONFIG_FILE)):
+        raise RuntimeError(f"The model writer left no {MODEL_CONFIG_FILE} in {staging}.")
+    target_config = os.path.join(output_dir, MODEL_CONFIG_FILE)
+    if os.path.exists(target_config):
+        os.remove(target_config)
+    for name in sorted(os.listdir(staging)):
+        if name == MODEL_CONFIG_FILE:
+            continue
+        target = os.path.join(output_dir, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staging, name), target)
+    os.replace(os.path.join(staging, MODEL_CONFIG_FILE), target_config)
+    os.rmdir(staging)

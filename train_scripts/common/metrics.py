@@ -1,14 +1,20 @@
 """Correlation metrics of IQA/IAA: SRCC, PLCC (raw or after a 4-parameter logistic fit), KRCC
 and RMSE, in numpy/scipy. `iqa_metric/` wraps them as an `evaluate` metric module.
 
-Predictions and ground truth are 1-D sequences of the same length. Non-finite values are an
-error, not something to drop silently: a NaN MOS or score means a bug upstream.
+Predictions and ground truth are 1-D sequences of the same length, at least 3 items (with 2,
+every correlation is +-1 whatever the model). Non-finite values are an error, not something to
+drop silently: a NaN MOS or score means a bug upstream. Constant predictions (or targets) have
+no correlation: SRCC/PLCC/KRCC are NaN, with a `ConstantInputWarning` saying which input.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import stats
+
+MIN_ITEMS = 3
 
 
 def _pair(predictions, targets) -> tuple[np.ndarray, np.ndarray]:
@@ -16,8 +22,9 @@ def _pair(predictions, targets) -> tuple[np.ndarray, np.ndarray]:
     targets = np.asarray(targets, dtype=np.float64).reshape(-1)
     if predictions.shape != targets.shape:
         raise ValueError(f"{predictions.size} predictions for {targets.size} targets.")
-    if predictions.size < 2:
-        raise ValueError("Correlations need at least 2 items.")
+    if predictions.size < MIN_ITEMS:
+        # With 2 items every rank correlation is +-1 and PLCC is +-1: a number, but no evidence.
+        raise ValueError(f"Correlations need at least {MIN_ITEMS} items, got {predictions.size}.")
     for name, values in (("predictions", predictions), ("targets", targets)):
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
@@ -25,19 +32,29 @@ def _pair(predictions, targets) -> tuple[np.ndarray, np.ndarray]:
     return predictions, targets
 
 
+def _correlation(name: str, statistic, predictions, targets) -> float:
+    """`statistic(predictions, targets)`, or NaN with a warning naming the constant input."""
+    predictions, targets = _pair(predictions, targets)
+    for what, values in (("predictions", predictions), ("targets", targets)):
+        if np.all(values == values[0]):
+            warnings.warn(f"{name}: the {what} are constant ({values[0]:g}): the correlation is undefined (NaN).", stats.ConstantInputWarning, stacklevel=3)
+            return float("nan")
+    return float(statistic(predictions, targets).statistic)
+
+
 def srcc(predictions, targets) -> float:
     """Spearman rank-order correlation."""
-    return float(stats.spearmanr(*_pair(predictions, targets)).statistic)
+    return _correlation("SRCC", stats.spearmanr, predictions, targets)
 
 
 def plcc(predictions, targets) -> float:
     """Pearson linear correlation of the raw predictions (no logistic fit, as the release reports)."""
-    return float(stats.pearsonr(*_pair(predictions, targets)).statistic)
+    return _correlation("PLCC", stats.pearsonr, predictions, targets)
 
 
 def krcc(predictions, targets) -> float:
     """Kendall rank-order correlation (tau-b)."""
-    return float(stats.kendalltau(*_pair(predictions, targets)).statistic)
+    return _correlation("KRCC", stats.kendalltau, predictions, targets)
 
 
 def rmse(predictions, targets) -> float:

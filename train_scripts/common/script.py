@@ -6,6 +6,11 @@ import sys
 from collections.abc import Callable
 
 from modeling_uniqa.cli import close_process_group
+from train_scripts.common.checkpointing import ResumeError
+from train_scripts.common.numerics import DivergenceError
+
+# User errors of the training scripts: a refused start or resume, a diverged run.
+TRAINING_ERRORS = (ResumeError, DivergenceError)
 
 
 def run_script(main: Callable, parse_args: Callable, user_errors: tuple = ()) -> None:
