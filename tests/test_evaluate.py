@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.helpers import save_tiny_uniqa, write_rated_folder
+from tests.helpers import launch_two_processes, save_tiny_uniqa, write_rated_folder
 from train_scripts import evaluate as evaluation
 from train_scripts.common import paper_results
 from train_scripts.train_adapter import FinetuneConfig
@@ -65,6 +65,24 @@ def test_splits_runner_trains_once_per_disjoint_split_and_resumes(workspace, tmp
     os.remove(tmp_path / "runs" / "split_2" / "eval_results.json")
     again, _ = _run(workspace, tmp_path, "splits", "--num_splits", "3", *TRAINING_FLAGS)
     assert [row["srcc"] for row in again["runs"]][:2] == srccs[:2]
+
+
+def test_splits_runner_under_two_processes_changes_its_run_folders_from_the_main_process(workspace, tmp_path):
+    """Every process runs the protocol; only the main one may clear, write and prune a run
+    folder (two would delete each other's fresh split files and checkpoints)."""
+    output = tmp_path / "two"
+    result = launch_two_processes([
+        "train_scripts/evaluate.py", "--model", workspace["model"], "--dataset", "folder_csv", "--data_dir", workspace["data"],
+        "--protocol", "splits", "--num_splits", "2", "--output_dir", str(output), "--cache_dir", str(tmp_path / "cache"),
+        "--dataset_option", "split_scheme=random", "--dataset_option", "mos_range=[1,10]", *TRAINING_FLAGS,
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no checkpoint to resume" not in result.stderr  # a fresh run: no process found another's half-made folder
+    for split in ("split_0", "split_1"):
+        run_dir = output / "runs" / split
+        assert (run_dir / "predictions.json").is_file() and (run_dir / "split.json").is_file()
+        assert not [name for name in os.listdir(run_dir) if name.startswith("checkpoint-")]
+    assert len(json.loads((output / "results.json").read_text())["runs"]) == 2
 
 
 def test_few_label_runner_draws_nested_subsets_with_one_test_set(workspace, tmp_path):

@@ -51,11 +51,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import data_builders
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
+from modeling_uniqa.atomic_files import atomic_write_text
 from modeling_uniqa.configuration_uniqa import view_count
 from train_scripts.common import paper_results
 from train_scripts.common.checkpointing import list_checkpoints
@@ -220,31 +223,38 @@ def run_training(
         logger.info("Run %s finished earlier: reusing %s.", os.path.basename(run_dir), results_file)
         with open(results_file, encoding="utf-8") as handle, open(predictions_file, encoding="utf-8") as plot:
             return json.load(handle) | json.load(plot)
-    if os.path.isdir(run_dir) and not list_checkpoints(run_dir):
+    # Under `accelerate launch` every process runs this: the run folder is changed by the main
+    # process alone, the others waiting (else one would delete what another has just written).
+    # The same state as `finetune`'s Accelerator: CPU processes when ACCELERATE_USE_CPU says so.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    if state.is_main_process and os.path.isdir(run_dir) and not list_checkpoints(run_dir):
         # Unfinished with nothing to resume: this protocol owns the folder, train it afresh
         # (finetune refuses a new run over an earlier run's files).
         logger.info("Run %s has no checkpoint to resume: training it from the start.", os.path.basename(run_dir))
         shutil.rmtree(run_dir)
     options = {"split_scheme": "random", **dataset.options}  # the paper's random splits, even where an official one exists
     splits = load_splits(dataset.name, dataset.data_dir, split_index, few_label, repetition, dataset.split_seed, dataset.cache_dir, options)
-    data_builders.write_split({"train": splits.train["image_name"], "test": splits.test["image_name"]}, os.path.join(run_dir, "split.json"),
-                              metadata={"split_index": split_index, "few_label": few_label, "repetition": repetition})
+    if state.is_main_process:
+        data_builders.write_split({"train": splits.train["image_name"], "test": splits.test["image_name"]}, os.path.join(run_dir, "split.json"),
+                                  metadata={"split_index": split_index, "few_label": few_label, "repetition": repetition})
+    state.wait_for_everyone()
     results = finetune(model_path, splits, run_dir, replace(config, resume_from_checkpoint="latest"))
     metadata = splits.metadata
     predicted_mos = data_builders.score_to_mos(np.asarray(results["predictions"]), metadata["mos_range"], metadata.get("higher_is_better", True))
     plot = {"predicted_mos": np.asarray(predicted_mos).tolist(), "mos": results["mos"]}
     if logistic:
         results["plcc_logistic"] = compute_metrics(predicted_mos, results["mos"], logistic=True)["plcc_logistic"]
-    with open(predictions_file, "w", encoding="utf-8") as handle:
-        json.dump(plot, handle)
-    for name in os.listdir(run_dir):  # the run is complete: its resume checkpoints are no longer needed
-        if name.startswith("checkpoint-"):
-            shutil.rmtree(os.path.join(run_dir, name))
-    if not keep_run_model:
-        weights = os.path.join(run_dir, "model.safetensors")
-        if os.path.isfile(weights):
-            os.remove(weights)
-        shutil.rmtree(os.path.join(run_dir, "lora"), ignore_errors=True)
+    if state.is_main_process:
+        atomic_write_text(predictions_file, json.dumps(plot))  # last: its presence marks the run finished
+        for name in os.listdir(run_dir):  # the run is complete: its resume checkpoints are no longer needed
+            if name.startswith("checkpoint-"):
+                shutil.rmtree(os.path.join(run_dir, name))
+        if not keep_run_model:
+            weights = os.path.join(run_dir, "model.safetensors")
+            if os.path.isfile(weights):
+                os.remove(weights)
+            shutil.rmtree(os.path.join(run_dir, "lora"), ignore_errors=True)
+    state.wait_for_everyone()
     return results | plot
 
 
