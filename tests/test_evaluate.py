@@ -130,6 +130,17 @@ def test_protocol_functions_take_explicit_parameters(workspace, tmp_path):
         evaluation.protocol_single(str(tmp_path / "runs" / "split_0"), dataset, scoring, split="validation")
 
 
+def test_summaries_leave_out_runs_with_undefined_correlations(caplog):
+    """NaN (constant predictions) sorted among numbers would make the median any of them."""
+    rows = [{"srcc": value, "plcc": value} for value in (0.5, float("nan"), 0.9, 0.7)]
+    summary = evaluation.summarise(rows)
+    assert summary["srcc"]["median"] == 0.7 and summary["srcc"]["undefined_runs"] == 1
+    assert summary["plcc"]["mean"] == pytest.approx(0.7) and "1 of 4 runs have an undefined SRCC" in caplog.text
+    assert evaluation._median_run(rows)["srcc"] == 0.7
+    nothing = evaluation.summarise([{"srcc": float("nan"), "plcc": float("nan")}])["srcc"]
+    assert all(value != value for value in (nothing["median"], nothing["mean"], nothing["std"]))  # NaN, not a number made up
+
+
 def test_scatter_plot_degrades_without_matplotlib(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     assert evaluation.scatter_plot([1, 2], [1, 2], "t", str(tmp_path / "s.png")) is None

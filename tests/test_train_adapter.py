@@ -158,6 +158,10 @@ def test_epoch_presets_and_bad_configs():
         FinetuneConfig(mode="full", feature_bank=True)
     with pytest.raises(ValueError, match="mode must be one of"):
         FinetuneConfig(mode="partial")
+    with pytest.raises(ValueError, match="checkpoints_total_limit must be >= 1"):  # 0 would mean "no limit", silently
+        FinetuneConfig(checkpoints_total_limit=0)
+    with pytest.raises(ValueError, match="checkpointing_steps must be >= 1"):
+        FinetuneConfig(checkpointing_steps=0)
 
 
 def test_head_on_bank_embeddings_equals_the_model_forward(tiny_model_factory, tmp_path):

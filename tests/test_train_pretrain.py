@@ -323,3 +323,5 @@ def test_argument_errors():
         parse_args([*base, "--eval_steps", "5"])
     with pytest.raises(SystemExit):
         parse_args([*base, "--max_steps", "0"])
+    with pytest.raises(SystemExit):  # 0 would mean "no limit", silently
+        parse_args([*base, "--checkpoints_total_limit", "0"])

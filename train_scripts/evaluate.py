@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -77,7 +78,6 @@ from train_scripts.train_adapter import (
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("single", "splits", "few_label", "zero_shot", "cross")
-SUMMARY_STATS = ("median", "mean", "std")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,14 +119,21 @@ def score_metrics(scores, data, metadata: dict, logistic: bool = False) -> tuple
 
 
 def summarise(rows: list) -> dict:
-    """Median, mean and (sample) std of the SRCC and PLCC of several runs."""
+    """Median, mean and (sample) std of the SRCC and PLCC of several runs. A run whose metric is
+    undefined (NaN: constant predictions) is left out of them, counted in `undefined_runs` and
+    warned about: sorting NaN among numbers would make the median any of them."""
     summary = {}
     for metric in ("srcc", "plcc"):
-        values = [row[metric] for row in rows]
+        values = [row[metric] for row in rows if math.isfinite(row[metric])]
+        undefined = len(rows) - len(values)
+        if undefined:
+            logger.warning("%d of %d runs have an undefined %s (constant predictions): left out of its median, mean and std.",
+                           undefined, len(rows), metric.upper())
         summary[metric] = {
-            "median": statistics.median(values),
-            "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "median": statistics.median(values) if values else math.nan,
+            "mean": statistics.fmean(values) if values else math.nan,
+            "std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else math.nan),
+            "undefined_runs": undefined,
         }
     return summary
 
@@ -268,8 +275,8 @@ def _row(run: dict, **keys) -> dict:
 
 def _median_run(runs: list) -> dict:
     """The run whose SRCC is the median (lower median for an even count): the one to plot."""
-    order = sorted(range(len(runs)), key=lambda i: runs[i]["srcc"])
-    return runs[order[(len(order) - 1) // 2]]
+    order = sorted((i for i in range(len(runs)) if math.isfinite(runs[i]["srcc"])), key=lambda i: runs[i]["srcc"])
+    return runs[order[(len(order) - 1) // 2]] if order else runs[0]
 
 
 def protocol_splits(
@@ -332,6 +339,9 @@ def markdown_table(protocol: str, paper_key: str, results: dict) -> str:
             summary = results["summary"]
             lines += ["", f"Mean ± std over splits: SRCC {summary['srcc']['mean']:.3f} ± {summary['srcc']['std']:.3f}, "
                           f"PLCC {summary['plcc']['mean']:.3f} ± {summary['plcc']['std']:.3f}. Model selection: {results['selection']}."]
+            undefined = summary["srcc"]["undefined_runs"]
+            if undefined:
+                lines.append(f"{undefined} of {len(results['runs'])} splits predicted a constant (undefined correlations): left out of these figures.")
         if protocol == "cross":
             lines += ["", f"Trained on {results.get('trained_on')}, tested on all of {results.get('tested_on')}; the paper rows are in-dataset results, for scale only."]
     elif protocol == "zero_shot":

@@ -129,6 +129,9 @@ class FinetuneConfig:
         for name in ("num_train_epochs", "per_device_train_batch_size", "bank_crops", "lora_rank", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("checkpointing_steps", "checkpoints_total_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}.")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}.")
         if self.select_on_test and self.validation_fraction:
@@ -620,7 +623,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder.')
     parser.add_argument("--checkpointing_steps", type=int, default=None, help="Also checkpoint every N steps (always at each epoch's end).")
-    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep this many checkpoints (default 2).")
     add_training_arguments(parser)
     return parser.parse_args(argv)
 

@@ -147,7 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     run = parser.add_argument_group("checkpoints and logging")
     run.add_argument("--checkpointing_steps", type=int, default=500)
-    run.add_argument("--checkpoints_total_limit", type=int, default=None)
+    run.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep this many checkpoints (default: all).")
     run.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
     run.add_argument(
         "--report_to", default="tensorboard", help="tensorboard, wandb, all or none (a JSONL log is always written)."
@@ -172,7 +172,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("num_train_epochs", "train_batch_size", "checkpointing_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1.")
-    for name in ("max_steps", "per_device_train_batch_size", "eval_steps"):
+    for name in ("max_steps", "per_device_train_batch_size", "eval_steps", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1.")
     if args.eval_steps and not args.eval_dataset:
