@@ -26,8 +26,10 @@ default ``data_dir``, trying the path as written and then its shorter tails, so
   ``captions``.
 * ``llava_conversations`` (:class:`LLaVAConversations`): LLaVA-style JSON lists of
   ``{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}`` (the ``gpt``
-  turns are the captions) and JSONL generation outputs ``{"question_id", "prompt",
-  "text", ...}`` (the image is ``image`` when present, else ``question_id``).
+  turns are the captions; text-only items, with no ``image``, are left out and counted in
+  the metadata's ``imageless_records`` and a warning) and JSONL generation outputs
+  ``{"question_id", "prompt", "text", ...}`` (the image is ``image`` when present, else
+  ``question_id``).
 
 Where a record has no task, it is guessed from its text (the caption, or the question
 for LLaVA data): ``aesthetic`` -> ``aesthetics``, else ``quality`` -> ``quality``, else
@@ -99,7 +101,7 @@ class CorpusConfig(ImageConfig):
 
 @dataclasses.dataclass
 class _Record:
-    image: str
+    image: str | None  # None: a record with no image (text-only), counted and left out
     captions: list[str]
     task: str | None = None
     extras: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
@@ -164,8 +166,12 @@ class CorpusBuilder(ImageBuilder):
         paths = [p for p in self.files.values() if p]  # in the order _locate found them
         source = self.config.source or self.NAME
         captionless: dict[str, int] = {}
+        imageless: dict[str, int] = {}
         for path in paths:
             for record in self._records(path):
+                if record.image is None:
+                    imageless[path] = imageless.get(path, 0) + 1
+                    continue
                 captions = [c.strip() for c in record.captions if isinstance(c, str) and c.strip()]
                 keep = [i for i, c in enumerate(record.captions) if isinstance(c, str) and c.strip()]
                 if not captions:
@@ -184,6 +190,8 @@ class CorpusBuilder(ImageBuilder):
                     tasks[record.image].append(task)
         for path, count in captionless.items():
             logger.warning("%s: %d records of %s have no non-blank caption and were left out", self.NAME, count, path)
+        for path, count in imageless.items():
+            logger.warning("%s: %d records of %s have no image (text-only) and were left out", self.NAME, count, path)
         if not rows:
             raise DatasetFormatError("no captions found (is the caption file empty?)", ", ".join(paths))
         for image, row in rows.items():
@@ -193,6 +201,7 @@ class CorpusBuilder(ImageBuilder):
             "num_captions": sum(len(r["captions"]) for r in rows.values()),
             "skipped_lines": dict(self._state.get("skipped_lines", {})),
             "captionless_records": captionless,
+            "imageless_records": imageless,
         }
         return list(rows.values()), ["train"], ", ".join(paths)
 
@@ -343,6 +352,9 @@ class LLaVAConversations(CorpusBuilder):
             return
         for i, item in enumerate(_json_list(path)):
             where = f"item {i}"
+            if item.get("image") is None:  # a text-only item of an instruction mix: nothing to pair
+                yield _Record(None, [])
+                continue
             image = _field(item, ("image",), path, where)
             turns = _field(item, ("conversations",), path, where, list)
             if not all(isinstance(t, dict) and isinstance(t.get("value"), str) for t in turns):

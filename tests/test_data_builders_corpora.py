@@ -1,5 +1,6 @@
 """Caption corpora builders and merge_corpora."""
 
+import json
 import logging
 import os
 import sys
@@ -239,3 +240,18 @@ def test_records_without_a_caption_are_counted(tmp_path, caplog):
     assert ds["train"]["image_name"] == [f"{IDS[0]}.jpg"]
     assert get_metadata(ds)["captionless_records"] == {str(path): 2}
     assert "2 records of" in caplog.text
+
+
+def test_text_only_llava_items_are_left_out_and_counted(tmp_path, caplog):
+    """Instruction mixes hold text-only conversations: they pair no image with a caption."""
+    items = [
+        {"id": "a", "image": f"{IDS[0]}.jpg", "conversations": [{"from": "human", "value": "Rate the quality."},
+                                                               {"from": "gpt", "value": "Sharp and clean."}]},
+        {"id": "t", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+    ]
+    path = tmp_path / "mix.json"
+    path.write_text(json.dumps(items))
+    with caplog.at_level(logging.WARNING, logger="data_builders"):
+        ds = fx.build("llava_conversations", str(path), tmp_path, check_images=False)
+    assert ds["train"]["image_name"] == [f"{IDS[0]}.jpg"] and ds["train"]["captions"] == [["Sharp and clean."]]
+    assert get_metadata(ds)["imageless_records"] == {str(path): 1} and "1 records of" in caplog.text
