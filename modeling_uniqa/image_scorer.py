@@ -9,6 +9,8 @@ included): scores agree with it within 1e-6 on the same images (float32 sums of 
 sizes run in another order).
 """
 
+import logging
+
 import torch
 
 from .configuration_uniqa import view_count
@@ -25,6 +27,8 @@ from .score_images import (
     select_heads,
     set_jpeg_draft,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str = "auto", rank: int | None = None) -> torch.device:
@@ -94,7 +98,9 @@ class ImageScorer:
     def decode(self, source, name: str):
         """An image (path, encoded bytes, PIL image or array) -> `(uint8 views, None)` or
         `(None, one-line error message)`. Safe to run in worker processes (no model involved)."""
-        views, error, _ = decode_views(source, self.processor, self.view_policy, self.view_seed, name)
+        views, error, frames = decode_views(source, self.processor, self.view_policy, self.view_seed, name)
+        if frames > 1:
+            logger.info("Scored on its first frame of %d: %s", frames, name)
         return views, error
 
     def score_decoded(self, keys: list, decoded: list) -> list:

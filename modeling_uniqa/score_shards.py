@@ -179,6 +179,7 @@ class Item:
     error: str | None = None
     meta: dict | None = None
     end: bool = False
+    frames: int = 1  # of an animated or multi-page image, scored on its first
 
 
 class ShardViews(IterableDataset):
@@ -200,10 +201,10 @@ class ShardViews(IterableDataset):
             for position, sample in enumerate(iter_samples(self.shards[index])):
                 if self.split_samples and position % count != rank:
                     continue
-                views, error = None, sample.error
+                views, error, frames = None, sample.error, 0
                 if error is None:
-                    views, error, _ = decode_views(sample.image, self.processor, self.view_policy, self.view_seed, sample.image_name)
-                yield Item(index, position, sample.key, views, error, sample.meta)
+                    views, error, frames = decode_views(sample.image, self.processor, self.view_policy, self.view_seed, sample.image_name)
+                yield Item(index, position, sample.key, views, error, sample.meta, frames=frames)
             yield Item(index, end=True)
 
 
@@ -212,7 +213,7 @@ def collate_items(items: list) -> tuple:
     shared-memory block to the main process instead of one per sample, scored as it arrives and
     pinned there on GPUs), indexed by the position of each sample among the non-end `items`."""
     samples = [item for item in items if not item.end]
-    batch = collate_views([(position, item.views, item.error, 1) for position, item in enumerate(samples)])
+    batch = collate_views([(position, item.views, item.error, item.frames) for position, item in enumerate(samples)])
     for item in samples:
         item.views = None  # travel once, in the batch
     return items, batch
@@ -243,7 +244,8 @@ def check_done(shards: list, output_dir: str, fingerprint: dict) -> list:
 def score_shards(scorer, shards: list, output_dir: str, keep_columns: list = (), workers: int = 2, show_progress: bool = True) -> dict:
     """Score `shards` with `scorer` (an `ImageScorer` whose key column is `key`), writing
     `shard_output(output_dir, shard)` for each as soon as its last sample is scored. Returns
-    counts: `shards`, `images`, `errors`."""
+    counts: `shards`, `images`, `errors`, `multi_frame` (animated or multi-page images, scored on
+    their first frame)."""
     columns = [scorer.columns[0], *keep_columns, *scorer.columns[1:]]
     split_samples = workers > 1 and len(shards) < 4 * workers  # else whole shards keep W workers busy to within a quarter
     loader = DataLoader(
@@ -252,11 +254,14 @@ def score_shards(scorer, shards: list, output_dir: str, keep_columns: list = (),
         pin_memory=scorer.device.type == "cuda",
     )
     ends_needed = workers if split_samples else 1
-    pending, ends, counts = {}, {}, {"shards": 0, "images": 0, "errors": 0}
+    pending, ends, counts = {}, {}, {"shards": 0, "images": 0, "errors": 0, "multi_frame": 0}
     with logging_redirect_tqdm(), tqdm(total=len(shards), unit="shard", disable=not show_progress, desc="Shards") as bar:
         for items, batch in loader:
             samples = [item for item in items if not item.end]
             rows = scorer.score_collated([item.key for item in samples], batch)
+            for position, frames in batch.multi_frame:
+                logger.info("Scored on its first frame of %d: %s", frames, samples[position].key)
+            counts["multi_frame"] += len(batch.multi_frame)
             for item, row in zip(samples, rows):
                 meta = item.meta if isinstance(item.meta, dict) else {}
                 pending.setdefault(item.shard, []).append((item.position, row | {column: meta.get(column) for column in keep_columns}))
@@ -317,8 +322,10 @@ def run_shards(args, state) -> int:
     if state.is_main_process:
         seconds = time.perf_counter() - start
         logger.info(
-            "Scored %d shards into %s: %d images, %d failed (see the error column). %.1f s (%.2f images/s).",
-            counts["shards"], args.output, counts["images"], counts["errors"], seconds, counts["images"] / seconds if seconds > 0 else 0.0,
+            "Scored %d shards into %s: %d images, %d failed (see the error column)%s. %.1f s (%.2f images/s).",
+            counts["shards"], args.output, counts["images"], counts["errors"],
+            f", {counts['multi_frame']} animated or multi-page images scored on their first frame" if counts["multi_frame"] else "",
+            seconds, counts["images"] / seconds if seconds > 0 else 0.0,
         )
     return 1 if counts["images"] and counts["images"] == counts["errors"] else 0
 

@@ -151,3 +151,31 @@ def test_sample_without_image_and_shards_over_two_processes(saved_tiny_model, tm
     assert "Scored 3 shards" in result.stderr and "6 images" in result.stderr
     keys = read_scores(str(tmp_path / "out")).column("key").to_pylist()
     assert sorted(keys) == [key for key, _ in data]
+
+
+def test_animated_members_are_scored_on_their_first_frame_and_counted(saved_tiny_model, tmp_path, caplog):
+    """As `uniqa score` does for files: an animated PNG in a shard is scored on its first frame,
+    logged by key and counted, not passed over in silence."""
+    from PIL import Image
+
+    from modeling_uniqa.image_scorer import ImageScorer
+
+    frames = [Image.new("RGB", (40, 40), colour) for colour in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
+    animated = io.BytesIO()
+    frames[0].save(animated, format="PNG", save_all=True, append_images=frames[1:])
+    still = io.BytesIO()
+    frames[0].save(still, format="PNG")
+    shard = tmp_path / "0.tar"
+    with tarfile.open(shard, "w") as archive:
+        for key, data in (("anim", animated.getvalue()), ("still", still.getvalue())):
+            info = tarfile.TarInfo(f"{key}.png")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    scorer = ImageScorer(saved_tiny_model, key_column="key", view_policy="center")
+    os.makedirs(tmp_path / "out")
+    with caplog.at_level("INFO", logger="modeling_uniqa.score_shards"):
+        counts = score_shards.score_shards(scorer, [str(shard)], str(tmp_path / "out"), workers=0, show_progress=False)
+    assert counts == {"shards": 1, "images": 2, "errors": 0, "multi_frame": 1}
+    assert "Scored on its first frame of 3: anim" in caplog.text
+    rows = pq.read_table(tmp_path / "out" / "0.parquet").to_pylist()
+    assert rows[0]["score"] == pytest.approx(rows[1]["score"], abs=1e-6)  # the first frame is the still image
