@@ -268,9 +268,13 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     without a ``module.`` prefix. Tensors keep their stored dtype.
 
     Raises:
-        ValueError: for a TorchScript archive, a file holding non-tensor Python objects, or
-            anything that is not a state_dict.
+        FileNotFoundError: when ``path`` is not a file.
+        ValueError: for a TorchScript archive, a file holding non-tensor Python objects, a file
+            that is no ``torch.save`` checkpoint (empty, truncated, text, ...), or anything that
+            is not a state_dict.
     """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: not a checkpoint file (missing, or a folder)")
     if _is_torchscript_archive(path):
         raise ValueError(
             f"{path} is a TorchScript archive (like OpenAI's released ViT-B-16.pt). If you trust it, "
@@ -280,10 +284,27 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except UnpicklingError as error:
         raise ValueError(
-            f"{path} holds objects other than tensors and plain containers; refusing to unpickle it "
-            "(torch.load weights_only=True)"
+            f"{path} holds objects other than tensors and plain containers, or is no torch.save checkpoint; "
+            f"refusing to unpickle it (torch.load weights_only=True: {_weights_only_reason(error)})"
+        ) from error
+    except (EOFError, KeyError, RuntimeError, OSError) as error:
+        # torch's own errors for an empty, truncated or non-checkpoint file (a bare EOFError, KeyError: 101, ...).
+        raise ValueError(
+            f"{path} ({os.path.getsize(path)} bytes) is not a readable torch.save checkpoint: empty, truncated or "
+            f"another kind of file ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'})"
         ) from error
     return unwrap_state_dict(checkpoint, source=str(path))
+
+
+def _weights_only_reason(error: UnpicklingError) -> str:
+    """The line of torch's long weights_only message that says what was refused."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        for line in text.split(marker, 1)[1].splitlines():
+            if line.strip():
+                return line.strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def openai_to_hf_clip(

@@ -646,7 +646,21 @@ class UniQAModel(UniQAPreTrainedModel):
         `pipeline(model=dir, trust_remote_code=True)` works where this package is absent.
 
         The remote-code files are always (re)written, so re-saving into an existing folder never
-        leaves code from an older version beside new weights."""
+        leaves code from an older version beside new weights. They are copied from this file's
+        folder, also when this file runs as remote code; a file missing there is an error before
+        anything is written."""
+        # Imported for transformers' sake: a relative import here makes it copy pipeline_uniqa.py
+        # into the remote-code module folder beside this file, so a model loaded with
+        # trust_remote_code=True re-saves a folder whose `pipeline(...)` still works.
+        from .pipeline_uniqa import ImageQualityPipeline  # noqa: F401
+
+        source_dir = os.path.dirname(os.path.abspath(__file__))
+        missing = [name for name in REMOTE_CODE_FILES if not os.path.isfile(os.path.join(source_dir, name))]
+        if missing:
+            raise FileNotFoundError(
+                f"{source_dir}: lacks the remote-code files {', '.join(missing)}; the saved folder would not load "
+                "with trust_remote_code=True. Save from an installed uniqa-hf package."
+            )
         for head in self.head_names:
             module, _ = self._head(head)
             if torch.isnan(module.prompt_embeds).any() and module.prompt_input_ids is not None:
@@ -656,11 +670,10 @@ class UniQAModel(UniQAPreTrainedModel):
             super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             del self.config.custom_pipelines
-        source_dir = os.path.dirname(os.path.abspath(__file__))
         for name in REMOTE_CODE_FILES:
             source = os.path.join(source_dir, name)
             target = os.path.join(save_directory, name)
-            if os.path.isfile(source) and not (os.path.isfile(target) and os.path.samefile(source, target)):
+            if not (os.path.isfile(target) and os.path.samefile(source, target)):
                 shutil.copyfile(source, target)
         if not os.path.isfile(os.path.join(save_directory, "preprocessor_config.json")):
             self.default_image_processor().save_pretrained(save_directory)
