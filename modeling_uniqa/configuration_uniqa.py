@@ -98,7 +98,13 @@ RUNNING_AS_REMOTE_CODE = __name__.startswith("transformers_modules.")
 
 
 def _mos_bounds(mos_range) -> tuple[float, float]:
-    low, high = float(mos_range[0]), float(mos_range[1])
+    # Exactly two values: a third one (e.g. [0, 50, 100]) would be dropped and the scale be wrong.
+    if isinstance(mos_range, (str, bytes)) or not hasattr(mos_range, "__len__") or len(mos_range) != 2:
+        raise ValueError(f"`mos_range` must be [low, high] (two numbers), got {mos_range!r}.")
+    try:
+        low, high = float(mos_range[0]), float(mos_range[1])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"`mos_range` must be [low, high] (two numbers), got {mos_range!r}.") from error
     if not high > low:
         raise ValueError(f"`mos_range` must be [low, high] with high > low, got {list(mos_range)}.")
     return low, high
@@ -188,6 +194,33 @@ def check_head_name(name) -> str:
     return name
 
 
+# Types of the head settings that config.json may hold: a string "false" for a boolean would be
+# truthy (a DMOS head read as MOS), so wrong types are refused when the config is read.
+HEAD_BOOLEAN_FIELDS = ("use_adapter", "adapter_bias", "adapter_final_relu", "mos_higher_is_better")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_head_types(settings: dict, where: str) -> None:
+    """Raise a `ValueError` naming `where` and the field for a setting of the wrong type."""
+    problems = [f"`{field}` must be true or false, got {settings[field]!r}" for field in HEAD_BOOLEAN_FIELDS if not isinstance(settings[field], bool)]
+    if not isinstance(settings["adapter_reduction"], int) or isinstance(settings["adapter_reduction"], bool):
+        problems.append(f"`adapter_reduction` must be an integer, got {settings['adapter_reduction']!r}")
+    if not _is_number(settings["adapter_residual_ratio"]):
+        problems.append(f"`adapter_residual_ratio` must be a number, got {settings['adapter_residual_ratio']!r}")
+    if settings["temperature"] is not None and not _is_number(settings["temperature"]):
+        problems.append(f"`temperature` must be a number or null, got {settings['temperature']!r}")
+    levels = settings["initial_level_scores"]
+    if not isinstance(levels, (list, tuple)) or not all(_is_number(value) for value in levels):
+        problems.append(f"`initial_level_scores` must be a list of numbers, got {levels!r}")
+    if settings["training_dataset"] is not None and not isinstance(settings["training_dataset"], str):
+        problems.append(f"`training_dataset` must be a string or null, got {settings['training_dataset']!r}")
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems) + ".")
+
+
 def check_head_settings(settings: dict, where: str = "config") -> dict:
     """Validate and fill in one head's settings (`HEAD_FIELDS`), in place; returns them.
 
@@ -215,6 +248,7 @@ def check_head_settings(settings: dict, where: str = "config") -> dict:
         )
     if settings["initial_level_scores"] is None:
         settings["initial_level_scores"] = [0.2, 0.4, 0.6, 0.8, 1.0]
+    _check_head_types(settings, where)
     if len(settings["initial_level_scores"]) != len(LEVEL_NAMES):
         raise ValueError(f"{where}: `initial_level_scores` needs {len(LEVEL_NAMES)} values, got {settings['initial_level_scores']}.")
     if settings["task"] not in TASKS:
@@ -373,6 +407,10 @@ class UniQAConfig(PromptGroupsView, PreTrainedConfig):
         for field, value in settings.items():
             setattr(self, field, value)
         parse_view_policy(self.view_policy)
+        if not isinstance(self.view_seed, int) or isinstance(self.view_seed, bool):
+            raise ValueError(f"config: `view_seed` must be an integer, got {self.view_seed!r}.")
+        if self.heads is not None and not isinstance(self.heads, dict):
+            raise ValueError(f"config: `heads` must be a dict {{name: settings}}, got {type(self.heads).__name__}.")
         heads = {}
         for name, head_settings in (self.heads or {}).items():
             if name == DEFAULT_HEAD:

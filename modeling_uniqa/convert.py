@@ -10,8 +10,10 @@ image processor and CLIP tokenizer.
 """
 
 import argparse
+import json
 import logging
 import os
+import shutil
 
 import torch
 
@@ -74,15 +76,70 @@ def _is_hf_clip_dir(path) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
 
 
+def load_hf_clip(folder):
+    """The `CLIPModel` of an HF CLIP folder in float32, every tensor from the checkpoint.
+
+    `CLIPModel.from_pretrained` alone initialises missing or wrongly shaped tensors at random
+    with only a logged report, and reads other model types' folders as CLIP: here those are a
+    `ValueError` naming the folder and the tensors."""
+    from transformers import CLIPModel
+
+    config_path = os.path.join(folder, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            model_type = json.load(handle).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(f"{config_path}: not a readable JSON config ({error}).") from error
+    if model_type != "clip":
+        raise ValueError(
+            f"{config_path}: model_type is {model_type!r}, not 'clip': only a full HF CLIP (both towers) converts"
+            + (" (this is a UniQA model folder already)" if model_type == UniQAConfig.model_type else "")
+            + "."
+        )
+    try:
+        clip, info = CLIPModel.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{folder}: cannot load the HF CLIP ({type(error).__name__}: {' '.join(str(error).split())[:300]}).") from error
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"lacks {len(info['missing_keys'])} tensors ({', '.join(sorted(info['missing_keys'])[:3])}, ...)")
+    if info.get("mismatched_keys"):
+        problems.append(f"has {len(info['mismatched_keys'])} tensors of other shapes than its config.json ({', '.join(str(key) for key in sorted(info['mismatched_keys'])[:3])}, ...)")
+    if problems:
+        raise ValueError(f"{folder}: the CLIP checkpoint " + " and ".join(problems) + "; they would be random weights.")
+    return clip
+
+
+def check_output_folder(output_dir, overwrite: bool) -> None:
+    """Refuse to write into an existing non-empty folder (stale files such as another model's
+    image processor, weight shards or card would be mixed into the new one) unless `overwrite`,
+    which replaces a UniQA model folder (one with config.json) and nothing else."""
+    if not os.path.exists(output_dir):
+        return
+    if not os.path.isdir(output_dir):
+        raise ValueError(f"{output_dir}: exists and is not a folder.")
+    entries = sorted(os.listdir(output_dir))
+    if not entries:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{output_dir}: exists and is not empty ({', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}); "
+            "pick a new folder, or pass --overwrite to replace a model folder whole."
+        )
+    if "config.json" not in entries:
+        raise ValueError(f"{output_dir}: --overwrite replaces model folders only, and this one has no config.json; remove it yourself.")
+
+
 def convert(
-    checkpoint, output_dir=None, adapter=None, tokenizer=None, dtype=torch.float32, head_dim=64, **config_kwargs
+    checkpoint, output_dir=None, adapter=None, tokenizer=None, dtype=torch.float32, head_dim=64, overwrite=False, **config_kwargs
 ) -> UniQAModel:
     """Build a UniQA model from a checkpoint and optionally save the complete folder.
 
     Args:
         checkpoint: an OpenAI-format CLIP file (`UniQA_weight.pt`, any ViT size) or an HF CLIP
             folder (such as a local copy of `openai/clip-vit-base-patch16`).
-        output_dir: where to save the model, image processor and tokenizer (`None`: don't).
+        output_dir: where to save the model, image processor and tokenizer (`None`: don't). An
+            existing non-empty folder is refused (`ValueError`) unless `overwrite`.
         adapter: the authors' adapter weights (`adapter.fc.*`, `score_level`); without them the
             model is zero-shot (`use_adapter=False`) unless `use_adapter=True` is passed.
         tokenizer: a tokenizer (object or folder) matching the CLIP vocabulary; default: the one
@@ -90,13 +147,15 @@ def convert(
             vocabulary is OpenAI's (see `resolve_prompt_tokenizer`).
         dtype: dtype of the saved weights.
         head_dim: attention head width of an OpenAI-format checkpoint (64 in every OpenAI CLIP).
+        overwrite: replace an existing model folder (one with config.json) at `output_dir`
+            whole, after the conversion succeeded; nothing of the old folder is kept.
         **config_kwargs: `UniQAConfig` fields (prompt_groups, task, mos_range, view_policy, ...).
     """
+    if output_dir is not None:
+        check_output_folder(output_dir, overwrite)
     adapter_state = load_adapter_checkpoint(adapter) if adapter is not None else None
     if _is_hf_clip_dir(checkpoint):
-        from transformers import CLIPModel
-
-        clip = CLIPModel.from_pretrained(checkpoint, dtype=torch.float32)
+        clip = load_hf_clip(checkpoint)
         tokenizer_source = checkpoint  # the folder: its own tokenizer when it fits
     elif os.path.isfile(checkpoint):
         clip = tokenizer_source = openai_to_hf_clip(checkpoint, dtype=torch.float32, head_dim=head_dim)
@@ -127,6 +186,8 @@ def convert(
     model = model.to(dtype).eval()
 
     if output_dir is not None:
+        if os.path.isdir(output_dir) and os.listdir(output_dir):  # checked above: a model folder, overwrite asked
+            shutil.rmtree(output_dir)
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         from model_cards import write_model_card
@@ -154,6 +215,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--training-dataset", help="Name of the adapter's training dataset (for cards and messages).")
     parser.add_argument("--view-policy", default="random10", help="Default test-time views (random10, center, five_crop, ten_crop, resize).")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the saved weights.")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Replace an existing model folder at --output whole (default: an existing non-empty folder is refused).",
+    )
 
 
 def run(args) -> int:
@@ -173,6 +238,7 @@ def run(args) -> int:
             adapter=args.adapter,
             tokenizer=args.tokenizer,
             dtype=getattr(torch, args.dtype),
+            overwrite=args.overwrite,
             **config_kwargs,
         )
     except (ValueError, FileNotFoundError) as error:

@@ -140,6 +140,35 @@ def test_hf_clip_folder(tmp_path):
     assert model.config.prompt_group_names == ["default"]
 
 
+def test_faulty_hf_clip_folders_and_existing_outputs_are_refused(tmp_path, caplog):
+    """Missing tensors were random weights and a UniQA folder lost its head, silently; an
+    existing output kept another model's files (here a 224 px image processor) beside the new one."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    clip_dir = tmp_path / "clip"
+    CLIPModel(CLIPConfig(**tiny_clip_config())).save_pretrained(clip_dir)
+    build_tiny_tokenizer().save_pretrained(clip_dir)
+    output = tmp_path / "uniqa"
+    convert(str(clip_dir), output_dir=str(output))
+    with pytest.raises(ValueError, match=r"uniqa/config.json: model_type is 'uniqa', not 'clip'.*a UniQA model folder already"):
+        convert(str(output))
+    with pytest.raises(ValueError, match=r"uniqa: exists and is not empty .*--overwrite"):
+        convert(str(clip_dir), output_dir=str(output))
+    (output / "preprocessor_config.json").write_text('{"image_processor_type": "UniQAImageProcessor", "crop_size": 224}')
+    assert uniqa_main(["convert", "--checkpoint", str(clip_dir), "--output", str(output), "--overwrite"]) == 0
+    assert json.loads((output / "preprocessor_config.json").read_text())["crop_size"] == 32
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert uniqa_main(["convert", "--checkpoint", str(clip_dir), "--output", str(tmp_path / "notes"), "--overwrite"]) == 2
+    assert "replaces model folders only" in caplog.text and (tmp_path / "notes" / "todo.txt").is_file()
+
+    weights = load_file(clip_dir / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if ".layers.1." not in k}, clip_dir / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"clip: the CLIP checkpoint lacks \d+ tensors \(text_model.encoder.layers.1"):
+        convert(str(clip_dir))
+
+
 def test_tokenizer_of_another_vocabulary_is_refused(release, tmp_path):
     """The OpenAI-vocabulary release with a tokenizer that does not fit it: refused, named."""
     build_tiny_tokenizer().save_pretrained(tmp_path / "tiny_tokenizer")

@@ -230,3 +230,18 @@ def test_non_dict_refused(tmp_path):
     torch.save(torch.zeros(3), path)
     with pytest.raises(ValueError, match=r"expected a state_dict \(dict\), got Tensor"):
         load_state_dict_file(path)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [(b"", "EOFError"), (b"hello world\n", "KeyError"), (b'{"a": 1}', "Unsupported operand")],
+    ids=["empty", "text", "json"],
+)
+def test_files_that_are_no_checkpoint_are_named(tmp_path, content, reason):
+    """Empty or foreign files gave a bare `EOFError` / `KeyError: 101` (a traceback from `uniqa convert`)."""
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"weights.pt .*(not a readable torch.save checkpoint|no torch.save checkpoint).*{reason}"):
+        load_state_dict_file(path)
+    with pytest.raises(FileNotFoundError, match="not a checkpoint file"):
+        load_state_dict_file(tmp_path)

@@ -62,6 +62,12 @@ def seven_level_scores_in_config(folder):
     (folder / "config.json").write_text(json.dumps(config))
 
 
+def dmos_flag_as_a_string(folder):
+    config = json.loads((folder / "config.json").read_text())
+    config["mos_higher_is_better"] = "false"  # truthy: the DMOS head would have been read as MOS
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def not_uniqa(folder):
     config = json.loads((folder / "config.json").read_text())
     config["model_type"] = "clip"
@@ -77,6 +83,7 @@ FAULTS = [
     (missing_tensor, r"model.safetensors: lacks tensors that config.json needs: adapter\."),
     (no_weights, r"model.safetensors: missing; no weights in"),
     (seven_level_scores_in_config, r"config.json: invalid UniQA config \(.*initial_level_scores"),
+    (dmos_flag_as_a_string, r"config.json: invalid UniQA config \(.*`mos_higher_is_better` must be true or false"),
     (not_uniqa, r"config.json: model_type is 'clip', not 'uniqa'"),
 ]
 

@@ -156,6 +156,24 @@ def test_unknown_prompt_group_is_named():
         UniQAConfig(prompt_groups=[["a", "b"]])
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("mos_range", [0, 50, 100], r"`mos_range` must be \[low, high\] \(two numbers\)"),  # was read as [0, 50]
+        ("mos_higher_is_better", "false", r"`mos_higher_is_better` must be true or false"),  # a truthy string: DMOS read as MOS
+        ("use_adapter", "no", r"`use_adapter` must be true or false"),
+        ("temperature", "hot", r"`temperature` must be a number or null"),
+        ("view_seed", "abc", r"`view_seed` must be an integer"),
+        ("heads", ["sharpness"], r"`heads` must be a dict"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_refused(field, value, message):
+    """config.json values of the wrong type fail when the config is read, naming the field,
+    not later while scoring (or never, giving wrong scores)."""
+    with pytest.raises(ValueError, match=message):
+        UniQAConfig(clip_config=tiny_clip_config(), **{field: value})
+
+
 def test_training_text_tower_refreshes_cache(tiny_model_factory):
     model = tiny_model_factory()
     model.train()
@@ -343,6 +361,17 @@ def test_resave_rewrites_stale_remote_code(tiny_model_factory, tmp_path):
     for name in REMOTE_CODE_FILES:
         with open(os.path.join(package_dir, name)) as handle:
             assert (tmp_path / name).read_text() == handle.read(), name
+
+
+def test_save_refuses_when_remote_code_is_missing(tiny_model_factory, tmp_path, monkeypatch):
+    """A folder saved without one of its remote-code files would not load with
+    trust_remote_code=True: the save stops before writing anything, naming the file."""
+    import modeling_uniqa.modeling_uniqa as modeling_module
+
+    monkeypatch.setattr(modeling_module, "REMOTE_CODE_FILES", (*REMOTE_CODE_FILES, "gone_uniqa.py"))
+    with pytest.raises(FileNotFoundError, match="gone_uniqa.py"):
+        tiny_model_factory().save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
 
 
 def test_mos_score_mapping_on_floats_arrays_and_tensors():

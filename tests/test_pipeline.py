@@ -127,7 +127,9 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
     scorer = pipeline(model=model_dir, trust_remote_code=True)
     piped = [r["score"] for r in scorer(images, batch_size=2)]
     kept_going = scorer([*images, sys.argv[3]], batch_size=2, errors="return")
-    print(json.dumps({"module": type(model).__module__, "direct": direct, "pipeline": piped, "kept_going": kept_going}))
+    model.save_pretrained(sys.argv[4])  # a remote-code model re-saves a complete folder
+    resaved = [r["score"] for r in pipeline(model=sys.argv[4], trust_remote_code=True)(images, batch_size=2)]
+    print(json.dumps({"module": type(model).__module__, "direct": direct, "pipeline": piped, "kept_going": kept_going, "resaved": resaved}))
     """
 )
 
@@ -139,7 +141,7 @@ def test_fresh_process_remote_code(saved_tiny_model, image_files, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"garbage")
     completed = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, saved_tiny_model, json.dumps(image_files), str(bad)],
+        [sys.executable, "-c", FRESH_PROCESS_SCRIPT, saved_tiny_model, json.dumps(image_files), str(bad), str(tmp_path / "resaved")],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -152,6 +154,7 @@ def test_fresh_process_remote_code(saved_tiny_model, image_files, tmp_path):
     expected = direct_scores(saved_tiny_model, image_files)
     np.testing.assert_allclose(result["direct"], expected, atol=1e-6)
     np.testing.assert_allclose(result["pipeline"], expected, atol=1e-6)
+    np.testing.assert_allclose(result["resaved"], expected, atol=1e-6)
     kept_going = result["kept_going"]  # errors="return" through remote code
     np.testing.assert_allclose([r["score"] for r in kept_going[:-1]], expected, atol=1e-6)
     assert set(kept_going[-1]) == {"error"} and "broken.jpg" in kept_going[-1]["error"]
