@@ -145,6 +145,8 @@ def results_to_eval_results(results, task: str) -> list:
             raise ModelCardError(f"results[{index}] ({result['dataset']}): give 'srcc' and/or 'plcc'.")
         for key, value in metrics:
             try:
+                if isinstance(value, bool):  # float(True) is 1.0: a flag passed by mistake, not a correlation
+                    raise TypeError(value)
                 value = float(value)
             except (TypeError, ValueError) as error:
                 raise ModelCardError(f"results[{index}] ({result['dataset']}): {key}={value!r} is not a number.") from error

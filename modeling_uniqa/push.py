@@ -21,8 +21,13 @@ logger = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 MODEL_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-# Never uploaded: training leftovers and caches that can sit in a model folder.
-IGNORE_PATTERNS = ["checkpoint-*/**", "checkpoints/**", ".cache/**", "__pycache__/**", "*.pyc", "*.tmp", "*.lock"]
+# Never uploaded: training leftovers and caches that can sit in a model folder, and hidden files
+# and folders (a crashed training run's `.model.partial/` weights copy, `.env`, editor files).
+# Patterns are fnmatch'ed on the relative path, where `*` also matches `/`.
+IGNORE_PATTERNS = [
+    "checkpoint-*/**", "checkpoints/**", ".cache/**", "__pycache__/**", "*/__pycache__/**", "*.pyc", "*.tmp", "*.lock",
+    ".*", "*/.*",
+]
 
 
 class PushError(ValueError):
@@ -81,6 +86,18 @@ def stale_remote_code(directory) -> list:
     return problems
 
 
+def uploaded_files(directory) -> list:
+    """The paths (relative, `/`-separated) of `directory` that `push_to_hub` uploads."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    paths = [
+        os.path.relpath(os.path.join(root, name), directory).replace(os.sep, "/")
+        for root, _, names in os.walk(directory)
+        for name in names
+    ]
+    return sorted(filter_repo_objects(paths, ignore_patterns=IGNORE_PATTERNS))
+
+
 def push_to_hub(
     directory,
     repo_id: str,
@@ -121,9 +138,7 @@ def push_to_hub(
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
     if revision is not None:
         api.create_branch(repo_id=repo_id, repo_type="model", branch=revision, exist_ok=True)
-    size = sum(
-        os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(directory) for name in names
-    )
+    size = sum(os.path.getsize(os.path.join(directory, path)) for path in uploaded_files(directory))
     logger.info("Uploading %s (%s, %.1f MB) to %s", directory, kind, size / 1e6, repo_id)
     return api.upload_folder(
         repo_id=repo_id,

@@ -125,6 +125,9 @@ def test_bad_inputs_are_named(model_dir, tmp_path):
         write_model_card(model_dir, results=[KONIQ, dict(CLIVE, srcc=1.5)])
     with pytest.raises(ModelCardError, match="unknown keys"):
         write_model_card(model_dir, results=[dict(KONIQ, sroc=0.9)])
+    for not_a_correlation in (float("nan"), True):  # NaN: undefined; True was written as 1.0
+        with pytest.raises(ModelCardError, match=r"results\[0\] \(koniq10k\): srcc=(nan|True) is not"):
+            write_model_card(model_dir, results=[dict(KONIQ, srcc=not_a_correlation)])
     with pytest.raises(ModelCardError, match="neither a UniQA model"):
         write_model_card(tmp_path)
     assert not os.path.exists(os.path.join(model_dir, "README.md"))  # nothing half-written

@@ -39,6 +39,22 @@ def test_push_model_directory(model_dir, api):
     assert len(card.data.eval_results) == 2
 
 
+def test_leftovers_and_hidden_files_are_not_uploaded(model_dir, api):
+    """A crashed training run's `.model.partial/` (a full weights copy) and dotfiles such as
+    `.env` were uploaded; what huggingface_hub would send is checked with its own filter."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    before = sorted(os.listdir(model_dir))
+    for leftover in ("checkpoint-3/model.safetensors", ".model.partial/model.safetensors", ".env", "__pycache__/x.pyc", "sub/__pycache__/y.pyc"):
+        os.makedirs(os.path.dirname(os.path.join(model_dir, leftover)), exist_ok=True)
+        with open(os.path.join(model_dir, leftover), "w") as handle:
+            handle.write("x")
+    push_to_hub(model_dir, "my-org/uniqa-koniq", api=api)
+    every_file = [os.path.relpath(os.path.join(root, name), model_dir) for root, _, names in os.walk(model_dir) for name in names]
+    sent = sorted(filter_repo_objects(every_file, ignore_patterns=api.upload_folder.call_args.kwargs["ignore_patterns"]))
+    assert sent == before
+
+
 def test_push_adapter_directory_is_small(tiny_model_factory, api, tmp_path, caplog):
     adapter_dir = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name="my-org/uniqa-base")
     push_to_hub(adapter_dir, "my-org/uniqa-adapter", api=api)
