@@ -5,6 +5,7 @@ only `torch`, `transformers`, PIL, numpy and its sibling files.
 """
 
 import io
+import numbers
 import os
 import stat
 
@@ -17,6 +18,34 @@ from .configuration_uniqa import parse_view_policy
 
 DEFAULT_MAX_ASPECT_RATIO = 100.0
 UPSCALE_IN_ONE_PIECE = 8  # upscaled images up to this many views' pixels are resized whole
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_settings(crop_size, shortest_edge, view_seed, image_mean, image_std, max_aspect_ratio, jpeg_draft) -> None:
+    """Raise a `ValueError` naming the setting for values of the wrong type or range (read from
+    preprocessor_config.json): a string "false" for `jpeg_draft` would be true, a crop of 0 or
+    one mean for three channels would score something else, never raising."""
+    problems = []
+    if not _is_integer(crop_size) or crop_size < 1:
+        problems.append(f"`crop_size` must be a positive integer, got {crop_size!r}")
+    if shortest_edge is not None and (not _is_integer(shortest_edge) or shortest_edge < 1):
+        problems.append(f"`shortest_edge` must be a positive integer or null, got {shortest_edge!r}")
+    if not _is_integer(view_seed):
+        problems.append(f"`view_seed` must be an integer, got {view_seed!r}")
+    for name, values in (("image_mean", image_mean), ("image_std", image_std)):
+        if len(values) != 3 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+            problems.append(f"`{name}` must be 3 numbers (R, G, B), got {values!r}")
+    if not problems and not all(v > 0 for v in image_std):
+        problems.append(f"`image_std` must be positive, got {image_std!r}")
+    if not isinstance(max_aspect_ratio, numbers.Real) or isinstance(max_aspect_ratio, bool) or not max_aspect_ratio >= 1:
+        problems.append(f"`max_aspect_ratio` must be >= 1, got {max_aspect_ratio!r}")
+    if not isinstance(jpeg_draft, bool):
+        problems.append(f"`jpeg_draft` must be true or false, got {jpeg_draft!r}")
+    if problems:
+        raise ValueError("UniQAImageProcessor: " + "; ".join(problems) + ".")
 
 
 class UniQAImageError(ValueError):
@@ -354,17 +383,18 @@ class UniQAImageProcessor(BaseImageProcessor):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not max_aspect_ratio >= 1:
-            raise ValueError(f"`max_aspect_ratio` must be >= 1, got {max_aspect_ratio}.")
+        image_mean = list(image_mean if image_mean is not None else OPENAI_CLIP_MEAN)
+        image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
+        _check_settings(crop_size, shortest_edge, view_seed, image_mean, image_std, max_aspect_ratio, jpeg_draft)
         self.max_aspect_ratio = float(max_aspect_ratio)
         parse_view_policy(view_policy)
         self.crop_size = int(crop_size)
-        self.shortest_edge = shortest_edge
+        self.shortest_edge = None if shortest_edge is None else int(shortest_edge)
         self.view_policy = view_policy
         self.view_seed = int(view_seed)
-        self.image_mean = list(image_mean if image_mean is not None else OPENAI_CLIP_MEAN)
-        self.image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
-        self.jpeg_draft = bool(jpeg_draft)
+        self.image_mean = image_mean
+        self.image_std = image_std
+        self.jpeg_draft = jpeg_draft
 
     def draft_size(self, view_policy: str | None = None) -> int | None:
         """The short side a JPEG may be draft-decoded down to for `view_policy` (default the

@@ -134,6 +134,15 @@ def test_score_with_a_missing_model_folder(tmp_path, caplog):
 def test_a_broken_image_processor_config_is_named(model_copy):
     from modeling_uniqa.model_folder import load_image_processor
 
-    (model_copy / "preprocessor_config.json").write_text('{"crop_size": 32, "view_policy": "eleven_crop"}')
-    with pytest.raises(ModelFolderError, match=r"preprocessor_config.json: invalid image processor config \(.*view policy"):
-        load_image_processor(str(model_copy), load_model_folder(model_copy))
+    model = load_model_folder(model_copy)
+    for settings, message in [
+        ('{"crop_size": 32, "view_policy": "eleven_crop"}', "view policy"),
+        # These loaded and scored otherwise: "false" is truthy, a crop of 0 gave empty views, one
+        # mean was broadcast over the three channels.
+        ('{"crop_size": 32, "jpeg_draft": "false"}', "`jpeg_draft` must be true or false"),
+        ('{"crop_size": 0}', "`crop_size` must be a positive integer"),
+        ('{"crop_size": 32, "image_mean": [0.5]}', "`image_mean` must be 3 numbers"),
+    ]:
+        (model_copy / "preprocessor_config.json").write_text(settings)
+        with pytest.raises(ModelFolderError, match=rf"preprocessor_config.json: invalid image processor config \(.*{message}"):
+            load_image_processor(str(model_copy), model)
