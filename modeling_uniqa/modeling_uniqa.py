@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput
 
 from .clip_tokenizer import DEFAULT_MERGES_PATH, is_openai_vocab, openai_clip_tokenizer, resolve_prompt_tokenizer
 from .configuration_uniqa import (
@@ -665,6 +665,12 @@ class UniQAModel(UniQAPreTrainedModel):
             module, _ = self._head(head)
             if torch.isnan(module.prompt_embeds).any() and module.prompt_input_ids is not None:
                 self.refresh_prompt_embeds(head)
+        # transformers deletes old shards but not a `model.safetensors` (or index) of the other
+        # layout, and loading prefers `model.safetensors`: a sharded save over an unsharded one
+        # would load the old weights.
+        for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME):
+            if os.path.isfile(os.path.join(save_directory, name)):
+                os.remove(os.path.join(save_directory, name))
         self.config.custom_pipelines = CUSTOM_PIPELINES
         try:
             super().save_pretrained(save_directory, *args, **kwargs)

@@ -363,6 +363,19 @@ def test_resave_rewrites_stale_remote_code(tiny_model_factory, tmp_path):
             assert (tmp_path / name).read_text() == handle.read(), name
 
 
+def test_resave_in_another_shard_layout_loads_the_new_weights(tiny_model_factory, tmp_path):
+    """A sharded save over an unsharded one left the old model.safetensors, which loading prefers."""
+    x = pixels(2)
+    old, new = tiny_model_factory(seed=0), tiny_model_factory(seed=1)
+    old.save_pretrained(tmp_path)
+    new.save_pretrained(tmp_path, max_shard_size="50KB")
+    assert not (tmp_path / "model.safetensors").exists() and (tmp_path / "model.safetensors.index.json").is_file()
+    with torch.no_grad():
+        torch.testing.assert_close(UniQAModel.from_pretrained(tmp_path).eval()(pixel_values=x).scores, new(pixel_values=x).scores)
+    old.save_pretrained(tmp_path)  # and back: no index naming deleted shards is left
+    assert sorted(name for name in os.listdir(tmp_path) if name.startswith("model.") or name.startswith("model-")) == ["model.safetensors"]
+
+
 def test_save_refuses_when_remote_code_is_missing(tiny_model_factory, tmp_path, monkeypatch):
     """A folder saved without one of its remote-code files would not load with
     trust_remote_code=True: the save stops before writing anything, naming the file."""
