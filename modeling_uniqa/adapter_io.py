@@ -22,7 +22,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from .configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS
+from .configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS, check_head_settings, parse_view_policy
 from .fingerprints import state_digest
 from .modeling_uniqa import UniQAModel
 
@@ -129,6 +129,9 @@ def read_adapter_config(adapter_directory) -> dict:
         raise ValueError(f"{path}: not valid JSON ({error}).") from error
     if not isinstance(metadata, dict) or metadata.get("format") != "uniqa-adapter":
         raise ValueError(f"{path}: not a UniQA adapter description (missing \"format\": \"uniqa-adapter\").")
+    for key, kind in (("format_version", int), ("base_model", dict), ("config", dict)):
+        if key in metadata and not isinstance(metadata[key], kind):
+            raise ValueError(f"{path}: {key!r} must be a JSON {'integer' if kind is int else 'object'}, got {metadata[key]!r}.")
     if metadata.get("format_version", 0) > ADAPTER_FORMAT_VERSION:
         raise ValueError(
             f"{path}: adapter format version {metadata['format_version']} is newer than this package reads "
@@ -141,6 +144,15 @@ def read_adapter_config(adapter_directory) -> dict:
     missing = [field for field in ("adapter_reduction", "prompt_groups", "prompt_input_ids") if config.get(field) is None]
     if missing:
         raise ValueError(f"{path}: config lacks {', '.join(missing)}.")
+    # Settings are checked here, so a bad value is named in this file, not after loading a base
+    # (a wrong view policy was only found while scoring).
+    check_head_settings({field: config[field] for field in HEAD_FIELDS if field in config}, where=path)
+    try:
+        parse_view_policy(config.get("view_policy", "random10"))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    if not isinstance(config.get("view_seed", 0), int) or isinstance(config.get("view_seed"), bool):
+        raise ValueError(f"{path}: `view_seed` must be an integer, got {config['view_seed']!r}.")
     return metadata
 
 

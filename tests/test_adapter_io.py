@@ -118,6 +118,21 @@ def test_bad_directories(trained, tiny_model_factory, tmp_path):
     with pytest.raises(ValueError, match=f"{ADAPTER_CONFIG_NAME}: not valid JSON"):
         load_adapter(trained, adapter_dir)
     save_adapter(trained, adapter_dir, write_card=False)
+    good = json.loads((tmp_path / "adapter" / ADAPTER_CONFIG_NAME).read_text())
+    # A wrong view policy was set on the model and failed only while scoring; the others raised
+    # a bare TypeError / AttributeError, or (a DMOS flag as a string) loaded as MOS.
+    for change, message in [
+        (lambda meta: meta["config"].update(view_policy="nope"), "Unknown view policy 'nope'"),
+        (lambda meta: meta["config"].update(mos_higher_is_better="false"), "`mos_higher_is_better` must be true or false"),
+        (lambda meta: meta.update(format_version="2"), "'format_version' must be a JSON integer"),
+        (lambda meta: meta.update(base_model=["x"]), "'base_model' must be a JSON object"),
+    ]:
+        bad = json.loads(json.dumps(good))
+        change(bad)
+        (tmp_path / "adapter" / ADAPTER_CONFIG_NAME).write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=rf"{ADAPTER_CONFIG_NAME}: {message}"):
+            load_adapter(trained, adapter_dir)
+    save_adapter(trained, adapter_dir, write_card=False)
     os.remove(os.path.join(adapter_dir, ADAPTER_WEIGHTS_NAME))
     with pytest.raises(FileNotFoundError, match=ADAPTER_WEIGHTS_NAME):
         load_adapter(trained, adapter_dir)
