@@ -21,6 +21,7 @@ import tempfile
 
 from .adapter_io import ADAPTER_CONFIG_NAME, backbone_digest, check_backbone, read_adapter_config, read_adapter_head
 from .configuration_uniqa import DEFAULT_HEAD, UniQAConfig
+from .model_folder import check_model_folder
 from .modeling_uniqa import UniQAModel
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def head_from_source(model: UniQAModel, source, source_head: str | None = None) 
         return read_adapter_head(source, model)
     if not os.path.isfile(os.path.join(source, "config.json")):
         raise FileNotFoundError(f"{source}: neither a UniQA model folder (config.json) nor an adapter folder ({ADAPTER_CONFIG_NAME}).")
+    check_model_folder(source)
     other = UniQAModel.from_pretrained(source)
     check_backbone(model, backbone_digest(other.clip), source, other.name_or_path)
     _warn_view_policy(model, source, other.config.view_policy)
@@ -131,6 +133,7 @@ def add_head(
         raise ValueError("Give exactly one of a source folder (--from) or prompt groups (--prompts / --custom-prompts).")
     if name == DEFAULT_HEAD:
         raise ValueError(f"{DEFAULT_HEAD!r} is the model's own head; pick another name.")
+    check_model_folder(model_dir)  # a broken folder is one line naming the file, not a traceback
     model = UniQAModel.from_pretrained(model_dir)
     if name in model.head_names and not replace:
         raise ValueError(f"{model_dir}: already has a head {name!r} (heads: {', '.join(model.head_names)}); remove it first.")
@@ -146,6 +149,7 @@ def add_head(
 
 def remove_head(model_dir, name: str) -> UniQAModel:
     """Remove the named head from the model folder (rewritten atomically); returns the model."""
+    check_model_folder(model_dir)
     model = UniQAModel.from_pretrained(model_dir)
     model.remove_head(name)
     rewrite_model_folder(model, model_dir)

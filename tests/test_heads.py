@@ -122,6 +122,22 @@ def test_foreign_backbone_is_refused_and_folder_kept(folders, caplog):
     assert [name for name in os.listdir(os.path.dirname(directory)) if name.startswith(".")] == []
 
 
+def test_broken_folders_are_one_line_not_a_traceback(folders, caplog):
+    """A truncated or mis-shaped folder raised a SafetensorError / RuntimeError out of `uniqa heads`."""
+    directory = folders["base_dir"]
+    weights = os.path.join(folders["ava_dir"], "model.safetensors")
+    with open(weights, "rb") as handle:
+        data = handle.read()
+    with open(weights, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    assert uniqa_main(["heads", "add", directory, "--from", folders["ava_dir"], "--name", "aesthetics"]) == 2
+    assert "ava/model.safetensors: not a readable safetensors file" in caplog.text
+    shutil.copyfile(weights, os.path.join(directory, "model.safetensors"))
+    assert uniqa_main(["heads", "add", directory, "--prompts", "noise", "--name", "noise"]) == 2
+    assert uniqa_main(["heads", "remove", directory, "--name", "noise"]) == 2
+    assert "base/model.safetensors: not a readable safetensors file" in caplog.text and "Traceback" not in caplog.text
+
+
 def test_single_head_layout_unchanged_and_remove_restores_it(folders, combined, image_files):
     directory = folders["base_dir"]
     with open(os.path.join(directory, "config.json")) as handle:
