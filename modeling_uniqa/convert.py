@@ -110,10 +110,16 @@ def load_hf_clip(folder):
     return clip
 
 
-def check_output_folder(output_dir, overwrite: bool) -> None:
+def check_output_folder(output_dir, overwrite: bool, inputs=()) -> None:
     """Refuse to write into an existing non-empty folder (stale files such as another model's
     image processor, weight shards or card would be mixed into the new one) unless `overwrite`,
-    which replaces a UniQA model folder (one with config.json) and nothing else."""
+    which replaces a UniQA model folder (one with config.json) and nothing else, and never one
+    holding the conversion's `inputs` (checkpoint, adapter, tokenizer paths)."""
+    output = os.path.realpath(output_dir)
+    for source in inputs:
+        source = os.path.realpath(source)
+        if source == output or source.startswith(output + os.sep):
+            raise ValueError(f"{output_dir}: holds the input {source}; write the converted model to another folder.")
     if not os.path.exists(output_dir):
         return
     if not os.path.isdir(output_dir):
@@ -152,7 +158,8 @@ def convert(
         **config_kwargs: `UniQAConfig` fields (prompt_groups, task, mos_range, view_policy, ...).
     """
     if output_dir is not None:
-        check_output_folder(output_dir, overwrite)
+        inputs = [path for path in (checkpoint, adapter, tokenizer) if isinstance(path, (str, os.PathLike))]
+        check_output_folder(output_dir, overwrite, inputs)
     adapter_state = load_adapter_checkpoint(adapter) if adapter is not None else None
     if _is_hf_clip_dir(checkpoint):
         clip = load_hf_clip(checkpoint)

@@ -162,6 +162,8 @@ def test_faulty_hf_clip_folders_and_existing_outputs_are_refused(tmp_path, caplo
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     assert uniqa_main(["convert", "--checkpoint", str(clip_dir), "--output", str(tmp_path / "notes"), "--overwrite"]) == 2
     assert "replaces model folders only" in caplog.text and (tmp_path / "notes" / "todo.txt").is_file()
+    with pytest.raises(ValueError, match=r"clip: holds the input"):  # --overwrite would delete the checkpoint
+        convert(str(clip_dir), output_dir=str(clip_dir), overwrite=True)
 
     weights = load_file(clip_dir / "model.safetensors")
     save_file({k: v for k, v in weights.items() if ".layers.1." not in k}, clip_dir / "model.safetensors", metadata={"format": "pt"})
