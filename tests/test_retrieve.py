@@ -107,6 +107,16 @@ def test_retrieval_ranking_equals_the_models_own_similarities(saved_tiny_model, 
             np.testing.assert_allclose([similarity for _, similarity in result.hits], np.asarray(direct)[order], atol=1e-5)
 
 
+def test_a_query_longer_than_the_context_is_cut_with_a_warning(tiny_model_factory, tiny_tokenizer, caplog):
+    model = tiny_model_factory()
+    long = "blurry " * 40 + "image"  # 200+ tokens, the tiny text tower reads 32
+    embeds = embed_texts(model, tiny_tokenizer, ["good image", long])
+    assert embeds.shape[0] == 2 and torch.isfinite(embeds).all()
+    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [
+        f"{long[:77] + '...'!r} is {len(tiny_tokenizer(long)['input_ids'])} tokens long, the text tower reads 32: only its beginning is embedded."
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # The index folder
 # --------------------------------------------------------------------------------------------
