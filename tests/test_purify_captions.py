@@ -173,6 +173,11 @@ def test_options_change_the_selection_and_resume_checks_them(tmp_path, clip_aes,
     assert f"{IDS[1]}.jpg" in by_image  # 2 comments are enough with --min_captions 2
     with pytest.raises(OutputError, match="top_k"):
         purify(tmp_path, clip_aes, "--resume")  # other settings than the output's
+    clip_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    same = ["--top_k", "2", "--informativeness", "entropy", "--alpha", "0", "--min_captions", "2", "--resume"]
+    with pytest.raises(OutputError, match="tokenizer: was None, now '.*tokenizer'"):
+        purify(tmp_path, clip_aes, *same, "--tokenizer", str(tmp_path / "tokenizer"))
+    assert purify(tmp_path, clip_aes, *same, "--tokenizer", clip_aes) == 0  # the default, named
 
 
 def test_two_processes_and_resume(tmp_path, clip_aes):

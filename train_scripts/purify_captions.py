@@ -258,10 +258,11 @@ def main(args) -> int:
         "top_k": args.top_k, "alpha": args.alpha, "beta": args.beta, "informativeness": args.informativeness,
         "min_captions": args.min_captions, "clip_aes": os.path.abspath(args.clip_aes),
     }
-    output = ShardedOutput(
-        args.output, COLUMNS, KEY_COLUMNS,
-        fingerprint=settings | {"clip_aes_weights": fingerprint_of(args.clip_aes), "dtype": str(dtype)},
-    )
+    tokenizer_dir = os.path.abspath(args.tokenizer or args.clip_aes)
+    fingerprint = settings | {"clip_aes_weights": fingerprint_of(args.clip_aes), "dtype": str(dtype)}
+    if tokenizer_dir != settings["clip_aes"]:  # only then: outputs of runs before this field stay resumable
+        fingerprint["tokenizer"] = tokenizer_dir
+    output = ShardedOutput(args.output, COLUMNS, KEY_COLUMNS, fingerprint=fingerprint)
     output.check(resume=args.resume, overwrite=args.overwrite)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
