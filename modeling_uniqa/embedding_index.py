@@ -3,15 +3,18 @@
 Layout of an index folder:
 
     index.json                   {"format", "version", "fingerprint", "dim", "info",
-                                  "embeddings_file", "entries": [{"path", "size", "mtime_ns"}, ...]}
+                                  "embeddings_file", "entries": [{"path", "size", "mtime_ns", "ctime_ns"}, ...]}
     embeddings-<token>.safetensors   "embeddings": float32 (len(entries), dim), row i = entries[i]
 
 `index.json` is the commit point: a save writes a new, uniquely named embeddings file, then
 replaces `index.json` atomically (`atomic_files.atomic_write`), then deletes embeddings files
 that no longer belong. A crash at any moment leaves the previous or the new index, never a mix.
 
-Paths are absolute. A file is up to date when its size and modification time (ns) equal the
-recorded ones; anything else is embedded again. The fingerprint names the model, view policy and
+Paths are absolute. A file is up to date when its size, modification time and status-change
+time (ns) equal the recorded ones; anything else is embedded again. The ctime is there because
+the mtime can be set (`cp -p`, `tar x`, `touch -r`): a file replaced by another of the same size
+with the old mtime kept would otherwise keep its stale embedding; no tool sets the ctime. Entries
+of indexes written before it was recorded have none and are embedded again once. The fingerprint names the model, view policy and
 embedding kind (`zero_shot.embedding_fingerprint`): an index is never used with another.
 """
 
@@ -45,12 +48,17 @@ class IndexEntry(NamedTuple):  # a tuple: 100,000 of them are built in a fractio
     path: str
     size: int
     mtime_ns: int
+    ctime_ns: int | None = None  # None: not recorded (older indexes), never up to date
+
+    @property
+    def signature(self) -> tuple:
+        return self.size, self.mtime_ns, self.ctime_ns
 
 
 def file_signature(path: str) -> tuple:
-    """`(size, mtime_ns)` of a file, what decides whether its embedding is still valid."""
+    """`(size, mtime_ns, ctime_ns)` of a file, what decides whether its embedding is still valid."""
     stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 @dataclass
@@ -104,7 +112,10 @@ class EmbeddingIndex:
             embeddings = load_file(embeddings_path)["embeddings"]
         except (OSError, KeyError, ValueError) as error:
             raise EmbeddingIndexError(f"{embeddings_path}: cannot read the index embeddings ({error}).") from error
-        entries = [IndexEntry(entry["path"], int(entry["size"]), int(entry["mtime_ns"])) for entry in header.get("entries", [])]
+        entries = [
+            IndexEntry(entry["path"], int(entry["size"]), int(entry["mtime_ns"]), None if entry.get("ctime_ns") is None else int(entry["ctime_ns"]))
+            for entry in header.get("entries", [])
+        ]
         if embeddings.shape != (len(entries), header.get("dim")):
             raise EmbeddingIndexError(
                 f"{embeddings_path}: embeddings of shape {tuple(embeddings.shape)}, {index_path} lists {len(entries)} files of dimension {header.get('dim')}."
@@ -126,7 +137,7 @@ class EmbeddingIndex:
             "dim": self.dim,
             "info": self.info,
             "embeddings_file": embeddings_file,
-            "entries": [{"path": entry.path, "size": entry.size, "mtime_ns": entry.mtime_ns} for entry in self.entries],
+            "entries": [entry._asdict() for entry in self.entries],
         }
 
         try:
@@ -205,8 +216,8 @@ def update_index(
     """Make the index in `directory` hold exactly `paths` (absolute), embedding only what is new
     or changed. Returns `(EmbeddingIndex, UpdateReport)`.
 
-    Files of the index that are not among `paths` are removed from it; files whose size or mtime
-    changed are embedded again. Files that fail to embed are left out and listed in the report.
+    Files of the index that are not among `paths` are removed from it; files whose size, mtime or
+    ctime changed are embedded again. Files that fail to embed are left out and listed in the report.
     While embedding, the index is saved every `checkpoint_seconds` (and on the way out of an
     error or interrupt), so an interrupted run keeps what it computed and the next one resumes.
     Raises `EmbeddingIndexError` if the folder holds an index of another fingerprint.
@@ -217,16 +228,16 @@ def update_index(
     rows, todo = {}, []  # path -> (entry, its row in `old` or its new embedding); the paths to embed
     for path in paths:
         try:
-            size, mtime_ns = file_signature(path)
+            signature = file_signature(path)
         except OSError as error:
             report.failed.append((path, f"{path}: {error.strerror or error}"))
             continue
         row = old_rows.get(path)
-        if row is not None and (old.entries[row].size, old.entries[row].mtime_ns) == (size, mtime_ns):
+        if row is not None and old.entries[row].signature == signature:
             rows[path] = (old.entries[row], row)
             report.kept += 1
         else:
-            todo.append((path, size, mtime_ns))
+            todo.append(IndexEntry(path, *signature))
             if row is None:
                 report.added += 1
             else:
@@ -249,13 +260,13 @@ def update_index(
         return old, report  # nothing to write
     last_save, unsaved = time.monotonic(), False
     try:
-        for positions, embeddings, errors in embed([path for path, _, _ in todo]):
+        for positions, embeddings, errors in embed([entry.path for entry in todo]):
             for position, embedding in zip(positions, embeddings):
-                path, size, mtime_ns = todo[position]
-                rows[path] = (IndexEntry(path, size, mtime_ns), embedding.detach().float().cpu())
+                entry = todo[position]
+                rows[entry.path] = (entry, embedding.detach().float().cpu())
                 dim, unsaved = embedding.shape[-1], True
             for position, message in errors:
-                report.failed.append((todo[position][0], message))
+                report.failed.append((todo[position].path, message))
             if unsaved and time.monotonic() - last_save >= checkpoint_seconds:
                 build().save(directory)
                 last_save, unsaved = time.monotonic(), False

@@ -5,7 +5,7 @@
 
 For each image and each target (every `--prompt`, and `--score`) one PNG is written into
 `--output`, named `<image name>.<target>.png` (folders of the inputs mirrored below their common
-parent, so equal names never collide): the original and the heat-map overlay side by side
+parent, and the suffix kept where two names differ only by it, so equal names never collide): the original and the heat-map overlay side by side
 (`--overlay-only` for the overlay alone), at the original's size.
 
 - The image is seen whole: resized to the model's input size (the `resize` view), and the map of
@@ -21,6 +21,7 @@ import argparse
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -117,13 +118,19 @@ def explain_image(model: UniQAModel, processor: UniQAImageProcessor, image, targ
 
 def output_paths(paths: list, slugs: list, output_dir: str) -> dict:
     """`{(path, slug): png path}`: `<output_dir>/<path relative to the inputs' common folder>` with
-    the suffix replaced by `.<slug>.png`."""
+    the suffix replaced by `.<slug>.png`; where that would give two inputs one name (`a.jpg` and
+    `a.png`), they keep their suffix (`a.jpg.<slug>.png`, `a.png.<slug>.png`)."""
     common = os.path.commonpath([os.path.dirname(path) for path in paths]) if paths else ""
-    return {
-        (path, slug): os.path.join(output_dir, os.path.splitext(os.path.relpath(path, common))[0] + f".{slug}.png")
-        for path in paths
-        for slug in slugs
-    }
+    relative = {path: os.path.relpath(path, common) for path in paths}
+    names = {path: os.path.splitext(name)[0] for path, name in relative.items()}
+    while True:  # a kept suffix may meet another stem (`a.jpg.png`): repeat until all differ
+        counts = Counter(names.values())
+        clashing = [path for path, name in names.items() if counts[name] > 1 and name != relative[path]]
+        if not clashing:
+            break
+        for path in clashing:
+            names[path] = relative[path]
+    return {(path, slug): os.path.join(output_dir, f"{names[path]}.{slug}.png") for path in paths for slug in slugs}
 
 
 # --------------------------------------------------------------------------------------------

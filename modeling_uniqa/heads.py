@@ -86,8 +86,9 @@ def rewrite_model_folder(model: UniQAModel, model_dir) -> None:
     The folder is copied beside itself (keeping the files `save_pretrained` does not write: card,
     tokenizer, processor), the model is saved into the copy, then the copy is swapped in. Until
     the swap the original is untouched; during it, the original exists under a `.old-*` name.
+    A symbolic link to the folder is followed: the folder it points to is rewritten, the link kept.
     """
-    model_dir = os.path.abspath(os.fspath(model_dir))
+    model_dir = os.path.realpath(os.fspath(model_dir))  # swapping the link itself would orphan its target
     parent, base = os.path.split(model_dir)
     staging = tempfile.mkdtemp(prefix=f".{base}.new-", dir=parent)
     try:

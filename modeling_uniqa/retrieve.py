@@ -7,10 +7,11 @@
 How it works:
 
 - Each image gets one embedding, kept in an index folder (`--index`, default `uniqa-index` beside
-  the output; format in `embedding_index.py`). A run embeds only files that are new or whose size
-  or mtime changed, and drops files that are no longer among the INPUTs; without INPUTs the
-  index is queried as it is. The index is saved atomically, and every few minutes while
-  embedding, so an interrupted run resumes where it stopped.
+  the output; format in `embedding_index.py`). A run embeds only files that are new or whose size,
+  mtime or ctime changed (a file copied over another with its mtime kept counts as changed), and
+  drops files that are no longer among the INPUTs; without INPUTs the index is queried as it is.
+  The index is saved atomically, and every few minutes while embedding, so an interrupted run
+  resumes where it stopped.
 - An image's embedding is the mean over its views (`--view-policy`, default the model's) of the
   L2-normalised view embeddings: `--embedding adapted` (default) is `I'`, the embedding the model
   scores with (equal to plain CLIP for a zero-shot model); `clip` is the CLIP embedding before the

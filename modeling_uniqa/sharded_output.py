@@ -375,7 +375,7 @@ class ShardedOutput:
                 except ValueError:
                     bad += 1
             return records, bad
-        for line in text.splitlines():
+        for line in text.split("\n")[:-1]:  # not splitlines(): U+2028, U+0085 ... stay raw in JSON strings
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:

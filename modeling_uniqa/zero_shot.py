@@ -13,6 +13,7 @@
 
 import hashlib
 import json
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,8 @@ from .clip_tokenizer import resolve_prompt_tokenizer
 from .fingerprints import prefixed_state, state_digest
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageProcessor
+
+logger = logging.getLogger(__name__)
 
 EMBEDDING_KINDS = ("adapted", "clip")
 
@@ -46,12 +49,21 @@ def load_model_folder(model_dir, tokenizer_dir=None, dtype=torch.float32, device
 
 
 def embed_texts(model: UniQAModel, tokenizer, texts) -> torch.Tensor:
-    """Texts -> L2-normalised CLIP text embeddings `(len(texts), dim)`, float32, no gradient."""
+    """Texts -> L2-normalised CLIP text embeddings `(len(texts), dim)`, float32, no gradient.
+
+    A text longer than the text tower's context is cut to it (end-of-text token kept), with a
+    warning naming the text: what is embedded is then not the whole query."""
     if isinstance(texts, str):
         texts = [texts]
     if not texts or any(not isinstance(text, str) or not text.strip() for text in texts):
         raise ValueError(f"expected non-empty texts, got {texts!r}.")
     max_length = model.config.clip_config.text_config.max_position_embeddings
+    for text, ids in zip(texts, tokenizer(list(texts), verbose=False)["input_ids"]):
+        if len(ids) > max_length:
+            logger.warning(
+                "%r is %d tokens long, the text tower reads %d: only its beginning is embedded.",
+                text if len(text) <= 80 else text[:77] + "...", len(ids), max_length,
+            )
     tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     device = model.clip.text_projection.weight.device
     with torch.no_grad():

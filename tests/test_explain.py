@@ -11,7 +11,7 @@ from PIL import Image
 
 from modeling_uniqa import UniQAImageProcessor
 from modeling_uniqa.cli import main
-from modeling_uniqa.explain import explain_image, prompt_target, score_target, similarity_target
+from modeling_uniqa.explain import explain_image, output_paths, prompt_target, score_target, similarity_target
 from modeling_uniqa.gradcam import colorize, grad_cam
 from modeling_uniqa.zero_shot import embed_texts
 from tests.helpers import TINY_IMAGE_SIZE, random_rgb
@@ -186,6 +186,15 @@ def test_cli_writes_one_png_per_image_and_target(saved_tiny_model, tmp_path, cap
         assert png.size == (WIDTH, HEIGHT)
     assert main(["explain", str(inputs), "--model", saved_tiny_model, "--output", str(output)]) == 2  # nothing to explain
     assert main(["explain", str(inputs / "a" / "broken.png"), "--model", saved_tiny_model, "--score", "--output", str(output)]) == 1
+
+
+def test_inputs_that_differ_only_by_suffix_get_distinct_outputs():
+    paths = ["/in/a.jpg", "/in/a.png", "/in/a.jpg.png", "/in/b.jpg", "/in/sub/a.jpg"]
+    destinations = output_paths(paths, ["score", "blurry-image"], "/cams")
+    assert len(set(destinations.values())) == len(destinations)
+    assert [destinations[(path, "score")] for path in paths] == [
+        "/cams/a.jpg.score.png", "/cams/a.png.score.png", "/cams/a.jpg.png.score.png", "/cams/b.score.png", "/cams/sub/a.score.png",
+    ]
 
 
 def test_maps_written_inside_an_input_folder_are_not_explained_again(saved_tiny_model, tmp_path):

@@ -197,6 +197,16 @@ def test_rewrite_is_atomic(folders, monkeypatch):
     assert [name for name in os.listdir(os.path.dirname(directory)) if name.startswith(".")] == []
 
 
+def test_a_linked_model_folder_is_rewritten_where_the_link_points(tmp_path, tiny_tokenizer):
+    real = save_tiny_uniqa(tmp_path / "store" / "real", tiny_tokenizer)
+    (tmp_path / "models").mkdir()
+    link = tmp_path / "models" / "link"
+    link.symlink_to(real, target_is_directory=True)
+    add_head(link, "sharpness", prompt_groups="sharpness")
+    assert link.is_symlink() and os.listdir(tmp_path / "models") == ["link"]  # no stray .old-* entry
+    assert [row["name"] for row in list_heads(real)] == ["default", "sharpness"]
+
+
 def test_score_embeddings_matches_forward(tiny_model_factory):
     model = tiny_model_factory(prompt_groups="natural")
     pixel_values = torch.randn(2, 3, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)

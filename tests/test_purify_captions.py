@@ -173,6 +173,11 @@ def test_options_change_the_selection_and_resume_checks_them(tmp_path, clip_aes,
     assert f"{IDS[1]}.jpg" in by_image  # 2 comments are enough with --min_captions 2
     with pytest.raises(OutputError, match="top_k"):
         purify(tmp_path, clip_aes, "--resume")  # other settings than the output's
+    clip_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    same = ["--top_k", "2", "--informativeness", "entropy", "--alpha", "0", "--min_captions", "2", "--resume"]
+    with pytest.raises(OutputError, match="tokenizer: was None, now '.*tokenizer'"):
+        purify(tmp_path, clip_aes, *same, "--tokenizer", str(tmp_path / "tokenizer"))
+    assert purify(tmp_path, clip_aes, *same, "--tokenizer", clip_aes) == 0  # the default, named
 
 
 def test_two_processes_and_resume(tmp_path, clip_aes):
@@ -192,6 +197,29 @@ def test_two_processes_and_resume(tmp_path, clip_aes):
     # a resume of a finished run has nothing left but the unreadable image, and keeps every row
     assert purify(tmp_path, clip_aes, "--resume", output="two.jsonl") == 0
     assert [r["caption"] for r in read_jsonl(tmp_path / "two.jsonl")] == [r["caption"] for r in single]
+
+
+def test_resume_completes_an_image_whose_last_record_a_kill_cut(tmp_path, clip_aes, monkeypatch):
+    """A kill can cut the last line of a part file (`sharded_output` drops it): the image then
+    has some of its kept comments only, and a resume must write the rest, not call it done."""
+    write_ava_captions(tmp_path / "ava")
+    assert purify(tmp_path, clip_aes, output="whole.jsonl") == 0
+
+    def killed(self, keys):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(purify_captions.ShardedOutput, "finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        purify(tmp_path, clip_aes)
+    monkeypatch.undo()
+    part = tmp_path / "air.jsonl.part0"
+    lines = part.read_bytes().splitlines(keepends=True)
+    part.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])  # the last record cut short
+    assert purify(tmp_path, clip_aes, "--resume") == 0
+    whole, resumed = read_jsonl(tmp_path / "whole.jsonl"), read_jsonl(tmp_path / "air.jsonl")
+    assert [(r["image_name"], r["caption_index"], r["caption"]) for r in resumed] == [
+        (r["image_name"], r["caption_index"], r["caption"]) for r in whole
+    ]
 
 
 def test_bad_inputs(tmp_path, clip_aes):

@@ -107,6 +107,16 @@ def test_retrieval_ranking_equals_the_models_own_similarities(saved_tiny_model, 
             np.testing.assert_allclose([similarity for _, similarity in result.hits], np.asarray(direct)[order], atol=1e-5)
 
 
+def test_a_query_longer_than_the_context_is_cut_with_a_warning(tiny_model_factory, tiny_tokenizer, caplog):
+    model = tiny_model_factory()
+    long = "blurry " * 40 + "image"  # 200+ tokens, the tiny text tower reads 32
+    embeds = embed_texts(model, tiny_tokenizer, ["good image", long])
+    assert embeds.shape[0] == 2 and torch.isfinite(embeds).all()
+    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [
+        f"{long[:77] + '...'!r} is {len(tiny_tokenizer(long)['input_ids'])} tokens long, the text tower reads 32: only its beginning is embedded."
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # The index folder
 # --------------------------------------------------------------------------------------------
@@ -118,11 +128,12 @@ def test_index_round_trip(files, tmp_path):
     assert loaded.entries == index.entries and loaded.paths == files
     assert loaded.info == {"model": "m"} and loaded.fingerprint == "fp-1"
     torch.testing.assert_close(loaded.embeddings, index.embeddings, rtol=0, atol=0)
-    entry = loaded.entries[2]
-    assert (entry.size, entry.mtime_ns) == (os.stat(files[2]).st_size, os.stat(files[2]).st_mtime_ns)
+    stat = os.stat(files[2])
+    assert loaded.entries[2].signature == (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     with open(os.path.join(directory, INDEX_FILE)) as handle:
         header = json.load(handle)
-    assert header["entries"][0] == {"path": files[0], "size": os.stat(files[0]).st_size, "mtime_ns": os.stat(files[0]).st_mtime_ns}
+    stat = os.stat(files[0])
+    assert header["entries"][0] == {"path": files[0], "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
     assert sorted(os.listdir(directory)) == sorted([INDEX_FILE, header["embeddings_file"]])
 
 
@@ -150,6 +161,37 @@ def test_incremental_update_embeds_only_new_and_changed_files(files, tmp_path):
     fresh, _ = update_index(str(tmp_path / "fresh"), current, "fp", fake_embed())
     torch.testing.assert_close(index.embeddings, fresh.embeddings, rtol=0, atol=0)
     assert EmbeddingIndex.load(directory).entries == index.entries
+
+
+def test_a_file_replaced_with_its_old_size_and_mtime_is_embedded_again(files, tmp_path):
+    """`cp -p` / `tar x` keep the mtime: a same-size replacement must not keep its stale embedding;
+    entries of indexes that recorded no ctime are embedded again once."""
+    directory = str(tmp_path / "index")
+    first, _ = update_index(directory, files, "fp", fake_embed())
+    stat = os.stat(files[0])
+    with open(files[0], "r+b") as handle:  # other bytes, same size
+        data = bytearray(handle.read())
+        data[len(data) // 2] ^= 0xFF
+        handle.seek(0)
+        handle.write(data)
+    os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    while os.stat(files[0]).st_ctime_ns == stat.st_ctime_ns:  # a coarse clock: wait for its next tick
+        os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (os.stat(files[0]).st_size, os.stat(files[0]).st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    calls = []
+    index, report = update_index(directory, files, "fp", fake_embed(calls=calls))
+    assert calls == [files[0]] and (report.kept, report.changed) == (4, 1)
+    assert not torch.equal(index.embeddings[0], first.embeddings[0])
+
+    with open(os.path.join(directory, INDEX_FILE)) as handle:  # as written before ctimes were recorded
+        header = json.load(handle)
+    for entry in header["entries"]:
+        del entry["ctime_ns"]
+    with open(os.path.join(directory, INDEX_FILE), "w") as handle:
+        json.dump(header, handle)
+    calls = []
+    _, report = update_index(directory, files, "fp", fake_embed(calls=calls))
+    assert calls == files and report.changed == 5
 
 
 def test_files_that_fail_are_reported_and_left_out(files, tmp_path):

@@ -187,6 +187,18 @@ def test_names_that_are_not_utf8_round_trip(tmp_path, suffix):
     assert resumed.done_keys() == {name, "/photos/ok.jpg"}
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_unicode_line_separators_inside_values_round_trip(tmp_path, suffix):
+    """JSON leaves U+2028, U+2029 and U+0085 raw: they must not split a record (it was dropped)."""
+    keys = ["a\u2028b.jpg", "c\x85d.jpg", "e\u2029f.jpg", "plain.jpg"]
+    result = run(scores(tmp_path / f"out{suffix}"), keys, [[row(key, 0.5) for key in keys]])
+    assert [r["path"] for r in result.rows] == keys
+    resumed = scores(tmp_path / f"out{suffix}")
+    resumed.check(resume=True)
+    resumed.start(resume=True)
+    assert resumed.done_keys() == set(keys)
+
+
 def test_jsonl_with_a_compound_key(tmp_path):
     """Captioning-shaped rows: one caption a line, keyed by (image, caption_index)."""
     output = ShardedOutput(str(tmp_path / "captions.jsonl"), ["image", "caption_index", "caption"], ["image", "caption_index"], {"model": "m"})

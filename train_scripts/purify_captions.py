@@ -258,22 +258,25 @@ def main(args) -> int:
         "top_k": args.top_k, "alpha": args.alpha, "beta": args.beta, "informativeness": args.informativeness,
         "min_captions": args.min_captions, "clip_aes": os.path.abspath(args.clip_aes),
     }
-    output = ShardedOutput(
-        args.output, COLUMNS, KEY_COLUMNS,
-        fingerprint=settings | {"clip_aes_weights": fingerprint_of(args.clip_aes), "dtype": str(dtype)},
-    )
+    tokenizer_dir = os.path.abspath(args.tokenizer or args.clip_aes)
+    fingerprint = settings | {"clip_aes_weights": fingerprint_of(args.clip_aes), "dtype": str(dtype)}
+    if tokenizer_dir != settings["clip_aes"]:  # only then: outputs of runs before this field stay resumable
+        fingerprint["tokenizer"] = tokenizer_dir
+    output = ShardedOutput(args.output, COLUMNS, KEY_COLUMNS, fingerprint=fingerprint)
     output.check(resume=args.resume, overwrite=args.overwrite)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         output.start(resume=args.resume)
     accelerator.wait_for_everyone()
 
-    keys = [(images[i]["image_name"], k) for i in eligible_indices for k in range(min(args.top_k, len(images[i]["comments"])))]
-    done_images = {name for name, _ in output.done_keys()}
+    image_keys = {i: [(images[i]["image_name"], k) for k in range(min(args.top_k, len(images[i]["comments"])))] for i in eligible_indices}
+    keys = [key for i in eligible_indices for key in image_keys[i]]
+    done = output.done_keys()
     # No process writes before every process has read what is done: a part file growing while
     # another process reads it would make the processes disagree on the work left (lost captions).
     accelerator.wait_for_everyone()
-    todo = [i for i in eligible_indices if images[i]["image_name"] not in done_images]
+    # An image is done when all its kept comments are: a kill may have cut its last record.
+    todo = [i for i in eligible_indices if not all(key in done for key in image_keys[i])]
     shard = todo[accelerator.process_index :: accelerator.num_processes]
     if accelerator.is_main_process:
         logger.info(
