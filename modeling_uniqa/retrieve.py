@@ -49,6 +49,7 @@ from .score_images import (
     expand_inputs,
     view_loader,
 )
+from .sharded_output import OutputError, check_writable
 from .zero_shot import EMBEDDING_KINDS, embed_image_views, embed_texts, embedding_fingerprint, load_model_folder
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,8 @@ def run(args) -> int:
     index_dir = os.path.abspath(args.index or os.path.join(os.path.dirname(args.output), DEFAULT_INDEX_NAME))
     html_path = os.path.abspath(args.html or os.path.splitext(args.output)[0] + ".html")
     try:
+        for output in (args.output, html_path):  # before the indexing, which may take hours
+            check_writable(output)
         paths = expand_inputs(args.inputs).paths if args.inputs else None
         if paths is not None:  # a sheet written among the photos is no photo to rank
             paths = [path for path in paths if path != args.output]
@@ -220,7 +223,7 @@ def run(args) -> int:
             logger.error("No image could be indexed: nothing to rank.")
             return 1
         results = search(index, model, tokenizer, args.query, args.top)
-    except (UsageError, EmbeddingIndexError, ValueError) as error:
+    except (UsageError, EmbeddingIndexError, OutputError, ValueError) as error:
         logger.error("%s", error)
         return 2
     for result in results:

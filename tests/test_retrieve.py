@@ -300,6 +300,12 @@ def test_cli_writes_sheet_and_html_with_the_same_ranking(saved_tiny_model, tmp_p
     assert main(["retrieve", "--model", saved_tiny_model, "--query", "noisy image", "--output", str(tmp_path / "out" / "x.png"), "--view-policy", "resize"]) == 2
     with pytest.raises(SystemExit, match="2"):
         main(["retrieve", str(folder), "--model", saved_tiny_model, "--query", "x", "--output", str(tmp_path / "out" / "x.jpg")])
+    # An output that cannot be written is refused before any indexing (which may take hours).
+    (tmp_path / "a_file").write_text("")
+    blocked = tmp_path / "a_file" / "sheet.png"
+    assert main(["retrieve", str(folder), "--model", saved_tiny_model, "--query", "x", "--output", str(blocked),
+                 "--index", str(tmp_path / "never")]) == 2
+    assert not (tmp_path / "never").exists()
 
 
 def test_embedding_fingerprint_names_what_the_embeddings_depend_on(saved_tiny_model, tiny_model_factory):
