@@ -354,6 +354,20 @@ def _license(license: str | None, source: dict, old_data: dict) -> tuple:
     )
 
 
+def inherited_license(model_dir) -> str | None:
+    """The licence to give weights trained from the model in `model_dir`, read from its card:
+    its SPDX id, `"other"` for the authors' non-commercial release (it carries over to what is
+    trained on it), or `None` when the card records no licence we can pass on (no card, or
+    another `other` licence: the new card then tells the reader to check it)."""
+    path = os.path.join(str(model_dir), CARD_NAME)
+    if not os.path.isfile(path):
+        return None
+    data = ModelCard.load(path).data
+    if data.license == "other":
+        return "other" if data.to_dict().get("license_name") == NON_COMMERCIAL_LICENSE_NAME else None
+    return data.license
+
+
 def _usage(info: dict, model_id: str) -> str:
     if info["kind"] == "adapter":
         base = info.get("base_name") or "BASE_MODEL"

@@ -1,12 +1,13 @@
 import json
 import os
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModel
 
@@ -59,8 +60,9 @@ def test_each_mode_trains_and_writes_a_uniqa_folder(workspace, tmp_path, mode, f
     assert isinstance(model, UniQAModel)
     assert model.config.training_dataset == "folder_csv"
     assert model.config.mos_range == [1.0, 10.0] and model.config.mos_higher_is_better
-    with open(os.path.join(output, "README.md")) as handle:
-        assert "UniQA fine-tuned on folder_csv" in handle.read()
+    card = ModelCard.load(os.path.join(output, "README.md"))  # the model_cards card, with a model-index
+    (entry,) = [result for result in card.data.eval_results if result.metric_name == "SRCC"]
+    assert entry.dataset_type == "folder_csv" and entry.metric_value == pytest.approx(results["srcc"], abs=1e-4)
     # The saved model scores the test images as the training run did (its evaluation path).
     processor = UniQAImageProcessor.from_pretrained(output)
     splits = _splits(workspace)
@@ -285,3 +287,21 @@ def test_empty_training_split_and_too_small_test_split_are_refused_before_traini
     with pytest.raises(ValueError, match="test part holds 2 images: its correlations need at least 3"):
         finetune(workspace["model"], tiny_test, str(tmp_path / "b"), _config())
     assert not os.path.exists(str(tmp_path / "b" / "checkpoint-4"))
+
+
+def test_trained_cards_inherit_the_licence_and_leave_out_undefined_correlations(saved_tiny_model, tmp_path):
+    """Weights trained from the authors' non-commercial release stay non-commercial on their
+    card; a NaN correlation (constant predictions) is no model-index number."""
+    from model_cards import write_model_card
+
+    start, trained = tmp_path / "start", tmp_path / "trained"
+    shutil.copytree(saved_tiny_model, start)
+    shutil.copytree(saved_tiny_model, trained)
+    write_model_card(str(start), source={"kind": "authors-release", "checkpoint": "UniQA_weight.pt"})
+    results = {"srcc": 0.81, "plcc": float("nan"), "split": {"scheme": "random", "index": 0}, "selection": "last epoch",
+               "view_policy": "random10", "mode": "adapter", "num_train": 24, "num_test": 6, "config": asdict(FinetuneConfig())}
+    train_adapter.write_trained_card(str(trained), str(start), {"dataset": "koniq10k", "task": "quality"}, results)
+    card = ModelCard.load(trained / "README.md")
+    assert card.data.license == "other" and card.data.to_dict()["license_name"] == "uniqa-weights-non-commercial"
+    assert [(r.dataset_type, r.metric_name, r.metric_value) for r in card.data.eval_results] == [("koniq10k", "SRCC", 0.81)]
+    assert "learning rate: 0.0002" in card.text and str(start) in card.text

@@ -56,6 +56,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import data_builders
+from model_cards import inherited_license, write_model_card
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
 from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
 from modeling_uniqa.configuration_uniqa import parse_view_policy, view_count
@@ -525,47 +526,35 @@ def save_trained_model(model: UniQAModel, peft_model, processor, model_path: str
     processor.save_pretrained(output_dir)
     with contextlib.suppress(ValueError):  # keep the tokenizer with the model, so its prompts can be changed later
         resolve_prompt_tokenizer(model).save_pretrained(output_dir)
-    write_model_card(output_dir, metadata, results)
+    write_trained_card(output_dir, model_path, metadata, results)
 
 
-def write_model_card(output_dir: str, metadata: dict, results: dict) -> str:
-    """A short README.md for the trained model (a fuller card generator may replace this)."""
-    dataset = metadata.get("dataset") or "a rating dataset"
-    low, high = metadata["mos_range"]
-    direction = "higher is better" if metadata.get("higher_is_better", True) else "lower is better (DMOS)"
-    lines = [
-        "---",
-        "library_name: transformers",
-        "tags: [image-quality-assessment, uniqa, clip]",
-        "---",
-        "",
-        f"# UniQA fine-tuned on {dataset}",
-        "",
-        f"UniQA ({results['mode']} fine-tuning) predicting {metadata.get('task', 'quality')} on the scale of {dataset}: "
-        f"MOS {low:g}-{high:g}, {direction}. Scores are in [0, 1] with 1 = best; `mos` maps them back.",
-        "",
-        "```python",
-        "import modeling_uniqa",
-        "from transformers import pipeline",
-        "",
-        'scorer = pipeline("image-quality", model="path/to/this/folder")',
-        'scorer("photo.jpg")',
-        "```",
-        "",
-        "## Evaluation",
-        "",
-        f"Test split: {results['num_test']} images ({json.dumps(results.get('split'))}); trained on {results['num_train']} images; "
-        f"test-time views: `{results['view_policy']}`; model selection: {results['selection']}.",
-        "",
-        "| SRCC | PLCC | KRCC | RMSE (MOS units) |",
-        "|---|---|---|---|",
-        f"| {results['srcc']:.4f} | {results['plcc']:.4f} | {results['krcc']:.4f} | {results['rmse']:.4f} |",
-        "",
-    ]
-    path = os.path.join(output_dir, "README.md")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
-    return path
+def write_trained_card(output_dir: str, model_path: str, metadata: dict, results: dict) -> None:
+    """The trained folder's model card (`model_cards`): the test split's SRCC and PLCC in its
+    `model-index`, the recipe, and the starting model's licence (weights trained from the
+    authors' non-commercial release stay non-commercial). An undefined correlation (NaN:
+    constant predictions) is left out of the card: a model-index holds numbers."""
+    metrics = {name: results[name] for name in ("srcc", "plcc") if math.isfinite(results[name])}
+    split = results.get("split")
+    card_results = [{
+        "dataset": metadata.get("dataset") or "unnamed",
+        "split": "test",
+        "protocol": f"one split ({json.dumps(split, sort_keys=True) if split else 'the dataset test split'}), "
+                    f"{results['selection']}, {results['view_policy']} views",
+        **({"task": metadata["task"]} if metadata.get("task") in ("quality", "aesthetics") else {}),
+        **metrics,
+    }] if metrics else None
+    config = results["config"]
+    training = {
+        "fine-tuning": results["mode"], "epochs": config["num_train_epochs"], "learning rate": config["learning_rate"],
+        "batch size per device": config["per_device_train_batch_size"], "seed": config["seed"],
+        "training images": results["num_train"], "test images": results["num_test"],
+        "model selection": results["selection"], "test-time views": results["view_policy"],
+    }
+    if config.get("backbone_learning_rate") and results["mode"] != "adapter":
+        training["backbone learning rate"] = config["backbone_learning_rate"]
+    write_model_card(output_dir, results=card_results, training=training, license=inherited_license(model_path),
+                     source={"kind": "trained with train_adapter.py", "checkpoint": os.path.abspath(model_path)})
 
 
 # ------------------------------------------------------------------------------------------------
