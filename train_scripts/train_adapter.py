@@ -554,7 +554,8 @@ def write_trained_card(output_dir: str, model_path: str, metadata: dict, results
     if config.get("backbone_learning_rate") and results["mode"] != "adapter":
         training["backbone learning rate"] = config["backbone_learning_rate"]
     write_model_card(output_dir, results=card_results, training=training, license=inherited_license(model_path),
-                     source={"kind": "trained with train_adapter.py", "checkpoint": os.path.abspath(model_path)})
+                     source={"kind": "trained with train_adapter.py",
+                             "checkpoint": os.path.abspath(model_path) if os.path.isdir(model_path) else model_path})
 
 
 # ------------------------------------------------------------------------------------------------
