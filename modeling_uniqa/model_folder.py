@@ -11,6 +11,7 @@ Everything that loads a model folder (`uniqa score`, the training and evaluation
 through here. Not remote code: it is not copied into saved model folders.
 """
 
+import glob
 import hashlib
 import json
 import os
@@ -92,6 +93,13 @@ def check_model_folder(folder: str) -> UniQAConfig:
     Reads only headers: cheap even for large models. Returns the config."""
     folder = os.fspath(folder)
     if not os.path.exists(folder):
+        parent, base = os.path.split(os.path.abspath(folder))
+        # `uniqa heads` swaps a rewritten folder in by two renames; a kill between them leaves the
+        # original under `.NAME.old-*` (see `heads.rewrite_model_folder`).
+        left = sorted(glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(base)}.old-*")))
+        if left:
+            raise ModelFolderError(f"{folder}: no such folder, but an interrupted `uniqa heads` left it as {left[-1]}: "
+                                   "rename that folder back to use it.")
         raise ModelFolderError(f"{folder}: no such folder (a UniQA model is a local folder written by `uniqa convert`).")
     if not os.path.isdir(folder):
         raise ModelFolderError(f"{folder}: not a folder (a UniQA model is a folder holding config.json and {WEIGHTS_NAME}).")

@@ -99,6 +99,9 @@ def test_faults_are_one_clear_line(model_copy, fault, message):
 def test_missing_and_non_folders(tmp_path):
     with pytest.raises(ModelFolderError, match=r"nowhere: no such folder"):
         check_model_folder(str(tmp_path / "nowhere"))
+    (tmp_path / ".nowhere.old-x1y2").mkdir()  # a `uniqa heads` rewrite killed between its two renames
+    with pytest.raises(ModelFolderError, match=r"nowhere: no such folder, but an interrupted `uniqa heads` left it as .*\.nowhere\.old-x1y2"):
+        check_model_folder(str(tmp_path / "nowhere"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(ModelFolderError, match=r"file: not a folder"):
         check_model_folder(str(tmp_path / "file"))
