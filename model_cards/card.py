@@ -280,6 +280,11 @@ def _intended_use(info: dict) -> str:
     )
 
 
+def _crop(info: dict) -> int:
+    """The side of the model's views: its vision tower's input size (224 when not recorded)."""
+    return ((info.get("clip_config") or {}).get("vision_config") or {}).get("image_size", 224)
+
+
 def _limitations(info: dict) -> str:
     items = [
         "Scores are calibrated to the training dataset's images and raters; on other content, cameras or "
@@ -287,7 +292,7 @@ def _limitations(info: dict) -> str:
         "The paper's fine-tuning protocol picks the best epoch on the test split of each random split, so "
         "its numbers are optimistic for unseen data.",
         "With `random<N>` views the score depends on the crop seed (`view_seed`, fixed by default); the "
-        "views are 224x224 crops of the full-resolution image, so the score depends on resolution.",
+        f"views are {_crop(info)}x{_crop(info)} crops of the full-resolution image, so the score depends on resolution.",
         "For AI-generated images, use the `aigc` prompt ensemble (default + content) or a model trained on them.",
     ]
     if not info.get("use_adapter", True):
@@ -504,6 +509,7 @@ def write_model_card(
         score_text=_score_text(info),
         view_policy=info.get("view_policy", "random10"),
         view_seed=info.get("view_seed", 123),
+        crop=_crop(info),
         prompt_groups=info.get("prompt_groups") or [],
         prompt_group_names=info.get("prompt_group_names") or [],
         results=_result_rows(eval_results),

@@ -31,6 +31,7 @@ from PIL import Image
 
 from .atomic_files import atomic_write
 from .contact_sheet import display_path
+from .default_model import DEFAULT_MODEL
 from .gradcam import grad_cam, overlay, upsample_map
 from .modeling_uniqa import UniQAModel
 from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
@@ -139,7 +140,7 @@ def output_paths(paths: list, slugs: list, output_dir: str) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "Exit code: 0 when at least one image was explained, 1 when none could be, 2 for usage errors."
     parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="Image files, folders, glob patterns or .txt/.lst path lists.")
-    parser.add_argument("--model", required=True, help="A UniQA model folder.")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="A UniQA model folder (e.g. written by `uniqa convert`); default: UniQA-Tiny, shipped with the package.")
     parser.add_argument("--prompt", action="append", default=[], help="Explain this text's similarity, e.g. \"blurry image\"; repeatable.")
     parser.add_argument("--score", action="store_true", help="Explain the model's own score (adapter + multi-cue head).")
     parser.add_argument("--output", required=True, help="Folder for the PNGs.")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .contact_sheet import display_path, write_contact_sheet, write_html
 from .cpu_runtime import prepare_cpu_process
+from .default_model import DEFAULT_MODEL
 from .device_defaults import decoding_workers, scoring_batch_size
 from .embedding_index import EmbeddingIndex, EmbeddingIndexError, update_index
 from .inference_speed import optimize_for_scoring
@@ -167,7 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Image files, folders, glob patterns or .txt/.lst path lists (as for `uniqa score`). The index is "
         "brought in line with them; without INPUTs the existing --index is queried as it is.",
     )
-    parser.add_argument("--model", required=True, help="A UniQA model folder (e.g. written by `uniqa convert`).")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="A UniQA model folder (e.g. written by `uniqa convert`); default: UniQA-Tiny, shipped with the package.")
     parser.add_argument("--query", action="append", required=True, help="A text query, e.g. \"blurry image\"; repeat for several (one row each).")
     parser.add_argument("--top", type=_at_least(1), default=16, help="Images shown per query (default 16).")
     parser.add_argument("--output", required=True, type=_png_path, help="The contact sheet (.png).")

@@ -62,6 +62,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .configuration_uniqa import DEFAULT_HEAD, parse_view_policy, view_count
 from .cpu_runtime import prepare_cpu_process
+from .default_model import DEFAULT_MODEL
 from .device_defaults import decoding_workers, local_process_count, scoring_batch_size
 from .fingerprints import state_digest
 from .inference_speed import (
@@ -151,7 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "WebDataset .tar shards (brace patterns such as 'shards/{00000..00999}.tar' are expanded) are scored into "
         "one OUTPUT/<shard>.parquet each; shards already there are skipped.",
     )
-    parser.add_argument("--model", required=True, help="A UniQA model folder (e.g. written by `uniqa convert`).")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="A UniQA model folder (e.g. written by `uniqa convert`); default: UniQA-Tiny, shipped with the package.")
     parser.add_argument("--output", required=True, type=_output_path, help="Result file: .csv or .jsonl; .parquet with --dataset; a folder for tar shards.")
     parser.add_argument("--dataset", default=None, help="Score a `datasets` dataset instead of files: a save_to_disk folder, a data folder or a Hub id.")
     parser.add_argument("--split", default="train", help="The split of --dataset (default train).")

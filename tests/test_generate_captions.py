@@ -110,6 +110,34 @@ def test_template_captioner_is_deterministic_and_varied():
                 assert all(any(word in text for word in group) for group in groups), text
 
 
+def test_template_captions_name_a_known_distortion():
+    captioner = TemplateCaptioner()
+    texts = {captioner.caption("poor", "quality", seed, "strong JPEG compression") for seed in range(20)}
+    assert len(texts) >= 3 and all("poor" in t and "strong JPEG compression" in t.replace("Strong", "strong") for t in texts)
+    assert all("blur" not in t for t in texts)  # no generic factor phrase contradicts the distortion
+    # aesthetics captions ignore it; without one, quality captions keep their factor phrases
+    assert "JPEG" not in captioner.caption("poor", "aesthetics", 1, "strong JPEG compression")
+    assert captioner.caption("poor", "quality", 1) == captioner.caption("poor", "quality", 1, None)
+
+
+def test_kadid_layout_captions_say_which_distortion_and_how_strong(tmp_path):
+    from tests.data_fixtures import write_kadid
+
+    data_dir = str(tmp_path / "kadid")
+    write_kadid(data_dir)
+    output = tmp_path / "captions.jsonl"
+    args = generate_captions.parse_args([
+        "--dataset", "kadid10k", "--data_dir", data_dir, "--split", "full", "--output", str(output),
+        "--cache_dir", str(tmp_path / "cache"), "--task", "quality", "--captioner", "template", "--captions_per_image", "1",
+    ])
+    assert generate_captions.main(args) == 0
+    from data_builders.distortions import distortion_phrase
+
+    for record in read_jsonl(output):
+        _, code, level = record["image_name"].split(".")[0].split("_")
+        assert distortion_phrase(code, int(level)).lower() in record["caption"].lower()
+
+
 def test_per_row_gumbel_sampler_draws_from_the_softmax():
     logits = torch.tensor([[0.0, 1.0, 2.0, float("-inf")]])
     sampler = PerRowGumbelSampler([123], torch.device("cpu"))

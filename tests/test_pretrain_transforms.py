@@ -51,3 +51,20 @@ def test_random_modes_need_a_generator_and_bad_options_are_rejected():
         PretrainTransform(mode="colour_jitter")
     with pytest.raises(ValueError, match="scale"):
         PretrainTransform(mode="random_resized_crop", scale=(0.0, 1.0))
+
+
+def test_native_crop_is_a_window_at_native_resolution():
+    image = _image(80, 100, seed=3)
+    transform = PretrainTransform(size=32, mode="native_crop")
+    out = transform(image, np.random.default_rng(7))
+    assert out.shape == (3, 32, 32)
+    pixels = (out.transpose(1, 2, 0) * np.asarray(OPENAI_CLIP_STD) + np.asarray(OPENAI_CLIP_MEAN)) * 255.0
+    native = np.asarray(image, dtype=np.float64)
+    # The window's pixels are the image's own, unresampled: it is found at one offset exactly.
+    found = [(top, left) for top in range(80 - 31) for left in range(100 - 31)
+             if np.abs(native[top : top + 32, left : left + 32] - pixels).max() < 1e-3]
+    assert len(found) == 1
+    np.testing.assert_array_equal(out, transform(image, np.random.default_rng(7)))
+    assert not np.array_equal(out, transform(image, np.random.default_rng(8)))
+    small = transform(_image(20, 30), np.random.default_rng(0))  # a smaller image is upscaled to the crop first
+    assert small.shape == (3, 32, 32)

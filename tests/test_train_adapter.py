@@ -149,6 +149,14 @@ def test_command_line_with_few_label_and_prompts(workspace, tmp_path, caplog):
     assert UniQAModel.from_pretrained(output).config.prompt_group_names == ["sharpness", "noise"]
 
 
+def test_feature_bank_flag_takes_the_documented_spelling():
+    base = ["--model", "m", "--dataset", "live", "--data_dir", "d", "--output_dir", "o"]
+    assert train_adapter.parse_args(base).feature_bank is None  # the mode decides
+    assert train_adapter.parse_args([*base, "--feature_bank"]).feature_bank is True
+    for spelling in ("--no_feature_bank", "--no-feature_bank"):  # README's, and argparse's old one
+        assert train_adapter.parse_args([*base, spelling]).feature_bank is False
+
+
 def test_epoch_presets_and_bad_configs():
     args = train_adapter.parse_args(["--model", "m", "--dataset", "live", "--data_dir", "d", "--output_dir", "o"])
     assert train_adapter.config_from_args(args, "live").num_train_epochs == 50

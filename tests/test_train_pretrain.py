@@ -164,6 +164,9 @@ def test_reference_run_logs_checkpoints_and_saves_a_zero_shot_uniqa_model(worksp
     assert model.config.prompt_input_ids[0] == [49406, 2103, 2867, 49407]  # "bad image", real CLIP BPE
     initial = CLIPModel.from_pretrained(workspace["clip"])
     assert not torch.equal(model.clip.visual_projection.weight, initial.visual_projection.weight)  # it trained
+    # CLIP's temperature trains with the towers (as in CLIP and the authors' release)
+    assert not torch.equal(model.clip.logit_scale, initial.logit_scale)
+    assert len({round(r["train/logit_scale"], 6) for r in curve_records(records)}) > 1
     scorer = pipeline("image-quality", model=str(reference_run))
     image = os.path.join(workspace["rating"], "images", "r0.png")
     out = scorer(image)
@@ -280,6 +283,21 @@ def test_fresh_runs_over_a_run_and_changed_resumes_are_refused_and_divergence_st
     with pytest.raises(DivergenceError, match="not finite at step 2"):  # step 1 makes the weights NaN
         run(tmp_path / "diverged", "--learning_rate", "inf")
     assert not os.path.exists(tmp_path / "diverged" / "config.json")
+
+
+def curve_records(records):
+    return [r for r in records if "train/loss" in r]
+
+
+def test_freeze_logit_scale_keeps_the_temperature(workspace, tmp_path):
+    output_dir = tmp_path / "frozen"
+    args = common_args(workspace, output_dir, "--per_device_train_batch_size", "4", "--max_steps", "2",
+                       "--report_to", "none", "--freeze_logit_scale")
+    result = run_single(args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    initial = CLIPModel.from_pretrained(workspace["clip"])
+    assert torch.equal(AutoModel.from_pretrained(output_dir).clip.logit_scale, initial.logit_scale)
+    assert len({r["train/logit_scale"] for r in curve_records(read_log(output_dir))}) == 1
 
 
 def test_jsonl_log_drops_entries_after_the_resumed_step(tmp_path):

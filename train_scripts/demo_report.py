@@ -4,7 +4,8 @@
 
 Loads the test split of a `kadid10k`-layout dataset (the references the adapter never saw),
 scores every image through the same pipeline a user calls, prints the best and worst images
-as a ranked table, and ends with one line: `demo: SRCC=<x> PLCC=<y> (held-out references)`.
+as a ranked table, the SRCC of the same architecture with untrained (random, seeded) weights for
+comparison, and ends with one line: `demo: SRCC=<x> PLCC=<y> (held-out references)`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--show", type=int, default=5, help="Rows of the ranked table shown at each end.")
     parser.add_argument("--output", help="Also write the ranking and the metrics as JSON here.")
+    parser.add_argument("--baseline_seed", type=int, default=0, help="Seed of the untrained model's random weights.")
     return parser.parse_args(argv)
+
+
+def untrained_srcc(model_dir: str, paths: list, mos: list, batch_size: int, seed: int) -> float:
+    """SRCC of a model with `model_dir`'s architecture, prompts and views but random weights."""
+    import torch
+    from transformers import AutoConfig, pipeline
+
+    torch.manual_seed(seed)
+    model = modeling_uniqa.UniQAModel(AutoConfig.from_pretrained(model_dir)).eval()
+    model.refresh_prompt_embeds()  # the config holds the prompts' token ids
+    results = pipeline("image-quality", model=model)(paths, batch_size=batch_size)
+    return srcc([result["score"] for result in results], mos)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -49,10 +63,12 @@ def main(args: argparse.Namespace) -> dict:
             continue
         rank = ranking.index(row) + 1
         print(f"{rank:>4}  {row[0]:>9.3f}  {row[1]:>6.3f}  {os.path.basename(row[2])}")
-    summary = {"srcc": srcc(predicted, mos), "plcc": plcc(predicted, mos), "num_images": len(paths)}
+    summary = {"srcc": srcc(predicted, mos), "plcc": plcc(predicted, mos), "num_images": len(paths),
+               "untrained_srcc": untrained_srcc(args.model, paths, mos, args.batch_size, args.baseline_seed)}
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
             json.dump({**summary, "ranking": [{"image": p, "predicted": s, "mos": m} for s, m, p in ranking]}, handle, indent=1)
+    print(f"untrained model (same architecture, random weights): SRCC={summary['untrained_srcc']:.3f}")
     print(f"demo: SRCC={summary['srcc']:.3f} PLCC={summary['plcc']:.3f} (held-out references)")
     return summary
 

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 import data_builders
+from data_builders.distortions import distortion_phrase
 from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError
 from modeling_uniqa.processing_uniqa import UniQAImageError, load_image
 from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable
@@ -141,6 +142,10 @@ def load_images_with_levels(
         {"image": path, "image_name": name, "mos": float(mos), "level": level}
         for path, name, mos, level in zip(columns["image_path"], columns["image_name"], columns["mos"], names)
     ]
+    if dataset == "kadid10k":  # its file names say which distortion, at which of 5 levels
+        kinds = table.select_columns(["distortion", "level"]).to_dict()
+        for item, code, strength in zip(items, kinds["distortion"], kinds["level"]):
+            item["distortion"] = distortion_phrase(code, strength)
     return items[:max_images] if max_images else items
 
 
@@ -216,7 +221,8 @@ def caption_template(captioner: TemplateCaptioner, job: CaptionJob, work: list, 
         records = []
         for index, k in work[start : start + batch_size]:
             item = items[index]
-            records.append(job.record(item, k, captioner.caption(item["level"], job.task, job.caption_seed(item, k))))
+            caption = captioner.caption(item["level"], job.task, job.caption_seed(item, k), item.get("distortion"))
+            records.append(job.record(item, k, caption))
         writer.write(records)
         bar.update(len(records))
     return 0

@@ -35,6 +35,8 @@ import os
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from train_scripts.common.small_clip import write_small_clip
+
 logger = logging.getLogger(__name__)
 
 # scikit-image sample photographs with a public-domain or CC0 licence (from each loader's docstring).
@@ -218,26 +220,6 @@ def write_sources(references, output_dir: str) -> None:
         lines.append(f"| I{index:02d}.png | {name} | {author} | {licence} |")
     with open(os.path.join(output_dir, "SOURCES.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
-
-
-def write_small_clip(folder: str, image_size: int, seed: int) -> None:
-    """A small random CLIP with OpenAI's tokenizer, saved like a Hub CLIP folder."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
-
-    from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-
-    tokenizer = build_clip_tokenizer()
-    tower = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4, "hidden_act": "quick_gelu"}
-    config = CLIPConfig(
-        text_config={**tower, "vocab_size": len(tokenizer), "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-        vision_config={**tower, "image_size": image_size, "patch_size": 8},
-        projection_dim=64,
-    )
-    torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
 
 
 def main(args: argparse.Namespace) -> None:

@@ -586,8 +586,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="Seed of the random 80/20 splits and few-label draws (123 as in the release). Independent of --seed, "
         "so changing the training seed never moves test images into training.",
     )
-    parser.add_argument("--feature_bank", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--feature_bank", action="store_true", default=None,
                         help="Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).")
+    parser.add_argument("--no_feature_bank", "--no-feature_bank", dest="feature_bank", action="store_false",
+                        help="Crop afresh every epoch instead of sampling the bank.")
     parser.add_argument("--bank_crops", type=int, default=5, help="Random crops per image in the bank (each also flipped).")
     parser.add_argument("--bank_cache_dir", default=None, help="Keep feature banks here, keyed by backbone, images and augmentation.")
     parser.add_argument("--validation_fraction", type=float, default=0.0, help="Carve this share of the training split for model selection.")

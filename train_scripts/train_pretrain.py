@@ -101,7 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--image_transform",
         default="release",
         choices=PRETRAIN_MODES,
-        help="release: resize + centre crop (the authors'); random_resized_crop: area 0.9-1.0.",
+        help="release: resize + centre crop (the authors'); random_resized_crop: area 0.9-1.0; native_crop: a random window at native resolution.",
     )
     data.add_argument("--hflip", type=float, default=0.0, help="Horizontal flip probability.")
     data.add_argument("--max_caption_length", type=int, default=None, help="Default: the text tower's context length.")
@@ -333,8 +333,8 @@ def main(args: argparse.Namespace) -> str:
     ]
     clip = model.clip
     clip.train()
-    if args.freeze_logit_scale:
-        clip.logit_scale.requires_grad_(False)
+    # CLIP trains its temperature with the towers (loading a UniQA model freezes it: unfreeze).
+    clip.logit_scale.requires_grad_(not args.freeze_logit_scale)
     if args.gradient_checkpointing:
         clip.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.level_scores.requires_grad_(False)  # not part of pre-training

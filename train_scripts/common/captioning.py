@@ -8,7 +8,9 @@
   caption's index only, so a caption does not depend on batching, sharding or resuming.
 * :class:`TemplateCaptioner`: writes deterministic MOS-guided sentences without an MLLM (varied
   wording per level, task and seed), so the whole pipeline runs offline. Its records say
-  ``template: true``.
+  ``template: true``. Given the image's distortion (``"strong JPEG compression"``, from a
+  synthetic set's file names), a quality caption names it instead of describing generic
+  factors, as an MLLM that sees the distortion would.
 
 The MLLM backend lives in :mod:`train_scripts.common.hf_captioner`.
 """
@@ -180,6 +182,15 @@ def _sentence(phrase: str) -> str:
     return phrase[0].upper() + phrase[1:] + "."
 
 
+# A quality caption of an image whose distortion is known: "{distortion}" is e.g. "strong JPEG compression".
+_DISTORTION_SENTENCES = [
+    "It is degraded by {distortion}.",
+    "The picture shows {distortion}.",
+    "{distortion} is visible across the image.",
+    "The main defect is {distortion}.",
+]
+
+
 class TemplateCaptioner:
     """Offline, deterministic MOS-guided captions: a stand-in for an MLLM.
 
@@ -187,17 +198,23 @@ class TemplateCaptioner:
     prompt (sharpness, color balance, noise / content, color, lighting, composition) for the
     level, in an order drawn from ``seed``: the same arguments always give the same sentence,
     different seeds mostly give different wordings, and each level reads differently.
+    With ``distortion`` (a phrase such as ``"strong Gaussian blur"``) a quality caption is the
+    opening plus a sentence naming the distortion: generic factor phrases would contradict it
+    (a "heavily blurred" caption for a noisy image).
     """
 
     name = "template"
 
-    def caption(self, level: str, task: str, seed: int) -> str:
+    def caption(self, level: str, task: str, seed: int, distortion: str | None = None) -> str:
         _check_task(task)
         if level not in LEVEL_NAMES:
             raise ValueError(f"level must be one of {LEVEL_NAMES}, got {level!r}")
         rng = random.Random(seed)
         index = LEVEL_NAMES.index(level)
         opening = rng.choice(_OPENINGS[task]).replace(LEVEL_PLACEHOLDER, level)
+        if distortion is not None and task == "quality":
+            sentence = rng.choice(_DISTORTION_SENTENCES).format(distortion=distortion)
+            return f"{opening} {sentence[0].upper()}{sentence[1:]}"
         factors = list(_FACTORS[task].values())
         rng.shuffle(factors)
         return " ".join([opening, *(_sentence(rng.choice(phrases[index])) for phrases in factors)])

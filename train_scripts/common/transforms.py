@@ -6,6 +6,9 @@ the short side to 224 (bicubic), centre-crop 224x224, scale to [0, 1], normalise
 OpenAI CLIP mean/std; no augmentation. That is `mode="release"`, the default.
 `mode="random_resized_crop"` is the usual CLIP training augmentation instead: a random crop of
 90-100% of the image area (aspect 3/4-4/3), resized to 224 bicubic, then normalised.
+`mode="native_crop"` cuts a random `size x size` window of the image at its native resolution
+(never resized, as the test-time views of `UniQAImageProcessor` are): a model that must see
+blur, noise or compression needs the pixels at the scale they were degraded at (UniQA-Tiny).
 
 Fine-tuning (`finetune_crop_flip`, `finetune_view_bank`, `train_adapter.py`) uses the
 release's augmentation: a random `crop x crop` window of the image at its native resolution and
@@ -27,7 +30,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from modeling_uniqa.processing_uniqa import _short_side_size, cut_views
 
-PRETRAIN_MODES = ("release", "random_resized_crop")
+PRETRAIN_MODES = ("release", "random_resized_crop", "native_crop")
 
 
 class PretrainTransform:
@@ -35,8 +38,9 @@ class PretrainTransform:
 
     Args:
         size: side of the square output (the vision tower's ``image_size``).
-        mode: ``"release"`` (resize short side + centre crop, the authors' release) or
-            ``"random_resized_crop"`` (area ``scale``, aspect ``ratio``, bicubic).
+        mode: ``"release"`` (resize short side + centre crop, the authors' release),
+            ``"random_resized_crop"`` (area ``scale``, aspect ``ratio``, bicubic) or
+            ``"native_crop"`` (a random window at native resolution).
         scale, ratio: ranges of the random crop's area fraction and aspect ratio.
         hflip: probability of a horizontal flip (0 in the release).
         image_mean, image_std: normalisation (OpenAI CLIP's by default).
@@ -107,14 +111,17 @@ class PretrainTransform:
             raise ValueError(
                 f"PretrainTransform(mode={self.mode!r}, hflip={self.hflip}) needs a numpy Generator `rng`."
             )
-        if self.mode == "release":
-            image = self._center(image)
+        if self.mode == "native_crop":
+            pixels = finetune_crop_flip(image, self.size, rng, flip_prob=self.hflip).astype(np.float32)
         else:
-            left, top, w, h = self.crop_box(image.width, image.height, rng)
-            image = image.resize((self.size, self.size), Image.BICUBIC, box=(left, top, left + w, top + h))
-        pixels = np.asarray(image, dtype=np.float32)  # (size, size, 3)
-        if self.hflip > 0 and rng.random() < self.hflip:
-            pixels = pixels[:, ::-1]
+            if self.mode == "release":
+                image = self._center(image)
+            else:
+                left, top, w, h = self.crop_box(image.width, image.height, rng)
+                image = image.resize((self.size, self.size), Image.BICUBIC, box=(left, top, left + w, top + h))
+            pixels = np.asarray(image, dtype=np.float32)  # (size, size, 3)
+            if self.hflip > 0 and rng.random() < self.hflip:
+                pixels = pixels[:, ::-1]
         pixels = (pixels - self._mean) * self._inv_std
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 

@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""The shipped default model (UniQA-Tiny) beside BRISQUE, on photos and distortion settings it never saw.
+
+    python benchmarks/bench_default_model.py [--model DIR] [--sources mate-backgrounds scikit-image ...]
+
+Photos: the recipe's held-out sources (`train_scripts/common/photo_sources.py`; Debian packages
+are fetched into `--cache_dir` with `apt-get download`), resized to a short side of 512 px, larger
+than any training reference. Distortions, each at 5 levels, with implementations and parameters
+that differ from the training corpus (`common/synthetic_distortions.py`):
+
+* blur: `scipy.ndimage.gaussian_filter`, sigma 0.7 .. 4.0 (training: PIL's box-approximated blur, 0.5 .. 3.2);
+* JPEG: PIL with 4:4:4 chroma (training: 4:2:0), quality 60 .. 7;
+* noise: one Gaussian field added to all three channels (grey noise; training: per channel), sigma 5 .. 36;
+* pixelation: bilinear down, nearest up (training: box down), factor 1.8 .. 7.5.
+
+Prints, per distortion and overall, the SRCC / PLCC of the model and of BRISQUE against a
+full-reference pseudo-MOS (GMSD, as the recipe), the SRCC against the level within each kind,
+and the share of adjacent levels of one photo whose score falls; then the scoring speed of
+`uniqa score` with the model's default views on 1024x768 JPEGs (images/s, model load excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from modeling_uniqa import DEFAULT_MODEL  # noqa: E402
+from train_scripts.common.full_reference import pseudo_mos  # noqa: E402
+from train_scripts.common.metrics import srcc  # noqa: E402
+from train_scripts.common.photo_sources import SOURCES, load_source  # noqa: E402
+from train_scripts.common.quality_report import Brisque, RatedImage, distortion_metrics, markdown_table  # noqa: E402
+
+SETTINGS = {
+    "blur": (0.7, 1.2, 1.8, 2.7, 4.0),
+    "JPEG": (60, 38, 22, 13, 7),
+    "noise": (5.0, 10.0, 16.0, 24.0, 36.0),
+    "pixelation": (1.8, 2.6, 3.6, 5.0, 7.5),
+}
+
+
+def distort(image: Image.Image, kind: str, value: float, rng: np.random.Generator) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float32)
+    if kind == "blur":
+        return Image.fromarray(np.clip(ndimage.gaussian_filter(pixels, sigma=(value, value, 0)), 0, 255).round().astype(np.uint8))
+    if kind == "JPEG":
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(value), subsampling=0)
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    if kind == "noise":
+        field = rng.normal(0.0, value, size=pixels.shape[:2])[..., None]
+        return Image.fromarray(np.clip(pixels + field, 0, 255).round().astype(np.uint8))
+    if kind == "pixelation":
+        small = image.resize((max(1, round(image.width / value)), max(1, round(image.height / value))), Image.BILINEAR)
+        return small.resize(image.size, Image.NEAREST)
+    raise ValueError(kind)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--sources", nargs="+", default=["mate-backgrounds", "lomiri-wallpapers-20.04", "scikit-image"])
+    parser.add_argument("--cache_dir", default=os.path.join(os.path.expanduser("~"), ".cache", "uniqa-photos"))
+    parser.add_argument("--short_side", type=int, default=512)
+    parser.add_argument("--max_photos", type=int, default=None, help="Per source.")
+    parser.add_argument("--speed_images", type=int, default=100, help="JPEGs timed for the speed figure (0: skip).")
+    parser.add_argument("--seed", type=int, default=2026)
+    return parser.parse_args(argv)
+
+
+def photos_of(args) -> list:
+    photos = []
+    for source in SOURCES:
+        if source.name in args.sources:
+            for photo in load_source(source, args.cache_dir)[: args.max_photos]:
+                scale = args.short_side / min(photo.image.size)
+                size = (round(photo.image.width * scale), round(photo.image.height * scale))
+                photos.append((f"{source.name}:{os.path.basename(photo.path)}", photo.image.resize(size, Image.LANCZOS)))
+    return photos
+
+
+def speed(model: str, count: int, folder: str) -> float:
+    """images/s of `uniqa score` on `count` 1024x768 JPEGs, the model's load subtracted (a run on 1 image)."""
+    rng = np.random.default_rng(0)
+    base = np.asarray(Image.open(os.path.join(folder, "0000.png")).convert("RGB").resize((1024, 768)), dtype=np.float32)
+    jpegs = os.path.join(folder, "jpegs")
+    os.makedirs(jpegs, exist_ok=True)
+    for i in range(count):
+        noisy = np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(os.path.join(jpegs, f"{i:04d}.jpg"), quality=90)
+
+    def run(inputs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "modeling_uniqa.cli", "score", *inputs, "--model", model, "--output",
+                        os.path.join(folder, f"scores-{len(inputs)}.csv")], check=True, capture_output=True, cwd=REPO_ROOT)
+        return time.perf_counter() - start
+
+    one = run([os.path.join(jpegs, "0000.jpg")])
+    many = run([jpegs])
+    return (count - 1) / max(many - one, 1e-9)
+
+
+def main(args) -> int:
+    from transformers import pipeline
+
+    rng = np.random.default_rng(args.seed)
+    photos = photos_of(args)
+    scorer = pipeline("image-quality", model=args.model)
+    brisque = Brisque()
+    items, level_srcc = [], {kind: [] for kind in SETTINGS}
+    with tempfile.TemporaryDirectory() as folder:
+        for index, (name, reference) in enumerate(photos):
+            reference.save(os.path.join(folder, f"{index:04d}.png"))
+            pixels = np.asarray(reference)
+            for kind, values in SETTINGS.items():
+                images = [distort(reference, kind, value, rng) for value in values]
+                scores = [out["score"] for out in scorer(images, batch_size=len(images))]
+                level_srcc[kind].append(srcc(scores, -np.arange(len(values))))
+                for level, (image, score) in enumerate(zip(images, scores), start=1):
+                    target = np.asarray(image)
+                    items.append(RatedImage(name, kind, level, pseudo_mos(pixels, target),
+                                            {"UniQA-Tiny": float(score), "BRISQUE": brisque.quality(target)}))
+        report = distortion_metrics(items, ["UniQA-Tiny", "BRISQUE"])
+        print(f"{len(photos)} unseen photos x {len(SETTINGS)} distortions x 5 levels; reference: GMSD pseudo-MOS\n")
+        print(markdown_table(report))
+        print("\nSRCC against the level within each photo and kind (mean over photos):")
+        for kind, values in level_srcc.items():
+            print(f"  {kind:11s} {np.mean(values):.3f}")
+        model, base = report["UniQA-Tiny"]["overall"], report["BRISQUE"]["overall"]
+        print(f"\noverall SRCC: UniQA-Tiny {model['srcc']:.4f}, BRISQUE {base['srcc']:.4f}")
+        for kind in ("blur", "noise"):
+            print(f"score falls with each step of {kind}: {report['UniQA-Tiny']['kinds'][kind]['falling_pairs']:.1%} of adjacent-level pairs")
+        if args.speed_images > 1:
+            print(f"speed: {speed(args.model, args.speed_images, folder):.1f} images/s (uniqa score, 1024x768 JPEGs, default views, "
+                  f"{os.cpu_count()} CPU cores, model load excluded)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

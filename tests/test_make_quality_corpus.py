@@ -1,0 +1,77 @@
+"""make_quality_corpus.py (photos -> KADID-layout train / held-out corpora) and make_small_clip.py,
+on generated 'photos' standing in for the packages (the package reading is test_photo_sources.py's)."""
+
+import filecmp
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import data_builders
+from tests.helpers import random_rgb
+from train_scripts import make_quality_corpus, make_small_clip
+from train_scripts.common.photo_sources import Photo, PhotoSource
+
+
+@pytest.fixture
+def fake_sources(monkeypatch):
+    sources = (PhotoSource("pkg-a", "deb", include=("*",)), PhotoSource("pkg-b", "deb", include=("*",)),
+               PhotoSource("scikit-image", "skimage", include=("x",)))
+
+    def load(source, cache_dir):
+        seed = sum(map(ord, source.name))
+        return [Photo(source.name, f"photo{i}.jpg", Image.fromarray(random_rgb(90 + 10 * i, 120, seed=seed + i)),
+                      "CC0-1.0", "Someone", "1.0") for i in range(2)]
+
+    monkeypatch.setattr(make_quality_corpus, "SOURCES", sources)
+    monkeypatch.setattr(make_quality_corpus, "load_source", load)
+
+
+def _run(folder, *extra):
+    args = make_quality_corpus.parse_args(["--output_dir", str(folder), "--codes", "01", "11", "--short_side", "64", "80",
+                                           "--workers", "1", "--heldout_sources", "scikit-image", *extra])
+    return make_quality_corpus.main(args)
+
+
+def test_corpus_is_split_by_source_in_kadid_layout_and_deterministic(tmp_path, fake_sources):
+    assert _run(tmp_path / "a") == 0
+    assert _run(tmp_path / "b") == 0
+    for split in ("train", "heldout"):
+        assert filecmp.cmp(tmp_path / "a" / split / "dmos.csv", tmp_path / "b" / split / "dmos.csv", shallow=False)
+    train = data_builders.load("kadid10k", str(tmp_path / "a/train"), split_scheme="full")["full"]
+    heldout = data_builders.load("kadid10k", str(tmp_path / "a/heldout"), split_scheme="full")["full"]
+    assert len(train) == 4 * 2 * 5 and len(heldout) == 2 * 2 * 5  # photos x codes x levels
+    assert set(train["reference"]).isdisjoint(heldout["reference"])
+    assert set(train["distortion"]) == {"01", "11"}
+    mos = np.asarray(train["mos"])
+    assert (mos >= 1).all() and (mos <= 5).all()
+    for code in ("01", "11"):  # stronger level, lower pseudo-MOS, on average
+        by_level = [np.mean([r["mos"] for r in train if r["distortion"] == code and r["level"] == lev]) for lev in (1, 5)]
+        assert by_level[0] > by_level[1]
+    with Image.open(tmp_path / "a/train/images/I001.png") as reference:
+        assert min(reference.size) in range(64, 81)
+    sources = (tmp_path / "a/SOURCES.md").read_text()
+    assert "| heldout | I005.png |" in sources and "pkg-a" in sources and "CC0-1.0" in sources
+
+
+def test_corpus_argument_errors(tmp_path, fake_sources):
+    with pytest.raises(SystemExit):
+        make_quality_corpus.parse_args(["--output_dir", "x", "--short_side", "80", "64"])
+    with pytest.raises(SystemExit):
+        make_quality_corpus.parse_args(["--output_dir", "x", "--jitter", "1.5"])
+
+
+def test_small_clip_is_written_once_and_kept_on_a_rerun(tmp_path):
+    argv = ["--output_dir", str(tmp_path / "clip"), "--image_size", "32", "--patch_size", "8", "--vision_width", "32",
+            "--vision_layers", "1", "--vision_heads", "2", "--text_width", "16", "--text_layers", "1", "--text_heads", "1",
+            "--projection_dim", "16"]
+    assert make_small_clip.main(make_small_clip.parse_args(argv)) == 0
+    weights = (tmp_path / "clip/model.safetensors").read_bytes()
+    assert make_small_clip.main(make_small_clip.parse_args(argv)) == 0  # same settings: kept
+    assert (tmp_path / "clip/model.safetensors").read_bytes() == weights
+    assert make_small_clip.main(make_small_clip.parse_args([*argv[:-2], "--projection_dim", "8"])) == 2  # another model
+    assert make_small_clip.main(make_small_clip.parse_args([*argv, "--vision_heads", "3"])) == 2  # 32 % 3
+    config = json.loads((tmp_path / "clip/config.json").read_text())
+    assert config["vision_config"]["image_size"] == 32 and not os.path.exists(tmp_path / "clip.partial")
