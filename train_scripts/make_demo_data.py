@@ -10,8 +10,8 @@ here, deterministically for a seed:
   JPEG, contrast loss, under-exposure, desaturation, pixelation, motion blur) at 5 levels, in
   KADID-10k's layout (`images/I01.png`, `images/I01_01_01.png`..., `dmos.csv` with
   `dist_img,ref_img,dmos,var`), so the real `kadid10k` builder reads it. The pseudo-MOS is a
-  full-reference score: 1 + 4 * SSIM (colour SSIM against the reference), on KADID's 1-5
-  scale, higher is better; `var` holds a vote standard deviation as KADID's does.
+  full-reference score from GMSD (`common/full_reference.py`, as UniQA-Tiny's corpus), on
+  KADID's 1-5 scale, higher is better; `var` holds a vote standard deviation as KADID's does.
 * `ava/`: aesthetic variants of the references (well or badly framed crops, exposure and colour
   grading) as `images/<id>.jpg`, `AVA.txt` vote counts around a pseudo aesthetic score,
   `aesthetics_image_lists/generic_test.jpgl` (about 20% of the ids), and an AVA-Captions JSON
@@ -35,6 +35,7 @@ import os
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from train_scripts.common.full_reference import pseudo_mos
 from train_scripts.common.small_clip import write_small_clip
 
 logger = logging.getLogger(__name__)
@@ -115,14 +116,6 @@ def distort(image: Image.Image, kind: str, level: int, rng: np.random.Generator)
     raise ValueError(f"Unknown distortion {kind!r}; expected one of {DISTORTIONS}.")
 
 
-def colour_ssim(reference: Image.Image, distorted: Image.Image) -> float:
-    from skimage.metrics import structural_similarity
-
-    return float(
-        structural_similarity(np.asarray(reference), np.asarray(distorted), channel_axis=2, data_range=255, win_size=7)
-    )
-
-
 def write_kadid(references, folder: str, rng: np.random.Generator) -> int:
     images = os.path.join(folder, "images")
     os.makedirs(images, exist_ok=True)
@@ -135,8 +128,8 @@ def write_kadid(references, folder: str, rng: np.random.Generator) -> int:
                 distorted = distort(reference, kind, level, rng)
                 name = f"I{ref_index:02d}_{type_index:02d}_{level:02d}.png"
                 distorted.save(os.path.join(images, name))
-                quality = max(0.0, colour_ssim(reference, distorted))
-                mos = 1 + 4 * quality
+                mos = pseudo_mos(np.asarray(reference), np.asarray(distorted))
+                quality = (mos - 1) / 4
                 spread = 0.25 + 0.5 * np.sqrt(quality * (1 - quality))  # raters agree most at the extremes
                 rows.append(f"{name},{ref_name},{mos:.4f},{spread:.4f}")
     with open(os.path.join(folder, "dmos.csv"), "w", encoding="utf-8") as handle:
