@@ -373,7 +373,21 @@ def inherited_license(model_dir) -> str | None:
     return data.license
 
 
-def _usage(info: dict, model_id: str) -> str:
+def _is_default_model(model_dir: str) -> bool:
+    from modeling_uniqa import DEFAULT_MODEL
+
+    return os.path.isdir(DEFAULT_MODEL) and os.path.samefile(model_dir, DEFAULT_MODEL)
+
+
+def _usage(info: dict, model_id: str, model_dir: str) -> str:
+    if _is_default_model(model_dir):  # shipped inside the package: no path, no remote code needed
+        return (
+            "import modeling_uniqa\n"
+            "from transformers import AutoModel, pipeline\n\n"
+            'scorer = pipeline("image-quality")  # no model=: this one\n'
+            'print(scorer("photo.jpg"))  # {"score": ..., "mos": ...}\n'
+            "model = AutoModel.from_pretrained(modeling_uniqa.DEFAULT_MODEL)"
+        )
     if info["kind"] == "adapter":
         base = info.get("base_name") or "BASE_MODEL"
         return (
@@ -504,7 +518,7 @@ def write_model_card(
         size_text=f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB",
         base_name=info.get("base_name") or "unknown",
         base_hash=info.get("base_hash"),
-        usage=_usage(info, model_id),
+        usage=_usage(info, model_id, model_dir),
         model_id=model_id,
         score_text=_score_text(info),
         view_policy=info.get("view_policy", "random10"),

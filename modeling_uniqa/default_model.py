@@ -23,8 +23,10 @@ import sys
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "uniqa-tiny")
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
-# What a shipped folder holds: the model, its processor and tokenizer, card and remote code.
-SHIPPED_SUFFIXES = (".json", ".safetensors", ".txt", ".md", ".py")
+# What a shipped folder holds: the model, its processor and tokenizer, and card. Not the remote-code
+# copies: inside the package its own modules serve (a copy could only drift from them), and
+# `save_pretrained` / `uniqa push` write them into any folder that leaves the package.
+SHIPPED_SUFFIXES = (".json", ".safetensors", ".txt", ".md")
 
 
 def default_model_path() -> str:

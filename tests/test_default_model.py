@@ -22,6 +22,7 @@ def test_ship_copies_a_checked_model_folder_atomically(tmp_path):
     target = str(tmp_path / "package" / "uniqa-tiny")
     files = default_model.ship(source, target)
     assert "model.safetensors" in files and "config.json" in files and "train_log.jsonl" not in files
+    assert not any(name.endswith(".py") for name in files)  # the package's own modules serve
     assert sorted(os.listdir(target)) == files and not os.path.exists(target + ".partial")
     from modeling_uniqa import UniQAModel
 
@@ -64,7 +65,10 @@ def test_the_shipped_model_is_small_loads_by_default_and_ranks_distortions():
     size = sum(os.path.getsize(os.path.join(DEFAULT_MODEL, name)) for name in os.listdir(DEFAULT_MODEL))
     assert size <= default_model.MAX_SHIPPED_BYTES
     model = AutoModel.from_pretrained(DEFAULT_MODEL)
-    assert model.adapter is not None and "README.md" in os.listdir(DEFAULT_MODEL)
+    assert model.adapter is not None
+    with open(os.path.join(DEFAULT_MODEL, "README.md"), encoding="utf-8") as handle:
+        card = handle.read()
+    assert 'pipeline("image-quality")' in card and "license: gpl-3.0" in card and "BRISQUE" in card
 
     scorer = pipeline("image-quality")  # no model: the shipped one
     photo = _coffee()
