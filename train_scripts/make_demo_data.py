@@ -35,7 +35,7 @@ import os
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from train_scripts.common.full_reference import pseudo_mos
+from train_scripts.common.full_reference import kadid_row
 from train_scripts.common.small_clip import write_small_clip
 
 logger = logging.getLogger(__name__)
@@ -123,15 +123,13 @@ def write_kadid(references, folder: str, rng: np.random.Generator) -> int:
     for ref_index, (_, reference) in enumerate(references, start=1):
         ref_name = f"I{ref_index:02d}.png"
         reference.save(os.path.join(images, ref_name))
+        reference_pixels = np.asarray(reference)
         for type_index, kind in enumerate(DISTORTIONS, start=1):
             for level in range(1, LEVELS + 1):
                 distorted = distort(reference, kind, level, rng)
                 name = f"I{ref_index:02d}_{type_index:02d}_{level:02d}.png"
                 distorted.save(os.path.join(images, name))
-                mos = pseudo_mos(np.asarray(reference), np.asarray(distorted))
-                quality = (mos - 1) / 4
-                spread = 0.25 + 0.5 * np.sqrt(quality * (1 - quality))  # raters agree most at the extremes
-                rows.append(f"{name},{ref_name},{mos:.4f},{spread:.4f}")
+                rows.append(kadid_row(name, ref_name, reference_pixels, np.asarray(distorted)))
     with open(os.path.join(folder, "dmos.csv"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(rows) + "\n")
     return len(rows) - 1

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from train_scripts.common.full_reference import pseudo_mos
+from train_scripts.common.full_reference import kadid_row
 from train_scripts.common.photo_sources import SOURCE_NAMES, SOURCES, PhotoSourceError, load_source
 from train_scripts.common.synthetic_distortions import CODES, LEVELS, distort
 
@@ -88,10 +88,7 @@ def distort_reference(job) -> list[str]:
             image = distort(reference, code, level, rng, jitter)
             name = f"{stem}_{code}_{level:02d}.png"
             image.save(os.path.join(folder, "images", name), compress_level=0)
-            mos = pseudo_mos(pixels, np.asarray(image))
-            quality = (mos - 1) / 4
-            spread = 0.25 + 0.5 * np.sqrt(quality * (1 - quality))  # raters agree most at the extremes
-            rows.append(f"{name},{ref_name},{mos:.4f},{spread:.4f}")
+            rows.append(kadid_row(name, ref_name, pixels, np.asarray(image)))
     return rows
 
 

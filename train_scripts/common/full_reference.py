@@ -42,4 +42,14 @@ def pseudo_mos(reference: np.ndarray, distorted: np.ndarray) -> float:
     return 5.0 - 4.0 * min(gmsd(reference, distorted) / GMSD_WORST, 1.0)
 
 
-__all__ = ["gmsd", "pseudo_mos"]
+def kadid_row(name: str, reference_name: str, reference: np.ndarray, distorted: np.ndarray) -> str:
+    """One `dmos.csv` line of KADID-10k's layout (`dist_img,ref_img,dmos,var`) for a distorted
+    image: its :func:`pseudo_mos` and a vote spread as KADID's `var` holds one (raters agree
+    most at the ends of the scale)."""
+    mos = pseudo_mos(reference, distorted)
+    quality = (mos - 1) / 4
+    spread = 0.25 + 0.5 * np.sqrt(quality * (1 - quality))
+    return f"{name},{reference_name},{mos:.4f},{spread:.4f}"
+
+
+__all__ = ["gmsd", "kadid_row", "pseudo_mos"]

@@ -242,14 +242,13 @@ def load_source(source: PhotoSource, cache_dir: str) -> list[Photo]:
     """The photos of one source, in a stable order (sorted by path)."""
     if source.kind == "skimage":
         try:
+            import skimage
             from skimage import data as samples
         except ImportError as error:
             raise PhotoSourceError("scikit-image is needed for its sample photographs: pip install scikit-image") from error
         photos = []
         for name in source.include:
             author, licence = SKIMAGE_LICENCES[name]
-            import skimage
-
             photos.append(Photo(source.name, name, Image.fromarray(getattr(samples, name)()).convert("RGB"), licence, author, skimage.__version__))
         return photos
     folder, version = fetch_deb(source.name, cache_dir)
