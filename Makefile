@@ -11,8 +11,11 @@
 PYTHON ?= python
 OUT ?= demo-output
 SEED ?= 0
-# One process; on a machine with a GPU accelerate uses it.
-LAUNCH = $(PYTHON) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+# One process; on a machine with a GPU accelerate uses it. accelerate would give the process one
+# CPU thread (OMP_NUM_THREADS=1): on a CPU-only machine it gets every core.
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+LAUNCH = $(PYTHON) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+	--num_cpu_threads_per_process $(NPROC)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
@@ -72,12 +75,12 @@ PHOTO_CACHE ?= $(HOME)/.cache/uniqa-photos
 ifeq ($(SMOKE),1)
 TINY_CORPUS = --max_photos 2 --codes 01 10 11 21 --short_side 96 128
 TINY_CLIP = --vision_width 32 --vision_layers 1 --vision_heads 2 --text_width 16 --text_layers 1 --text_heads 1 --projection_dim 16 --image_size 32
-TINY_STEPS = --max_steps 12 --warmup_steps 2 --checkpointing_steps 6 --per_device_train_batch_size 16 --eval_steps 6 --eval_max_samples 40
+TINY_STEPS = --max_steps 12 --warmup_steps 2 --checkpointing_steps 6 --per_device_train_batch_size 16 --crops_per_image 2 --eval_steps 6 --eval_max_samples 40
 TINY_ADAPTER = --num_train_epochs 2
 else
 TINY_CORPUS =
 TINY_CLIP = --vision_width 128 --vision_layers 4 --vision_heads 4 --text_width 32 --text_layers 3 --text_heads 1 --projection_dim 128 --image_size 64
-TINY_STEPS = --max_steps 4000 --warmup_steps 200 --checkpointing_steps 500 --per_device_train_batch_size 128 --eval_steps 500 --eval_max_samples 300
+TINY_STEPS = --max_steps 6500 --warmup_steps 300 --checkpointing_steps 500 --per_device_train_batch_size 128 --crops_per_image 4 --eval_steps 1000 --eval_max_samples 300
 TINY_ADAPTER = --num_train_epochs 30
 endif
 

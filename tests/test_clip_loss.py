@@ -24,6 +24,27 @@ def test_clip_loss_is_the_symmetric_cross_entropy():
     )
 
 
+def test_groups_make_views_of_one_image_each_others_positives():
+    torch.manual_seed(1)
+    images = F.normalize(torch.randn(6, 4), dim=-1)
+    texts = F.normalize(torch.randn(6, 4), dim=-1)
+    scale = torch.tensor(5.0)
+    # distinct groups: exactly the plain loss
+    torch.testing.assert_close(ClipLoss()(images, texts, scale, groups=torch.arange(6)), ClipLoss()(images, texts, scale))
+    # rows 0-2 are crops of one image, 3-5 of another: the target spreads over the group
+    groups = torch.tensor([7, 7, 7, 2, 2, 2])
+    logits = scale * images @ texts.t()
+    same = (groups[:, None] == groups[None, :]).float() / 3
+    expected = (-(same * torch.log_softmax(logits, 1)).sum(1).mean() - (same * torch.log_softmax(logits.t(), 1)).sum(1).mean()) / 2
+    torch.testing.assert_close(ClipLoss()(images, texts, scale, groups=groups), expected)
+    # which caption of its group a crop is paired with does not matter; without groups it does
+    swapped = texts[[1, 2, 0, 3, 4, 5]]
+    torch.testing.assert_close(
+        ClipLoss()(images, swapped, scale, groups=groups), ClipLoss()(images, texts, scale, groups=groups)
+    )
+    assert not torch.isclose(ClipLoss()(images, swapped, scale), ClipLoss()(images, texts, scale))
+
+
 def test_gather_is_the_identity_on_one_process_and_shapes_are_checked():
     features = torch.randn(3, 4)
     assert gather_features(features) is features

@@ -87,12 +87,30 @@ def test_caption_draw_depends_only_on_seed_epoch_and_index(tmp_path):
     dataset = PretrainDataset(corpus, PretrainTransform(size=32), seed=7)
     again = PretrainDataset(corpus, PretrainTransform(size=32), seed=7)
     item = dataset[(3, 1)]
-    assert item["caption"] == again[(3, 1)]["caption"] and item["index"] == 3
-    assert item["pixel_values"].shape == (3, 32, 32)
+    assert item["captions"] == again[(3, 1)]["captions"] and item["index"] == 3
+    assert item["pixel_values"].shape == (1, 3, 32, 32) and len(item["captions"]) == 1
     # over epochs every caption of an image comes up, chosen per epoch
-    drawn = {dataset[(3, epoch)]["caption"] for epoch in range(30)}
+    drawn = {dataset[(3, epoch)]["captions"][0] for epoch in range(30)}
     assert drawn == set(corpus[3]["captions"])
-    assert dataset[3]["caption"] == dataset[(3, 0)]["caption"]
+    assert dataset[3]["captions"] == dataset[(3, 0)]["captions"]
+
+
+def test_several_crops_per_decoded_image_each_with_its_own_draws(tmp_path):
+    corpus = load_pretrain_corpus(
+        [("caption_jsonl", str(write_caption_corpus(tmp_path / "c")))], cache_dir=str(tmp_path / "cache")
+    )
+    transform = PretrainTransform(size=8, mode="native_crop")
+    dataset = PretrainDataset(corpus, transform, seed=7, crops_per_image=4)
+    item = dataset[(2, 0)]
+    assert item["pixel_values"].shape == (4, 3, 8, 8) and len(item["captions"]) == 4
+    assert set(item["captions"]) <= set(corpus[2]["captions"])
+    assert len({view.tobytes() for view in item["pixel_values"]}) > 1  # different windows
+    again = PretrainDataset(corpus, transform, seed=7, crops_per_image=4)[(2, 0)]
+    assert np.array_equal(item["pixel_values"], again["pixel_values"]) and item["captions"] == again["captions"]
+    batch = PretrainCollator(build_clip_tokenizer())([item, dataset[(5, 0)]])
+    assert batch["pixel_values"].shape == (8, 3, 8, 8) and batch["indices"].tolist() == [2] * 4 + [5] * 4
+    with pytest.raises(ValueError, match="crops_per_image"):
+        PretrainDataset(corpus, transform, crops_per_image=0)
 
 
 def test_global_batches_are_the_same_for_any_process_count_and_never_repeat_an_image():
@@ -115,15 +133,15 @@ def test_global_batches_are_the_same_for_any_process_count_and_never_repeat_an_i
 def test_collator_pads_to_the_longest_caption_and_truncates():
     tokenizer = build_clip_tokenizer()
     items = [
-        {"pixel_values": np.zeros((3, 8, 8), np.float32), "caption": "bad image", "index": 4},
+        {"pixel_values": np.zeros((1, 3, 8, 8), np.float32), "captions": ["bad image"], "index": 4},
         {
-            "pixel_values": np.ones((3, 8, 8), np.float32),
-            "caption": "a very sharp and noise free photo of a dog",
+            "pixel_values": np.ones((1, 3, 8, 8), np.float32),
+            "captions": ["a very sharp and noise free photo of a dog"],
             "index": 1,
         },
     ]
     batch = PretrainCollator(tokenizer, max_length=77)(items)
-    long_length = len(tokenizer(items[1]["caption"])["input_ids"])
+    long_length = len(tokenizer(items[1]["captions"][0])["input_ids"])
     assert batch["input_ids"].shape == (2, long_length)
     assert batch["attention_mask"].sum(1).tolist() == [4, long_length]
     assert batch["pixel_values"].shape == (2, 3, 8, 8) and batch["indices"].tolist() == [4, 1]

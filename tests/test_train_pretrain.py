@@ -334,6 +334,18 @@ def test_tokenizer_is_the_inits_or_the_packaged_openai_one(tmp_path, workspace):
         load_tokenizer(str(tmp_path / "small"))
 
 
+def test_several_crops_per_image_train_with_their_own_layout(workspace, tmp_path):
+    output_dir = tmp_path / "crops"
+    args = common_args(workspace, output_dir, "--per_device_train_batch_size", "4", "--crops_per_image", "2",
+                       "--max_steps", "2", "--image_transform", "native_crop", "--report_to", "none")
+    result = run_single(args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "global batch 2 images x 2 crops" in result.stderr
+    with open(output_dir / "checkpoint-2" / "run_layout.json") as handle:
+        assert json.load(handle)["crops_per_image"] == 2
+    assert len(curve_records(read_log(output_dir))) == 2
+
+
 def test_argument_errors():
     base = ["--init", "x", "--corpus", "caption_jsonl=y", "--output_dir", "z"]
     assert parse_args(base).train_batch_size == 960 and parse_args(base).learning_rate == 5e-6
@@ -341,5 +353,10 @@ def test_argument_errors():
         parse_args([*base, "--eval_steps", "5"])
     with pytest.raises(SystemExit):
         parse_args([*base, "--max_steps", "0"])
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--crops_per_image", "0"])
+    with pytest.raises(SystemExit):  # a batch counts views: whole images only
+        parse_args([*base, "--per_device_train_batch_size", "3", "--crops_per_image", "2"])
+    assert parse_args([*base, "--crops_per_image", "4"]).crops_per_image == 4
     with pytest.raises(SystemExit):  # 0 would mean "no limit", silently
         parse_args([*base, "--checkpoints_total_limit", "0"])

@@ -104,6 +104,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="release: resize + centre crop (the authors'); random_resized_crop: area 0.9-1.0; native_crop: a random window at native resolution.",
     )
     data.add_argument("--hflip", type=float, default=0.0, help="Horizontal flip probability.")
+    data.add_argument(
+        "--crops_per_image",
+        type=int,
+        default=1,
+        help="Random views cut from each decoded image (with --image_transform native_crop: decoding costs more "
+        "than a small tower's step on a crop). Batch sizes count views; the views of one image are each other's "
+        "positives in the loss.",
+    )
     data.add_argument("--max_caption_length", type=int, default=None, help="Default: the text tower's context length.")
     data.add_argument(
         "--prompts", default=None, help="Prompt groups of the saved model (default: the init's, or 'default')."
@@ -172,9 +180,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("num_train_epochs", "train_batch_size", "checkpointing_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1.")
-    for name in ("max_steps", "per_device_train_batch_size", "eval_steps", "checkpoints_total_limit"):
+    for name in ("max_steps", "per_device_train_batch_size", "eval_steps", "checkpoints_total_limit", "crops_per_image"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1.")
+    batch_flag = "per_device_train_batch_size" if args.per_device_train_batch_size else "train_batch_size"
+    if getattr(args, batch_flag) % args.crops_per_image:
+        parser.error(f"--{batch_flag} {getattr(args, batch_flag)} is not divisible by --crops_per_image {args.crops_per_image}.")
     if args.eval_steps and not args.eval_dataset:
         parser.error("--eval_steps needs --eval_dataset NAME=DIR.")
     return args
@@ -353,10 +364,13 @@ def main(args: argparse.Namespace) -> str:
         if args.train_batch_size % world:
             raise ValueError(f"--train_batch_size {args.train_batch_size} is not divisible by {world} processes.")
         per_device = args.train_batch_size // world
+    crops = args.crops_per_image
+    if per_device % crops:
+        raise ValueError(f"A batch of {per_device} views per process is not divisible by --crops_per_image {crops}.")
     size = clip.config.vision_config.image_size
     transform = PretrainTransform(size=size, mode=args.image_transform, hflip=args.hflip)
-    dataset = PretrainDataset(corpus, transform, seed=args.seed)
-    sampler = GlobalBatchSampler(len(dataset), per_device, world, accelerator.process_index, seed=args.seed)
+    dataset = PretrainDataset(corpus, transform, seed=args.seed, crops_per_image=crops)
+    sampler = GlobalBatchSampler(len(dataset), per_device // crops, world, accelerator.process_index, seed=args.seed)
     steps_per_epoch = len(sampler)
     if steps_per_epoch == 0:
         raise ValueError(
@@ -396,6 +410,7 @@ def main(args: argparse.Namespace) -> str:
         seed=args.seed,
         transform=args.image_transform,
         hflip=args.hflip,
+        crops_per_image=crops,
         optimizer=args.optimizer,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
@@ -444,7 +459,7 @@ def main(args: argparse.Namespace) -> str:
     if accelerator.is_main_process:
         logger.info(
             f"{len(dataset)} images, {steps_per_epoch} steps an epoch, global batch {sampler.global_batch_size} "
-            f"({per_device} x {world} processes), {max_steps} steps"
+            f"images x {crops} crops ({per_device} views x {world} processes), {max_steps} steps"
         )
     progress = tqdm(
         total=max_steps, initial=global_step, desc="pre-training", disable=not accelerator.is_local_main_process
@@ -462,7 +477,9 @@ def main(args: argparse.Namespace) -> str:
                 batch["input_ids"].to(accelerator.device),
                 batch["attention_mask"].to(accelerator.device),
             )
-            loss = loss_fn(image_embeds, text_embeds, logit_scale)
+            # Several crops of one image: each other's positives (one crop: the plain CLIP loss).
+            groups = batch["indices"] if crops > 1 else None
+            loss = loss_fn(image_embeds, text_embeds, logit_scale, groups=groups)
             check_finite_loss(accelerator, loss, global_step + 1)
             accelerator.backward(loss)
             if args.max_grad_norm is not None:

@@ -44,6 +44,16 @@ class _GatherWithLocalGradient(torch.autograd.Function):
         return grad[start : start + ctx.rows] * ctx.world_size, None, None
 
 
+def gather_constants(values: torch.Tensor) -> torch.Tensor:
+    """(local_batch, ...) -> (world_size * local_batch, ...), in process order, without gradient."""
+    world_size, _ = _world()
+    if world_size == 1:
+        return values
+    parts = [torch.empty_like(values) for _ in range(world_size)]
+    dist.all_gather(parts, values.contiguous())
+    return torch.cat(parts)
+
+
 def gather_features(features: torch.Tensor) -> torch.Tensor:
     """(local_batch, dim) -> (world_size * local_batch, dim), in process order.
 
@@ -59,13 +69,22 @@ def gather_features(features: torch.Tensor) -> torch.Tensor:
 class ClipLoss(nn.Module):
     """Symmetric cross-entropy over image-text similarities of the global batch.
 
-    ``forward(image_embeds, text_embeds, logit_scale)`` takes this process's L2-normalised
-    embeddings (local_batch, dim) and the *exponentiated* scale (a scalar tensor), and returns
-    the mean of the image->text and text->image cross-entropies, computed in fp32. Row i of
-    the global batch is the positive of column i.
+    ``forward(image_embeds, text_embeds, logit_scale, groups=None)`` takes this process's
+    L2-normalised embeddings (local_batch, dim) and the *exponentiated* scale (a scalar tensor),
+    and returns the mean of the image->text and text->image cross-entropies, computed in fp32.
+    Row i of the global batch is the positive of column i. With ``groups`` (local_batch,) --
+    say the corpus row of each view when several crops of one image share a batch -- every
+    pair of one group is a positive: the target of row i is uniform over its group's columns
+    (with distinct groups this is exactly the plain loss).
     """
 
-    def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        logit_scale: torch.Tensor,
+        groups: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if image_embeds.shape != text_embeds.shape:
             raise ValueError(
                 f"image and text embeddings differ in shape: {tuple(image_embeds.shape)} vs {tuple(text_embeds.shape)}."
@@ -73,6 +92,11 @@ class ClipLoss(nn.Module):
         all_images = gather_features(image_embeds.float())
         all_texts = gather_features(text_embeds.float())
         logits_per_image = logit_scale.float() * all_images @ all_texts.t()  # (B, B)
+        if groups is not None:
+            all_groups = gather_constants(groups.to(logits_per_image.device))
+            same = (all_groups[:, None] == all_groups[None, :]).float()  # symmetric (B, B)
+            targets = same / same.sum(1, keepdim=True)
+            return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.t(), targets)) / 2
         labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
         return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.t(), labels)) / 2
 

@@ -3,8 +3,9 @@
 * :func:`load_pretrain_corpus` builds the corpora with ``data_builders.load`` and merges them
   by image (captions pooled) with ``data_builders.merge_corpora``, leaving out excluded images
   (e.g. AVA's official test split).
-* :class:`PretrainDataset`: item ``(index, epoch)`` -> the decoded, transformed image and ONE
-  of its captions, drawn from a generator seeded with ``(seed, epoch, index)``: the same on any
+* :class:`PretrainDataset`: item ``(index, epoch)`` -> ``crops_per_image`` random views of the
+  decoded image (one by default), each with ONE of its captions, drawn from a generator seeded
+  with ``(seed, epoch, index)``: the same on any
   number of processes or workers and after a resume, different from epoch to epoch.
 * :class:`GlobalBatchSampler`: a seeded permutation per epoch cut into global batches (the
   incomplete last one dropped, as the release does); each process takes its slice. Since an
@@ -105,23 +106,30 @@ def decode_image_cell(image, name: str) -> Image.Image:
 
 
 class PretrainDataset(Dataset):
-    """Merged corpus rows -> ``{"pixel_values", "caption", "index"}`` for pre-training.
+    """Merged corpus rows -> ``{"pixel_values", "captions", "index"}`` for pre-training.
 
     Args:
         data: a ``datasets.Dataset`` with ``image`` and ``captions`` (and ``image_name``).
         transform: callable ``(PIL image, numpy Generator) -> float32 (3, H, W)``.
         seed: base seed of the caption draw and of random transforms.
+        crops_per_image: views cut from each decoded image (``pixel_values`` is
+            ``(crops_per_image, 3, H, W)``, ``captions`` one drawn caption per view). Decoding a
+            large image costs more than a small tower's forward on a crop of it, so several
+            crops per decode make a CPU step several times cheaper (UniQA-Tiny).
 
     Items are addressed as ``(index, epoch)`` (a bare ``index`` means epoch 0).
     """
 
-    def __init__(self, data: datasets.Dataset, transform, seed: int = 0):
+    def __init__(self, data: datasets.Dataset, transform, seed: int = 0, crops_per_image: int = 1):
         missing = {"image", "captions"} - set(data.column_names)
         if missing:
             raise ValueError(f"The pre-training corpus lacks the column(s) {sorted(missing)}; got {data.column_names}.")
         self.data = data.cast_column("image", datasets.Image(decode=False))
         self.transform = transform
         self.seed = int(seed)
+        if int(crops_per_image) < 1:
+            raise ValueError(f"crops_per_image must be at least 1, got {crops_per_image}.")
+        self.crops_per_image = int(crops_per_image)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -133,11 +141,12 @@ class PretrainDataset(Dataset):
         captions = row["captions"]
         if not captions:
             raise ValueError(f"{name}: the corpus row {index} has no caption.")
-        # One generator per (seed, epoch, index): the caption first, then the transform's draws.
+        # One generator per (seed, epoch, index): the captions first, then the transform's draws.
         rng = np.random.default_rng([self.seed, epoch, int(index)])
-        caption = captions[int(rng.integers(len(captions)))]
-        pixels = self.transform(decode_image_cell(row["image"], name), rng)
-        return {"pixel_values": pixels, "caption": caption, "index": int(index)}
+        drawn = [captions[int(i)] for i in rng.integers(len(captions), size=self.crops_per_image)]
+        image = decode_image_cell(row["image"], name)
+        pixels = np.stack([self.transform(image, rng) for _ in range(self.crops_per_image)])
+        return {"pixel_values": pixels, "captions": drawn, "index": int(index)}
 
 
 class GlobalBatchSampler(Sampler):
@@ -189,11 +198,12 @@ class GlobalBatchSampler(Sampler):
 
 
 class PretrainCollator:
-    """Items of :class:`PretrainDataset` -> a batch of tensors.
+    """Items of :class:`PretrainDataset` -> a batch of tensors, one row per view.
 
-    Returns ``pixel_values`` (B, 3, H, W) float32, ``input_ids`` and ``attention_mask``
-    (B, L) with L the longest caption of the batch (truncated to ``max_length``), and
-    ``indices`` (B,) the corpus rows.
+    Returns ``pixel_values`` (B, 3, H, W) float32 (B = items x crops per image, an item's
+    views adjacent), ``input_ids`` and ``attention_mask`` (B, L) with L the longest caption of
+    the batch (truncated to ``max_length``), and ``indices`` (B,) the corpus row of each view
+    (views of one image share it: the CLIP loss counts them as each other's positives).
     """
 
     def __init__(self, tokenizer, max_length: int = 77):
@@ -202,17 +212,19 @@ class PretrainCollator:
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer(
-            [item["caption"] for item in items],
+            [caption for item in items for caption in item["captions"]],
             padding="longest",
             truncation=True,
             max_length=self.max_length,
             return_tensors="pt",
         )
         return {
-            "pixel_values": torch.from_numpy(np.stack([item["pixel_values"] for item in items])),
+            "pixel_values": torch.from_numpy(np.concatenate([item["pixel_values"] for item in items])),
             "input_ids": tokens["input_ids"],
             "attention_mask": tokens["attention_mask"],
-            "indices": torch.tensor([item["index"] for item in items], dtype=torch.long),
+            "indices": torch.tensor(
+                [item["index"] for item in items for _ in item["captions"]], dtype=torch.long
+            ),
         }
 
 
