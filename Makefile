@@ -109,7 +109,7 @@ uniqa-tiny:
 		--card --card_license gpl-3.0 --card_sources $(TINY)/data/SOURCES.md --started_at $$(cat $(TINY)/started_at)
 
 ship-uniqa-tiny:
-	$(PYTHON) -m modeling_uniqa.default_model ship $(TINY)/uniqa-tiny
+	$(PYTHON) -m modeling_uniqa.core.default_model ship $(TINY)/uniqa-tiny
 
 test:
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q

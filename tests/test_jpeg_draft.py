@@ -12,7 +12,7 @@ from PIL import Image
 
 from modeling_uniqa import UniQAImageProcessor, load_image
 from modeling_uniqa.cli import main
-from modeling_uniqa.score_images import decode_views
+from modeling_uniqa.scoring.score_images import decode_views
 from tests.helpers import TINY_IMAGE_SIZE, random_rgb
 
 # Largest score change by draft decoding measured on the tiny random test models (crop 32,
@@ -163,7 +163,7 @@ def test_resume_with_another_jpeg_draft_is_refused(saved_tiny_model, tmp_path, c
 
 def test_image_scorer_passes_jpeg_draft_on(saved_tiny_model, tmp_path):
     """Tar shards, `datasets` and Ray score through `ImageScorer`: the option and its fingerprint reach them."""
-    from modeling_uniqa.image_scorer import ImageScorer
+    from modeling_uniqa.scoring.image_scorer import ImageScorer
 
     with open(save_jpeg(tmp_path / "a.jpg"), "rb") as handle:
         payload = handle.read()

@@ -11,10 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_uniqa import embedding_index
-from modeling_uniqa.cli import main
-from modeling_uniqa.contact_sheet import write_contact_sheet, write_html
-from modeling_uniqa.embedding_index import (
+from modeling_uniqa.analysis import embedding_index
+from modeling_uniqa.analysis.contact_sheet import write_contact_sheet, write_html
+from modeling_uniqa.analysis.embedding_index import (
     INDEX_FILE,
     EmbeddingIndex,
     EmbeddingIndexError,
@@ -22,8 +21,9 @@ from modeling_uniqa.embedding_index import (
     top_rows,
     update_index,
 )
-from modeling_uniqa.retrieve import index_images, search
-from modeling_uniqa.zero_shot import embed_image_views, embed_texts, embedding_fingerprint, load_model_folder
+from modeling_uniqa.analysis.retrieve import index_images, search
+from modeling_uniqa.cli import main
+from modeling_uniqa.core.zero_shot import embed_image_views, embed_texts, embedding_fingerprint, load_model_folder
 from tests.helpers import random_rgb
 
 

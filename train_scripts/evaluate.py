@@ -59,8 +59,8 @@ from tqdm.auto import tqdm
 
 import data_builders
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
-from modeling_uniqa.atomic_files import atomic_write_text
 from modeling_uniqa.configuration_uniqa import view_count
+from modeling_uniqa.core.atomic_files import atomic_write_text
 from train_scripts.common import paper_results
 from train_scripts.common.checkpointing import list_checkpoints
 from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources

@@ -5,7 +5,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from modeling_uniqa.cli import close_process_group
+from modeling_uniqa.core.runtime import close_process_group
 from train_scripts.common.checkpointing import ResumeError
 from train_scripts.common.numerics import DivergenceError
 

@@ -18,11 +18,11 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from ..clip_tokenizer import resolve_prompt_tokenizer
+from ..modeling_uniqa import UniQAModel
+from ..processing_uniqa import UniQAImageProcessor
 from . import model_folder
-from .clip_tokenizer import resolve_prompt_tokenizer
 from .fingerprints import prefixed_state, state_digest
-from .modeling_uniqa import UniQAModel
-from .processing_uniqa import UniQAImageProcessor
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """`UniQAScorer`: UniQA scores as a Ray Data stage (`pip install 'uniqa-hf[ray]'`).
 
     import ray
-    from modeling_uniqa.ray_scorer import UniQAScorer
+    from modeling_uniqa.scoring.ray_scorer import UniQAScorer
 
     ds = ray.data.read_parquet("s3://bucket/laion-parquet/")          # or read_images, read_webdataset
     ds = ds.map_batches(

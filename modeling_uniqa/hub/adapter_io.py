@@ -22,9 +22,10 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from .configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS, check_head_settings, parse_view_policy
-from .fingerprints import state_digest
-from .modeling_uniqa import UniQAModel
+from ..configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS, check_head_settings, parse_view_policy
+from ..core.fingerprints import state_digest
+from ..errors import AdapterMismatchError  # noqa: F401  (raised here; importable from here too)
+from ..modeling_uniqa import UniQAModel
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ ADAPTER_CONFIG_FIELDS = tuple(field for field in HEAD_FIELDS if field not in ("u
     "view_policy",
     "view_seed",
 )
-
-
-class AdapterMismatchError(ValueError):
-    """An adapter directory does not belong to the base model it is loaded onto."""
 
 
 def backbone_digest(clip) -> str:

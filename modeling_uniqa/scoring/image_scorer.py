@@ -13,11 +13,11 @@ import logging
 
 import torch
 
-from .configuration_uniqa import view_count
+from ..configuration_uniqa import view_count
+from ..core.runtime import DTYPES
+from ..errors import UsageError
 from .score_images import (
-    DTYPES,
     Normalizer,
-    UsageError,
     collate_views,
     decode_views,
     load_scorer,

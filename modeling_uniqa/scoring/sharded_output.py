@@ -68,17 +68,14 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from .atomic_files import atomic_write_text
+from ..core.atomic_files import atomic_write_text
+from ..errors import OutputError  # noqa: F401  (raised here; importable from here too)
 
 logger = logging.getLogger(__name__)
 
 ENCODING, ERRORS = "utf-8", "surrogateescape"
 FORMATS = (".csv", ".jsonl")
 META_FORMAT = "uniqa-sharded-output/1"
-
-
-class OutputError(Exception):
-    """The output cannot be written or resumed as asked; the message names the file and what to do."""
 
 
 def output_format(path: str) -> str:

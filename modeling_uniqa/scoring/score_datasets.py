@@ -1,7 +1,7 @@
 """Add UniQA score columns to a `datasets.Dataset` with an image column.
 
     from datasets import load_from_disk
-    from modeling_uniqa.score_datasets import score_dataset
+    from modeling_uniqa.scoring.score_datasets import score_dataset
     ds = score_dataset(load_from_disk("photos"), "uniqa-koniq", image_column="image", num_proc=2)
     ds.filter(lambda row: row["score"] > 0.6)
 
@@ -20,12 +20,11 @@ paths: a model or adapter retrained in place is scored again.
 
 import logging
 import os
-import time
 
 import torch
 
+from ..errors import UsageError
 from .image_scorer import ImageScorer
-from .score_images import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -140,75 +139,3 @@ def load_split(dataset: str, split: str):
             raise UsageError(f"--dataset {dataset}: no split {split!r} (splits: {', '.join(loaded)}).")
         loaded = loaded[split]
     return loaded
-
-
-def run_dataset(args, state) -> int:
-    """`uniqa score --dataset ...`: a Parquet file of `index` (the row in the split), the
-    `--keep-columns`, the scores and `error`, with the fingerprint in its schema."""
-    from .model_folder import ModelFolderError
-    from .score_parquet import read_fingerprint, rows_to_table, write_table_atomic
-
-    def _fingerprint_or_none(path):
-        try:
-            return read_fingerprint(path)
-        except Exception:  # not Parquet at all: not ours either
-            return None
-
-    try:
-        if state.num_processes > 1:
-            raise UsageError("--dataset runs its own processes: pass --num-proc N (one per GPU) instead of accelerate launch.")
-        if args.inputs:
-            raise UsageError("--dataset takes no INPUT arguments.")
-        if args.resume:
-            raise UsageError("--resume: --dataset writes its output whole, in one go (datasets caches the map of a dataset on disk).")
-        if not args.output.endswith(".parquet"):
-            raise UsageError(f"--output {args.output}: --dataset writes a .parquet file.")
-        if os.path.exists(args.output) and not args.overwrite and _fingerprint_or_none(args.output) is None:
-            raise UsageError(f"{args.output}: exists and was not written by uniqa score; pass --overwrite to replace it.")
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        dataset = load_split(args.dataset, args.split)
-        keep = list(args.keep_columns or [])
-        missing = [column for column in [args.image_column, *keep] if column not in dataset.column_names]
-        if missing:
-            flag = "--image-column" if missing[0] == args.image_column else "--keep-columns"
-            raise UsageError(f"{flag}: {', '.join(missing)} not in the dataset (columns: {', '.join(dataset.column_names)}).")
-        function = DatasetScorer(
-            args.model, args.image_column, outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
-            dtype=args.dtype, device=args.device, prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
-            compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
-        )
-        scorer = function.scorer()  # checks the model before any image is read
-        clash = [column for column in keep if column in scorer.columns]
-        if clash:
-            raise UsageError(f"--keep-columns {', '.join(clash)}: the output has such columns already ({', '.join(scorer.columns)}).")
-        # Only the columns the output needs go through the map: a rated dataset's own `mos` or
-        # `score` column must not clash with the score columns the map adds.
-        dataset = dataset.select_columns(list(dict.fromkeys([args.image_column, *keep])))
-        if args.num_proc and args.num_proc > 1 and torch.cuda.is_available():
-            import multiprocess
-
-            multiprocess.set_start_method("spawn", force=True)  # one process per GPU; see score_dataset
-    except (UsageError, ModelFolderError, OSError) as error:
-        logger.error("%s", error)
-        return 2
-    start = time.perf_counter()
-    try:
-        scored = score_dataset(dataset, args.model, args.image_column, num_proc=args.num_proc, scorer=function)
-    except UsageError as error:  # e.g. an --image-column named like a score column
-        logger.error("%s", error)
-        return 2
-    columns = scorer.columns[1:]
-    data = scored.select_columns(keep + columns).to_dict()
-    rows = [{"index": index} | {column: data[column][index] for column in keep + columns} for index in range(len(scored))]
-    table = rows_to_table(rows, ["index", *keep, *columns], scorer.score_columns, scorer.fingerprint,
-                          {"dataset": args.dataset, "split": args.split, "image_column": args.image_column})
-    write_table_atomic(table, args.output)
-    failed = sum(1 for row in rows if row["error"])
-    seconds = time.perf_counter() - start
-    logger.info("Scored %d of %d images, %d failed (see the error column of %s). %.1f s (%.2f images/s).",
-                len(rows) - failed, len(rows), failed, args.output, seconds, len(rows) / seconds if seconds > 0 else 0.0)
-    for row in rows:
-        if row["error"]:
-            logger.warning("Not scored: %s", row["error"])
-    return 0 if failed < len(rows) else 1
-

@@ -10,7 +10,7 @@ with synthetic distortions, plus its Multi-Cue adapter: it ranks blur, noise, co
 pixelation, offline, on a CPU. It is not the paper's model: for that, convert the authors'
 weights with `uniqa convert` (README, "Which model").
 
-`python -m modeling_uniqa.default_model ship FOLDER` copies a model folder made by the recipe
+`python -m modeling_uniqa.core.default_model ship FOLDER` copies a model folder made by the recipe
 into the package (checked first: it must load, hold no checkpoints and stay under
 :data:`MAX_SHIPPED_BYTES`).
 """
@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 
-DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "uniqa-tiny")
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "uniqa-tiny")
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
 # What a shipped folder holds: the model, its processor and tokenizer, and card. Not the remote-code
 # copies: inside the package its own modules serve (a copy could only drift from them), and
@@ -50,7 +50,7 @@ def _shipped_files(folder: str) -> list[str]:
 
 def ship(folder: str, target: str = DEFAULT_MODEL) -> list[str]:
     """Copy the model in `folder` into `target` (replacing what is there). Returns the files copied."""
-    from .modeling_uniqa import UniQAModel
+    from ..modeling_uniqa import UniQAModel
 
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise FileNotFoundError(f"{folder}: not a model folder (no config.json)")
@@ -74,7 +74,7 @@ def ship(folder: str, target: str = DEFAULT_MODEL) -> list[str]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] != "ship":
-        print("usage: python -m modeling_uniqa.default_model ship MODEL_FOLDER", file=sys.stderr)
+        print("usage: python -m modeling_uniqa.core.default_model ship MODEL_FOLDER", file=sys.stderr)
         return 2
     try:
         files = ship(argv[1])

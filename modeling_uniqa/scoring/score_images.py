@@ -43,7 +43,6 @@ How it runs:
 - Exit code: 0 when at least one image was scored, 1 when none could be, 2 for usage errors.
 """
 
-import argparse
 import glob
 import hashlib
 import json
@@ -54,186 +53,32 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .configuration_uniqa import DEFAULT_HEAD, parse_view_policy, view_count
-from .cpu_runtime import prepare_cpu_process
-from .default_model import DEFAULT_MODEL
-from .device_defaults import decoding_workers, local_process_count, scoring_batch_size
-from .fingerprints import state_digest
-from .inference_speed import (
-    QUANTIZE_CHOICES,
+from ..configuration_uniqa import DEFAULT_HEAD, view_count
+from ..core.fingerprints import state_digest
+from ..core.inference_speed import (
     compile_pays_off,
     compile_vision_tower,
     optimize_for_scoring,
 )
-from .model_folder import ModelFolderError, load_image_processor, load_model_folder, model_fingerprint
-from .modeling_uniqa import UniQAModel
-from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
-from .sharded_output import OutputError, ShardedOutput, check_writable, output_format
+from ..core.model_folder import load_image_processor, load_model_folder, model_fingerprint
+from ..errors import UsageError  # noqa: F401  (raised here; importable from here too)
+from ..modeling_uniqa import UniQAModel
+from ..processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 PATH_LIST_EXTENSIONS = frozenset({".txt", ".lst"})
 OUTPUT_KINDS = ("score", "mos", "groups")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class UsageError(Exception):
-    """A problem with the command line, its inputs or an output to resume: exit code 2."""
 
 
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
-def _view_policy(value: str) -> str:
-    try:
-        parse_view_policy(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-    return value
-
-
-def _output_kinds(value: str) -> list:
-    kinds = [kind.strip() for kind in value.split(",") if kind.strip()]
-    unknown = sorted(set(kinds) - set(OUTPUT_KINDS))
-    if not kinds or unknown:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(OUTPUT_KINDS)} (comma-separated), got {value!r}")
-    return kinds
-
-
-def _head_list(value: str) -> list:
-    heads = [name.strip() for name in value.split(",") if name.strip()]
-    if not heads:
-        raise argparse.ArgumentTypeError("give at least one head name")
-    return list(dict.fromkeys(heads))
-
-
-def _at_least(minimum: int):
-    def parse(value: str) -> int:
-        if not value.lstrip("-").isdigit() or int(value) < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value!r}")
-        return int(value)
-
-    return parse
-
-
-def _output_path(value: str) -> str:
-    extension = os.path.splitext(value)[1].lower()
-    if extension and extension != ".parquet" and not os.path.isdir(value):  # .parquet: --dataset; a folder: tar shards
-        try:
-            output_format(value)
-        except OutputError as error:
-            raise argparse.ArgumentTypeError(f"{error} (.parquet with --dataset; a folder for tar shards)") from error
-    return os.path.abspath(value)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = (
-        "Rows are written as they come (one per image: path, scores, error) and the file is put in "
-        "input order at the end; OUTPUT.meta.json records what produced it. Unreadable images get an error "
-        "row and do not stop the run. File names that are not UTF-8 are written as their own bytes (read "
-        "them with errors='surrogateescape'). Scores (0-1) are reproducible within 1e-6 across batch sizes and "
-        "process counts (mos: within 1e-6 of its range). Exit code: 0 if any image was scored, 1 if none could be, 2 for usage errors "
-        "(checked before any image is read). Several processes: "
-        "accelerate launch [--multi_gpu --num_processes N] -m modeling_uniqa.cli score ... (on CPUs "
-        "with ACCELERATE_USE_CPU=1) writes the same single file."
-    )
-    parser.add_argument(
-        "inputs", nargs="*", metavar="INPUT",
-        help="Image files (any name), folders (searched recursively, following symbolic links; image extensions "
-        "only), glob patterns (quote them; ** recurses; image extensions only) or .txt/.lst files listing one "
-        "image path per line (relative to the list's folder; # comments). Skipped files are counted in the log. "
-        "WebDataset .tar shards (brace patterns such as 'shards/{00000..00999}.tar' are expanded) are scored into "
-        "one OUTPUT/<shard>.parquet each; shards already there are skipped.",
-    )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="A UniQA model folder (e.g. written by `uniqa convert`); default: UniQA-Tiny, shipped with the package.")
-    parser.add_argument("--output", required=True, type=_output_path, help="Result file: .csv or .jsonl; .parquet with --dataset; a folder for tar shards.")
-    parser.add_argument("--dataset", default=None, help="Score a `datasets` dataset instead of files: a save_to_disk folder, a data folder or a Hub id.")
-    parser.add_argument("--split", default="train", help="The split of --dataset (default train).")
-    parser.add_argument("--image-column", default="image", help="The image column of --dataset (default image).")
-    parser.add_argument("--num-proc", type=_at_least(1), default=None, help="--dataset: map processes, each with its model (one per GPU on GPUs).")
-    parser.add_argument(
-        "--keep-columns", type=lambda value: [name.strip() for name in value.split(",") if name.strip()], default=None,
-        help="Copy these fields into the Parquet output: json fields of tar samples (e.g. url,caption) or --dataset columns.",
-    )
-    parser.add_argument(
-        "--outputs", type=_output_kinds, default=None,
-        help="Comma-separated columns to write: score (normalised, 1 = best), mos (the training data's MOS "
-        "scale; needs a model that knows it), groups (one score per prompt group). "
-        "Default: score, plus mos when the model knows its MOS range.",
-    )
-    parser.add_argument(
-        "--heads", type=_head_list, default=None,
-        help="Comma-separated named heads to score (`uniqa heads list MODEL`; `default` is the score/mos head). "
-        "Default: every head. A head X writes columns X, X_mos, X_group_<g>.",
-    )
-    parser.add_argument(
-        "--resume", action="store_true",
-        help="Keep the successful rows of an existing output and score the rest (failed rows are retried; rows of "
-        "images no longer listed are kept). Refused if the model, dtype, prompts, view policy or columns differ "
-        "from those recorded in OUTPUT.meta.json. Without it an existing output is replaced at the end of the run.",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true",
-        help="Allow replacing an existing OUTPUT that this tool did not write (no OUTPUT.meta.json beside it).",
-    )
-    parser.add_argument(
-        "--batch-size", type=_at_least(1), default=None,
-        help="Views per forward (default 32 on the CPU, 256 on a GPU): a batch holds as many images as fit, at least "
-        "one, so memory does not depend on the view policy (random10, batch 32: 3 images a batch).",
-    )
-    parser.add_argument(
-        "--workers", type=_at_least(0), default=None,
-        help="Decoding worker processes; 0 decodes in the main process (default: 2 on the CPU; on a GPU the cores of "
-        "this process less one, at most 16, since there decoding is the bottleneck).",
-    )
-    parser.add_argument("--view-policy", type=_view_policy, default=None, help="random<N>, center, five_crop, ten_crop or resize (default: the model's).")
-    parser.add_argument("--view-seed", type=int, default=None, help="Seed of random<N> crop positions (default: the model's).")
-    parser.add_argument(
-        "--jpeg-draft", action=argparse.BooleanOptionalAction, default=None,
-        help="Decode JPEGs at a reduced scale (PIL draft mode) where the views downsize anyway: the resize policy, "
-        "or an image processor with shortest_edge. Faster decoding; scores move slightly (not bit-exact). "
-        "Default: the image processor's jpeg_draft (off unless saved on).",
-    )
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="Weights and compute dtype (default float32).")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: the GPU of this process if there is one, else the CPU.")
-    parser.add_argument("--prompts", default=None, help="Replace the model's prompt groups, e.g. sharpness,noise or natural (zero-shot ranking). Needs a tokenizer.")
-    parser.add_argument("--tokenizer", default=None, help="Tokenizer folder for --prompts (default: the model folder).")
-    parser.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, default=None,
-        help="torch.compile the vision tower (scores within 1e-5; about 1.1x faster on the CPU). Compiling costs about "
-        "40-60 s per process at ViT-B/16 on 2 CPU cores. Default: image files on the CPU in float32 are compiled when "
-        "the first batch shows at least 10 minutes of work left; --compile: always; --no-compile: never. Tar shards "
-        "and --dataset compile only with --compile.",
-    )
-    parser.add_argument(
-        "--quantize", choices=QUANTIZE_CHOICES, default=None,
-        help="int8: int8 dynamic quantisation of the vision tower's linear layers (CPU, float32). About 2x faster at "
-        "ViT-B/16 on an AVX512-VNNI CPU; scores move by about 1e-3 (see README, Performance). Recorded for --resume.",
-    )
-    parser.add_argument(
-        "--threads", type=_at_least(1), default=None,
-        help="Torch threads per process on the CPU. Default: one per core; under accelerate launch (which sets "
-        "OMP_NUM_THREADS=1 for every process unless given --num_cpu_threads_per_process) the cores shared out among "
-        "this machine's processes.",
-    )
-    parser.add_argument(
-        "--no-malloc-tuning", action="store_true",
-        help="On the CPU, leave glibc's malloc as it is. By default freed memory stays in the process for reuse, which "
-        "avoids page faults (bit-identical, faster at ViT-B/16) but keeps the peak memory until the run ends. "
-        "UNIQA_MALLOC_TUNING=0 does the same.",
-    )
-    parser.add_argument(
-        "--adapter", default=None,
-        help="An adapter folder (`save_adapter`, about 1 MB) to put on --model before scoring; refused when it was "
-        "trained on another backbone.",
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,14 +263,14 @@ def load_scorer(
     Raises `ModelFolderError` or `UsageError` with one line naming the problem."""
     model = load_model_folder(model_dir, dtype=dtype)
     if adapter:
-        from .adapter_io import load_adapter
+        from ..hub.adapter_io import load_adapter
 
         try:
             model = load_adapter(model, adapter)
         except (OSError, ValueError) as error:
             raise UsageError(f"--adapter {adapter}: {error}") from error
     if prompts:
-        from .clip_tokenizer import resolve_prompt_tokenizer
+        from ..clip_tokenizer import resolve_prompt_tokenizer
 
         try:  # the folder's tokenizer if it fits the text tower, else OpenAI's BPE for OpenAI's vocabulary
             tokenizer = resolve_prompt_tokenizer(model, tokenizer_dir)
@@ -536,7 +381,7 @@ def scoring_fingerprint(model_dir: str, model: UniQAModel, processor: UniQAImage
     } | ({"quantize": quantize} if quantize else {}) | ({"jpeg_draft": True} if processor.draft_size(view_policy) else {})
 
 
-def _parse_csv_row(row: dict) -> dict:
+def parse_csv_row(row: dict) -> dict:
     """A CSV row of strings -> numbers (empty: `None`) and `error` (empty: `None`); `ValueError`
     for a row with a value that is not a number (it is scored again)."""
     numbers = {key: float(value) if value else None for key, value in row.items() if key not in ("path", "error")}
@@ -609,106 +454,3 @@ def score_shard(model, processor, paths: list, columns: list, writer, device, vi
             bar.set_postfix(errors=failed, refresh=False)
             bar.update(len(batch.indices) + len(batch.errors))
     return multi_frame
-
-
-def _total(state: PartialState, count: int) -> int:
-    """The sum of `count` over all processes."""
-    if state.num_processes == 1:
-        return count
-    from accelerate.utils import gather_object
-
-    return sum(gather_object([count]))
-
-
-def run(args) -> int:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        logger.error("--device cuda: no CUDA device is available here.")
-        return 2
-    # `PartialState` sets up CPU processes (gloo) only when told to use the CPU: unlike
-    # `Accelerator` it does not read ACCELERATE_USE_CPU itself.
-    use_cpu = args.device == "cpu" or (args.device == "auto" and (not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")))
-    state = PartialState(cpu=use_cpu)
-    if state.device.type == "cpu":
-        prepare_cpu_process(args.no_malloc_tuning, args.threads)  # before any model or image memory is allocated
-    # The device's defaults (`device_defaults`), for every path below: files, tar shards, --dataset.
-    args.workers = decoding_workers(args.workers, state.device, local_process_count())
-    args.batch_size = scoring_batch_size(args.batch_size, state.device)
-    if args.dataset is not None:
-        from .score_datasets import run_dataset
-
-        return run_dataset(args, state)
-    if not args.inputs:
-        logger.error("No INPUT: pass image files, folders, globs, lists or tar shards (or --dataset).")
-        return 2
-    from .score_shards import is_shard_name, run_shards
-
-    if any(is_shard_name(item) for item in args.inputs):
-        return run_shards(args, state)
-    if args.keep_columns:
-        logger.error("--keep-columns applies to tar shards and --dataset only.")
-        return 2
-    try:  # every check runs in every process alike, before any image is read: all stop here together
-        inputs = expand_inputs(args.inputs)
-        output_format(args.output)
-        check_writable(args.output)
-        model, processor = load_scorer(args.model, DTYPES[args.dtype], state.device, args.prompts, args.tokenizer, args.adapter,
-                                       compile=bool(args.compile), quantize=args.quantize)
-        view_policy = args.view_policy or model.config.view_policy
-        view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
-        set_jpeg_draft(processor, args.jpeg_draft, view_policy)
-        heads = select_heads(model, args.heads)
-        columns = output_columns(model, args.outputs, heads)
-        output = ShardedOutput(
-            args.output, columns, ["path"],
-            scoring_fingerprint(args.model, model, processor, args.dtype, view_policy, view_seed, columns, args.quantize),
-            is_done=lambda row: not row["error"], parse_csv_row=_parse_csv_row,
-        )
-        output.check(resume=args.resume, overwrite=args.overwrite)
-    except (UsageError, ModelFolderError, OutputError) as error:
-        logger.error("%s", error)
-        return 2
-    paths = inputs.paths
-    state.wait_for_everyone()  # every process has checked the old results: they may change now
-    if state.is_main_process:
-        output.start(resume=args.resume)
-    state.wait_for_everyone()
-    done = output.done_keys()
-    # No process writes before every process has read what is done: a part file growing while
-    # another process reads it would make the processes disagree on the work left (lost rows).
-    state.wait_for_everyone()
-    todo = [path for path in paths if path not in done]
-    if state.is_main_process:
-        skipped = f"; passed over: {inputs.describe_skipped()}" if inputs.skipped else ""
-        logger.info("%d images to score (%d already in %s), %d process(es)%s.", len(todo), len(paths) - len(todo), args.output, state.num_processes, skipped)
-
-    start = time.perf_counter()
-    with output.part_writer(state.process_index) as writer:
-        multi_frame = score_shard(
-            model, processor, todo[state.process_index :: state.num_processes], columns, writer, state.device,
-            view_policy, view_seed, args.batch_size, args.workers, show_progress=state.is_main_process, heads=heads,
-            auto_compile=args.compile is None and state.device.type == "cpu" and args.dtype == "float32" and not args.quantize,
-        )
-    multi_frame = _total(state, multi_frame)
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        return 0
-
-    result = output.finish(paths)
-    seconds = time.perf_counter() - start
-    failed = sum(1 for row in result.rows if row["error"])
-    scored = len(result.rows) - failed
-    notes = [f"{inputs.describe_skipped()} passed over"] if inputs.skipped else []
-    if multi_frame:
-        notes.append(f"{multi_frame} animated or multi-page files scored on their first frame")
-    if result.unlisted:
-        notes.append(f"{len(result.unlisted)} earlier rows of images no longer listed kept at the end")
-    logger.info(
-        "Scored %d of %d images, %d failed (see the error column of %s)%s. This run: %d images in %.1f s (%.2f images/s).",
-        scored, len(paths), failed, args.output, "".join(f"; {note}" for note in notes),
-        len(todo), seconds, len(todo) / seconds if seconds > 0 else 0.0,
-    )
-    if state.device.type == "cuda":  # what a larger --batch-size would have room for
-        logger.info("Peak GPU memory of the main process: %.2f GiB.", torch.cuda.max_memory_allocated(state.device) / 2**30)
-    if result.kept_previous:
-        logger.error("No image could be scored: %s keeps its earlier results; the errors are listed above.", args.output)
-    return 0 if scored else 1

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .modeling_uniqa import UniQAModel
+from ..modeling_uniqa import UniQAModel
 
 
 def grad_cam(model: UniQAModel, pixel_values: torch.Tensor, target: Callable, layer: int = -1) -> tuple:

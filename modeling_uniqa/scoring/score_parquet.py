@@ -7,7 +7,7 @@ policy and seed, image processor, columns). A curation filter reads its inputs w
 `read_scores`, which refuses files made by different models, prompts or view policies:
 thresholds are only meaningful on scores of one scorer.
 
-    from modeling_uniqa.score_parquet import read_scores
+    from modeling_uniqa.scoring.score_parquet import read_scores
     table = read_scores("scores/")                  # a folder, files or glob patterns
     keep = table.filter(pyarrow.compute.greater(table["score"], 0.6))
 """
@@ -19,7 +19,8 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic_files import atomic_write
+from ..core.atomic_files import atomic_write
+from ..errors import MixedScoresError  # noqa: F401  (raised here; importable from here too)
 from .sharded_output import describe_difference
 
 FINGERPRINT_KEY = b"uniqa.fingerprint"
@@ -31,10 +32,6 @@ def fingerprint_id(fingerprint: dict) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
-
-
-class MixedScoresError(ValueError):
-    """Score files made by different scorers (or by none we know): the message names the file and the fields."""
 
 
 def rows_to_table(rows: list, columns: list, score_columns: list, fingerprint: dict, metadata: dict | None = None) -> pa.Table:

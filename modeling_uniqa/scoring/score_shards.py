@@ -33,14 +33,14 @@ import logging
 import os
 import re
 import tarfile
-import time
 from dataclasses import dataclass
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .score_images import UsageError, collate_views, decode_views
+from ..errors import UsageError
+from .score_images import collate_views, decode_views
 from .score_parquet import read_fingerprint, rows_to_table, write_table_atomic
 from .sharded_output import describe_difference
 
@@ -280,52 +280,3 @@ def score_shards(scorer, shards: list, output_dir: str, keep_columns: list = (),
                     bar.update(1)
             bar.set_postfix(images=counts["images"], errors=counts["errors"], refresh=False)
     return counts
-
-
-def run_shards(args, state) -> int:
-    """`uniqa score` with tar inputs (see the module docstring); `args` from `score_images`'s parser."""
-    from .image_scorer import ImageScorer
-    from .model_folder import ModelFolderError
-
-    try:  # every process checks alike, before any shard is read: all stop here together
-        shards = expand_shards(args.inputs)
-        if os.path.splitext(args.output)[1].lower() in (".csv", ".jsonl", ".parquet"):
-            raise UsageError(f"--output {args.output}: tar shards are scored into a folder (one .parquet per shard), not one file.")
-        if len({os.path.basename(shard) for shard in shards}) < len(shards):
-            raise UsageError("two shards share a file name: their outputs would collide in one --output folder.")
-        os.makedirs(args.output, exist_ok=True)
-        scorer = ImageScorer(
-            args.model, key_column="key", outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
-            dtype=args.dtype, device=str(state.device), prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
-            compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
-        )
-        clash = [column for column in args.keep_columns or [] if column in scorer.columns]
-        if clash:
-            raise UsageError(f"--keep-columns {', '.join(clash)}: the output has such columns already ({', '.join(scorer.columns)}).")
-        done = set(check_done(shards, args.output, scorer.fingerprint))
-    except (UsageError, ModelFolderError, OSError) as error:
-        logger.error("%s", error)
-        return 2
-    state.wait_for_everyone()  # all have listed the finished shards before any is written
-    todo = [shard for shard in shards if shard not in done]
-    if state.is_main_process:
-        logger.info("%d shards to score (%d already in %s), %d process(es).", len(todo), len(done), args.output, state.num_processes)
-    start = time.perf_counter()
-    counts = score_shards(scorer, todo[state.process_index :: state.num_processes], args.output, args.keep_columns or [],
-                          args.workers, show_progress=state.is_main_process)
-    if state.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        gathered = gather_object([counts])
-        counts = {name: sum(part[name] for part in gathered) for name in counts}
-    state.wait_for_everyone()
-    if state.is_main_process:
-        seconds = time.perf_counter() - start
-        logger.info(
-            "Scored %d shards into %s: %d images, %d failed (see the error column)%s. %.1f s (%.2f images/s).",
-            counts["shards"], args.output, counts["images"], counts["errors"],
-            f", {counts['multi_frame']} animated or multi-page images scored on their first frame" if counts["multi_frame"] else "",
-            seconds, counts["images"] / seconds if seconds > 0 else 0.0,
-        )
-    return 1 if counts["images"] and counts["images"] == counts["errors"] else 0
-

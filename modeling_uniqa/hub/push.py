@@ -10,12 +10,12 @@ card's usage snippet is pointed at the repo id. Authentication is huggingface_hu
 login` or `HF_TOKEN`).
 """
 
-import argparse
 import logging
 import os
 
+from ..errors import PushError  # noqa: F401  (raised here; importable from here too)
+from ..modeling_uniqa import REMOTE_CODE_FILES
 from .adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
-from .modeling_uniqa import REMOTE_CODE_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,6 @@ IGNORE_PATTERNS = [
     "checkpoint-*/**", "checkpoints/**", ".cache/**", "__pycache__/**", "*/__pycache__/**", "*.pyc", "*.tmp", "*.lock",
     ".*", "*/.*",
 ]
-
-
-class PushError(ValueError):
-    """A directory that must not be pushed as it is."""
 
 
 def check_push_directory(directory) -> str:
@@ -148,31 +144,3 @@ def push_to_hub(
         commit_message=commit_message or f"Upload UniQA {kind} with uniqa push",
         ignore_patterns=IGNORE_PATTERNS,
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", help="A UniQA model or adapter directory (with README.md card).")
-    parser.add_argument("--repo-id", required=True, help="Hub model repo, ORG/NAME (created if missing).")
-    parser.add_argument("--private", action="store_true", help="Create the repo private.")
-    parser.add_argument("--revision", help="Branch to push to (created if missing; default: main).")
-    parser.add_argument("--commit-message", help="Commit message.")
-
-
-def run(args, api=None) -> int:
-    try:
-        commit = push_to_hub(
-            args.directory,
-            args.repo_id,
-            api=api,
-            private=args.private or None,
-            revision=args.revision,
-            commit_message=args.commit_message,
-        )
-    except (PushError, FileNotFoundError, ValueError) as error:
-        logger.error("%s", error)
-        return 2
-    except Exception as error:  # the checks passed: the Hub or the network failed (auth, offline, quota, ...)
-        logger.error("Uploading %s to %s failed: %s: %s", args.directory, args.repo_id, type(error).__name__, error)
-        return 1
-    print(f"Pushed {args.directory} to {getattr(commit, 'commit_url', None) or args.repo_id}")
-    return 0

@@ -31,17 +31,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic_files import atomic_write, atomic_write_text
+from ..core.atomic_files import atomic_write, atomic_write_text
+from ..errors import EmbeddingIndexError  # noqa: F401  (raised here; importable from here too)
 
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
 INDEX_FORMAT = "uniqa-embedding-index"
 INDEX_VERSION = 1
-
-
-class EmbeddingIndexError(ValueError):
-    """An index folder that cannot be used: unreadable, inconsistent, or built by another model."""
 
 
 class IndexEntry(NamedTuple):  # a tuple: 100,000 of them are built in a fraction of a second

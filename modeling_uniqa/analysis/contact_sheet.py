@@ -10,8 +10,8 @@ import urllib.parse
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .atomic_files import atomic_write, atomic_write_text
-from .processing_uniqa import UniQAImageError, load_image
+from ..core.atomic_files import atomic_write, atomic_write_text
+from ..processing_uniqa import UniQAImageError, load_image
 
 BACKGROUND = (255, 255, 255)
 CELL_BACKGROUND = (232, 232, 232)

@@ -19,15 +19,12 @@ import os
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .configuration_uniqa import UniQAConfig
-from .modeling_uniqa import UniQAModel
+from ..configuration_uniqa import UniQAConfig
+from ..errors import ModelFolderError  # noqa: F401  (raised here; importable from here too)
+from ..modeling_uniqa import UniQAModel
 
 WEIGHTS_NAME, WEIGHTS_INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
 MAX_LISTED = 3  # names listed in one error line
-
-
-class ModelFolderError(ValueError):
-    """A model folder that cannot be used; the message names the file and the problem."""
 
 
 def _listed(names) -> str:
@@ -131,7 +128,7 @@ def load_model_folder(folder: str, dtype: torch.dtype = torch.float32) -> UniQAM
 
 def load_image_processor(folder: str, model: UniQAModel):
     """The folder's image processor (`preprocessor_config.json`), else the model's default one."""
-    from .processing_uniqa import UniQAImageProcessor
+    from ..processing_uniqa import UniQAImageProcessor
 
     path = os.path.join(folder, "preprocessor_config.json")
     if not os.path.isfile(path):
