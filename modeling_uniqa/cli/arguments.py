@@ -5,7 +5,7 @@ import os
 
 from ..configuration_uniqa import parse_view_policy
 from ..errors import OutputError
-from ..scoring.score_images import OUTPUT_KINDS
+from ..scoring.options import OUTPUT_KINDS
 from ..scoring.sharded_output import output_format
 
 

@@ -1,6 +1,7 @@
 """`uniqa score`: the command line of `modeling_uniqa.scoring.score_images`."""
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -11,10 +12,12 @@ from accelerate.utils import parse_flag_from_env
 
 from ..core.cpu_runtime import prepare_cpu_process
 from ..core.default_model import DEFAULT_MODEL
-from ..core.device_defaults import decoding_workers, local_process_count, scoring_batch_size
+from ..core.device_defaults import local_process_count
 from ..core.inference_speed import QUANTIZE_CHOICES
 from ..core.runtime import DTYPES
 from ..errors import ModelFolderError, OutputError, UsageError
+from ..scoring.image_scorer import ImageScorer
+from ..scoring.options import ScoreOptions
 from ..scoring.score_datasets import DatasetScorer, load_split, score_dataset
 from ..scoring.score_images import (
     expand_inputs,
@@ -26,7 +29,8 @@ from ..scoring.score_images import (
     select_heads,
     set_jpeg_draft,
 )
-from ..scoring.score_shards import check_done, expand_shards, score_shards
+from ..scoring.score_parquet import read_fingerprint, rows_to_table, write_table_atomic
+from ..scoring.score_shards import check_done, expand_shards, is_shard_name, score_shards
 from ..scoring.sharded_output import ShardedOutput, check_writable, output_format
 from .arguments import at_least, head_list_arg, output_kinds_arg, output_path_arg, view_policy_arg
 
@@ -145,7 +149,17 @@ def _total(state: PartialState, count: int) -> int:
     return sum(gather_object([count]))
 
 
-def run(args) -> int:
+def options_from_args(args: argparse.Namespace) -> ScoreOptions:
+    """The `ScoreOptions` of `uniqa score`'s flags."""
+    return ScoreOptions(
+        model=args.model, outputs=args.outputs, heads=args.heads, view_policy=args.view_policy, view_seed=args.view_seed,
+        dtype=args.dtype, device=args.device, prompts=args.prompts, tokenizer=args.tokenizer, adapter=args.adapter,
+        batch_size=args.batch_size, workers=args.workers, compile=args.compile, quantize=args.quantize, jpeg_draft=args.jpeg_draft,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         logger.error("--device cuda: no CUDA device is available here.")
         return 2
@@ -156,46 +170,50 @@ def run(args) -> int:
     if state.device.type == "cpu":
         prepare_cpu_process(args.no_malloc_tuning, args.threads)  # before any model or image memory is allocated
     # The device's defaults (`device_defaults`), for every path below: files, tar shards, --dataset.
-    args.workers = decoding_workers(args.workers, state.device, local_process_count())
-    args.batch_size = scoring_batch_size(args.batch_size, state.device)
+    options = options.resolved(state.device, local_process_count())
     if args.dataset is not None:
-        from .score_datasets import run_dataset
-
-        return run_dataset(args, state)
+        return run_dataset(
+            options, state, dataset=args.dataset, split=args.split, image_column=args.image_column, num_proc=args.num_proc,
+            keep_columns=args.keep_columns, output=args.output, inputs=args.inputs, resume=args.resume, overwrite=args.overwrite,
+        )
     if not args.inputs:
         logger.error("No INPUT: pass image files, folders, globs, lists or tar shards (or --dataset).")
         return 2
-    from .score_shards import is_shard_name, run_shards
-
     if any(is_shard_name(item) for item in args.inputs):
-        return run_shards(args, state)
+        return run_shards(options, state, inputs=args.inputs, output=args.output, keep_columns=args.keep_columns)
     if args.keep_columns:
         logger.error("--keep-columns applies to tar shards and --dataset only.")
         return 2
+    return run_files(options, state, inputs=args.inputs, output=args.output, resume=args.resume, overwrite=args.overwrite)
+
+
+def run_files(options: ScoreOptions, state: PartialState, *, inputs: list, output: str, resume: bool = False,
+              overwrite: bool = False) -> int:
+    """`uniqa score` of image files, folders, globs and path lists into one CSV / JSON Lines file."""
     try:  # every check runs in every process alike, before any image is read: all stop here together
-        inputs = expand_inputs(args.inputs)
-        output_format(args.output)
-        check_writable(args.output)
-        model, processor = load_scorer(args.model, DTYPES[args.dtype], state.device, args.prompts, args.tokenizer, args.adapter,
-                                       compile=bool(args.compile), quantize=args.quantize)
-        view_policy = args.view_policy or model.config.view_policy
-        view_seed = model.config.view_seed if args.view_seed is None else args.view_seed
-        set_jpeg_draft(processor, args.jpeg_draft, view_policy)
-        heads = select_heads(model, args.heads)
-        columns = output_columns(model, args.outputs, heads)
+        listed = expand_inputs(inputs)
+        output_format(output)
+        check_writable(output)
+        model, processor = load_scorer(options.model, DTYPES[options.dtype], state.device, options.prompts, options.tokenizer, options.adapter,
+                                       compile=bool(options.compile), quantize=options.quantize)
+        view_policy = options.view_policy or model.config.view_policy
+        view_seed = model.config.view_seed if options.view_seed is None else options.view_seed
+        set_jpeg_draft(processor, options.jpeg_draft, view_policy)
+        heads = select_heads(model, options.heads)
+        columns = output_columns(model, options.outputs, heads)
         output = ShardedOutput(
-            args.output, columns, ["path"],
-            scoring_fingerprint(args.model, model, processor, args.dtype, view_policy, view_seed, columns, args.quantize),
+            output, columns, ["path"],
+            scoring_fingerprint(options.model, model, processor, options.dtype, view_policy, view_seed, columns, options.quantize),
             is_done=lambda row: not row["error"], parse_csv_row=parse_csv_row,
         )
-        output.check(resume=args.resume, overwrite=args.overwrite)
+        output.check(resume=resume, overwrite=overwrite)
     except (UsageError, ModelFolderError, OutputError) as error:
         logger.error("%s", error)
         return 2
-    paths = inputs.paths
+    paths = listed.paths
     state.wait_for_everyone()  # every process has checked the old results: they may change now
     if state.is_main_process:
-        output.start(resume=args.resume)
+        output.start(resume=resume)
     state.wait_for_everyone()
     done = output.done_keys()
     # No process writes before every process has read what is done: a part file growing while
@@ -203,15 +221,15 @@ def run(args) -> int:
     state.wait_for_everyone()
     todo = [path for path in paths if path not in done]
     if state.is_main_process:
-        skipped = f"; passed over: {inputs.describe_skipped()}" if inputs.skipped else ""
-        logger.info("%d images to score (%d already in %s), %d process(es)%s.", len(todo), len(paths) - len(todo), args.output, state.num_processes, skipped)
+        skipped = f"; passed over: {listed.describe_skipped()}" if listed.skipped else ""
+        logger.info("%d images to score (%d already in %s), %d process(es)%s.", len(todo), len(paths) - len(todo), output, state.num_processes, skipped)
 
     start = time.perf_counter()
     with output.part_writer(state.process_index) as writer:
         multi_frame = score_shard(
             model, processor, todo[state.process_index :: state.num_processes], columns, writer, state.device,
-            view_policy, view_seed, args.batch_size, args.workers, show_progress=state.is_main_process, heads=heads,
-            auto_compile=args.compile is None and state.device.type == "cpu" and args.dtype == "float32" and not args.quantize,
+            view_policy, view_seed, options.batch_size, options.workers, show_progress=state.is_main_process, heads=heads,
+            auto_compile=options.compile is None and state.device.type == "cpu" and options.dtype == "float32" and not options.quantize,
         )
     multi_frame = _total(state, multi_frame)
     state.wait_for_everyone()
@@ -222,54 +240,47 @@ def run(args) -> int:
     seconds = time.perf_counter() - start
     failed = sum(1 for row in result.rows if row["error"])
     scored = len(result.rows) - failed
-    notes = [f"{inputs.describe_skipped()} passed over"] if inputs.skipped else []
+    notes = [f"{listed.describe_skipped()} passed over"] if listed.skipped else []
     if multi_frame:
         notes.append(f"{multi_frame} animated or multi-page files scored on their first frame")
     if result.unlisted:
         notes.append(f"{len(result.unlisted)} earlier rows of images no longer listed kept at the end")
     logger.info(
         "Scored %d of %d images, %d failed (see the error column of %s)%s. This run: %d images in %.1f s (%.2f images/s).",
-        scored, len(paths), failed, args.output, "".join(f"; {note}" for note in notes),
+        scored, len(paths), failed, output, "".join(f"; {note}" for note in notes),
         len(todo), seconds, len(todo) / seconds if seconds > 0 else 0.0,
     )
     if state.device.type == "cuda":  # what a larger --batch-size would have room for
         logger.info("Peak GPU memory of the main process: %.2f GiB.", torch.cuda.max_memory_allocated(state.device) / 2**30)
     if result.kept_previous:
-        logger.error("No image could be scored: %s keeps its earlier results; the errors are listed above.", args.output)
+        logger.error("No image could be scored: %s keeps its earlier results; the errors are listed above.", output)
     return 0 if scored else 1
 
 
-def run_shards(args, state) -> int:
-    """`uniqa score` with tar inputs (see the module docstring); `args` from `score_images`'s parser."""
-    from ..errors import ModelFolderError
-    from .image_scorer import ImageScorer
-
+def run_shards(options: ScoreOptions, state: PartialState, *, inputs: list, output: str, keep_columns: list | None = None) -> int:
+    """`uniqa score` with tar inputs (see the module docstring); one `OUTPUT/<shard>.parquet` per shard."""
     try:  # every process checks alike, before any shard is read: all stop here together
-        shards = expand_shards(args.inputs)
-        if os.path.splitext(args.output)[1].lower() in (".csv", ".jsonl", ".parquet"):
-            raise UsageError(f"--output {args.output}: tar shards are scored into a folder (one .parquet per shard), not one file.")
+        shards = expand_shards(inputs)
+        if os.path.splitext(output)[1].lower() in (".csv", ".jsonl", ".parquet"):
+            raise UsageError(f"--output {output}: tar shards are scored into a folder (one .parquet per shard), not one file.")
         if len({os.path.basename(shard) for shard in shards}) < len(shards):
             raise UsageError("two shards share a file name: their outputs would collide in one --output folder.")
-        os.makedirs(args.output, exist_ok=True)
-        scorer = ImageScorer(
-            args.model, key_column="key", outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
-            dtype=args.dtype, device=str(state.device), prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
-            compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
-        )
-        clash = [column for column in args.keep_columns or [] if column in scorer.columns]
+        os.makedirs(output, exist_ok=True)
+        scorer = ImageScorer.from_options(dataclasses.replace(options, device=str(state.device)), key_column="key")
+        clash = [column for column in keep_columns or [] if column in scorer.columns]
         if clash:
             raise UsageError(f"--keep-columns {', '.join(clash)}: the output has such columns already ({', '.join(scorer.columns)}).")
-        done = set(check_done(shards, args.output, scorer.fingerprint))
+        done = set(check_done(shards, output, scorer.fingerprint))
     except (UsageError, ModelFolderError, OSError) as error:
         logger.error("%s", error)
         return 2
     state.wait_for_everyone()  # all have listed the finished shards before any is written
     todo = [shard for shard in shards if shard not in done]
     if state.is_main_process:
-        logger.info("%d shards to score (%d already in %s), %d process(es).", len(todo), len(done), args.output, state.num_processes)
+        logger.info("%d shards to score (%d already in %s), %d process(es).", len(todo), len(done), output, state.num_processes)
     start = time.perf_counter()
-    counts = score_shards(scorer, todo[state.process_index :: state.num_processes], args.output, args.keep_columns or [],
-                          args.workers, show_progress=state.is_main_process)
+    counts = score_shards(scorer, todo[state.process_index :: state.num_processes], output, keep_columns or [],
+                          options.workers, show_progress=state.is_main_process)
     if state.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -280,19 +291,18 @@ def run_shards(args, state) -> int:
         seconds = time.perf_counter() - start
         logger.info(
             "Scored %d shards into %s: %d images, %d failed (see the error column)%s. %.1f s (%.2f images/s).",
-            counts["shards"], args.output, counts["images"], counts["errors"],
+            counts["shards"], output, counts["images"], counts["errors"],
             f", {counts['multi_frame']} animated or multi-page images scored on their first frame" if counts["multi_frame"] else "",
             seconds, counts["images"] / seconds if seconds > 0 else 0.0,
         )
     return 1 if counts["images"] and counts["images"] == counts["errors"] else 0
 
 
-def run_dataset(args, state) -> int:
+def run_dataset(options: ScoreOptions, state: PartialState, *, dataset: str, output: str, split: str = "train",
+                image_column: str = "image", num_proc: int | None = None, keep_columns: list | None = None, inputs: list = (),
+                resume: bool = False, overwrite: bool = False) -> int:
     """`uniqa score --dataset ...`: a Parquet file of `index` (the row in the split), the
     `--keep-columns`, the scores and `error`, with the fingerprint in its schema."""
-    from ..errors import ModelFolderError
-    from .score_parquet import read_fingerprint, rows_to_table, write_table_atomic
-
     def _fingerprint_or_none(path):
         try:
             return read_fingerprint(path)
@@ -302,34 +312,30 @@ def run_dataset(args, state) -> int:
     try:
         if state.num_processes > 1:
             raise UsageError("--dataset runs its own processes: pass --num-proc N (one per GPU) instead of accelerate launch.")
-        if args.inputs:
+        if inputs:
             raise UsageError("--dataset takes no INPUT arguments.")
-        if args.resume:
+        if resume:
             raise UsageError("--resume: --dataset writes its output whole, in one go (datasets caches the map of a dataset on disk).")
-        if not args.output.endswith(".parquet"):
-            raise UsageError(f"--output {args.output}: --dataset writes a .parquet file.")
-        if os.path.exists(args.output) and not args.overwrite and _fingerprint_or_none(args.output) is None:
-            raise UsageError(f"{args.output}: exists and was not written by uniqa score; pass --overwrite to replace it.")
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        dataset = load_split(args.dataset, args.split)
-        keep = list(args.keep_columns or [])
-        missing = [column for column in [args.image_column, *keep] if column not in dataset.column_names]
+        if not output.endswith(".parquet"):
+            raise UsageError(f"--output {output}: --dataset writes a .parquet file.")
+        if os.path.exists(output) and not overwrite and _fingerprint_or_none(output) is None:
+            raise UsageError(f"{output}: exists and was not written by uniqa score; pass --overwrite to replace it.")
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+        loaded = load_split(dataset, split)
+        keep = list(keep_columns or [])
+        missing = [column for column in [image_column, *keep] if column not in loaded.column_names]
         if missing:
-            flag = "--image-column" if missing[0] == args.image_column else "--keep-columns"
-            raise UsageError(f"{flag}: {', '.join(missing)} not in the dataset (columns: {', '.join(dataset.column_names)}).")
-        function = DatasetScorer(
-            args.model, args.image_column, outputs=args.outputs, view_policy=args.view_policy, view_seed=args.view_seed,
-            dtype=args.dtype, device=args.device, prompts=args.prompts, tokenizer_dir=args.tokenizer, batch_size=args.batch_size,
-            compile=bool(args.compile), quantize=args.quantize, jpeg_draft=args.jpeg_draft, heads=args.heads, adapter=args.adapter,
-        )
+            flag = "--image-column" if missing[0] == image_column else "--keep-columns"
+            raise UsageError(f"{flag}: {', '.join(missing)} not in the dataset (columns: {', '.join(loaded.column_names)}).")
+        function = DatasetScorer(options.model, image_column, **options.scorer_kwargs())
         scorer = function.scorer()  # checks the model before any image is read
         clash = [column for column in keep if column in scorer.columns]
         if clash:
             raise UsageError(f"--keep-columns {', '.join(clash)}: the output has such columns already ({', '.join(scorer.columns)}).")
         # Only the columns the output needs go through the map: a rated dataset's own `mos` or
         # `score` column must not clash with the score columns the map adds.
-        dataset = dataset.select_columns(list(dict.fromkeys([args.image_column, *keep])))
-        if args.num_proc and args.num_proc > 1 and torch.cuda.is_available():
+        loaded = loaded.select_columns(list(dict.fromkeys([image_column, *keep])))
+        if num_proc and num_proc > 1 and torch.cuda.is_available():
             import multiprocess
 
             multiprocess.set_start_method("spawn", force=True)  # one process per GPU; see score_dataset
@@ -338,7 +344,7 @@ def run_dataset(args, state) -> int:
         return 2
     start = time.perf_counter()
     try:
-        scored = score_dataset(dataset, args.model, args.image_column, num_proc=args.num_proc, scorer=function)
+        scored = score_dataset(loaded, options.model, image_column, num_proc=num_proc, scorer=function)
     except UsageError as error:  # e.g. an --image-column named like a score column
         logger.error("%s", error)
         return 2
@@ -346,12 +352,12 @@ def run_dataset(args, state) -> int:
     data = scored.select_columns(keep + columns).to_dict()
     rows = [{"index": index} | {column: data[column][index] for column in keep + columns} for index in range(len(scored))]
     table = rows_to_table(rows, ["index", *keep, *columns], scorer.score_columns, scorer.fingerprint,
-                          {"dataset": args.dataset, "split": args.split, "image_column": args.image_column})
-    write_table_atomic(table, args.output)
+                          {"dataset": dataset, "split": split, "image_column": image_column})
+    write_table_atomic(table, output)
     failed = sum(1 for row in rows if row["error"])
     seconds = time.perf_counter() - start
     logger.info("Scored %d of %d images, %d failed (see the error column of %s). %.1f s (%.2f images/s).",
-                len(rows) - failed, len(rows), failed, args.output, seconds, len(rows) / seconds if seconds > 0 else 0.0)
+                len(rows) - failed, len(rows), failed, output, seconds, len(rows) / seconds if seconds > 0 else 0.0)
     for row in rows:
         if row["error"]:
             logger.warning("Not scored: %s", row["error"])

@@ -61,7 +61,7 @@ def stale_remote_code(directory) -> list:
     """Problems with the remote-code files of a model directory: missing, or differing (byte for
     byte) from this package's current files. Re-saving the model (`save_pretrained` into a fresh
     folder, or copying the files from `modeling_uniqa/`) fixes them."""
-    package_dir = os.path.dirname(os.path.abspath(__file__))
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the remote-code files sit in the package root
     missing, stale = [], []
     for name in REMOTE_CODE_FILES:
         target = os.path.join(directory, name)

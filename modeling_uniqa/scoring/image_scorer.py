@@ -9,6 +9,8 @@ included): scores agree with it within 1e-6 on the same images (float32 sums of 
 sizes run in another order).
 """
 
+from __future__ import annotations
+
 import logging
 
 import torch
@@ -16,6 +18,7 @@ import torch
 from ..configuration_uniqa import view_count
 from ..core.runtime import DTYPES
 from ..errors import UsageError
+from .options import ScoreOptions
 from .score_images import (
     Normalizer,
     collate_views,
@@ -94,6 +97,11 @@ class ImageScorer:
                                                quantize)
         self.images_per_forward = max(1, batch_size // view_count(self.view_policy))
         self.normalize = Normalizer(self.processor, self.device)
+
+    @classmethod
+    def from_options(cls, options: ScoreOptions, key_column: str = "path", rank: int | None = None) -> ImageScorer:
+        """The scorer of `options` (a `ScoreOptions`)."""
+        return cls(options.model, key_column=key_column, rank=rank, **options.scorer_kwargs())
 
     def decode(self, source, name: str):
         """An image (path, encoded bytes, PIL image or array) -> `(uint8 views, None)` or

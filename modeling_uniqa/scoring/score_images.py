@@ -73,7 +73,6 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 PATH_LIST_EXTENSIONS = frozenset({".txt", ".lst"})
-OUTPUT_KINDS = ("score", "mos", "groups")
 
 
 # --------------------------------------------------------------------------------------------
