@@ -18,7 +18,7 @@ from bench_model import VIT_B16  # benchmarks/ is on sys.path when run as a scri
 
 from modeling_uniqa import UniQAConfig, UniQAModel
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-from modeling_uniqa.hub.adapter_io import backbone_digest, load_adapter, save_adapter
+from modeling_uniqa.core.adapter_io import backbone_digest, load_adapter, save_adapter
 
 
 def median_seconds(fn, repeats: int) -> float:

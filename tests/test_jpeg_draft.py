@@ -12,6 +12,7 @@ from PIL import Image
 
 from modeling_uniqa import UniQAImageProcessor, load_image
 from modeling_uniqa.cli import main
+from modeling_uniqa.core.model_folder import load_model
 from modeling_uniqa.scoring.score_images import decode_views
 from tests.helpers import TINY_IMAGE_SIZE, random_rgb
 
@@ -224,7 +225,7 @@ def test_evaluate_predict_equals_uniqa_score_of_a_jpeg_draft_model(tmp_path, tin
     assert main(["score", *paths, "--model", model_dir, "--output", str(output), "--workers", "0"]) == 0
     with open(output, newline="") as handle:
         expected = [float(row["score"]) for row in csv.DictReader(handle)]
-    model, processor = evaluation.load_scorer(model_dir)
+    model, processor, _ = load_model(model_dir)
     data = Dataset.from_dict({"image": paths}).cast_column("image", ImageFeature())
     np.testing.assert_allclose(evaluation.predict(model, processor, data), expected, atol=1e-6, rtol=0)
     processor.jpeg_draft = False  # the full decode scores otherwise: the draft is what made them equal

@@ -9,7 +9,7 @@ from huggingface_hub import HfApi, ModelCard
 
 from model_cards import write_model_card
 from modeling_uniqa.cli import main as uniqa_main
-from modeling_uniqa.hub.adapter_io import save_adapter
+from modeling_uniqa.core.adapter_io import save_adapter
 from modeling_uniqa.hub.push import PushError, push_to_hub
 
 

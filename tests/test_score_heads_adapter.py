@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict, Image, load_from_disk
 
 from modeling_uniqa import UniQAModel
 from modeling_uniqa.cli import main
-from modeling_uniqa.hub.adapter_io import save_adapter
+from modeling_uniqa.core.adapter_io import save_adapter
 from modeling_uniqa.scoring.ray_scorer import UniQAScorer
 from modeling_uniqa.scoring.score_datasets import score_dataset
 from modeling_uniqa.scoring.score_parquet import read_fingerprint

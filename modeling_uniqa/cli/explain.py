@@ -10,8 +10,9 @@ from ..analysis.contact_sheet import display_path
 from ..analysis.explain import explain_image, output_paths, prompt_target, score_target
 from ..core.atomic_files import atomic_write
 from ..core.default_model import DEFAULT_MODEL
+from ..core.model_folder import load_model
 from ..core.runtime import DTYPES
-from ..core.zero_shot import EMBEDDING_KINDS, load_model_folder
+from ..core.zero_shot import EMBEDDING_KINDS
 from ..errors import UsageError
 from ..processing_uniqa import UniQAImageError
 from ..scoring.score_images import expand_inputs
@@ -63,7 +64,7 @@ def run(args) -> int:
         paths = [path for path in expand_inputs(args.inputs).paths if os.path.commonpath([path, output_dir]) != output_dir]
         if not paths:
             raise UsageError(f"every input lies inside --output {args.output}: nothing to explain.")
-        model, processor, tokenizer = load_model_folder(args.model, args.tokenizer, DTYPES[args.dtype], device, need_tokenizer=bool(args.prompt))
+        model, processor, tokenizer = load_model(args.model, dtype=DTYPES[args.dtype], device=device, tokenizer_dir=args.tokenizer, need_tokenizer=bool(args.prompt))
         targets = [prompt_target(model, tokenizer, prompt, args.embedding) for prompt in args.prompt]
         if args.score:
             targets.append(score_target(model))

@@ -13,8 +13,9 @@ from ..core.cpu_runtime import prepare_cpu_process
 from ..core.default_model import DEFAULT_MODEL
 from ..core.device_defaults import decoding_workers, scoring_batch_size
 from ..core.inference_speed import optimize_for_scoring
+from ..core.model_folder import load_model
 from ..core.runtime import DTYPES
-from ..core.zero_shot import EMBEDDING_KINDS, embedding_fingerprint, load_model_folder
+from ..core.zero_shot import EMBEDDING_KINDS, embedding_fingerprint
 from ..errors import EmbeddingIndexError, OutputError, UsageError
 from ..scoring.score_images import expand_inputs
 from ..scoring.sharded_output import check_writable
@@ -72,7 +73,7 @@ def run(args) -> int:
             paths = [path for path in paths if path != args.output]
         if device.type == "cpu":
             prepare_cpu_process()  # as `uniqa score`; UNIQA_MALLOC_TUNING=0 leaves malloc as it is
-        model, processor, tokenizer = load_model_folder(args.model, args.tokenizer, DTYPES[args.dtype], device)
+        model, processor, tokenizer = load_model(args.model, dtype=DTYPES[args.dtype], device=device, tokenizer_dir=args.tokenizer, need_tokenizer=True)
         optimize_for_scoring(model, device)  # the exact speed-ups only: the index must not depend on them
         if paths is None:
             view_policy = args.view_policy or model.config.view_policy

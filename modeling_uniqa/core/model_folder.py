@@ -11,16 +11,19 @@ Everything that loads a model folder (`uniqa score`, the training and evaluation
 through here. Not remote code: it is not copied into saved model folders.
 """
 
+from __future__ import annotations
+
 import glob
 import hashlib
 import json
 import os
+from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from ..configuration_uniqa import UniQAConfig
-from ..errors import ModelFolderError  # noqa: F401  (raised here; importable from here too)
+from ..errors import ModelFolderError, UsageError
 from ..modeling_uniqa import UniQAModel
 
 WEIGHTS_NAME, WEIGHTS_INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
@@ -117,13 +120,73 @@ def check_model_folder(folder: str) -> UniQAConfig:
     return config
 
 
-def load_model_folder(folder: str, dtype: torch.dtype = torch.float32) -> UniQAModel:
-    """`check_model_folder`, then the model in eval mode (`ModelFolderError` on any failure)."""
+class LoadedModel(NamedTuple):
+    """What `load_model` returns: the model (eval mode), its image processor, and the prompt
+    tokenizer when one was asked for (else `None`)."""
+
+    model: UniQAModel
+    processor: object
+    tokenizer: object = None
+
+
+def load_model(
+    folder: str, *, dtype: torch.dtype = torch.float32, device=None, use_adapter: bool | None = None,
+    adapter: str | None = None, prompts: str | None = None, tokenizer_dir: str | None = None, need_tokenizer: bool = False,
+) -> LoadedModel:
+    """The one loader of a UniQA model folder: `uniqa score`, `retrieve`, `explain`, the training
+    and evaluation scripts all load through it.
+
+    The folder is checked first (`check_model_folder`: one line naming the file and the fault),
+    then loaded in `dtype` (`use_adapter`: `True` adds a fresh adapter to a zero-shot model,
+    `False` drops the adapter, `None` keeps the folder's choice). `adapter`: an adapter folder or
+    Hub id put on the model (`adapter_io.load_adapter`). `prompts`: replace the prompt groups
+    (read with `tokenizer_dir`, else the folder's tokenizer if it fits the text tower, else
+    OpenAI's BPE). `need_tokenizer`: also return that tokenizer. `device`: move the model there.
+
+    Raises `ModelFolderError` for the folder and its tokenizer, `UsageError` for `adapter` and
+    `prompts` (both are `UniQAError`s).
+    """
+    from ..clip_tokenizer import resolve_prompt_tokenizer
+
+    model = _checked_model(folder, dtype, use_adapter)
+    if adapter:
+        from .adapter_io import load_adapter
+
+        try:
+            model = load_adapter(model, adapter)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--adapter {adapter}: {error}") from error
+    tokenizer = None
+    if prompts or need_tokenizer:
+        try:  # the folder's tokenizer if it fits the text tower, else OpenAI's BPE for OpenAI's vocabulary
+            tokenizer = resolve_prompt_tokenizer(model, tokenizer_dir)
+        except (OSError, ValueError) as error:
+            if prompts:
+                raise UsageError(f"--prompts: {error} Pass --tokenizer DIR.") from error
+            raise ModelFolderError(f"{tokenizer_dir or folder}: no CLIP tokenizer to read the text with ({error})") from error
+    if prompts:
+        try:
+            model.set_prompts(prompts, tokenizer)
+        except ValueError as error:
+            raise UsageError(f"--prompts {prompts}: {error}") from error
+    if device is not None:
+        model = model.to(device)
+    return LoadedModel(model.eval(), load_image_processor(folder, model), tokenizer if need_tokenizer else None)
+
+
+def _checked_model(folder: str, dtype: torch.dtype, use_adapter: bool | None = None) -> UniQAModel:
     check_model_folder(folder)
+    overrides = {} if use_adapter is None else {"use_adapter": use_adapter}
     try:
-        return UniQAModel.from_pretrained(folder, dtype=dtype).eval()
+        return UniQAModel.from_pretrained(folder, dtype=dtype, **overrides).eval()
     except Exception as error:  # anything the checks above did not foresee: still one line naming the folder
         raise ModelFolderError(f"{folder}: cannot load the model ({type(error).__name__}: {' '.join(str(error).split())}).") from error
+
+
+def load_model_folder(folder: str, dtype: torch.dtype = torch.float32) -> UniQAModel:
+    """`check_model_folder`, then the model in eval mode (`ModelFolderError` on any failure): the
+    model of `load_model`, without its image processor."""
+    return _checked_model(folder, dtype)
 
 
 def load_image_processor(folder: str, model: UniQAModel):
@@ -149,4 +212,4 @@ def model_fingerprint(folder: str) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["ModelFolderError", "check_model_folder", "load_image_processor", "load_model_folder", "model_fingerprint", "weight_files"]
+__all__ = ["LoadedModel", "ModelFolderError", "check_model_folder", "load_image_processor", "load_model", "load_model_folder", "model_fingerprint", "weight_files"]

@@ -31,7 +31,7 @@ MOVED = {
         "sharded_output": "scoring.sharded_output",
         "image_scorer": "scoring.image_scorer",
         "ray_scorer": "scoring.ray_scorer",
-        "adapter_io": "hub.adapter_io",
+        "adapter_io": "core.adapter_io",
         "heads": "hub.heads",
         "convert": "hub.convert",
         "convert_openai_clip": "hub.convert_openai_clip",

@@ -1,6 +1,5 @@
 """UniQA's joint image-text space, as `uniqa retrieve` and `uniqa explain` use it.
 
-- `load_model_folder`: a UniQA model folder -> model (eval), image processor, tokenizer.
 - `embed_texts`: prompts or free text -> L2-normalised text embeddings.
 - `embed_image_views`: pixel views -> L2-normalised image embeddings of a chosen kind:
   `"adapted"` is `I' = normalize(adapter(I))`, the embedding the model scores with (the same as
@@ -18,34 +17,13 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from ..clip_tokenizer import resolve_prompt_tokenizer
 from ..modeling_uniqa import UniQAModel
 from ..processing_uniqa import UniQAImageProcessor
-from . import model_folder
 from .fingerprints import prefixed_state, state_digest
 
 logger = logging.getLogger(__name__)
 
 EMBEDDING_KINDS = ("adapted", "clip")
-
-
-def load_model_folder(model_dir, tokenizer_dir=None, dtype=torch.float32, device="cpu", need_tokenizer: bool = True):
-    """`(model, processor, tokenizer)` of a UniQA model folder; the model in eval mode on `device`.
-
-    The folder is checked by `model_folder.load_model_folder` (one clear line per fault). The
-    tokenizer is `resolve_prompt_tokenizer`'s: `tokenizer_dir` if given, else the folder's own if
-    it fits the text tower, else OpenAI's BPE for OpenAI's vocabulary. With
-    `need_tokenizer=False` none is looked for (`None`). Raises `ValueError` naming the folder.
-    """
-    model = model_folder.load_model_folder(model_dir, dtype=dtype)
-    processor = model_folder.load_image_processor(model_dir, model)
-    tokenizer = None
-    if need_tokenizer:
-        try:
-            tokenizer = resolve_prompt_tokenizer(model, tokenizer_dir)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{tokenizer_dir or model_dir}: no CLIP tokenizer to read the text with ({error})") from error
-    return model.to(device).eval(), processor, tokenizer
 
 
 def embed_texts(model: UniQAModel, tokenizer, texts) -> torch.Tensor:
@@ -115,4 +93,4 @@ def embedding_fingerprint(model: UniQAModel, processor: UniQAImageProcessor, vie
     return state_digest(prefixed_state(**modules), digest=digest)
 
 
-__all__ = ["EMBEDDING_KINDS", "embed_image_views", "embed_texts", "image_embeds_from_features", "load_model_folder", "embedding_fingerprint"]
+__all__ = ["EMBEDDING_KINDS", "embed_image_views", "embed_texts", "image_embeds_from_features", "embedding_fingerprint"]

@@ -19,9 +19,15 @@ import shutil
 import tempfile
 
 from ..configuration_uniqa import DEFAULT_HEAD, UniQAConfig
+from ..core.adapter_io import (
+    ADAPTER_CONFIG_NAME,
+    backbone_digest,
+    check_backbone,
+    read_adapter_config,
+    read_adapter_head,
+)
 from ..core.model_folder import check_model_folder
 from ..modeling_uniqa import UniQAModel
-from .adapter_io import ADAPTER_CONFIG_NAME, backbone_digest, check_backbone, read_adapter_config, read_adapter_head
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ login` or `HF_TOKEN`).
 import logging
 import os
 
+from ..core.adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
 from ..errors import PushError  # noqa: F401  (raised here; importable from here too)
 from ..modeling_uniqa import REMOTE_CODE_FILES
-from .adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def push_to_hub(
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PushError(f"--repo-id must be ORG/NAME, got {repo_id!r}.")
     if kind == "adapter":
-        from .adapter_io import read_adapter_config
+        from ..core.adapter_io import read_adapter_config
 
         base_name = read_adapter_config(directory)["base_model"].get("name")
         if not base_name or base_name.count("/") != 1 or os.path.exists(base_name):

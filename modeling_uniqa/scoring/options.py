@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import torch
+
 from ..configuration_uniqa import parse_view_policy
 from ..core.default_model import DEFAULT_MODEL
 from ..core.device_defaults import decoding_workers, scoring_batch_size
@@ -70,8 +72,12 @@ class ScoreOptions:
                 raise UsageError(f"view_policy: {error}") from error
         if self.dtype not in DTYPES:
             raise UsageError(f"dtype {self.dtype!r}: choose from {', '.join(sorted(DTYPES))}.")
-        if not (self.device in DEVICES or self.device.startswith("cuda:")):
-            raise UsageError(f"device {self.device!r}: choose from {', '.join(DEVICES)} or cuda:N.")
+        set_field("device", str(self.device))
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError) as error:
+                raise UsageError(f"device {self.device!r}: choose from {', '.join(DEVICES)}, cuda:N or another torch device.") from error
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.workers is not None and self.workers < 0:

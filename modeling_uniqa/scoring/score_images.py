@@ -64,7 +64,7 @@ from ..core.inference_speed import (
     compile_vision_tower,
     optimize_for_scoring,
 )
-from ..core.model_folder import load_image_processor, load_model_folder, model_fingerprint
+from ..core.model_folder import load_model, model_fingerprint
 from ..errors import UsageError  # noqa: F401  (raised here; importable from here too)
 from ..modeling_uniqa import UniQAModel
 from ..processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
@@ -260,32 +260,13 @@ def load_scorer(
     """The model (checked, eval mode, on `device`, `adapter` and `prompts` applied, sped up by
     `inference_speed.optimize_for_scoring` with `compile` and `quantize`) and its image processor.
     Raises `ModelFolderError` or `UsageError` with one line naming the problem."""
-    model = load_model_folder(model_dir, dtype=dtype)
-    if adapter:
-        from ..hub.adapter_io import load_adapter
-
-        try:
-            model = load_adapter(model, adapter)
-        except (OSError, ValueError) as error:
-            raise UsageError(f"--adapter {adapter}: {error}") from error
-    if prompts:
-        from ..clip_tokenizer import resolve_prompt_tokenizer
-
-        try:  # the folder's tokenizer if it fits the text tower, else OpenAI's BPE for OpenAI's vocabulary
-            tokenizer = resolve_prompt_tokenizer(model, tokenizer_dir)
-        except (OSError, ValueError) as error:
-            raise UsageError(f"--prompts: {error} Pass --tokenizer DIR.") from error
-        try:
-            model.set_prompts(prompts, tokenizer)
-        except ValueError as error:
-            raise UsageError(f"--prompts {prompts}: {error}") from error
-    model = model.to(device).eval()
+    model, processor, _ = load_model(model_dir, dtype=dtype, device=device, adapter=adapter, prompts=prompts, tokenizer_dir=tokenizer_dir)
     try:
         applied = optimize_for_scoring(model, device, compile=compile, quantize=quantize)
     except ValueError as error:
         raise UsageError(str(error)) from error
     logger.debug("Scoring speed-ups: %s", ", ".join(applied) or "none")
-    return model, load_image_processor(model_dir, model)
+    return model, processor
 
 
 def set_jpeg_draft(processor: UniQAImageProcessor, jpeg_draft: bool | None, view_policy: str) -> None:

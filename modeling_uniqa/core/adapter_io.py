@@ -23,9 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS, check_head_settings, parse_view_policy
-from ..core.fingerprints import state_digest
 from ..errors import AdapterMismatchError  # noqa: F401  (raised here; importable from here too)
 from ..modeling_uniqa import UniQAModel
+from .fingerprints import state_digest
 
 logger = logging.getLogger(__name__)
 
