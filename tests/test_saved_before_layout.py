@@ -77,7 +77,7 @@ def test_its_remote_code_scores_in_a_process_without_the_package(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     completed = subprocess.run([sys.executable, "-c", script, FOLDER, json.dumps(paths)], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=300)
+                               capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["module"].startswith("transformers_modules."), result["module"]
