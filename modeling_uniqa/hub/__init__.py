@@ -1,2 +1,3 @@
-"""Publishing: adapters (save / load / check), named heads, conversion of OpenAI-format and HF CLIP
-checkpoints, and pushing a folder to the Hub."""
+"""Publishing: named heads on one backbone, conversion of OpenAI-format and HF CLIP checkpoints,
+and pushing a model or adapter folder to the Hub. (The adapter format itself, `save_adapter` /
+`load_adapter`, is `core.adapter_io`: the one model loader puts adapters on models.)"""
