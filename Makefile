@@ -80,7 +80,7 @@ TINY_ADAPTER = --num_train_epochs 2
 else
 TINY_CORPUS =
 TINY_CLIP = --vision_width 128 --vision_layers 4 --vision_heads 4 --text_width 32 --text_layers 3 --text_heads 1 --projection_dim 128 --image_size 64
-TINY_STEPS = --max_steps 6500 --warmup_steps 300 --checkpointing_steps 500 --per_device_train_batch_size 128 --crops_per_image 4 --eval_steps 1000 --eval_max_samples 300
+TINY_STEPS = --max_steps 4000 --warmup_steps 200 --checkpointing_steps 500 --per_device_train_batch_size 128 --eval_steps 500 --eval_max_samples 300
 TINY_ADAPTER = --num_train_epochs 30
 endif
 
