@@ -98,7 +98,7 @@ def test_grad_cam_and_retrieval(app):
 
 
 def test_card_summary(app, tmp_path):
-    assert app.summary.startswith("# UniQA") and "## Scores" in app.summary and "## Results" not in app.summary
+    assert app.summary.startswith("### UniQA") and "#### Scores" in app.summary and "Results" not in app.summary
     assert "---" not in app.summary.splitlines()[0] and "<!--" not in app.card
     assert card_summary(str(tmp_path)) == ("", "")
 

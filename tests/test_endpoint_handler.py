@@ -7,6 +7,7 @@ import base64
 import importlib.util
 import io
 import os
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -83,3 +84,42 @@ def test_bad_items_get_errors_and_the_rest_are_scored(handler, tmp_path):
         handler({"inputs": ["http://x/y.jpg"], "parameters": {"errors": "raise"}})
     with pytest.raises(ValueError, match='"inputs"'):
         handler({"image": image})
+
+
+FRESH_PROCESS_SCRIPT = """
+import base64, json, sys
+sys.modules["modeling_uniqa"] = None  # as on an endpoint: our package is not installed
+folder, images = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, folder)  # the toolkit imports handler.py from the repo folder
+from handler import EndpointHandler
+
+handler = EndpointHandler(folder)
+inputs = [open(images[0], "rb").read(), base64.b64encode(open(images[1], "rb").read()).decode(), "http://x/y.jpg", b"junk"]
+print(json.dumps({"module": type(handler.pipeline.model).__module__, "results": handler({"inputs": inputs})}))
+"""
+
+
+@pytest.mark.slow
+def test_handler_without_the_package(saved_tiny_model, handler, tmp_path):
+    """On an endpoint without uniqa-hf: remote code serves, and the answers are the same."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "repo"
+    shutil.copytree(saved_tiny_model, folder)
+    images = write_jpegs(tmp_path / "images", count=2)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    completed = subprocess.run([sys.executable, "-c", FRESH_PROCESS_SCRIPT, str(folder), json.dumps(images)], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    answer = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert answer["module"].startswith("transformers_modules."), answer["module"]
+    results = answer["results"]
+    assert "URLs are not fetched" in results[2]["error"] and "not an image format" in results[3]["error"]
+    local = handler({"inputs": [Path(images[0]).read_bytes(), Path(images[1]).read_bytes()]})
+    for remote, here in zip(results[:2], local):
+        assert remote.keys() == here.keys()
+        assert remote["score"] == pytest.approx(here["score"], abs=1e-6)

@@ -94,6 +94,8 @@ def card_summary(folder: str) -> tuple:
     head = sections[0].strip().split("\n\n")
     summary = head[:2]  # the title and its first paragraph
     summary += [section.strip() for section in sections[1:] if section.startswith("## Scores")]
+    # Headings two levels down: the card sits beside the page's own, smaller.
+    summary = [re.sub(r"^(#+) ", lambda match: "#" * min(len(match.group(1)) + 2, 6) + " ", part, flags=re.M) for part in summary]
     return "\n\n".join(summary), text
 
 
@@ -159,7 +161,8 @@ class QualityApp:
         rows = [{"path": path, "name": os.path.basename(path), "result": result} for path, result in zip(paths, results)]
         for row in rows:  # errors name the upload's temporary path: the file name says enough
             if "error" in row["result"]:
-                row["result"] = {"error": row["result"]["error"].replace(row["path"], row["name"])}
+                message = row["result"]["error"].replace(row["path"], row["name"])
+                row["result"] = {"error": message.removeprefix("UniQAImageError: ")}
         return rows
 
     @staticmethod
@@ -173,9 +176,9 @@ class QualityApp:
         """The ranking as an HTML table (thumbnails, every column, one row per failed file)."""
         if not rows:
             return '<p class="uniqa-empty">No images yet: drop some into the box above, or try the examples.</p>'
-        cell = 'style="padding:4px 10px;border-bottom:1px solid #ddd;text-align:{align}"'
+        cell = 'style="padding:4px 12px;border-bottom:1px solid #ddd;white-space:nowrap;text-align:{align}"'
         headers = ["Rank", "Image", "File", *[label for _, label in self.columns]]
-        parts = [f'<table id="{TABLE_ID}" style="border-collapse:collapse;width:100%;font-size:15px">', "<thead><tr>"]
+        parts = [f'<table id="{TABLE_ID}" style="border-collapse:collapse;font-size:15px">', "<thead><tr>"]
         parts += [f'<th {cell.format(align="left")}>{html.escape(text)}</th>' for text in headers]
         parts.append("</tr></thead><tbody>")
         rank = 0
@@ -185,7 +188,7 @@ class QualityApp:
                 parts.append(
                     f'<tr class="uniqa-error" data-file="{name}" style="background:#fff0f0"><td {cell.format(align="left")}>—</td>'
                     f'<td {cell.format(align="left")}></td><td {cell.format(align="left")}>{name}</td>'
-                    f'<td colspan="{len(self.columns)}" class="uniqa-error-message" {cell.format(align="left")} style="color:#b00000">'
+                    f'<td colspan="{len(self.columns)}" class="uniqa-error-message" style="padding:4px 12px;color:#b00000;white-space:normal">'
                     f"Could not be scored: {html.escape(result['error'])}</td></tr>"
                 )
                 continue
@@ -314,7 +317,7 @@ def build_demo(app: QualityApp):
                 prompt = gr.Textbox(label="Prompt (leave empty to explain the model's score)", placeholder="e.g. blurry image")
                 explain_button = gr.Button("Show heat map", variant="primary")
             cam_note = gr.Markdown()
-            cam = gr.Image(label="Original | heat map", type="pil", interactive=False, elem_id="uniqa-cam")
+            cam = gr.Image(label="Original | heat map", type="pil", interactive=False, height=380, elem_id="uniqa-cam")
         with gr.Tab("Find images by text"):
             with gr.Row():
                 queries = gr.Textbox(label="Text queries (one per line)", value=DEFAULT_QUERY, lines=3)
