@@ -23,7 +23,7 @@ from tests.helpers import free_port, kill_process_tree
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-START_TIMEOUT = 120  # seconds; the target (first page within 10 s) is measured by benchmarks/bench_app.py
+START_TIMEOUT = 300  # seconds, for loaded CI machines; the target (first page within 10 s) is measured by benchmarks/bench_app.py
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -127,6 +127,12 @@ def test_upload_rank_and_explain_in_chromium(served_app, tmp_path):
         time.sleep(0.5)
         os.makedirs(os.path.dirname(os.path.abspath(screenshot)), exist_ok=True)
         assert driver.save_screenshot(screenshot)
+
+        # The examples button replaces the uploads with the shipped photos, all scored.
+        button = next(element for element in driver.find_elements(By.TAG_NAME, "button") if element.text.strip() == "Try the example images")
+        button.click()
+        wait.until(lambda page: len(page.find_elements(By.CSS_SELECTOR, "#uniqa-ranking tr.uniqa-row")) == len(example_images()))
+        assert not driver.find_elements(By.CSS_SELECTOR, "#uniqa-ranking tr.uniqa-error")
     finally:
         driver.quit()
     assert os.path.getsize(screenshot) > 10_000
