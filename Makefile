@@ -30,7 +30,7 @@ PRETRAIN = --init $(DEMO_INIT) --per_device_train_batch_size 32 --learning_rate 
 	--dataloader_num_workers 1 --seed $(SEED)
 stage = @printf '\n== demo %s  %s  (%s)\n' "$(1)" "$(2)" "$$(date +%T)"
 
-.PHONY: demo test clean-demo uniqa-tiny ship-uniqa-tiny
+.PHONY: demo test test-fast clean-demo uniqa-tiny ship-uniqa-tiny
 
 demo:
 	@rm -rf $(OUT)
@@ -109,10 +109,14 @@ uniqa-tiny:
 		--card --card_license gpl-3.0 --card_sources $(TINY)/data/SOURCES.md --started_at $$(cat $(TINY)/started_at)
 
 ship-uniqa-tiny:
-	$(PYTHON) -m modeling_uniqa.default_model ship $(TINY)/uniqa-tiny
+	$(PYTHON) -m modeling_uniqa.core.default_model ship $(TINY)/uniqa-tiny
 
 test:
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
+
+# Everything but the tests that start other processes (marked `slow` in tests/conftest.py).
+test-fast:
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m "not slow"
 
 clean-demo:
 	rm -rf $(OUT)

@@ -24,7 +24,7 @@ from transformers import CLIPConfig
 
 from modeling_uniqa import UniQAConfig, UniQAModel
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-from train_scripts.train_adapter import FinetuneConfig, RatingSplits, finetune
+from train_scripts.common.finetune import FinetuneConfig, RatingSplits, finetune
 
 
 def parse_args():

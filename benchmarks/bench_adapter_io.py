@@ -17,8 +17,8 @@ import torch
 from bench_model import VIT_B16  # benchmarks/ is on sys.path when run as a script
 
 from modeling_uniqa import UniQAConfig, UniQAModel
-from modeling_uniqa.adapter_io import backbone_digest, load_adapter, save_adapter
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
+from modeling_uniqa.core.adapter_io import backbone_digest, load_adapter, save_adapter
 
 
 def median_seconds(fn, repeats: int) -> float:

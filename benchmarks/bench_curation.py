@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from datasets import Dataset, Image  # noqa: E402
 
 from modeling_uniqa.cli import main as uniqa  # noqa: E402
-from modeling_uniqa.score_datasets import score_dataset  # noqa: E402
+from modeling_uniqa.scoring.score_datasets import score_dataset  # noqa: E402
 from tests.curation_data import write_jpegs, write_shard  # noqa: E402
 from tests.helpers import build_tiny_tokenizer, save_tiny_uniqa  # noqa: E402
 
@@ -91,7 +91,7 @@ def main(args) -> None:
             except ImportError:
                 print("ray: not installed (pip install 'uniqa-hf[ray]')")
             else:
-                from modeling_uniqa.ray_scorer import UniQAScorer
+                from modeling_uniqa.scoring.ray_scorer import UniQAScorer
 
                 ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
                 try:

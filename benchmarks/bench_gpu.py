@@ -59,7 +59,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_score_images import rate_in_output, write_jpegs, write_model  # noqa: E402
 
-from modeling_uniqa.score_images import DTYPES, Normalizer, load_scorer, set_jpeg_draft, view_loader  # noqa: E402
+from modeling_uniqa.core.runtime import DTYPES  # noqa: E402
+from modeling_uniqa.scoring.score_images import Normalizer, load_scorer, set_jpeg_draft, view_loader  # noqa: E402
 
 TINY_VISION = {"image_size": 224, "patch_size": 32, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
 TINY_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 77}

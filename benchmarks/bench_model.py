@@ -30,8 +30,8 @@ from transformers import CLIPConfig, CLIPModel
 
 from modeling_uniqa import UniQAConfig, UniQAModel
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-from modeling_uniqa.cpu_runtime import describe_cpu, has_native_bf16, tune_malloc
-from modeling_uniqa.inference_speed import optimize_for_scoring
+from modeling_uniqa.core.cpu_runtime import describe_cpu, has_native_bf16, tune_malloc
+from modeling_uniqa.core.inference_speed import optimize_for_scoring
 
 VIT_B16 = {
     "vision_config": {"image_size": 224, "patch_size": 16, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12, "hidden_act": "quick_gelu"},

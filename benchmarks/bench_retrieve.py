@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modeling_uniqa.embedding_index import EmbeddingIndex, IndexEntry, file_signature, update_index  # noqa: E402
+from modeling_uniqa.analysis.embedding_index import EmbeddingIndex, IndexEntry, file_signature, update_index  # noqa: E402
 
 
 def timed(function, repeats: int = 1):
@@ -46,7 +46,7 @@ def text_query_seconds(repeats: int) -> float:
 
     from modeling_uniqa import UniQAConfig, UniQAModel
     from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-    from modeling_uniqa.zero_shot import embed_texts
+    from modeling_uniqa.core.zero_shot import embed_texts
 
     clip_config = CLIPConfig(
         text_config={"hidden_size": 512, "intermediate_size": 2048, "num_attention_heads": 8, "num_hidden_layers": 12},

@@ -45,8 +45,8 @@ sys.path.insert(0, REPO_ROOT)
 
 from modeling_uniqa import UniQAConfig, UniQAImageProcessor, UniQAModel, load_image  # noqa: E402
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer  # noqa: E402
+from modeling_uniqa.core.runtime import DTYPES  # noqa: E402
 from modeling_uniqa.processing_uniqa import crop_boxes  # noqa: E402
-from modeling_uniqa.score_images import DTYPES  # noqa: E402
 
 VIT_B16_VISION = {
     "image_size": 224,

@@ -46,8 +46,15 @@ from bench_score_images import write_jpegs, write_model  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from modeling_uniqa.configuration_uniqa import view_count  # noqa: E402
-from modeling_uniqa.cpu_runtime import describe_cpu, malloc_tuning_wanted, tune_malloc  # noqa: E402
-from modeling_uniqa.score_images import Normalizer, decode_views, load_scorer, output_columns, score_batch, view_loader  # noqa: E402
+from modeling_uniqa.core.cpu_runtime import describe_cpu, malloc_tuning_wanted, tune_malloc  # noqa: E402
+from modeling_uniqa.scoring.score_images import (  # noqa: E402
+    Normalizer,
+    decode_views,
+    load_scorer,
+    output_columns,
+    score_batch,
+    view_loader,
+)
 
 POLICIES = ("center", "five_crop", "ten_crop", "random10", "resize")
 WIDTH, HEIGHT = 1024, 768

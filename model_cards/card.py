@@ -18,7 +18,8 @@ import re
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from modeling_uniqa.adapter_io import ADAPTER_CONFIG_NAME, PEFT_CONFIG_NAME
+from modeling_uniqa.core.adapter_io import ADAPTER_CONFIG_NAME, PEFT_CONFIG_NAME
+from modeling_uniqa.errors import UniQAError
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.md")
 CARD_NAME = "README.md"
@@ -71,7 +72,7 @@ MANAGED_KEYS = {
 RESULT_KEYS = {"dataset", "dataset_name", "srcc", "plcc", "split", "protocol", "task", "config", "source", "source_url"}
 
 
-class ModelCardError(ValueError):
+class ModelCardError(UniQAError, ValueError):
     """A model directory or results list a card cannot be written for."""
 
 
@@ -85,7 +86,7 @@ def read_model_info(model_dir) -> dict:
     config_path = os.path.join(model_dir, "config.json")
     adapter_path = os.path.join(model_dir, ADAPTER_CONFIG_NAME)
     if os.path.isfile(adapter_path):
-        from modeling_uniqa.adapter_io import read_adapter_config
+        from modeling_uniqa.core.adapter_io import read_adapter_config
 
         metadata = read_adapter_config(model_dir)
         info = dict(metadata["config"], kind="adapter", use_adapter=True)
@@ -392,7 +393,7 @@ def _usage(info: dict, model_id: str, model_dir: str) -> str:
         base = info.get("base_name") or "BASE_MODEL"
         return (
             "from transformers import pipeline\n\n"
-            "from modeling_uniqa.adapter_io import load_adapter\n\n"
+            "from modeling_uniqa.core.adapter_io import load_adapter\n\n"
             f'model = load_adapter("{base}", "{model_id}")  # refuses a base with other backbone weights\n'
             'scorer = pipeline("image-quality", model=model)\n'
             'print(scorer("photo.jpg"))'

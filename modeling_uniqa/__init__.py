@@ -18,12 +18,16 @@ from .configuration_uniqa import (
     mos_to_score,
     score_to_mos,
 )
-from .default_model import DEFAULT_MODEL
+from .core import moved as _moved
+from .core.default_model import DEFAULT_MODEL
 from .modeling_uniqa import IMAGE_QUALITY_TASK, MultiCueAdapter, UniQAModel, UniQAOutput, UniQAPreTrainedModel
 from .pipeline_uniqa import ImageQualityPipeline
 from .processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
 
 __version__ = "0.1.0"
+
+# The flat layout's module paths (`modeling_uniqa.score_images`...) keep working for one release, with a warning.
+_moved.install()
 
 AutoConfig.register(UniQAConfig.model_type, UniQAConfig, exist_ok=True)
 AutoModel.register(UniQAConfig, UniQAModel, exist_ok=True)

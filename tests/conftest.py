@@ -53,3 +53,30 @@ def image_files(tmp_path):
         Image.fromarray(random_rgb(height, width, seed=index)).save(path, quality=95)
         paths.append(str(path))
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# The `slow` marker: tests that start other Python processes (a script run as a user runs it,
+# `accelerate launch` with two processes). `make test-fast` (`pytest -m "not slow"`) leaves them
+# out; `make test` runs everything. A test is marked when it, or a fixture it uses, calls one of
+# these, so a new subprocess test is marked without anyone remembering to.
+SUBPROCESS_CALLS = ("subprocess.run(", "subprocess.Popen(", "launch_two_processes(", "start_two_processes(", "run_single(")
+
+
+def _starts_processes(function) -> bool:
+    import inspect
+
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    return any(call in source for call in SUBPROCESS_CALLS)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        function = getattr(item, "function", None)
+        fixtures = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}) or {}
+        used = [definition.func for definitions in fixtures.values() for definition in definitions]
+        if any(_starts_processes(candidate) for candidate in [function, *used] if candidate is not None):
+            item.add_marker(pytest.mark.slow)

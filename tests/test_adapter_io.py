@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from modeling_uniqa import UniQAModel
-from modeling_uniqa.adapter_io import (
+from modeling_uniqa.core.adapter_io import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,
     AdapterMismatchError,

@@ -64,9 +64,9 @@ def test_scoring_is_batched(app, tmp_path):
 
 def test_every_named_head_is_a_column(tmp_path, reference):
     """A model with a named head (`uniqa heads add`): its score and MOS are columns too, equal to the pipeline's."""
-    from modeling_uniqa.app.gradio_app import load_model_folder
+    from modeling_uniqa.core.model_folder import load_model
 
-    model, processor, tokenizer = load_model_folder(modeling_uniqa.DEFAULT_MODEL)
+    model, processor, tokenizer = load_model(modeling_uniqa.DEFAULT_MODEL, need_tokenizer=True)
     model.add_prompt_head("sharpness", "sharpness", tokenizer)
     folder = tmp_path / "two-heads"
     model.save_pretrained(folder)

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from modeling_uniqa.atomic_files import atomic_write, atomic_write_text
+from modeling_uniqa.core.atomic_files import atomic_write, atomic_write_text
 
 
 def write_bytes(data):

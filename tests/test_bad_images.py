@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from modeling_uniqa import UniQAImageError, UniQAImageProcessor
-from modeling_uniqa.score_images import decode_views
+from modeling_uniqa.scoring.score_images import decode_views
 from tests.helpers import TINY_IMAGE_SIZE, random_rgb
 from train_scripts.common.image_views import EvalViews, ImageViewDataset
 from train_scripts.common.pretrain_data import decode_image_cell
@@ -135,7 +135,7 @@ def test_bad_images_are_refused_by_every_path_naming_them(tmp_path, name):
 
 def test_explain_names_a_bad_image(tiny_model_factory, tmp_path):
     """`uniqa explain` warns about the image and goes on to the next (a stray TypeError stopped it)."""
-    from modeling_uniqa.explain import explain_image, score_target
+    from modeling_uniqa.analysis.explain import explain_image, score_target
 
     model, processor = tiny_model_factory(), UniQAImageProcessor(crop_size=TINY_IMAGE_SIZE)
     for name in ("bad_frames.tif", "strip.png"):

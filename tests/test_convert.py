@@ -9,7 +9,7 @@ from transformers import AutoModel, AutoTokenizer, CLIPConfig, CLIPModel, pipeli
 
 from modeling_uniqa import UniQAModel
 from modeling_uniqa.cli import main as uniqa_main
-from modeling_uniqa.convert import convert
+from modeling_uniqa.hub.convert import convert
 from tests.helpers import build_tiny_tokenizer, random_rgb, tiny_clip_config
 from tests.openai_clip_reference import OpenAICLIPReference, make_random_openai_state_dict
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
-from modeling_uniqa.convert_openai_clip import (
+from modeling_uniqa.hub.convert_openai_clip import (
     convert_openai_state_dict,
     infer_clip_config,
     load_state_dict_file,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from modeling_uniqa import DEFAULT_MODEL, default_model
+from modeling_uniqa import DEFAULT_MODEL
+from modeling_uniqa.core import default_model
 from tests.helpers import build_tiny_tokenizer, save_tiny_uniqa
 
 SHIPPED = os.path.isfile(os.path.join(DEFAULT_MODEL, "model.safetensors"))

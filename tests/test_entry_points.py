@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch.distributed as dist
 
-from modeling_uniqa.cli import close_process_group
+from modeling_uniqa.core.runtime import close_process_group
 from train_scripts.common.script import run_script
 
 

@@ -8,7 +8,7 @@ import pytest
 from tests.helpers import launch_two_processes, save_tiny_uniqa, write_rated_folder
 from train_scripts import evaluate as evaluation
 from train_scripts.common import paper_results
-from train_scripts.train_adapter import FinetuneConfig
+from train_scripts.common.finetune import FinetuneConfig
 
 # 30 images: random splits of 24 train / 6 test.
 TRAINING_FLAGS = ["--num_train_epochs", "1", "--bank_crops", "1", "--learning_rate", "1e-2"]

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from modeling_uniqa import UniQAImageProcessor
+from modeling_uniqa.analysis.explain import explain_image, output_paths, prompt_target, score_target, similarity_target
+from modeling_uniqa.analysis.gradcam import colorize, grad_cam
 from modeling_uniqa.cli import main
-from modeling_uniqa.explain import explain_image, output_paths, prompt_target, score_target, similarity_target
-from modeling_uniqa.gradcam import colorize, grad_cam
-from modeling_uniqa.zero_shot import embed_texts
+from modeling_uniqa.core.zero_shot import embed_texts
 from tests.helpers import TINY_IMAGE_SIZE, random_rgb
 
 HEIGHT, WIDTH = 48, 64  # not square, and 4 x 4 patch cells of 12 x 16 pixels after the resize view

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import data_builders
-from modeling_uniqa.sharded_output import part_files
+from modeling_uniqa.scoring.sharded_output import part_files
 from tests.data_fixtures import write_folder_csv
 from tests.helpers import REPO_ROOT, launch_two_processes
 from tests.tiny_llava import build_tiny_llava

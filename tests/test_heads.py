@@ -18,10 +18,10 @@ from transformers import pipeline
 
 from model_cards import write_model_card
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
-from modeling_uniqa.adapter_io import AdapterMismatchError, save_adapter
 from modeling_uniqa.cli import main as uniqa_main
-from modeling_uniqa.heads import add_head, list_heads, rewrite_model_folder
-from modeling_uniqa.push import push_to_hub
+from modeling_uniqa.core.adapter_io import AdapterMismatchError, save_adapter
+from modeling_uniqa.hub.heads import add_head, list_heads, rewrite_model_folder
+from modeling_uniqa.hub.push import push_to_hub
 from tests.helpers import TINY_IMAGE_SIZE, head_on_backbone, make_tiny_uniqa, same_backbone, save_tiny_uniqa
 
 
@@ -276,7 +276,7 @@ def test_adapter_io_named_head_round_trip(folders, tmp_path, image_files):
     model = UniQAModel.from_pretrained(folders["base_dir"]).eval()
     model.set_head("ava", *folders["ava"].head_state())
     adapter_dir = save_adapter(model, tmp_path / "ava-adapter", head="ava", write_card=False)
-    from modeling_uniqa.adapter_io import load_adapter
+    from modeling_uniqa.core.adapter_io import load_adapter
 
     fresh = load_adapter(folders["base_dir"], adapter_dir, head="aesthetics")
     pixel_values = _pixels(image_files[:2])

@@ -9,9 +9,9 @@ import resource
 import pytest
 import torch
 
-from modeling_uniqa import cpu_runtime, device_defaults, score_images
 from modeling_uniqa.cli import main
-from modeling_uniqa.inference_speed import (
+from modeling_uniqa.core import cpu_runtime, device_defaults
+from modeling_uniqa.core.inference_speed import (
     RowChunkedMLP,
     chunk_vision_mlps,
     compile_pays_off,
@@ -19,6 +19,7 @@ from modeling_uniqa.inference_speed import (
     optimize_for_scoring,
     quantize_vision_int8,
 )
+from modeling_uniqa.scoring import score_images
 from tests.test_score_images import read_csv
 
 CPU = torch.device("cpu")
@@ -218,7 +219,7 @@ def test_shard_batches_travel_stacked_once_and_pin_in_the_pinning_thread(monkeyp
     the stacked views are what the pinning thread pins (no restacking in the main process)."""
     from torch.utils.data._utils.pin_memory import pin_memory
 
-    from modeling_uniqa.score_shards import Item, collate_items
+    from modeling_uniqa.scoring.score_shards import Item, collate_items
 
     pinned = []
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor, *args: pinned.append(tensor) or tensor.clone())

@@ -12,7 +12,8 @@ from PIL import Image
 
 from modeling_uniqa import UniQAImageProcessor, load_image
 from modeling_uniqa.cli import main
-from modeling_uniqa.score_images import decode_views
+from modeling_uniqa.core.model_folder import load_model
+from modeling_uniqa.scoring.score_images import decode_views
 from tests.helpers import TINY_IMAGE_SIZE, random_rgb
 
 # Largest score change by draft decoding measured on the tiny random test models (crop 32,
@@ -163,7 +164,7 @@ def test_resume_with_another_jpeg_draft_is_refused(saved_tiny_model, tmp_path, c
 
 def test_image_scorer_passes_jpeg_draft_on(saved_tiny_model, tmp_path):
     """Tar shards, `datasets` and Ray score through `ImageScorer`: the option and its fingerprint reach them."""
-    from modeling_uniqa.image_scorer import ImageScorer
+    from modeling_uniqa.scoring.image_scorer import ImageScorer
 
     with open(save_jpeg(tmp_path / "a.jpg"), "rb") as handle:
         payload = handle.read()
@@ -224,7 +225,7 @@ def test_evaluate_predict_equals_uniqa_score_of_a_jpeg_draft_model(tmp_path, tin
     assert main(["score", *paths, "--model", model_dir, "--output", str(output), "--workers", "0"]) == 0
     with open(output, newline="") as handle:
         expected = [float(row["score"]) for row in csv.DictReader(handle)]
-    model, processor = evaluation.load_scorer(model_dir)
+    model, processor, _ = load_model(model_dir)
     data = Dataset.from_dict({"image": paths}).cast_column("image", ImageFeature())
     np.testing.assert_allclose(evaluation.predict(model, processor, data), expected, atol=1e-6, rtol=0)
     processor.jpeg_draft = False  # the full decode scores otherwise: the draft is what made them equal

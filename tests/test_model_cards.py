@@ -16,8 +16,8 @@ from model_cards import ModelCardError, write_model_card
 from model_cards.__main__ import main as card_main
 from model_cards.__main__ import parse_args as card_args
 from model_cards.card import NON_COMMERCIAL_LICENSE_NAME, guess_base_model
-from modeling_uniqa.adapter_io import save_adapter
-from modeling_uniqa.convert import convert
+from modeling_uniqa.core.adapter_io import save_adapter
+from modeling_uniqa.hub.convert import convert
 from tests.helpers import random_rgb, tiny_clip_config
 
 KONIQ = {"dataset": "koniq10k", "dataset_name": "KonIQ-10k", "srcc": 0.933, "plcc": 0.941, "protocol": "10 random 80/20 splits (seed 123), median"}

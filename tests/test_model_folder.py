@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from modeling_uniqa import score_images
 from modeling_uniqa.cli import main
-from modeling_uniqa.model_folder import ModelFolderError, check_model_folder, load_model_folder, model_fingerprint
+from modeling_uniqa.core.model_folder import ModelFolderError, check_model_folder, load_model_folder, model_fingerprint
+from modeling_uniqa.scoring import score_images
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_score_with_a_missing_model_folder(tmp_path, caplog):
 
 
 def test_a_broken_image_processor_config_is_named(model_copy):
-    from modeling_uniqa.model_folder import load_image_processor
+    from modeling_uniqa.core.model_folder import load_image_processor
 
     model = load_model_folder(model_copy)
     for settings, message in [

@@ -13,7 +13,7 @@ from PIL import Image
 import data_builders
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 from modeling_uniqa.processing_uniqa import UniQAImageProcessor, load_image
-from modeling_uniqa.sharded_output import OutputError
+from modeling_uniqa.scoring.sharded_output import OutputError
 from tests.helpers import TINY_IMAGE_SIZE, launch_two_processes, make_tiny_uniqa, random_rgb, tiny_clip_config
 from train_scripts import purify_captions
 from train_scripts.common.air import informativeness, select_top_k

@@ -8,9 +8,9 @@ import pytest
 from huggingface_hub import HfApi, ModelCard
 
 from model_cards import write_model_card
-from modeling_uniqa.adapter_io import save_adapter
 from modeling_uniqa.cli import main as uniqa_main
-from modeling_uniqa.push import PushError, push_to_hub
+from modeling_uniqa.core.adapter_io import save_adapter
+from modeling_uniqa.hub.push import PushError, push_to_hub
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modeling_uniqa.ray_scorer import UniQAScorer
-from modeling_uniqa.score_parquet import FINGERPRINT_COLUMN, MixedScoresError, read_scores
+from modeling_uniqa.scoring.ray_scorer import UniQAScorer
+from modeling_uniqa.scoring.score_parquet import FINGERPRINT_COLUMN, MixedScoresError, read_scores
 from tests.curation_data import assert_scores_equal, curation_data  # noqa: F401 (fixture)
 
 

@@ -11,10 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_uniqa import embedding_index
-from modeling_uniqa.cli import main
-from modeling_uniqa.contact_sheet import write_contact_sheet, write_html
-from modeling_uniqa.embedding_index import (
+from modeling_uniqa.analysis import embedding_index
+from modeling_uniqa.analysis.contact_sheet import write_contact_sheet, write_html
+from modeling_uniqa.analysis.embedding_index import (
     INDEX_FILE,
     EmbeddingIndex,
     EmbeddingIndexError,
@@ -22,8 +21,10 @@ from modeling_uniqa.embedding_index import (
     top_rows,
     update_index,
 )
-from modeling_uniqa.retrieve import index_images, search
-from modeling_uniqa.zero_shot import embed_image_views, embed_texts, embedding_fingerprint, load_model_folder
+from modeling_uniqa.analysis.retrieve import index_images, search
+from modeling_uniqa.cli import main
+from modeling_uniqa.core.model_folder import load_model
+from modeling_uniqa.core.zero_shot import embed_image_views, embed_texts, embedding_fingerprint
 from tests.helpers import random_rgb
 
 
@@ -87,7 +88,7 @@ def test_search_equals_brute_force_over_a_large_index():
 def test_retrieval_ranking_equals_the_models_own_similarities(saved_tiny_model, tmp_path):
     """Index + search give the order of the per-image similarity computed directly: the mean over
     the image's views of the cosine between view embedding and query embedding."""
-    model, processor, tokenizer = load_model_folder(saved_tiny_model)
+    model, processor, tokenizer = load_model(saved_tiny_model, need_tokenizer=True)
     paths = [write_image(str(tmp_path / "img" / f"{seed}.png"), seed, size=(36 + seed, 50)) for seed in range(8)]
     index, report = index_images(model, processor, paths, str(tmp_path / "index"), view_policy="random3", workers=0, batch_size=5, show_progress=False)
     assert (report.added, len(index)) == (8, 8)
@@ -274,7 +275,7 @@ def test_cli_writes_sheet_and_html_with_the_same_ranking(saved_tiny_model, tmp_p
     assert code == 0
     index = EmbeddingIndex.load(str(tmp_path / "out" / "uniqa-index"))
     assert sorted(index.paths) == sorted(paths) and index.info["view_policy"] == "center"
-    model, _, tokenizer = load_model_folder(saved_tiny_model)
+    model, _, tokenizer = load_model(saved_tiny_model, need_tokenizer=True)
     expected = search(index, model, tokenizer, ["blurry image", query], top_k=3)
 
     with Image.open(output) as sheet:  # 2 query rows of 3 thumbnails of 64 px
@@ -309,8 +310,8 @@ def test_cli_writes_sheet_and_html_with_the_same_ranking(saved_tiny_model, tmp_p
 
 
 def test_embedding_fingerprint_names_what_the_embeddings_depend_on(saved_tiny_model, tiny_model_factory):
-    model, processor, _ = load_model_folder(saved_tiny_model)
-    reloaded, _, _ = load_model_folder(saved_tiny_model, need_tokenizer=False)
+    model, processor, _ = load_model(saved_tiny_model, need_tokenizer=True)
+    reloaded, _, _ = load_model(saved_tiny_model)
     base = embedding_fingerprint(model, processor, "random10", 123, "adapted")
     assert embedding_fingerprint(reloaded, processor, "random10", 123, "adapted") == base
     assert embedding_fingerprint(model, processor, "center", 123, "adapted") != base
@@ -326,7 +327,7 @@ def test_embedding_fingerprint_names_what_the_embeddings_depend_on(saved_tiny_mo
 
 def test_embedding_fingerprint_records_jpeg_draft_where_it_applies(saved_tiny_model):
     """An index embedded from drafted JPEGs is not reused for full decodes (nor the reverse)."""
-    model, processor, _ = load_model_folder(saved_tiny_model, need_tokenizer=False)
+    model, processor, _ = load_model(saved_tiny_model)
     full = {policy: embedding_fingerprint(model, processor, policy, 123, "adapted") for policy in ("resize", "random10")}
     processor.jpeg_draft = True
     assert embedding_fingerprint(model, processor, "resize", 123, "adapted") != full["resize"]

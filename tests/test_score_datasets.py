@@ -7,9 +7,9 @@ import pytest
 from datasets import Dataset, DatasetDict, Image, load_from_disk
 
 from modeling_uniqa.cli import main
-from modeling_uniqa.score_datasets import DatasetScorer, score_dataset
-from modeling_uniqa.score_images import UsageError
-from modeling_uniqa.score_parquet import read_fingerprint, read_scores
+from modeling_uniqa.scoring.score_datasets import DatasetScorer, score_dataset
+from modeling_uniqa.scoring.score_images import UsageError
+from modeling_uniqa.scoring.score_parquet import read_fingerprint, read_scores
 from tests.curation_data import assert_scores_equal, curation_data  # noqa: F401 (fixture)
 
 SCORES = ["score", "mos", "group_default", "group_sharpness", "group_noise", "group_quality"]

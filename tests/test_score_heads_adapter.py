@@ -13,11 +13,11 @@ import pytest
 from datasets import Dataset, DatasetDict, Image, load_from_disk
 
 from modeling_uniqa import UniQAModel
-from modeling_uniqa.adapter_io import save_adapter
 from modeling_uniqa.cli import main
-from modeling_uniqa.ray_scorer import UniQAScorer
-from modeling_uniqa.score_datasets import score_dataset
-from modeling_uniqa.score_parquet import read_fingerprint
+from modeling_uniqa.core.adapter_io import save_adapter
+from modeling_uniqa.scoring.ray_scorer import UniQAScorer
+from modeling_uniqa.scoring.score_datasets import score_dataset
+from modeling_uniqa.scoring.score_parquet import read_fingerprint
 from tests.curation_data import read_csv_scores, write_jpegs, write_shard
 from tests.helpers import head_on_backbone, save_tiny_uniqa
 

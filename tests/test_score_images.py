@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_uniqa import UniQAImageProcessor, UniQAModel, load_image, score_images
+from modeling_uniqa import UniQAImageProcessor, UniQAModel, load_image
 from modeling_uniqa.cli import main
+from modeling_uniqa.scoring import score_images
 from tests.helpers import launch_two_processes, make_tiny_uniqa, random_rgb
 
 GROUPS = ["default", "sharpness", "noise", "quality"]  # the `natural` ensemble of `saved_tiny_model`
@@ -119,7 +120,7 @@ def test_bad_files_are_reported_and_counted(saved_tiny_model, photo_dir, tmp_pat
     with open(bad["truncated.jpg"], "wb") as handle:
         handle.write(whole[: len(whole) // 2])
     output = tmp_path / "scores.csv"
-    caplog.set_level(logging.INFO, logger=score_images.__name__)
+    caplog.set_level(logging.INFO, logger="modeling_uniqa")
     assert score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 2, "--batch-size", 3) == 0
     rows = {row["path"]: row for row in read_csv(output)}
     assert sorted(rows) == sorted(paths + list(bad.values()))
@@ -214,7 +215,7 @@ def test_resume_with_another_input_list_keeps_earlier_rows(saved_tiny_model, pho
     options = ["--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center"]
     assert score(*paths[:4], *options) == 0
     first = {row["path"]: row for row in map(json.loads, output.read_text().splitlines())}
-    caplog.set_level(logging.INFO, logger=score_images.__name__)
+    caplog.set_level(logging.INFO, logger="modeling_uniqa")
     assert score(paths[5], paths[1], paths[4], *options, "--resume") == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     # the listed images in input order, then the earlier rows of images no longer listed
@@ -305,7 +306,7 @@ def test_skips_and_special_files_are_reported(saved_tiny_model, photo_dir, tmp_p
     strip = os.path.join(folder, "strip.png")
     Image.new("RGB", (1, 10000)).save(strip)
     output = tmp_path / "scores.csv"
-    caplog.set_level(logging.INFO, logger=score_images.__name__)
+    caplog.set_level(logging.INFO, logger="modeling_uniqa")
     assert score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center", "--batch-size", 4) == 0
     rows = {row["path"]: row for row in read_csv(output)}
     assert sorted(rows) == sorted([*paths, os.path.join(folder, "link_to_elsewhere", "linked.png"), animated, fifo, device, strip])

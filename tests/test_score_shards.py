@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from modeling_uniqa import score_shards
 from modeling_uniqa.cli import main
-from modeling_uniqa.score_parquet import MixedScoresError, read_fingerprint, read_scores
-from modeling_uniqa.score_shards import expand_braces, iter_samples
+from modeling_uniqa.scoring import score_shards
+from modeling_uniqa.scoring.score_parquet import MixedScoresError, read_fingerprint, read_scores
+from modeling_uniqa.scoring.score_shards import expand_braces, iter_samples
 from tests.curation_data import CORRUPT_KEY, assert_scores_equal, curation_data, write_jpegs, write_shard  # noqa: F401 (fixture)
 from tests.helpers import launch_two_processes
 
@@ -158,7 +158,7 @@ def test_animated_members_are_scored_on_their_first_frame_and_counted(saved_tiny
     logged by key and counted, not passed over in silence."""
     from PIL import Image
 
-    from modeling_uniqa.image_scorer import ImageScorer
+    from modeling_uniqa.scoring.image_scorer import ImageScorer
 
     frames = [Image.new("RGB", (40, 40), colour) for colour in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
     animated = io.BytesIO()
@@ -173,7 +173,7 @@ def test_animated_members_are_scored_on_their_first_frame_and_counted(saved_tiny
             archive.addfile(info, io.BytesIO(data))
     scorer = ImageScorer(saved_tiny_model, key_column="key", view_policy="center")
     os.makedirs(tmp_path / "out")
-    with caplog.at_level("INFO", logger="modeling_uniqa.score_shards"):
+    with caplog.at_level("INFO", logger="modeling_uniqa"):
         counts = score_shards.score_shards(scorer, [str(shard)], str(tmp_path / "out"), workers=0, show_progress=False)
     assert counts == {"shards": 1, "images": 2, "errors": 0, "multi_frame": 1}
     assert "Scored on its first frame of 3: anim" in caplog.text

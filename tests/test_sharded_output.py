@@ -7,7 +7,14 @@ import stat
 
 import pytest
 
-from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable, meta_path, part_files, read_meta
+from modeling_uniqa.scoring.sharded_output import (
+    OutputError,
+    ShardedOutput,
+    check_writable,
+    meta_path,
+    part_files,
+    read_meta,
+)
 
 COLUMNS = ["path", "score", "error"]
 FINGERPRINT = {"model": "abc", "view_policy": "center", "columns": COLUMNS}

@@ -14,12 +14,13 @@ from transformers import AutoModel
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
 from tests.helpers import TINY_IMAGE_SIZE, random_rgb, save_tiny_uniqa, write_rated_folder
 from train_scripts import train_adapter
+from train_scripts.common import finetune as finetune_module
 from train_scripts.common.checkpointing import ResumeError
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
+from train_scripts.common.finetune import FinetuneConfig, finetune, load_lora, load_splits
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset
 from train_scripts.common.numerics import DivergenceError
 from train_scripts.common.transforms import finetune_crop_flip, finetune_view_bank, upscaled_size
-from train_scripts.train_adapter import FinetuneConfig, finetune, load_lora, load_splits
 
 DATA_OPTIONS = {"split_scheme": "random", "mos_range": [1, 10]}
 
@@ -124,7 +125,7 @@ def test_model_selection_is_honest_by_default_and_labelled(workspace, tmp_path):
 
 
 def test_an_undefined_selection_srcc_at_every_epoch_is_reported_not_hidden(workspace, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_adapter, "srcc", lambda predictions, targets: float("nan"))  # constant predictions
+    monkeypatch.setattr(finetune_module, "srcc", lambda predictions, targets: float("nan"))  # constant predictions
     results = finetune(workspace["model"], _splits(workspace), str(tmp_path / "nan"), _config(select_on_test=True, num_train_epochs=2))
     assert results["selection"] == "last epoch (the selection SRCC was undefined at every epoch)"
     assert results["selected_epoch"] == 2

@@ -58,15 +58,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import data_builders
-from modeling_uniqa import UniQAImageProcessor, UniQAModel
-from modeling_uniqa.atomic_files import atomic_write_text
 from modeling_uniqa.configuration_uniqa import view_count
+from modeling_uniqa.core.atomic_files import atomic_write_text
+from modeling_uniqa.core.model_folder import load_model
 from train_scripts.common import paper_results
 from train_scripts.common.checkpointing import list_checkpoints
-from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
-from train_scripts.common.metrics import compute_metrics
-from train_scripts.common.script import TRAINING_ERRORS, run_script
-from train_scripts.train_adapter import (
+from train_scripts.common.finetune import (
     RESULTS_FILE,
     FinetuneConfig,
     add_training_arguments,
@@ -74,6 +71,9 @@ from train_scripts.train_adapter import (
     finetune,
     load_splits,
 )
+from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
+from train_scripts.common.metrics import compute_metrics
+from train_scripts.common.script import TRAINING_ERRORS, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -83,20 +83,6 @@ PROTOCOLS = ("single", "splits", "few_label", "zero_shot", "cross")
 # ------------------------------------------------------------------------------------------------
 # Scoring
 # ------------------------------------------------------------------------------------------------
-def load_scorer(model_path: str, use_adapter: bool | None = None, dtype: torch.dtype = torch.float32):
-    """A UniQA model (eval mode) and its image processor; `use_adapter=False` drops the adapter."""
-    overrides = {} if use_adapter is None else {"use_adapter": use_adapter}
-    try:
-        model = UniQAModel.from_pretrained(model_path, dtype=dtype, **overrides)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"--model {model_path}: cannot load a UniQA model ({error}).") from error
-    if os.path.isfile(os.path.join(model_path, "preprocessor_config.json")):
-        processor = UniQAImageProcessor.from_pretrained(model_path)
-    else:
-        processor = model.default_image_processor()
-    return model.eval(), processor
-
-
 @torch.no_grad()
 def predict(model, processor, data, view_policy: str | None = None, batch_size: int = 64, num_workers: int = 0, device: str | torch.device = "cpu") -> np.ndarray:
     """Normalised scores (1 = best) of every image of `data` (a `datasets.Dataset`): the model's
@@ -172,9 +158,7 @@ def load_full(name: str, data_dir: str, cache_dir: str | None, options: dict):
 
 def evaluate_model(model_path: str, data, metadata: dict, scoring: ScoringOptions, use_adapter: bool | None = None, prompts: str | None = None) -> dict:
     """Score the model in `model_path` on `data`: metrics plus predictions for the plot."""
-    model, processor = load_scorer(model_path, use_adapter=use_adapter)
-    if prompts:
-        model.set_prompts(prompts, scoring.tokenizer)
+    model, processor, _ = load_model(model_path, use_adapter=use_adapter, prompts=prompts, tokenizer_dir=scoring.tokenizer)
     scores = predict(model, processor, data, scoring.view_policy, scoring.eval_batch_size, scoring.num_workers, scoring.device)
     metrics, predicted_mos, mos = score_metrics(scores, data, metadata, scoring.logistic)
     return {**metrics, "num_images": len(data), "prompt_groups": model.config.prompt_group_names,

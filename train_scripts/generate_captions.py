@@ -26,7 +26,7 @@ What it does:
   ``generation`` (the settings), ``seed``, ``dataset``, ``split``: readable by the
   ``caption_jsonl`` builder. Files of several captioners in one folder load as one corpus
   (the captioner ensembles of Table X).
-- Written through :mod:`modeling_uniqa.sharded_output`: every process streams its captions to
+- Written through :mod:`modeling_uniqa.scoring.sharded_output`: every process streams its captions to
   its own part file, flushed per batch; ``--resume`` after a kill keeps every caption written
   and produces only the missing ones; the end merges them into ``--output`` in dataset order.
 """
@@ -47,7 +47,7 @@ import data_builders
 from data_builders.distortions import distortion_phrase
 from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError
 from modeling_uniqa.processing_uniqa import UniQAImageError, load_image
-from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable
+from modeling_uniqa.scoring.sharded_output import OutputError, ShardedOutput, check_writable
 from train_scripts.common.captioning import (
     DEFAULT_CAPTIONS_PER_IMAGE,
     PROMPT_TEMPLATES,

@@ -25,7 +25,7 @@ Ranks and the tie rule: :mod:`train_scripts.common.air`.
   (s_A), ``informativeness`` (s_I). The ``caption_jsonl`` builder reads it as one row per image.
 - ``<output>.summary.json``: images and comments in and out, a captions-per-image histogram,
   and what was dropped and why.
-- Written through :mod:`modeling_uniqa.sharded_output` (per-process part files, ``--resume``).
+- Written through :mod:`modeling_uniqa.scoring.sharded_output` (per-process part files, ``--resume``).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ import data_builders
 from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError
 from modeling_uniqa import UniQAModel  # also registers the uniqa model type
 from modeling_uniqa.processing_uniqa import UniQAImageProcessor
-from modeling_uniqa.score_images import ImageViews, Normalizer, collate_views
-from modeling_uniqa.sharded_output import OutputError, ShardedOutput, check_writable, write_atomic
+from modeling_uniqa.scoring.score_images import ImageViews, Normalizer, collate_views
+from modeling_uniqa.scoring.sharded_output import OutputError, ShardedOutput, check_writable, write_atomic
 from train_scripts.common.air import INFORMATIVENESS_MEASURES, informativeness, select_top_k
 from train_scripts.common.dtypes import resolve_dtype
 from train_scripts.common.script import run_script
@@ -179,7 +179,7 @@ def purify_batch(
 ) -> list:
     """The kept-comment records of a decoded image batch (unreadable images give none).
 
-    ``batch`` is a :func:`~modeling_uniqa.score_images.collate_views` batch of centre views whose
+    ``batch`` is a :func:`~modeling_uniqa.scoring.score_images.collate_views` batch of centre views whose
     indices point into ``images``; the AIR arguments are those of :func:`select_top_k`."""
     if batch.views is None:
         return []

@@ -35,13 +35,13 @@ import torch
 from PIL import Image, ImageOps
 
 from ..configuration_uniqa import DEFAULT_HEAD
-from ..contact_sheet import render_contact_sheet
-from ..default_model import DEFAULT_MODEL
-from ..embedding_index import EmbeddingIndex, IndexEntry
-from ..explain import explain_image, prompt_target, score_target
+from ..analysis.contact_sheet import render_contact_sheet
+from ..analysis.embedding_index import EmbeddingIndex, IndexEntry
+from ..analysis.explain import explain_image, prompt_target, score_target
+from ..analysis.retrieve import embed_image_files, search
+from ..core.default_model import DEFAULT_MODEL
+from ..core.model_folder import load_model
 from ..processing_uniqa import load_image
-from ..retrieve import embed_image_files, search
-from ..zero_shot import load_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ class QualityApp:
         import modeling_uniqa  # noqa: F401  (registers the image-quality task)
 
         self.model_dir = resolve_model(model)
-        self.model, self.processor, self.tokenizer = load_model_folder(self.model_dir, device=device)
+        loaded = load_model(self.model_dir, device=device, need_tokenizer=True)
+        self.model, self.processor, self.tokenizer = loaded.model, loaded.processor, loaded.tokenizer
         self.pipeline = pipeline("image-quality", model=self.model, image_processor=self.processor, device=self.model.device)
         self.batch_size = batch_size
         self.summary, self.card = card_summary(self.model_dir)

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 
 from accelerate import Accelerator
 
+from modeling_uniqa.errors import UniQAError
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -34,7 +36,7 @@ _PARTIAL_SUFFIX = ".partial"
 _MODEL_STAGING = ".model.partial"
 
 
-class ResumeError(ValueError):
+class ResumeError(UniQAError, ValueError):
     """A run cannot start or resume in its output folder as asked (the message says why and what to do)."""
 
 

@@ -25,8 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from modeling_uniqa.atomic_files import atomic_write
-from modeling_uniqa.fingerprints import prefixed_state, state_digest
+from modeling_uniqa.core.atomic_files import atomic_write
+from modeling_uniqa.core.fingerprints import prefixed_state, state_digest
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,10 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from modeling_uniqa.errors import UniQAError
 
-class DivergenceError(FloatingPointError):
+
+class DivergenceError(UniQAError, FloatingPointError):
     """The loss or the weights of a run stopped being finite numbers."""
 
 

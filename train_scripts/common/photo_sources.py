@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from modeling_uniqa.errors import UniQAError
+
 Image.MAX_IMAGE_PIXELS = 400_000_000  # wallpapers reach 5120x2880; they are trusted package files
 
 
@@ -95,7 +97,7 @@ SKIMAGE_LICENCES = {
 }
 
 
-class PhotoSourceError(RuntimeError):
+class PhotoSourceError(UniQAError, RuntimeError):
     """A package cannot be fetched or read; the message says which and what to do."""
 
 

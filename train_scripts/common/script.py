@@ -5,12 +5,14 @@ import logging
 import sys
 from collections.abc import Callable
 
-from modeling_uniqa.cli import close_process_group
+from modeling_uniqa.core.runtime import close_process_group
+from modeling_uniqa.errors import USER_ERRORS
 from train_scripts.common.checkpointing import ResumeError
 from train_scripts.common.numerics import DivergenceError
 
-# User errors of the training scripts: a refused start or resume, a diverged run.
-TRAINING_ERRORS = (ResumeError, DivergenceError)
+# User errors of the training scripts: a refused start or resume, a diverged run, and the package's
+# own (a model folder that does not load, bad prompts...).
+TRAINING_ERRORS = (ResumeError, DivergenceError, *USER_ERRORS)
 
 
 def run_script(main: Callable, parse_args: Callable, user_errors: tuple = ()) -> None:

@@ -1,0 +1,594 @@
+"""Fine-tuning UniQA on a rating dataset (the library of `train_scripts/train_adapter.py`, which
+also `evaluate.py`'s protocols run): `FinetuneConfig`, the splits, the model to train (adapter,
+full or LoRA), the training loop with its checkpoints, and the trained folder with its card.
+See `train_adapter.py` for the modes and the recipe defaults."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import data_builders
+from model_cards import inherited_license, write_model_card
+from modeling_uniqa import UniQAModel
+from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
+from modeling_uniqa.configuration_uniqa import parse_view_policy, view_count
+from modeling_uniqa.core import model_folder
+from train_scripts.common.checkpointing import (
+    RunLayout,
+    checkpoint_step,
+    fingerprint,
+    resolve_checkpoint,
+    save_checkpoint,
+    tensors_fingerprint,
+    write_model_folder,
+)
+from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
+from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset, TrainCrop, image_sources
+from train_scripts.common.metrics import MIN_ITEMS, compute_metrics, srcc
+from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
+
+logger = logging.getLogger(__name__)
+
+MODES = ("adapter", "full", "lora")
+# Epochs of the paper (Section V-C): 50 for the small sets, 10 for the big IAA sets, 20 otherwise.
+EPOCH_PRESETS = {"live": 50, "csiq": 50, "clive": 50, "ava": 10, "baid": 10}
+DEFAULT_EPOCHS = 20
+DEFAULT_BACKBONE_LR = {"full": 2e-6, "lora": 1e-4}  # full: the paper's; lora: ours (no paper row)
+# LoRA targets: the attention projections of the vision tower only.
+LORA_TARGET_MODULES = r".*clip\.vision_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+LORA_DIR = "lora"
+LORA_HEAD_FILE = "uniqa_level_scores.safetensors"
+RESULTS_FILE = "eval_results.json"
+# FinetuneConfig fields a resume may change: they do not touch the checkpointed training state.
+RESUMABLE_SETTINGS = ("bank_cache_dir", "eval_batch_size", "num_workers", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint", "tokenizer")
+PREDICTIONS_FILE = "test_predictions.csv"
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything `finetune` needs besides the model and the data (see `parse_args` for each)."""
+
+    mode: str = "adapter"
+    num_train_epochs: int = DEFAULT_EPOCHS
+    per_device_train_batch_size: int = 8
+    learning_rate: float = 2e-4
+    backbone_learning_rate: float | None = None
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    seed: int = 123
+    feature_bank: bool | None = None
+    bank_crops: int = 5
+    bank_cache_dir: str | None = None
+    validation_fraction: float = 0.0
+    select_on_test: bool = False
+    view_policy: str | None = None
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    checkpointing_steps: int | None = None
+    checkpoints_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None
+    prompts: str | None = None
+    tokenizer: str | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.feature_bank is None:
+            self.feature_bank = self.mode == "adapter"
+        if self.feature_bank and self.mode != "adapter":
+            raise ValueError(f"The feature bank needs a frozen backbone: it works in adapter mode only, not {self.mode!r}.")
+        if self.backbone_learning_rate is None:
+            self.backbone_learning_rate = DEFAULT_BACKBONE_LR.get(self.mode)
+        for name in ("num_train_epochs", "per_device_train_batch_size", "bank_crops", "lora_rank", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("checkpointing_steps", "checkpoints_total_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}.")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}.")
+        if self.select_on_test and self.validation_fraction:
+            raise ValueError("Choose one of select_on_test and validation_fraction.")
+        if self.view_policy is not None:
+            parse_view_policy(self.view_policy)
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class RatingSplits:
+    """The parts of a rating dataset a run uses, and its metadata (`data_builders.get_metadata`)."""
+
+    train: object
+    test: object
+    validation: object | None
+    metadata: dict
+
+
+def load_splits(
+    name: str,
+    data_dir: str,
+    split_index: int = 0,
+    few_label: int | None = None,
+    repetition: int = 0,
+    seed: int = 123,
+    cache_dir: str | None = None,
+    options: dict | None = None,
+) -> RatingSplits:
+    """Build dataset `name` and return its train, test and (official) validation parts."""
+    options = dict(options or {})
+    options.setdefault("seed", seed)
+    dataset = data_builders.load(name, data_dir, cache_dir=cache_dir, split_index=split_index, few_label=few_label, repetition=repetition, **options)
+    metadata = data_builders.get_metadata(dataset)
+    if "train" not in dataset or "test" not in dataset:
+        raise ValueError(f"{name} at {data_dir}: fine-tuning needs train and test splits, the dataset has {list(dataset)}.")
+    if metadata.get("mos_range") is None:
+        raise ValueError(f"{name} at {data_dir}: the dataset metadata has no MOS range; pass the mos_range option.")
+    return RatingSplits(dataset["train"], dataset["test"], dataset.get("validation"), metadata)
+
+
+def carve_validation(train, fraction: float, seed: int):
+    """Split `fraction` of `train` off as a validation part, by reference image when the
+    dataset has a `reference` column (so no content is in both), else by image."""
+    column = "reference" if "reference" in train.column_names else "image_name"
+    units = train[column]
+    keep, _ = data_builders.random_split(units, seed=seed, split_index=0, train_fraction=1.0 - fraction)
+    train_rows = [row for row, unit in enumerate(units) if unit in keep]
+    validation_rows = [row for row, unit in enumerate(units) if unit not in keep]
+    if not train_rows or not validation_rows:
+        raise ValueError(f"validation_fraction={fraction} leaves an empty part of the {len(train)} training images.")
+    return train.select(train_rows), train.select(validation_rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model
+# ------------------------------------------------------------------------------------------------
+def load_model(model_path: str, prompts: str | None = None, tokenizer_path: str | None = None) -> UniQAModel:
+    """The model to fine-tune, in float32, with an adapter (a new one if the checkpoint has none):
+    the package's one loader (`modeling_uniqa.core.model_folder.load_model`)."""
+    return model_folder.load_model(model_path, use_adapter=True, prompts=prompts, tokenizer_dir=tokenizer_path).model
+
+
+def freeze_for_mode(model: UniQAModel, mode: str):
+    """Set `requires_grad` for a mode; returns the model. "full" trains both CLIP towers; LoRA
+    mode freezes the backbone here and `add_lora` adds the trainable low-rank weights."""
+    model.set_trainable(adapter=True, backbone=mode == "full")
+    return model
+
+
+def add_lora(model: UniQAModel, rank: int, alpha: float | None):
+    """Wrap `model` with peft LoRA on the vision tower's attention; the adapter trains fully."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=0.0, target_modules=LORA_TARGET_MODULES, modules_to_save=["adapter"])
+    peft_model = get_peft_model(model, config)
+    model.level_scores.requires_grad_(True)  # a bare parameter: peft leaves it frozen
+    return peft_model
+
+
+def save_lora(peft_model, directory: str) -> None:
+    """Save the LoRA weights and the adapter with peft, and the level scores beside them."""
+    peft_model.save_pretrained(directory)
+    save_file({"level_scores": peft_model.get_base_model().level_scores.detach().cpu().contiguous()}, os.path.join(directory, LORA_HEAD_FILE))
+
+
+def load_lora(base_model, lora_dir: str):
+    """`PeftModel.from_pretrained(base_model, lora_dir)` plus the trained level scores.
+
+    `base_model` is the model fine-tuning started from (a `UniQAModel` or its path). The result
+    scores like the trained model; `.merge_and_unload()` gives a plain `UniQAModel`.
+    """
+    from peft import PeftModel
+
+    if isinstance(base_model, str):
+        base_model = UniQAModel.from_pretrained(base_model, use_adapter=True, dtype=torch.float32)
+    head_file = os.path.join(lora_dir, LORA_HEAD_FILE)
+    if not os.path.isfile(head_file):
+        raise FileNotFoundError(f"{head_file}: missing; a LoRA folder written by train_adapter.py holds the level scores there.")
+    peft_model = PeftModel.from_pretrained(base_model, lora_dir)
+    with torch.no_grad():
+        base_model.level_scores.copy_(load_file(head_file)["level_scores"])
+    return peft_model
+
+
+def trainable_state(module) -> dict:
+    """A CPU copy of the parameters that train (the state model selection keeps)."""
+    return {name: param.detach().cpu().clone() for name, param in module.named_parameters() if param.requires_grad}
+
+
+def load_trainable_state(module, state: dict) -> None:
+    params = dict(module.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+class TrainingProgress:
+    """Per-epoch history, model selection and the LR schedule, saved in every checkpoint as
+    JSON plus safetensors (no pickles), through accelerate's save/load-state hooks."""
+
+    FILE = "training_progress.json"
+    BEST_FILE = "best_trainable.safetensors"
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self.epochs: list = []
+        self.best_epoch: int | None = None
+        self.best_srcc = -math.inf
+        self.best_state: dict = {}
+
+    def save(self, directory: str) -> None:
+        state = {"epochs": self.epochs, "best_epoch": self.best_epoch, "best_srcc": self.best_srcc if self.best_state else None,
+                 "scheduler": self.scheduler.state_dict()}
+        with open(os.path.join(directory, self.FILE), "w", encoding="utf-8") as handle:
+            json.dump(state, handle)
+        if self.best_state:
+            save_file({name: value.contiguous() for name, value in self.best_state.items()}, os.path.join(directory, self.BEST_FILE))
+
+    def load(self, directory: str) -> None:
+        path = os.path.join(directory, self.FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: missing; {directory} was not written by train_adapter.py.")
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        self.epochs, self.best_epoch = state["epochs"], state["best_epoch"]
+        self.best_srcc = -math.inf if state["best_srcc"] is None else state["best_srcc"]
+        self.scheduler.load_state_dict(state["scheduler"])
+        best = os.path.join(directory, self.BEST_FILE)
+        self.best_state = load_file(best) if os.path.isfile(best) else {}
+
+    def attach(self, accelerator: Accelerator) -> None:
+        """Save and load with every `accelerator.save_state` / `load_state`."""
+        accelerator.register_save_state_pre_hook(lambda models, weights, directory: accelerator.is_main_process and self.save(directory))
+        accelerator.register_load_state_pre_hook(lambda models, directory: self.load(directory))
+
+
+def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int, process_index: int, num_processes: int) -> list:
+    """This process's batches of item indices for an epoch: a seeded permutation, padded by
+    wrapping so that every process runs the same number of steps."""
+    order = np.random.default_rng([seed, epoch, 3]).permutation(num_items)
+    padded = math.ceil(num_items / num_processes) * num_processes
+    order = np.resize(order, padded)  # repeats the first items
+    mine = order[process_index::num_processes].tolist()
+    return [mine[start : start + batch_size] for start in range(0, len(mine), batch_size)]
+
+
+def score_embeddings(head: EmbeddingHead, embeds: torch.Tensor, device, batch_size: int = 1024) -> np.ndarray:
+    """Scores (n,) of view embeddings (n, views, dim) through the head, no gradients."""
+    scores = []
+    with torch.no_grad():
+        for start in range(0, embeds.shape[0], batch_size):
+            scores.append(head(embeds[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(scores).numpy()
+
+
+def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: FinetuneConfig) -> dict:
+    """Fine-tune the UniQA model at `model_path` on `splits` and write the trained model folder.
+
+    Returns the results (also written to `<output_dir>/eval_results.json`): `srcc` and `plcc` on
+    the test part, the other metrics, per-epoch history, the selection rule, and the test
+    `predictions` (normalised scores) with their `mos`.
+    """
+    accelerator = Accelerator()
+    set_seed(config.seed)
+    os.makedirs(output_dir, exist_ok=True)
+    # Before any costly work: refuses a fresh start over an earlier run's checkpoints or model.
+    checkpoint = resolve_checkpoint(output_dir, config.resume_from_checkpoint)
+    metadata = splits.metadata
+    train_data, validation_data = splits.train, splits.validation
+    if config.validation_fraction:
+        train_data, validation_data = carve_validation(train_data, config.validation_fraction, config.seed)
+    if len(train_data) == 0:
+        raise ValueError(f"The training split of {metadata.get('dataset') or 'the dataset'} is empty: nothing to fine-tune on.")
+    for part, data in (("test", splits.test), ("validation", validation_data)):
+        if data is not None and len(data) < MIN_ITEMS:  # fail now, not after training
+            raise ValueError(f"The {part} part holds {len(data)} images: its correlations need at least {MIN_ITEMS}.")
+    if config.select_on_test:
+        selection, selection_data = "best epoch on the test split (optimistic: the release's habit)", splits.test
+    elif validation_data is not None:
+        how = f"{config.validation_fraction:.0%} carved from the training split" if config.validation_fraction else "the official validation split"
+        selection, selection_data = f"best epoch on a validation part ({how})", validation_data
+    else:
+        selection, selection_data = "last epoch", None
+
+    model = freeze_for_mode(load_model(model_path, config.prompts, config.tokenizer), config.mode)
+    trainee_model = add_lora(model, config.lora_rank, config.lora_alpha) if config.mode == "lora" else model
+    processor = model_folder.load_image_processor(model_path, model)
+    crop = processor.crop_size
+    view_policy = config.view_policy or model.config.view_policy
+    test_views = EvalViews(processor, view_policy, model.config.view_seed)
+    views_per_test_image = view_count(view_policy)
+    device = accelerator.device
+    model.to(device)
+
+    train_sources = image_sources(train_data)
+    labels = torch.tensor(train_data["score"], dtype=torch.float32)
+    head = EmbeddingHead(model)
+
+    bank = None
+    if config.feature_bank:
+        settings = {"crop": crop, "crops": config.bank_crops, "seed": config.seed, "mean": processor.image_mean, "std": processor.image_std}
+        cache_file = bank_cache_file(config.bank_cache_dir, model, train_sources, settings) if config.bank_cache_dir else None
+        bank_data = ImageViewDataset(train_sources, processor, BankViews(crop, config.seed, config.bank_crops))
+        model.eval()
+        bank_start = time.perf_counter()
+        bank = FeatureBank.build(image_encoder(model), bank_data, 2 * config.bank_crops, accelerator, config.eval_batch_size, config.num_workers, cache_file)
+        bank_seconds = time.perf_counter() - bank_start
+        trainee = head
+    else:
+        bank_seconds = None
+        trainee = trainee_model
+        train_views = ImageViewDataset(train_sources, processor, TrainCrop(crop, config.seed))
+
+    head_params, backbone_params = [], []
+    for name, param in trainee.named_parameters():
+        if param.requires_grad:
+            is_head = name.endswith("level_scores") or re.search(r"(^|\.)adapter\.", name) is not None
+            (head_params if is_head else backbone_params).append(param)
+    groups = [{"params": head_params, "lr": config.learning_rate}]
+    if backbone_params:
+        groups.append({"params": backbone_params, "lr": config.backbone_learning_rate})
+    optimizer = torch.optim.Adam(groups)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.num_train_epochs)
+    trainee, optimizer = accelerator.prepare(trainee, optimizer)
+    # What the checkpointed state depends on: a resume that changed it is refused (RunLayout),
+    # checked before anything is loaded.
+    RunLayout(
+        train_images=fingerprint(zip(train_data["image_name"], train_data["score"])),
+        # The starting model (a resume on another backbone would mix features): its projections.
+        model=tensors_fingerprint((model.clip.visual_projection.weight, model.clip.text_projection.weight)),
+        num_processes=accelerator.num_processes,
+        **{key: value for key, value in asdict(config).items() if key not in RESUMABLE_SETTINGS},
+    ).attach(accelerator)
+    progress = TrainingProgress(scheduler)
+    progress.attach(accelerator)
+
+    # Embeddings of evaluation views are constants when the backbone is frozen: compute them once.
+    frozen_backbone = config.mode == "adapter"
+    eval_cache: dict = {}
+
+    def evaluate_on(data, key: str) -> tuple:
+        """(normalised scores, MOS) of `data`'s images with the test-time views."""
+        if key not in eval_cache or not frozen_backbone:
+            model.eval()
+            dataset = ImageViewDataset(image_sources(data), processor, test_views)
+            eval_cache[key] = embed_views(image_encoder(model), dataset, views_per_test_image, accelerator, config.eval_batch_size, config.num_workers, desc=f"Embedding {key} views")
+        return score_embeddings(head, eval_cache[key], device), np.asarray(data["mos"], dtype=np.float64)
+
+    batches_per_epoch = len(epoch_batches(len(train_sources), config.per_device_train_batch_size, config.seed, 0, accelerator.process_index, accelerator.num_processes))
+    total_steps = batches_per_epoch * config.num_train_epochs
+    global_step = 0
+    if checkpoint is not None:
+        accelerator.load_state(checkpoint)
+        global_step = checkpoint_step(checkpoint)
+        logger.info("Resumed from %s (step %d of %d).", checkpoint, global_step, total_steps)
+    first_epoch, skip_batches = divmod(global_step, batches_per_epoch)
+
+    bar = tqdm(total=total_steps, initial=global_step, desc=f"Fine-tuning ({config.mode})", disable=not accelerator.is_local_main_process)
+    for epoch in range(first_epoch, config.num_train_epochs):
+        trainee.train()
+        epoch_start = time.perf_counter()
+        batches = epoch_batches(len(train_sources), config.per_device_train_batch_size, config.seed, epoch, accelerator.process_index, accelerator.num_processes)
+        batches = batches[skip_batches if epoch == first_epoch else 0 :]
+        if bank is not None:
+            views = bank.draw_views(torch.Generator().manual_seed(config.seed * 100003 + epoch))
+            inputs = ((torch.tensor(batch), bank.sample(torch.tensor(batch), views)) for batch in batches)
+        else:
+            keyed = [[(index, epoch) for index in batch] for batch in batches]
+            inputs = DataLoader(train_views, batch_sampler=keyed, num_workers=config.num_workers)
+        losses = []
+        for indices, features in inputs:
+            features = features.to(device)
+            if bank is not None:
+                scores = trainee(features)
+            else:
+                scores = trainee(pixel_values=features.flatten(0, 1)).scores
+            loss = F.mse_loss(scores, labels[indices].to(device))
+            check_finite_loss(accelerator, loss, global_step + 1)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            global_step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0 and global_step % batches_per_epoch:
+                save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
+        # The epoch's mean loss over all processes (steps of a resumed epoch only).
+        mean_loss = accelerator.gather(torch.stack(losses).mean()[None]).mean().item() if losses else float("nan")
+        scheduler.step()
+        record = {"epoch": epoch + 1, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
+        if selection_data is not None:
+            predictions, mos = evaluate_on(selection_data, "selection")
+            record["selection_srcc"] = abs(srcc(predictions, mos))
+            if record["selection_srcc"] > progress.best_srcc:
+                progress.best_srcc, progress.best_epoch = record["selection_srcc"], epoch + 1
+                progress.best_state = trainable_state(accelerator.unwrap_model(trainee))
+        progress.epochs.append(record)
+        logger.info("Epoch %d: %s", epoch + 1, record)
+        save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
+    bar.close()
+
+    if progress.best_state:
+        load_trainable_state(accelerator.unwrap_model(trainee), progress.best_state)
+    elif selection_data is not None:  # NaN never wins a comparison: say so rather than claim a selection
+        logger.warning("The selection SRCC was undefined (NaN: constant predictions) at every epoch: the last epoch is kept.")
+        selection = "last epoch (the selection SRCC was undefined at every epoch)"
+    predictions, mos = evaluate_on(splits.test, "test")
+    higher = metadata.get("higher_is_better", True)
+    predicted_mos = data_builders.score_to_mos(predictions, metadata["mos_range"], higher)
+    results = {
+        **compute_metrics(predicted_mos, mos),
+        "mode": config.mode,
+        "dataset": metadata.get("dataset"),
+        "split": metadata.get("split"),
+        "num_train": len(train_data),
+        "num_test": len(splits.test),
+        "selection": selection,
+        "selected_epoch": progress.best_epoch or config.num_train_epochs,
+        "view_policy": view_policy,
+        "feature_bank": bool(config.feature_bank),
+        "feature_bank_seconds": bank_seconds,
+        "epochs": progress.epochs,
+        "config": asdict(config),
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        check_finite_parameters(trainee, f"after step {global_step}")
+        write_model_folder(
+            output_dir,
+            lambda folder: save_trained_model(model, trainee_model if config.mode == "lora" else None, processor, model_path, folder, metadata, results),
+        )
+        with open(os.path.join(output_dir, PREDICTIONS_FILE), "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image_name", "mos", "predicted_score", "predicted_mos"])
+            writer.writerows(zip(splits.test["image_name"], mos.tolist(), predictions.tolist(), np.asarray(predicted_mos).tolist()))
+        with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2)
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    return results | {"predictions": predictions.tolist(), "mos": mos.tolist()}
+
+
+def save_trained_model(model: UniQAModel, peft_model, processor, model_path: str, output_dir: str, metadata: dict, results: dict) -> None:
+    """Write the plain UniQA folder (LoRA merged in), the peft LoRA folder, the card."""
+    if peft_model is not None:
+        save_lora(peft_model, os.path.join(output_dir, LORA_DIR))
+        model = copy.deepcopy(peft_model).merge_and_unload()
+    model.config.training_dataset = metadata.get("dataset")
+    model.config.mos_range = list(metadata["mos_range"])
+    model.config.mos_higher_is_better = bool(metadata.get("higher_is_better", True))
+    if metadata.get("task") in ("quality", "aesthetics"):
+        model.config.task = metadata["task"]
+    model.config.view_policy = results["view_policy"]
+    model.eval().save_pretrained(output_dir)
+    processor.view_policy = results["view_policy"]
+    processor.save_pretrained(output_dir)
+    with contextlib.suppress(ValueError):  # keep the tokenizer with the model, so its prompts can be changed later
+        resolve_prompt_tokenizer(model).save_pretrained(output_dir)
+    write_trained_card(output_dir, model_path, metadata, results)
+
+
+def write_trained_card(output_dir: str, model_path: str, metadata: dict, results: dict) -> None:
+    """The trained folder's model card (`model_cards`): the test split's SRCC and PLCC in its
+    `model-index`, the recipe, and the starting model's licence (weights trained from the
+    authors' non-commercial release stay non-commercial). An undefined correlation (NaN:
+    constant predictions) is left out of the card: a model-index holds numbers."""
+    metrics = {name: results[name] for name in ("srcc", "plcc") if math.isfinite(results[name])}
+    split = results.get("split")
+    card_results = [{
+        "dataset": metadata.get("dataset") or "unnamed",
+        "split": "test",
+        "protocol": f"one split ({json.dumps(split, sort_keys=True) if split else 'the dataset test split'}), "
+                    f"{results['selection']}, {results['view_policy']} views",
+        **({"task": metadata["task"]} if metadata.get("task") in ("quality", "aesthetics") else {}),
+        **metrics,
+    }] if metrics else None
+    config = results["config"]
+    training = {
+        "fine-tuning": results["mode"], "epochs": config["num_train_epochs"], "learning rate": config["learning_rate"],
+        "batch size per device": config["per_device_train_batch_size"], "seed": config["seed"],
+        "training images": results["num_train"], "test images": results["num_test"],
+        "model selection": results["selection"], "test-time views": results["view_policy"],
+    }
+    if config.get("backbone_learning_rate") and results["mode"] != "adapter":
+        training["backbone learning rate"] = config["backbone_learning_rate"]
+    write_model_card(output_dir, results=card_results, training=training, license=inherited_license(model_path),
+                     source={"kind": "trained with train_adapter.py",
+                             "checkpoint": os.path.abspath(model_path) if os.path.isdir(model_path) else model_path})
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+def _option(value: str) -> tuple:
+    key, sep, raw = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fine-tuning flags (shared with `evaluate.py`'s training protocols)."""
+    parser.add_argument("--mode", choices=MODES, default="adapter", help="adapter (backbone frozen), full (backbone too) or lora.")
+    parser.add_argument("--num_train_epochs", type=int, default=None, help="Default: the paper's preset for the dataset (EPOCH_PRESETS, else 20).")
+    parser.add_argument("--per_device_train_batch_size", type=int, default=8)
+    parser.add_argument("--learning_rate", type=float, default=2e-4, help="Adapter and level scores.")
+    parser.add_argument("--backbone_learning_rate", type=float, default=None, help="full: 2e-6 (paper); lora: 1e-4.")
+    parser.add_argument("--lora_rank", type=int, default=8)
+    parser.add_argument("--lora_alpha", type=float, default=None, help="Default: 2 x rank.")
+    parser.add_argument("--seed", type=int, default=123, help="Seed of training: initialisation, crops, batch order.")
+    parser.add_argument(
+        "--split_seed", type=int, default=123,
+        help="Seed of the random 80/20 splits and few-label draws (123 as in the release). Independent of --seed, "
+        "so changing the training seed never moves test images into training.",
+    )
+    parser.add_argument("--feature_bank", action="store_true", default=None,
+                        help="Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).")
+    parser.add_argument("--no_feature_bank", "--no-feature_bank", dest="feature_bank", action="store_false",
+                        help="Crop afresh every epoch instead of sampling the bank.")
+    parser.add_argument("--bank_crops", type=int, default=5, help="Random crops per image in the bank (each also flipped).")
+    parser.add_argument("--bank_cache_dir", default=None, help="Keep feature banks here, keyed by backbone, images and augmentation.")
+    parser.add_argument("--validation_fraction", type=float, default=0.0, help="Carve this share of the training split for model selection.")
+    parser.add_argument("--select_on_test", action="store_true", help="Pick the best epoch on the test split (the release's habit; optimistic).")
+    parser.add_argument("--view_policy", default=None, help="Test-time views (default: the model's, random10).")
+    parser.add_argument("--eval_batch_size", type=int, default=64, help="Views per forward when embedding.")
+    parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers decoding images.")
+    parser.add_argument("--prompts", default=None, help="Prompt groups or ensemble to train with (e.g. natural, aigc, default).")
+    parser.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder for --prompts (default: the model folder).")
+    parser.add_argument("--cache_dir", default=None, help="datasets cache folder for the built dataset.")
+    parser.add_argument("--dataset_option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                        help="Builder option, e.g. mos_range=[1,10] or label_file=scores.csv for folder_csv (repeatable).")
+
+
+def config_from_args(args: argparse.Namespace, dataset: str) -> FinetuneConfig:
+    """A `FinetuneConfig` from parsed flags, with the dataset's epoch preset."""
+    return FinetuneConfig(
+        mode=args.mode,
+        num_train_epochs=args.num_train_epochs or EPOCH_PRESETS.get(dataset, DEFAULT_EPOCHS),
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        learning_rate=args.learning_rate,
+        backbone_learning_rate=args.backbone_learning_rate,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        seed=args.seed,
+        feature_bank=args.feature_bank,
+        bank_crops=args.bank_crops,
+        bank_cache_dir=args.bank_cache_dir,
+        validation_fraction=args.validation_fraction,
+        select_on_test=args.select_on_test,
+        view_policy=args.view_policy,
+        eval_batch_size=args.eval_batch_size,
+        num_workers=args.num_workers,
+        checkpointing_steps=getattr(args, "checkpointing_steps", None),
+        checkpoints_total_limit=getattr(args, "checkpoints_total_limit", 2),
+        resume_from_checkpoint=getattr(args, "resume_from_checkpoint", None),
+        prompts=args.prompts,
+        tokenizer=args.tokenizer,
+    )
