@@ -39,6 +39,8 @@ REMOTE_CODE_FILES = (
     "processing_uniqa.py",
     "pipeline_uniqa.py",
 )
+# The Inference Endpoints handler written beside them: source in the package, name in the folder.
+ENDPOINT_HANDLER_SOURCE, ENDPOINT_HANDLER_NAME = "hub_handler.py", "handler.py"
 IMAGE_QUALITY_TASK = "image-quality"
 CUSTOM_PIPELINES = {
     IMAGE_QUALITY_TASK: {
@@ -681,6 +683,11 @@ class UniQAModel(UniQAPreTrainedModel):
             target = os.path.join(save_directory, name)
             if not (os.path.isfile(target) and os.path.samefile(source, target)):
                 shutil.copyfile(source, target)
+        # Inference Endpoints handler (issue #26): the package's `hub_handler.py`, as `handler.py`.
+        # Not there when this file runs as remote code: the folder then keeps the handler it has.
+        handler_source = os.path.join(source_dir, ENDPOINT_HANDLER_SOURCE)
+        if os.path.isfile(handler_source):
+            shutil.copyfile(handler_source, os.path.join(save_directory, ENDPOINT_HANDLER_NAME))
         if not os.path.isfile(os.path.join(save_directory, "preprocessor_config.json")):
             self.default_image_processor().save_pretrained(save_directory)
 

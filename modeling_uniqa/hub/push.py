@@ -12,6 +12,7 @@ login` or `HF_TOKEN`).
 
 import logging
 import os
+import shutil
 
 from ..core.adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
 from ..errors import PushError  # noqa: F401  (raised here; importable from here too)
@@ -82,6 +83,18 @@ def stale_remote_code(directory) -> list:
     return problems
 
 
+def write_endpoint_handler(directory) -> str:
+    """Write this package's Inference Endpoints handler (`hub_handler.py`) into a model folder as
+    `handler.py`; returns its path."""
+    from .. import modeling_uniqa as model_file
+    from ..modeling_uniqa import ENDPOINT_HANDLER_NAME, ENDPOINT_HANDLER_SOURCE
+
+    target = os.path.join(directory, ENDPOINT_HANDLER_NAME)
+    source = os.path.join(os.path.dirname(os.path.abspath(model_file.__file__)), ENDPOINT_HANDLER_SOURCE)
+    shutil.copyfile(source, target)
+    return target
+
+
 def uploaded_files(directory) -> list:
     """The paths (relative, `/`-separated) of `directory` that `push_to_hub` uploads."""
     from huggingface_hub.utils import filter_repo_objects
@@ -127,6 +140,8 @@ def push_to_hub(
     from model_cards import write_model_card
 
     write_model_card(directory, repo_id=repo_id)  # the card's usage snippet names the repo
+    if kind == "model":  # the Inference Endpoints handler of this package version (issue #26)
+        write_endpoint_handler(directory)
     if api is None:
         from huggingface_hub import HfApi
 

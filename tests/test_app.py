@@ -1,0 +1,132 @@
+"""`uniqa app` without a browser: scores equal the pipeline's, batched; bad uploads get error rows;
+Grad-CAM, retrieval, the card summary, the page's construction and the shipped examples."""
+
+import os
+
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+import modeling_uniqa
+from modeling_uniqa.app.gradio_app import EXAMPLES_DIR, TABLE_ID, QualityApp, card_summary, example_images
+from modeling_uniqa.cli import build_parser
+from tests.app_files import write_bad_files, write_jpegs
+
+
+@pytest.fixture(scope="module")
+def app():
+    return QualityApp(modeling_uniqa.DEFAULT_MODEL, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return pipeline("image-quality")  # the default model, as a visitor's code would score
+
+
+def test_scores_equal_the_pipeline_and_bad_uploads_get_errors(app, reference, tmp_path):
+    good = write_jpegs(tmp_path / "good", count=3)
+    bad = write_bad_files(tmp_path / "bad")
+    uploads = [good[0], bad["not-an-image"], good[1], bad["bomb"], bad["strip"], good[2]]
+    rows = app.score(uploads)
+    assert [row["path"] for row in rows] == uploads
+    expected = reference(good)
+    for row, want in zip([rows[0], rows[2], rows[5]], expected):
+        assert set(row["result"]) == set(want) == {"score", "mos"}
+        for key, value in want.items():
+            assert row["result"][key] == pytest.approx(value, abs=1e-5)
+    errors = {os.path.basename(path): rows[uploads.index(path)]["result"].get("error", "") for path in bad.values()}
+    assert "cannot read image" in errors["notes.jpg"]
+    assert "decompression bomb" in errors["bomb.png"]
+    assert "aspect ratio" in errors["strip.png"]
+    assert all(str(tmp_path) not in message for message in errors.values())  # the file name, not the upload's temp path
+
+    ranked = app.ranked(rows)
+    scores = [row["result"]["score"] for row in ranked[:3]]
+    assert scores == sorted(scores, reverse=True) and all("error" in row["result"] for row in ranked[3:])
+    page = app.table_html(rows)
+    assert f'id="{TABLE_ID}"' in page and page.count('class="uniqa-row"') == 3 and page.count('class="uniqa-error"') == 3
+    best = ranked[0]
+    assert f'data-file="{best["name"]}" data-rank="1"' in page
+    assert f'{best["result"]["mos"]:.6f}' in page and "MOS (1-5)" in page and "data:image/jpeg;base64," in page
+
+
+def test_scoring_is_batched(app, tmp_path):
+    paths = write_jpegs(tmp_path, count=6)
+    calls = []
+    handle = app.model.register_forward_hook(lambda module, args, kwargs, output: calls.append(1), with_kwargs=True)
+    try:
+        app.score(paths)
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # six images, one forward (batch_size 16)
+
+
+def test_every_named_head_is_a_column(tmp_path, reference):
+    """A model with a named head (`uniqa heads add`): its score and MOS are columns too, equal to the pipeline's."""
+    from modeling_uniqa.core.model_folder import load_model
+
+    model, processor, tokenizer = load_model(modeling_uniqa.DEFAULT_MODEL, need_tokenizer=True)
+    model.add_prompt_head("sharpness", "sharpness", tokenizer)
+    folder = tmp_path / "two-heads"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    two_heads = QualityApp(str(folder))
+    keys = [key for key, _ in two_heads.columns]
+    assert keys[:2] == ["mos", "score"] and "sharpness" in keys
+    paths = write_jpegs(tmp_path / "images", count=2)
+    expected = pipeline("image-quality", model=str(folder))(paths)
+    for row, want in zip(two_heads.score(paths), expected):
+        assert "sharpness" in want
+        for key, value in want.items():
+            assert row["result"][key] == pytest.approx(value, abs=1e-5)
+    assert "sharpness score (0-1)" in two_heads.table_html(two_heads.score(paths))
+
+
+def test_grad_cam_and_retrieval(app):
+    examples = example_images()
+    with Image.open(examples[0]) as image:
+        width, height = image.size
+    picture, value = app.explain(examples[0], "blurry image")  # the original and its overlay side by side
+    assert picture.size == (2 * width, height) and isinstance(value, float)
+    picture, _ = app.explain(examples[0], "")  # the model's score
+    assert picture.size == (2 * width, height)
+    sheet = app.retrieve(examples, ["blurry image", "noisy image"])
+    assert sheet.size[0] > 120 * len(examples) and sheet.size[1] > 2 * 120
+    assert app.retrieve(examples, ["  "]) is None
+
+
+def test_card_summary(app, tmp_path):
+    assert app.summary.startswith("### UniQA") and "#### Scores" in app.summary and "Results" not in app.summary
+    assert "---" not in app.summary.splitlines()[0] and "<!--" not in app.card
+    assert card_summary(str(tmp_path)) == ("", "")
+
+
+def test_examples_are_small_and_credited():
+    examples = example_images()
+    assert len(examples) >= 4
+    assert sum(os.path.getsize(path) for path in examples) < 300_000
+    with open(os.path.join(EXAMPLES_DIR, "SOURCES.txt"), encoding="utf-8") as handle:
+        sources = handle.read()
+    assert all(os.path.basename(path) in sources for path in examples) and "CC0" in sources
+
+
+def test_the_page_builds(app):
+    pytest.importorskip("gradio")
+    from modeling_uniqa.app.gradio_app import build_demo
+
+    demo = build_demo(app)
+    config = demo.get_config_file()
+    ids = {component.get("props", {}).get("elem_id") for component in config["components"]}
+    assert {"uniqa-upload", "uniqa-table", "uniqa-card", "uniqa-cam", "uniqa-sheet"} <= ids
+
+
+def test_cli_registers_app():
+    args = build_parser("app").parse_args(["app", "--port", "7999", "--model", "some/repo"])
+    assert args.port == 7999 and args.model == "some/repo" and args.run.__module__ == "modeling_uniqa.app.gradio_app"
+
+
+def test_forward_hook_does_not_change_scores(app, tmp_path):
+    """The app's pipeline is the model's own: no compiled or quantised copy that could drift."""
+    assert app.pipeline.model is app.model and app.model.dtype == torch.float32
