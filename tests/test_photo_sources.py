@@ -63,3 +63,15 @@ def test_rcc_bundles_are_read_with_names_and_compression(tmp_path):
     (tmp_path / "bad.rcc").write_bytes(b"not a bundle")
     with pytest.raises(PhotoSourceError, match="not a Qt resource bundle"):
         rcc_files(str(tmp_path / "bad.rcc"))
+
+
+def test_the_raised_pixel_limit_holds_only_while_a_source_is_read():
+    from PIL import Image
+
+    from train_scripts.common import photo_sources
+
+    before = Image.MAX_IMAGE_PIXELS
+    assert before != photo_sources.TRUSTED_MAX_PIXELS  # importing the module changes nothing
+    with photo_sources._trusted_large_images():
+        assert Image.MAX_IMAGE_PIXELS == photo_sources.TRUSTED_MAX_PIXELS
+    assert before == Image.MAX_IMAGE_PIXELS

@@ -12,9 +12,9 @@ from huggingface_hub import HfApi
 
 import modeling_uniqa
 from model_cards import write_model_card
-from modeling_uniqa.core.adapter_io import save_adapter
 from modeling_uniqa.app.space import write_space_files
 from modeling_uniqa.cli import main as uniqa_main
+from modeling_uniqa.core.adapter_io import save_adapter
 
 
 @pytest.fixture

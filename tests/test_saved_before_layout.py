@@ -18,7 +18,6 @@ from PIL import Image
 from transformers import pipeline
 
 from modeling_uniqa.cli import main
-from modeling_uniqa.hub.push import stale_remote_code
 from modeling_uniqa.scoring.image_scorer import ImageScorer
 from tests.helpers import random_rgb
 
@@ -54,10 +53,6 @@ def test_uniqa_score_gives_the_scores_of_before_the_move(tmp_path):
     assert main(["score", *paths, "--model", FOLDER, "--view-policy", "center", "--output", str(output), "--workers", "0"]) == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     np.testing.assert_allclose([row["score"] for row in rows], [row["score"] for row in EXPECTED["scorer_rows"]], atol=1e-6, rtol=0)
-
-
-def test_its_remote_code_copies_still_match_the_package():
-    assert stale_remote_code(FOLDER) == []
 
 
 def test_its_remote_code_scores_in_a_process_without_the_package(tmp_path):

@@ -34,11 +34,11 @@ import warnings
 import torch
 from PIL import Image, ImageOps
 
-from ..configuration_uniqa import DEFAULT_HEAD
 from ..analysis.contact_sheet import render_contact_sheet
 from ..analysis.embedding_index import EmbeddingIndex, IndexEntry
 from ..analysis.explain import explain_image, prompt_target, score_target
 from ..analysis.retrieve import embed_image_files, search
+from ..configuration_uniqa import DEFAULT_HEAD
 from ..core.default_model import DEFAULT_MODEL
 from ..core.model_folder import load_model
 from ..processing_uniqa import load_image

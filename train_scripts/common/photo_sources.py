@@ -17,6 +17,7 @@ split: a whole package is held out, not files of one.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import io
@@ -31,7 +32,9 @@ from PIL import Image
 
 from modeling_uniqa.errors import UniQAError
 
-Image.MAX_IMAGE_PIXELS = 400_000_000  # wallpapers reach 5120x2880; they are trusted package files
+# Wallpapers reach 5120x2880; they are trusted package files. Raised only while a source is read
+# (`load_source`), never for the whole process: everyone else keeps PIL's decompression-bomb guard.
+TRUSTED_MAX_PIXELS = 400_000_000
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,16 @@ def _open_rgb(data, name: str) -> Image.Image:
     return image.convert("RGB")
 
 
+@contextlib.contextmanager
+def _trusted_large_images():
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, TRUSTED_MAX_PIXELS
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+@_trusted_large_images()
 def load_source(source: PhotoSource, cache_dir: str) -> list[Photo]:
     """The photos of one source, in a stable order (sorted by path)."""
     if source.kind == "skimage":
