@@ -44,7 +44,9 @@ NAMED_PROMPT_ENSEMBLES = {
 }
 
 # Test-time view policies. `random<N>` (N random crops from a seeded generator; `random10` is
-# the authors' protocol) is parsed, the others are fixed.
+# the authors' protocol) and `detail<N>` (half of N crops chosen for detail, half at random; see
+# `processing_uniqa.detail_boxes`) are parsed, the others are fixed.
+COUNTED_VIEW_POLICIES = ("random", "detail")
 FIXED_VIEW_POLICIES = ("center", "five_crop", "ten_crop", "resize")
 
 TASKS = ("quality", "aesthetics")
@@ -298,23 +300,24 @@ class HeadConfig(PromptGroupsView):
 
 
 def parse_view_policy(policy):
-    """Validate a view policy; returns `("random", n)` or `(policy, None)`."""
+    """Validate a view policy; returns `("random", n)`, `("detail", n)` or `(policy, None)`."""
     if policy in FIXED_VIEW_POLICIES:
         return policy, None
-    if isinstance(policy, str) and policy.startswith("random") and policy[len("random") :].isdigit():
-        count = int(policy[len("random") :])
-        if count >= 1:
-            return "random", count
+    for kind in COUNTED_VIEW_POLICIES:
+        if isinstance(policy, str) and policy.startswith(kind) and policy[len(kind) :].isdigit():
+            count = int(policy[len(kind) :])
+            if count >= 1:
+                return kind, count
     raise ValueError(
-        f"Unknown view policy {policy!r}; use 'random<N>' (e.g. 'random10', the authors' protocol) "
-        f"or one of {', '.join(FIXED_VIEW_POLICIES)}."
+        f"Unknown view policy {policy!r}; use 'random<N>' (e.g. 'random10', the authors' protocol), "
+        f"'detail<N>' (e.g. 'detail20', UniQA-Tiny's) or one of {', '.join(FIXED_VIEW_POLICIES)}."
     )
 
 
 def view_count(policy) -> int:
     """How many views a view policy cuts from each image."""
     kind, count = parse_view_policy(policy)
-    return count if kind == "random" else {"center": 1, "resize": 1, "five_crop": 5, "ten_crop": 10}[kind]
+    return count if kind in COUNTED_VIEW_POLICIES else {"center": 1, "resize": 1, "five_crop": 5, "ten_crop": 10}[kind]
 
 
 class UniQAConfig(PromptGroupsView, PreTrainedConfig):
@@ -356,10 +359,11 @@ class UniQAConfig(PromptGroupsView, PreTrainedConfig):
             Softmax temperature `tau` of eq. 7. `None` uses CLIP's own `1 / logit_scale.exp()`.
         view_policy (`str`, *optional*, defaults to `"random10"`):
             Test-time views averaged into one score: `random<N>` (N random crops, seeded),
-            `center`, `five_crop`, `ten_crop` (five crops and their mirror images) or `resize`
+            `detail<N>` (of 2N seeded random crops, the N/2 with the most detail and N/2 others:
+            blur and compression show where a picture has detail; UniQA-Tiny's default), `center`, `five_crop`, `ten_crop` (five crops and their mirror images) or `resize`
             (the whole image resized to the crop size).
         view_seed (`int`, *optional*, defaults to 123):
-            Seed of the `random<N>` crop positions; each image gets its own generator so a score
+            Seed of the `random<N>` and `detail<N>` crop positions; each image gets its own generator so a score
             never depends on the other images of a batch.
         task (`str`, *optional*, defaults to `"quality"`):
             `quality` (IQA) or `aesthetics` (IAA): what the score means.

@@ -304,6 +304,8 @@ def crop_boxes(width: int, height: int, crop: int, policy: str, seed: int) -> li
     `seed` for this image alone, so a score never depends on the other images of a batch.
     """
     kind, count = parse_view_policy(policy)
+    if kind == "detail":
+        raise ValueError(f"{policy!r} chooses its views by their pixels: use `detail_views`, not `crop_boxes`.")
     right, bottom = width - crop, height - crop
     center = (right // 2, bottom // 2)
     if kind == "random":
@@ -340,6 +342,25 @@ def cut_views(image: Image.Image, size: tuple, crop: int, boxes) -> np.ndarray:
             view = pixels[top : top + crop, left : left + crop]
         views.append(view[:, ::-1] if flip else view)
     return np.stack(views)
+
+
+def view_detail(views: np.ndarray) -> np.ndarray:
+    """How much detail each uint8 view `(views, crop, crop, 3)` holds: the mean absolute difference
+    of neighbouring pixels (across and down) of its channel mean. Blur, noise and compression show
+    most where a picture has detail; a window of clear sky shows none of them."""
+    grey = views.astype(np.float32).mean(axis=-1)  # (views, crop, crop)
+    return np.abs(np.diff(grey, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(grey, axis=2)).mean(axis=(1, 2))
+
+
+def detail_views(image: Image.Image, size: tuple, crop: int, count: int, seed: int) -> np.ndarray:
+    """The `detail<count>` views: of `2 * count` random windows (`crop_boxes(..., "random<2 count>",
+    seed)`), the `ceil(count / 2)` with the most detail (`view_detail`), then the first
+    `floor(count / 2)` of the others in the order drawn, so the flat parts of a picture still count.
+    uint8 `(count, crop, crop, 3)`."""
+    candidates = cut_views(image, size, crop, crop_boxes(*size, crop, f"random{2 * count}", seed))
+    detailed = np.argsort(-view_detail(candidates), kind="stable")[: (count + 1) // 2]
+    others = np.setdiff1d(np.arange(len(candidates)), detailed)[: count // 2]  # sorted: the order drawn
+    return candidates[np.concatenate([detailed, others])]
 
 
 class UniQAImageProcessor(BaseImageProcessor):
@@ -436,6 +457,9 @@ class UniQAImageProcessor(BaseImageProcessor):
             return np.array(image.resize((crop, crop), Image.BICUBIC))[None]  # writable, as torch.from_numpy wants
         size = _short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
         seed = self.view_seed if view_seed is None else view_seed
+        kind, count = parse_view_policy(policy)
+        if kind == "detail":
+            return detail_views(image, size, crop, count, seed)
         return cut_views(image, size, crop, crop_boxes(*size, crop, policy, seed))
 
     def normalize_views(self, views: np.ndarray) -> np.ndarray:
@@ -470,4 +494,7 @@ class UniQAImageProcessor(BaseImageProcessor):
 
 UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "upscaled_region"]
+__all__ = [
+    "UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "detail_views", "upscaled_region",
+    "view_detail",
+]

@@ -68,3 +68,40 @@ def test_native_crop_is_a_window_at_native_resolution():
     assert not np.array_equal(out, transform(image, np.random.default_rng(8)))
     small = transform(_image(20, 30), np.random.default_rng(0))  # a smaller image is upscaled to the crop first
     assert small.shape == (3, 32, 32)
+
+
+def _half_detailed(height=96, width=192):
+    """Left half flat grey, right half random texture: a picture whose detail sits in one place."""
+    pixels = np.full((height, width, 3), 128, dtype=np.uint8)
+    pixels[:, width // 2 :] = random_rgb(height, width - width // 2, seed=5)
+    return Image.fromarray(pixels)
+
+
+def test_detail_prob_picks_crops_with_detail():
+    image = _half_detailed()
+    plain = PretrainTransform(size=32, mode="native_crop")
+    detailed = PretrainTransform(size=32, mode="native_crop", detail_prob=1.0, detail_candidates=8)
+
+    def flat_share(transform):  # crops that are entirely the flat grey half
+        outs = [transform(image, np.random.default_rng(seed)) for seed in range(60)]
+        return np.mean([np.ptp(out, axis=(1, 2)).max() == 0 for out in outs])
+
+    assert flat_share(plain) > 0.15  # uniform windows often land in the flat half
+    assert flat_share(detailed) == 0.0  # the most detailed of 8 never does
+    out = detailed(image, np.random.default_rng(3))
+    np.testing.assert_array_equal(out, detailed(image, np.random.default_rng(3)))  # still seeded
+    with pytest.raises(ValueError, match="native_crop"):
+        PretrainTransform(mode="release", detail_prob=0.5)
+    with pytest.raises(ValueError, match="probability"):
+        PretrainTransform(mode="native_crop", detail_prob=1.5)
+    with pytest.raises(ValueError, match="detail_candidates"):
+        PretrainTransform(mode="native_crop", detail_prob=0.5, detail_candidates=0)
+
+
+def test_detail_prob_zero_draws_as_before():
+    # Runs made before `detail_prob` existed resume with the same crops: no extra draw from the generator.
+    image = _image(80, 100, seed=3)
+    before = PretrainTransform(size=32, mode="native_crop", hflip=0.5)
+    now = PretrainTransform(size=32, mode="native_crop", hflip=0.5, detail_prob=0.0, detail_candidates=9)
+    for seed in range(5):
+        np.testing.assert_array_equal(before(image, np.random.default_rng(seed)), now(image, np.random.default_rng(seed)))

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from modeling_uniqa import UniQAImageError, UniQAImageProcessor, load_image
-from modeling_uniqa.processing_uniqa import crop_boxes
+from modeling_uniqa.configuration_uniqa import parse_view_policy, view_count
+from modeling_uniqa.processing_uniqa import crop_boxes, view_detail
 from tests.helpers import random_rgb
 
 CROP = 32
@@ -26,7 +27,8 @@ def unnormalize(processor, pixel_values):
 
 
 @pytest.mark.parametrize(
-    "policy, views", [("random10", 10), ("random3", 3), ("center", 1), ("five_crop", 5), ("ten_crop", 10), ("resize", 1)]
+    "policy, views",
+    [("random10", 10), ("random3", 3), ("detail10", 10), ("detail3", 3), ("center", 1), ("five_crop", 5), ("ten_crop", 10), ("resize", 1)],
 )
 def test_view_policies_shapes(processor, policy, views):
     image = Image.fromarray(random_rgb(48, 70))
@@ -54,6 +56,29 @@ def test_random_views_deterministic_and_seeded():
     assert boxes != crop_boxes(100, 80, 32, "random10", seed=124)
     assert len(set(boxes)) > 1
     assert all(0 <= left <= 68 and 0 <= top <= 48 for left, top, _ in boxes)
+
+
+def test_detail_views_take_half_for_detail_and_half_at_random(processor):
+    # Left half flat grey, right half texture: `detail<N>` cuts 2N seeded windows, keeps the N/2 with
+    # the most detail and the first N/2 of the others in the order drawn.
+    pixels = np.full((64, 400, 3), 100, dtype=np.uint8)
+    pixels[:, 200:] = random_rgb(64, 200, seed=2)
+    image = Image.fromarray(pixels)
+    views = unnormalize(processor, processor(image, view_policy="detail10", return_tensors="np")["pixel_values"][0])
+    candidates = crop_boxes(400, 64, CROP, "random20", seed=processor.view_seed)
+    windows = np.stack([pixels[top : top + CROP, left : left + CROP] for left, top, _ in candidates])
+    order = np.argsort(-view_detail(windows), kind="stable")
+    expected = np.concatenate([order[:5], np.sort(order[5:])[:5]])
+    np.testing.assert_allclose(views, windows[expected], atol=1e-3)
+    assert all(left + CROP > 200 for left, _, _ in [candidates[i] for i in order[:5]])  # the detailed ones see texture
+    again = processor(image, view_policy="detail10", return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(again[0], processor(image, view_policy="detail10", return_tensors="np")["pixel_values"][0])
+    assert parse_view_policy("detail20") == ("detail", 20) and view_count("detail7") == 7
+    for bad in ("detail0", "detail", "details10"):
+        with pytest.raises(ValueError, match="detail<N>"):
+            parse_view_policy(bad)
+    with pytest.raises(ValueError, match="detail_views"):
+        crop_boxes(100, 80, 32, "detail10", seed=1)
 
 
 def test_views_do_not_depend_on_batch(processor):

@@ -337,12 +337,13 @@ def test_tokenizer_is_the_inits_or_the_packaged_openai_one(tmp_path, workspace):
 def test_several_crops_per_image_train_with_their_own_layout(workspace, tmp_path):
     output_dir = tmp_path / "crops"
     args = common_args(workspace, output_dir, "--per_device_train_batch_size", "4", "--crops_per_image", "2",
-                       "--max_steps", "2", "--image_transform", "native_crop", "--report_to", "none")
+                       "--max_steps", "2", "--image_transform", "native_crop", "--detail_prob", "0.5", "--report_to", "none")
     result = run_single(args)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "global batch 2 images x 2 crops" in result.stderr
     with open(output_dir / "checkpoint-2" / "run_layout.json") as handle:
-        assert json.load(handle)["crops_per_image"] == 2
+        layout = json.load(handle)
+    assert layout["crops_per_image"] == 2 and layout["detail_prob"] == 0.5 and layout["detail_candidates"] == 4
     assert len(curve_records(read_log(output_dir))) == 2
 
 
@@ -358,5 +359,10 @@ def test_argument_errors():
     with pytest.raises(SystemExit):  # a batch counts views: whole images only
         parse_args([*base, "--per_device_train_batch_size", "3", "--crops_per_image", "2"])
     assert parse_args([*base, "--crops_per_image", "4"]).crops_per_image == 4
+    for bad in (["--detail_prob", "0.5"], ["--image_transform", "native_crop", "--detail_prob", "2"],
+                ["--image_transform", "native_crop", "--detail_prob", "0.5", "--detail_candidates", "0"]):
+        with pytest.raises(SystemExit):  # detail crops are native crops; a probability; at least one window
+            parse_args([*base, *bad])
+    assert parse_args([*base, "--image_transform", "native_crop", "--detail_prob", "0.5"]).detail_candidates == 4
     with pytest.raises(SystemExit):  # 0 would mean "no limit", silently
         parse_args([*base, "--checkpoints_total_limit", "0"])

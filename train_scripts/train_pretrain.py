@@ -105,6 +105,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     data.add_argument("--hflip", type=float, default=0.0, help="Horizontal flip probability.")
     data.add_argument(
+        "--detail_prob",
+        type=float,
+        default=0.0,
+        help="With --image_transform native_crop: the share of crops that are the most detailed of "
+        "--detail_candidates random windows (blur and compression show where a picture has detail; the "
+        "test-time detail<N> views choose half their crops so).",
+    )
+    data.add_argument("--detail_candidates", type=int, default=4, help="Random windows a detailed crop is chosen from.")
+    data.add_argument(
         "--crops_per_image",
         type=int,
         default=1,
@@ -180,12 +189,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("num_train_epochs", "train_batch_size", "checkpointing_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1.")
-    for name in ("max_steps", "per_device_train_batch_size", "eval_steps", "checkpoints_total_limit", "crops_per_image"):
+    for name in ("max_steps", "per_device_train_batch_size", "eval_steps", "checkpoints_total_limit", "crops_per_image", "detail_candidates"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1.")
     batch_flag = "per_device_train_batch_size" if args.per_device_train_batch_size else "train_batch_size"
     if getattr(args, batch_flag) % args.crops_per_image:
         parser.error(f"--{batch_flag} {getattr(args, batch_flag)} is not divisible by --crops_per_image {args.crops_per_image}.")
+    if not 0.0 <= args.detail_prob <= 1.0:
+        parser.error(f"--detail_prob must be a probability, got {args.detail_prob}.")
+    if args.detail_prob and args.image_transform != "native_crop":
+        parser.error("--detail_prob needs --image_transform native_crop.")
     if args.eval_steps and not args.eval_dataset:
         parser.error("--eval_steps needs --eval_dataset NAME=DIR.")
     return args
@@ -368,7 +381,9 @@ def main(args: argparse.Namespace) -> str:
     if per_device % crops:
         raise ValueError(f"A batch of {per_device} views per process is not divisible by --crops_per_image {crops}.")
     size = clip.config.vision_config.image_size
-    transform = PretrainTransform(size=size, mode=args.image_transform, hflip=args.hflip)
+    transform = PretrainTransform(
+        size=size, mode=args.image_transform, hflip=args.hflip, detail_prob=args.detail_prob, detail_candidates=args.detail_candidates
+    )
     dataset = PretrainDataset(corpus, transform, seed=args.seed, crops_per_image=crops)
     sampler = GlobalBatchSampler(len(dataset), per_device // crops, world, accelerator.process_index, seed=args.seed)
     steps_per_epoch = len(sampler)
@@ -418,6 +433,8 @@ def main(args: argparse.Namespace) -> str:
         warmup_steps=args.warmup_steps,
         # The schedule's length shapes every non-constant schedule.
         max_steps=None if args.lr_scheduler == "constant" else max_steps,
+        # Recorded only when used, so checkpoints written before these options existed still resume.
+        **({"detail_prob": args.detail_prob, "detail_candidates": args.detail_candidates} if args.detail_prob else {}),
         freeze_logit_scale=args.freeze_logit_scale,
         # The starting model and how captions are tokenised (another --init would change both).
         model=tensors_fingerprint((clip.visual_projection.weight, clip.text_projection.weight)),

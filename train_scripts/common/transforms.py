@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from modeling_uniqa.processing_uniqa import _short_side_size, cut_views
+from modeling_uniqa.processing_uniqa import _short_side_size, cut_views, view_detail
 
 PRETRAIN_MODES = ("release", "random_resized_crop", "native_crop")
 
@@ -43,6 +43,9 @@ class PretrainTransform:
             ``"native_crop"`` (a random window at native resolution).
         scale, ratio: ranges of the random crop's area fraction and aspect ratio.
         hflip: probability of a horizontal flip (0 in the release).
+        detail_prob, detail_candidates: ``"native_crop"`` only: with probability ``detail_prob`` the
+            window is the most detailed (`view_detail`) of ``detail_candidates`` random ones, as
+            half of the test-time ``detail<N>`` views are.
         image_mean, image_std: normalisation (OpenAI CLIP's by default).
     """
 
@@ -55,6 +58,8 @@ class PretrainTransform:
         hflip: float = 0.0,
         image_mean=None,
         image_std=None,
+        detail_prob: float = 0.0,
+        detail_candidates: int = 4,
     ):
         if mode not in PRETRAIN_MODES:
             raise ValueError(f"Unknown pre-training transform mode {mode!r}; use one of {', '.join(PRETRAIN_MODES)}.")
@@ -64,6 +69,13 @@ class PretrainTransform:
             raise ValueError(f"ratio must satisfy 0 < low <= high, got {ratio}.")
         if not 0.0 <= hflip <= 1.0:
             raise ValueError(f"hflip must be a probability, got {hflip}.")
+        if not 0.0 <= detail_prob <= 1.0:
+            raise ValueError(f"detail_prob must be a probability, got {detail_prob}.")
+        if detail_prob and mode != "native_crop":
+            raise ValueError(f"detail_prob applies to mode 'native_crop' only, not {mode!r}.")
+        if int(detail_candidates) < 1:
+            raise ValueError(f"detail_candidates must be at least 1, got {detail_candidates}.")
+        self.detail_prob, self.detail_candidates = float(detail_prob), int(detail_candidates)
         self.size = int(size)
         self.mode = mode
         self.scale = tuple(scale)
@@ -112,7 +124,11 @@ class PretrainTransform:
                 f"PretrainTransform(mode={self.mode!r}, hflip={self.hflip}) needs a numpy Generator `rng`."
             )
         if self.mode == "native_crop":
-            pixels = finetune_crop_flip(image, self.size, rng, flip_prob=self.hflip).astype(np.float32)
+            if self.detail_prob and rng.random() < self.detail_prob:
+                pixels = detailed_crop_flip(image, self.size, rng, self.detail_candidates, flip_prob=self.hflip)
+            else:
+                pixels = finetune_crop_flip(image, self.size, rng, flip_prob=self.hflip)
+            pixels = pixels.astype(np.float32)
         else:
             if self.mode == "release":
                 image = self._center(image)
@@ -145,6 +161,17 @@ def finetune_crop_flip(image: Image.Image, crop: int, rng: np.random.Generator, 
     return np.ascontiguousarray(cut_views(image, (width, height), crop, [(left, top, flip)])[0])
 
 
+def detailed_crop_flip(image: Image.Image, crop: int, rng: np.random.Generator, candidates: int, flip_prob: float = 0.5) -> np.ndarray:
+    """The most detailed (`view_detail`) of `candidates` random `crop` windows, flipped with
+    `flip_prob`: uint8 `(crop, crop, 3)`."""
+    width, height = upscaled_size(image, crop)
+    tops = rng.integers(0, height - crop + 1, size=candidates)
+    lefts = rng.integers(0, width - crop + 1, size=candidates)
+    views = cut_views(image, (width, height), crop, [(left, top, False) for top, left in zip(tops.tolist(), lefts.tolist())])
+    view = views[int(np.argmax(view_detail(views)))]
+    return np.ascontiguousarray(view[:, ::-1] if rng.random() < flip_prob else view)
+
+
 def finetune_view_bank(image: Image.Image, crop: int, rng: np.random.Generator, num_crops: int) -> np.ndarray:
     """`num_crops` random windows and the mirror image of each: uint8 `(2 * num_crops, crop, crop, 3)`.
 
@@ -158,4 +185,4 @@ def finetune_view_bank(image: Image.Image, crop: int, rng: np.random.Generator, 
     return np.ascontiguousarray(cut_views(image, (width, height), crop, boxes))
 
 
-__all__ = ["PRETRAIN_MODES", "PretrainTransform", "finetune_crop_flip", "finetune_view_bank", "upscaled_size"]
+__all__ = ["PRETRAIN_MODES", "PretrainTransform", "detailed_crop_flip", "finetune_crop_flip", "finetune_view_bank", "upscaled_size"]
