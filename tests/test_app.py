@@ -130,3 +130,17 @@ def test_cli_registers_app():
 def test_forward_hook_does_not_change_scores(app, tmp_path):
     """The app's pipeline is the model's own: no compiled or quantised copy that could drift."""
     assert app.pipeline.model is app.model and app.model.dtype == torch.float32
+
+
+def test_background_load_checks_the_folder_first(tmp_path, reference):
+    # `uniqa app` serves the page while the weights load; a broken folder is still refused at once.
+    from modeling_uniqa.errors import ModelFolderError
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelFolderError):
+        QualityApp(str(tmp_path), load_in_background=True)
+    app = QualityApp(modeling_uniqa.DEFAULT_MODEL, load_in_background=True)
+    assert app.name and app.summary  # what the page needs before the model
+    good = write_jpegs(tmp_path / "good", count=2)
+    scores = [row["result"]["score"] for row in app.score(good)]  # waits for the load
+    assert scores == pytest.approx([out["score"] for out in reference(good)], abs=1e-5)

@@ -18,18 +18,22 @@ The page:
 - the model card's summary beside it.
 
 `QualityApp` does the work and needs no gradio (tests call it directly); `build_demo` makes the
-Gradio Blocks around it; `run` is `uniqa app`. The model is loaded once, at start.
+Gradio Blocks around it; `run` is `uniqa app`. The model is loaded once, at start: by `uniqa app` in
+a thread while gradio starts and serves the page (the first scoring waits for it).
 """
 
 import argparse
 import base64
 import html
+import importlib.util
 import io
 import logging
 import os
 import re
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import torch
 from PIL import Image, ImageOps
@@ -40,7 +44,7 @@ from ..analysis.explain import explain_image, prompt_target, score_target
 from ..analysis.retrieve import embed_image_files, search
 from ..configuration_uniqa import DEFAULT_HEAD
 from ..core.default_model import DEFAULT_MODEL
-from ..core.model_folder import load_model
+from ..core.model_folder import check_model_folder, load_model
 from ..processing_uniqa import load_image
 
 logger = logging.getLogger(__name__)
@@ -110,34 +114,59 @@ def _thumbnail(path: str) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+class LoadedApp(NamedTuple):
+    model: object
+    processor: object
+    tokenizer: object
+    pipeline: object
+    columns: list
+
+
 class QualityApp:
     """The app's work, without gradio: one model, loaded once.
 
     Args:
         model: a UniQA model folder or Hub repo id (default: UniQA-Tiny).
         batch_size: images per forward when scoring.
+        load_in_background: check the folder now (a broken one raises here) but load the weights
+            in a thread, so the page can be served meanwhile (`uniqa app`); the first use waits.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 16, device: str = "cpu"):
+    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 16, device: str = "cpu", load_in_background: bool = False):
+        self.model_dir = resolve_model(model)
+        check_model_folder(self.model_dir)
+        self.batch_size = batch_size
+        self.summary, self.card = card_summary(self.model_dir)
+        self.name = os.path.basename(os.path.normpath(self.model_dir))
+        self._embeddings = {}  # path -> image embedding, for retrieval (computed on the first query)
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uniqa-app-load")
+        self._loaded = loader.submit(self._load, device)
+        loader.shutdown(wait=False)
+        if not load_in_background:
+            self._loaded.result()
+
+    def _load(self, device: str) -> LoadedApp:
         from transformers import pipeline
 
         import modeling_uniqa  # noqa: F401  (registers the image-quality task)
 
-        self.model_dir = resolve_model(model)
         loaded = load_model(self.model_dir, device=device, need_tokenizer=True)
-        self.model, self.processor, self.tokenizer = loaded.model, loaded.processor, loaded.tokenizer
-        self.pipeline = pipeline("image-quality", model=self.model, image_processor=self.processor, device=self.model.device)
-        self.batch_size = batch_size
-        self.summary, self.card = card_summary(self.model_dir)
-        self.name = os.path.basename(os.path.normpath(self.model_dir))
-        self.columns = self._columns()
-        self._embeddings = {}  # path -> image embedding, for retrieval (computed on the first query)
+        scorer = pipeline("image-quality", model=loaded.model, image_processor=loaded.processor, device=loaded.model.device)
+        return LoadedApp(loaded.model, loaded.processor, loaded.tokenizer, scorer, self._columns(loaded.model))
 
-    def _columns(self) -> list:
+    # The loaded parts (the first use waits for a background load; its error is raised here).
+    model = property(lambda self: self._loaded.result().model)
+    processor = property(lambda self: self._loaded.result().processor)
+    tokenizer = property(lambda self: self._loaded.result().tokenizer)
+    pipeline = property(lambda self: self._loaded.result().pipeline)
+    columns = property(lambda self: self._loaded.result().columns)
+
+    @staticmethod
+    def _columns(model) -> list:
         """`(result key, header)` of every head's MOS (when known) and score, the default head first."""
         columns = []
-        for head in self.model.head_names:
-            settings = self.model.config.head_config(head)
+        for head in model.head_names:
+            settings = model.config.head_config(head)
             prefix = "" if head == DEFAULT_HEAD else f"{head}_"
             label = "" if head == DEFAULT_HEAD else f"{head} "
             if settings.mos_range is not None:
@@ -344,13 +373,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("gradio") is None:  # found without importing it: that is the slow part of the start
         logger.error('`uniqa app` needs gradio: pip install "uniqa-hf[app]"')
         return 2
-    try:
-        app = QualityApp(args.model, batch_size=max(1, args.batch_size))
+    try:  # the weights load while gradio is imported and the page is built
+        app = QualityApp(args.model, batch_size=max(1, args.batch_size), load_in_background=True)
     except (OSError, ValueError) as error:
         logger.error("%s", error)
         return 2
