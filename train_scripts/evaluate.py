@@ -71,6 +71,7 @@ from train_scripts.common.finetune import (
     finetune,
     load_splits,
 )
+from train_scripts.common.flags import add_flag
 from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
 from train_scripts.common.metrics import compute_metrics
 from train_scripts.common.script import TRAINING_ERRORS, run_script
@@ -389,10 +390,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--few_label_sizes", type=_sizes, default=[50, 100, 200], help="few_label: comma-separated sizes.")
     parser.add_argument("--repetitions", type=int, default=10, help="few_label: draws per size.")
     parser.add_argument("--single_prompt", default="default", help="zero_shot: the single prompt group.")
-    parser.add_argument("--logistic", action="store_true", help="Also report PLCC after the 4-parameter logistic fit.")
+    add_flag(parser, "logistic", help="Also report PLCC after the 4-parameter logistic fit.")
     parser.add_argument("--paper_key", default=None, help="Which paper row to compare with (default: --dataset; e.g. uwiqa for folder_csv data).")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Scoring device.")
-    parser.add_argument("--keep_run_models", action="store_true", help="splits/few_label: keep each run's trained weights.")
+    add_flag(parser, "keep_run_models", help="splits/few_label: keep each run's trained weights.")
     add_training_arguments(parser)
     args = parser.parse_args(argv)
     if args.num_splits < 1 or args.repetitions < 1:

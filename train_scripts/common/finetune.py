@@ -42,6 +42,7 @@ from train_scripts.common.checkpointing import (
     write_model_folder,
 )
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
+from train_scripts.common.flags import add_flag
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset, TrainCrop, image_sources
 from train_scripts.common.metrics import MIN_ITEMS, compute_metrics, srcc
 from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
@@ -549,14 +550,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="Seed of the random 80/20 splits and few-label draws (123 as in the release). Independent of --seed, "
         "so changing the training seed never moves test images into training.",
     )
-    parser.add_argument("--feature_bank", action="store_true", default=None,
-                        help="Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).")
-    parser.add_argument("--no_feature_bank", "--no-feature_bank", dest="feature_bank", action="store_false",
-                        help="Crop afresh every epoch instead of sampling the bank.")
+    add_flag(parser, "feature_bank", default=None,
+             help="Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).",
+             off_help="Crop afresh every epoch instead of sampling the bank.")
     parser.add_argument("--bank_crops", type=int, default=5, help="Random crops per image in the bank (each also flipped).")
     parser.add_argument("--bank_cache_dir", default=None, help="Keep feature banks here, keyed by backbone, images and augmentation.")
     parser.add_argument("--validation_fraction", type=float, default=0.0, help="Carve this share of the training split for model selection.")
-    parser.add_argument("--select_on_test", action="store_true", help="Pick the best epoch on the test split (the release's habit; optimistic).")
+    add_flag(parser, "select_on_test", help="Pick the best epoch on the test split (the release's habit; optimistic).")
     parser.add_argument("--view_policy", default=None, help="Test-time views (default: the model's, random10).")
     parser.add_argument("--eval_batch_size", type=int, default=64, help="Views per forward when embedding.")
     parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers decoding images.")
