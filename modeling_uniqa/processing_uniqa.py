@@ -42,6 +42,13 @@ def image_view_seed(image: Image.Image, view_seed: int) -> int:
     return int.from_bytes(digest.digest(), "little")
 
 
+def per_image_views(processor, view_policy: str | None = None) -> bool:
+    """Whether `processor` seeds `view_policy`'s views (default its own) per image: the
+    "per_image" rule and a policy with random positions (`random<N>`, `detail<N>`)."""
+    kind, _ = parse_view_policy(view_policy or processor.view_policy)
+    return getattr(processor, "view_seeding", "shared") == "per_image" and kind in ("random", "detail")
+
+
 def _check_settings(crop_size, shortest_edge, view_seed, image_mean, image_std, max_aspect_ratio, jpeg_draft, view_seeding="shared") -> None:
     """Raise a `ValueError` naming the setting for values of the wrong type or range (read from
     preprocessor_config.json): a string "false" for `jpeg_draft` would be true, a crop of 0 or
@@ -480,7 +487,7 @@ class UniQAImageProcessor(BaseImageProcessor):
         self._check_shape(image, name or _describe(image))
         seed = self.view_seed if view_seed is None else view_seed
         kind, count = parse_view_policy(policy)
-        if self.view_seeding == "per_image" and kind in ("random", "detail"):
+        if per_image_views(self, policy):
             seed = image_view_seed(image, seed)  # of the decoded pixels, before any resize
         if self.shortest_edge:
             image = self._resize_short_side(image, self.shortest_edge)
@@ -525,5 +532,5 @@ UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "detail_views", "upscaled_region",
-    "view_detail", "image_view_seed", "VIEW_SEEDINGS",
+    "view_detail", "image_view_seed", "per_image_views", "VIEW_SEEDINGS",
 ]

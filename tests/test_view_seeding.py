@@ -63,3 +63,13 @@ def test_new_folders_are_saved_with_per_image_seeding(tmp_path, tiny_tokenizer):
     model.save_pretrained(str(tmp_path / "new"))
     assert UniQAImageProcessor.from_pretrained(str(tmp_path / "new")).view_seeding == "per_image"
     assert isinstance(UniQAModel.from_pretrained(str(tmp_path / "new")), UniQAModel)
+
+
+def test_retrieval_index_fingerprint_records_per_image_seeding_only_where_it_changes_the_views(tiny_tokenizer):
+    from modeling_uniqa.core.zero_shot import embedding_fingerprint
+
+    model = make_tiny_uniqa(tiny_tokenizer)
+    shared = UniQAImageProcessor(crop_size=CROP)
+    per_image = UniQAImageProcessor(crop_size=CROP, view_seeding="per_image")
+    assert embedding_fingerprint(model, shared, "random10", 123, "adapted") != embedding_fingerprint(model, per_image, "random10", 123, "adapted")
+    assert embedding_fingerprint(model, shared, "center", 123, "adapted") == embedding_fingerprint(model, per_image, "center", 123, "adapted")
