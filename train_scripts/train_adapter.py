@@ -29,7 +29,8 @@ epoch picked on validation). `eval_results.json` and the card say which split wa
 Model selection is honest by default: the last epoch, or the best epoch on a validation part
 (`--validation_fraction`, carved from the training split by reference image for synthetic sets;
 an official validation split is used when the dataset has one). `--select_on_test` picks the
-best epoch on the test split, the release's habit, and the results say so.
+best epoch on the test split, the release's habit; with `--selection_steps N` it evaluates every
+N steps instead (the release's `val_freq` cadence). The results say which rule was used.
 
 The output directory is a UniQA model folder (`AutoModel`, `pipeline("image-quality")`) with the
 training dataset's MOS range and direction in its config, a model card, `eval_results.json`
