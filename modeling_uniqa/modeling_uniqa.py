@@ -632,14 +632,17 @@ class UniQAModel(UniQAPreTrainedModel):
         model.heads.requires_grad_(False)
         return loaded
 
-    def default_image_processor(self):
-        """The image processor matching this model: CLIP conventions, its view policy."""
+    def default_image_processor(self, view_seeding: str = "shared"):
+        """The image processor matching this model: CLIP conventions, its view policy and seed.
+        `view_seeding` (see `UniQAImageProcessor`): "shared" by default, the rule of a folder saved
+        without the setting; `save_pretrained` writes new folders' processors with "per_image"."""
         from .processing_uniqa import UniQAImageProcessor
 
         return UniQAImageProcessor(
             crop_size=self.config.clip_config.vision_config.image_size,
             view_policy=self.config.view_policy,
             view_seed=self.config.view_seed,
+            view_seeding=view_seeding,
         )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -689,7 +692,7 @@ class UniQAModel(UniQAPreTrainedModel):
         if os.path.isfile(handler_source):
             shutil.copyfile(handler_source, os.path.join(save_directory, ENDPOINT_HANDLER_NAME))
         if not os.path.isfile(os.path.join(save_directory, "preprocessor_config.json")):
-            self.default_image_processor().save_pretrained(save_directory)
+            self.default_image_processor(view_seeding="per_image").save_pretrained(save_directory)  # new folders: views seeded per image
 
 
 UniQAModel.register_for_auto_class("AutoModel")

@@ -4,6 +4,7 @@ PIL + numpy only (no torchvision). Shipped as remote code with every saved model
 only `torch`, `transformers`, PIL, numpy and its sibling files.
 """
 
+import hashlib
 import io
 import numbers
 import os
@@ -24,7 +25,31 @@ def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _check_settings(crop_size, shortest_edge, view_seed, image_mean, image_std, max_aspect_ratio, jpeg_draft) -> None:
+# How the `random<N>` and `detail<N>` views are seeded. "shared": by `view_seed` alone, so every
+# image of a given size gets the same crop positions (the rule of every folder saved before this
+# setting existed, and the closest to the release, which draws one position per crop for a whole
+# batch). "per_image": by `view_seed` and a hash of the image's decoded pixels (`image_view_seed`),
+# so images of the same size get different positions; still deterministic and independent of the
+# batch an image is in.
+VIEW_SEEDINGS = ("shared", "per_image")
+
+
+def image_view_seed(image: Image.Image, view_seed: int) -> int:
+    """The seed of one image's views under the "per_image" rule: a 64-bit BLAKE2b hash of
+    `view_seed`, the image's size and mode, and its decoded pixels."""
+    digest = hashlib.blake2b(f"{int(view_seed)}:{image.width}x{image.height}:{image.mode}:".encode(), digest_size=8)
+    digest.update(image.tobytes())
+    return int.from_bytes(digest.digest(), "little")
+
+
+def per_image_views(processor, view_policy: str | None = None) -> bool:
+    """Whether `processor` seeds `view_policy`'s views (default its own) per image: the
+    "per_image" rule and a policy with random positions (`random<N>`, `detail<N>`)."""
+    kind, _ = parse_view_policy(view_policy or processor.view_policy)
+    return getattr(processor, "view_seeding", "shared") == "per_image" and kind in ("random", "detail")
+
+
+def _check_settings(crop_size, shortest_edge, view_seed, image_mean, image_std, max_aspect_ratio, jpeg_draft, view_seeding="shared") -> None:
     """Raise a `ValueError` naming the setting for values of the wrong type or range (read from
     preprocessor_config.json): a string "false" for `jpeg_draft` would be true, a crop of 0 or
     one mean for three channels would score something else, never raising."""
@@ -44,6 +69,8 @@ def _check_settings(crop_size, shortest_edge, view_seed, image_mean, image_std, 
         problems.append(f"`max_aspect_ratio` must be >= 1, got {max_aspect_ratio!r}")
     if not isinstance(jpeg_draft, bool):
         problems.append(f"`jpeg_draft` must be true or false, got {jpeg_draft!r}")
+    if view_seeding not in VIEW_SEEDINGS:
+        problems.append(f"`view_seeding` must be one of {', '.join(VIEW_SEEDINGS)}, got {view_seeding!r}")
     if problems:
         raise ValueError("UniQAImageProcessor: " + "; ".join(problems) + ".")
 
@@ -377,7 +404,12 @@ class UniQAImageProcessor(BaseImageProcessor):
         shortest_edge (`int`, *optional*): resize the short side to this first; `None` keeps the
             native resolution (the authors' protocol: crops of the full image).
         view_policy (`str`, *optional*, defaults to `"random10"`): see `UniQAConfig.view_policy`.
-        view_seed (`int`, *optional*, defaults to 123): seed of the `random<N>` crop positions.
+        view_seed (`int`, *optional*, defaults to 123): seed of the `random<N>` and `detail<N>` crop positions.
+        view_seeding (`str`, *optional*, defaults to `"shared"`): `"shared"` seeds every image's
+            views with `view_seed` alone (images of one size get the same positions; the rule of
+            folders saved before this setting, which keep it), `"per_image"` with `view_seed` and a
+            hash of the image's pixels (`image_view_seed`; what `UniQAModel.default_image_processor`
+            gives new folders).
         image_mean, image_std (`list[float]`, *optional*): normalisation (OpenAI CLIP's).
         max_aspect_ratio (`float`, *optional*, defaults to 100): images whose long side exceeds this
             many times the short side raise `UniQAImageError` (a 1x10000 strip has no meaningful views).
@@ -401,12 +433,13 @@ class UniQAImageProcessor(BaseImageProcessor):
         image_std=None,
         max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
         jpeg_draft: bool = False,
+        view_seeding: str = "shared",
         **kwargs,
     ):
         super().__init__(**kwargs)
         image_mean = list(image_mean if image_mean is not None else OPENAI_CLIP_MEAN)
         image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
-        _check_settings(crop_size, shortest_edge, view_seed, image_mean, image_std, max_aspect_ratio, jpeg_draft)
+        _check_settings(crop_size, shortest_edge, view_seed, image_mean, image_std, max_aspect_ratio, jpeg_draft, view_seeding)
         self.max_aspect_ratio = float(max_aspect_ratio)
         parse_view_policy(view_policy)
         self.crop_size = int(crop_size)
@@ -416,6 +449,7 @@ class UniQAImageProcessor(BaseImageProcessor):
         self.image_mean = image_mean
         self.image_std = image_std
         self.jpeg_draft = jpeg_draft
+        self.view_seeding = view_seeding
 
     def draft_size(self, view_policy: str | None = None) -> int | None:
         """The short side a JPEG may be draft-decoded down to for `view_policy` (default the
@@ -451,13 +485,15 @@ class UniQAImageProcessor(BaseImageProcessor):
         policy = view_policy or self.view_policy
         crop = self.crop_size
         self._check_shape(image, name or _describe(image))
+        seed = self.view_seed if view_seed is None else view_seed
+        kind, count = parse_view_policy(policy)
+        if per_image_views(self, policy):
+            seed = image_view_seed(image, seed)  # of the decoded pixels, before any resize
         if self.shortest_edge:
             image = self._resize_short_side(image, self.shortest_edge)
         if policy == "resize":
             return np.array(image.resize((crop, crop), Image.BICUBIC))[None]  # writable, as torch.from_numpy wants
         size = _short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
-        seed = self.view_seed if view_seed is None else view_seed
-        kind, count = parse_view_policy(policy)
         if kind == "detail":
             return detail_views(image, size, crop, count, seed)
         return cut_views(image, size, crop, crop_boxes(*size, crop, policy, seed))
@@ -496,5 +532,5 @@ UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "detail_views", "upscaled_region",
-    "view_detail",
+    "view_detail", "image_view_seed", "per_image_views", "VIEW_SEEDINGS",
 ]

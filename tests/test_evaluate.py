@@ -87,14 +87,32 @@ def test_splits_runner_under_two_processes_changes_its_run_folders_from_the_main
 
 def test_few_label_runner_draws_nested_subsets_with_one_test_set(workspace, tmp_path):
     results, markdown = _run(workspace, tmp_path, "few_label", "--few_label_sizes", "4,8", "--repetitions", "2", "--paper_key", "clive", *TRAINING_FLAGS)
-    assert [(row["few_label"], row["repetition"], row["num_train"]) for row in results["runs"]] == [(4, 0, 4), (4, 1, 4), (8, 0, 8), (8, 1, 8)]
-    splits = {name: _split(tmp_path / "runs" / name) for name in ("few4_rep0", "few4_rep1", "few8_rep0", "few8_rep1")}
-    assert len({frozenset(test) for _, test in splits.values()}) == 1  # the same test set throughout
-    assert all(not train & test for train, test in splits.values())
-    assert splits["few4_rep0"][0] != splits["few4_rep1"][0]  # repetitions draw different images
-    assert splits["few4_rep0"][0] < splits["few8_rep0"][0]  # nested sizes
-    assert results["srcc"] == pytest.approx(results["by_size"]["4"]["srcc"]["median"])
-    assert "| 50 |" not in markdown and "| 4 | — |" in markdown
+    expected = [(4, 0, 4), (4, 1, 4), (8, 0, 8), (8, 1, 8)]
+    assert [(row["few_label"], row["repetition"], row["num_train"]) for row in results["runs"]] == expected * 2
+    for label in ("single", "ensemble"):
+        splits = {name: _split(tmp_path / "runs" / label / name) for name in ("few4_rep0", "few4_rep1", "few8_rep0", "few8_rep1")}
+        assert len({frozenset(test) for _, test in splits.values()}) == 1  # the same test set throughout
+        assert all(not train & test for train, test in splits.values())
+        assert splits["few4_rep0"][0] != splits["few4_rep1"][0]  # repetitions draw different images
+        assert splits["few4_rep0"][0] < splits["few8_rep0"][0]  # nested sizes
+    # Issue 24 item 1: both of Table IX's configurations run, the headline is the ensemble's (Ours*).
+    assert {label: row["prompt_groups"] for label, row in results["rows"].items()} == {"single": "default", "ensemble": "natural"}
+    assert results["srcc"] == pytest.approx(results["rows"]["ensemble"]["by_size"]["4"]["srcc"]["median"])
+    assert "prompt ensemble" in results["headline"]
+    groups = {label: json.loads((tmp_path / "runs" / label / "few4_rep0" / "config.json").read_text())["prompt_group_names"] for label in ("single", "ensemble")}
+    assert groups == {"single": ["default"], "ensemble": ["default", "sharpness", "noise", "quality"]}
+    assert "| 50 |" not in markdown and "| single (default) | Ours | 4 | — |" in markdown and "| ensemble (natural) | Ours* | 4 | — |" in markdown
+
+
+def test_few_label_report_puts_each_configuration_beside_its_paper_row():
+    summary = evaluation.summarise([{"srcc": 0.5, "plcc": 0.6}])
+    rows = {label: {"prompt_groups": groups, "by_size": {"50": summary}} for label, groups in (("single", "default"), ("ensemble", "natural"))}
+    markdown = evaluation.markdown_table("few_label", "koniq10k", {"rows": rows, "headline": "h", "split_description": "random split 0",
+                                                                   "selection": "best test SRCC over evaluations every 5 steps"})
+    assert "Split: random split 0." in markdown and "Model selection: best test SRCC over evaluations every 5 steps." in markdown  # items 3, 6
+    single, ensemble = paper_results.FEW_LABEL_SINGLE_SRCC["koniq10k"][50], paper_results.FEW_LABEL_SRCC["koniq10k"][50]
+    assert f"| single (default) | Ours | 50 | {single:.3f} | 0.500 | 0.600 |" in markdown
+    assert f"| ensemble (natural) | Ours* | 50 | {ensemble:.3f} | 0.500 | 0.600 |" in markdown
 
 
 def test_single_cross_and_zero_shot(workspace, tmp_path):

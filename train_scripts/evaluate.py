@@ -16,7 +16,9 @@ Protocols:
   median (the headline), mean and std.
 - `few_label`: fine-tune on `--few_label_sizes` (50, 100, 200) training images drawn
   `--repetitions` times (10) from random split `--split_index`, same test set; median per size
-  (Table IX). Headline: the median of the first size.
+  (Table IX), twice: with one prompt group (`--single_prompt`, Table IX's "Ours") and with the
+  prompt ensemble (`--prompts`, default `natural`, `aigc` for AGIQA-3K: "Ours*"), each beside its
+  own paper row. Headline: the ensemble's median at the first size (the paper's configuration).
   Both training protocols use random splits even where the dataset has an official one
   (`--dataset_option split_scheme=official` overrides).
 
@@ -68,9 +70,12 @@ from train_scripts.common.finetune import (
     FinetuneConfig,
     add_training_arguments,
     config_from_args,
+    describe_split,
     finetune,
     load_splits,
+    paper_split_options,
 )
+from train_scripts.common.flags import add_flag
 from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
 from train_scripts.common.metrics import compute_metrics
 from train_scripts.common.script import TRAINING_ERRORS, run_script
@@ -168,11 +173,13 @@ def evaluate_model(model_path: str, data, metadata: dict, scoring: ScoringOption
 
 def protocol_single(model_path: str, dataset: DatasetSpec, scoring: ScoringOptions, split: str = "test", split_index: int = 0, prompts: str | None = None) -> dict:
     """Score a fine-tuned model on one split (`split`) of random split `split_index`."""
-    loaded = data_builders.load(dataset.name, dataset.data_dir, cache_dir=dataset.cache_dir, split_index=split_index, seed=dataset.split_seed, **dataset.options)
+    options = paper_split_options(dataset.name, dataset.options, dataset.split_seed)
+    loaded = data_builders.load(dataset.name, dataset.data_dir, cache_dir=dataset.cache_dir, split_index=split_index, **options)
     if split not in loaded:
         raise ValueError(f"--split {split}: {dataset.name} has the splits {list(loaded)}.")
-    result = evaluate_model(model_path, loaded[split], data_builders.get_metadata(loaded), scoring, prompts=prompts)
-    return {**result, "split": split, "split_index": split_index}
+    metadata = data_builders.get_metadata(loaded)
+    result = evaluate_model(model_path, loaded[split], metadata, scoring, prompts=prompts)
+    return {**result, "split": split, "split_index": split_index, "split_description": f"the {split} part of {describe_split(metadata.get('split'))}"}
 
 
 def protocol_cross(model_path: str, dataset: DatasetSpec, scoring: ScoringOptions, prompts: str | None = None) -> dict:
@@ -182,11 +189,16 @@ def protocol_cross(model_path: str, dataset: DatasetSpec, scoring: ScoringOption
     return {**result, "trained_on": result.pop("training_dataset"), "tested_on": dataset.name}
 
 
+def paper_ensemble(dataset_name: str) -> str:
+    """The prompt ensemble the paper uses on a dataset (Table II): `aigc` for AGIQA-3K, else `natural`."""
+    return "aigc" if dataset_name == "agiqa3k" else "natural"
+
+
 def protocol_zero_shot(model_path: str, dataset: DatasetSpec, scoring: ScoringOptions, single_prompt: str = "default", prompts: str | None = None) -> dict:
     """Score the backbone without its adapter, with one prompt group and with an ensemble
     (`prompts`, default `natural`, `aigc` for AGIQA-3K), on the whole dataset."""
     data, metadata = load_full(dataset.name, dataset.data_dir, dataset.cache_dir, dataset.options)
-    ensemble = prompts or ("aigc" if dataset.name == "agiqa3k" else "natural")
+    ensemble = prompts or paper_ensemble(dataset.name)
     single = evaluate_model(model_path, data, metadata, scoring, use_adapter=False, prompts=single_prompt)
     combined = evaluate_model(model_path, data, metadata, scoring, use_adapter=False, prompts=ensemble)
     return {"srcc": combined["srcc"], "plcc": combined["plcc"], "single_prompt": single, "ensemble": combined, "_plot": combined["_plot"]}
@@ -257,6 +269,13 @@ def _row(run: dict, **keys) -> dict:
     return row
 
 
+def _splits_used(runs: list) -> str:
+    """Which splits a training protocol's runs used, in words (from their results)."""
+    first = runs[0]
+    described = first.get("split_description") or describe_split(first.get("split"), first.get("train_parts", ["train"]))
+    return described if len(runs) == 1 else f"{len(runs)} runs, the first on {described}"
+
+
 def _median_run(runs: list) -> dict:
     """The run whose SRCC is the median (lower median for an even count): the one to plot."""
     order = sorted((i for i in range(len(runs)) if math.isfinite(runs[i]["srcc"])), key=lambda i: runs[i]["srcc"])
@@ -275,27 +294,43 @@ def protocol_splits(
     summary = summarise(rows)
     plotted = _median_run(runs)
     return {"srcc": summary["srcc"]["median"], "plcc": summary["plcc"]["median"], "summary": summary, "runs": rows,
-            "mode": config.mode, "selection": runs[0]["selection"], "_plot": (plotted["predicted_mos"], plotted["mos"])}
+            "mode": config.mode, "selection": runs[0]["selection"], "split_description": _splits_used(runs),
+            "_plot": (plotted["predicted_mos"], plotted["mos"])}
+
+
+# The two prompt configurations of Table IX: "Ours" (one prompt group) and "Ours*" (the ensemble).
+FEW_LABEL_ROWS = ("single", "ensemble")
 
 
 def protocol_few_label(
     model_path: str, dataset: DatasetSpec, config: FinetuneConfig, output_dir: str, sizes: list, repetitions: int = 10,
-    split_index: int = 0, logistic: bool = False, keep_run_models: bool = False,
+    split_index: int = 0, logistic: bool = False, keep_run_models: bool = False, single_prompt: str = "default",
 ) -> dict:
     """Fine-tune on `sizes` training images drawn `repetitions` times from random split
-    `split_index` (runs in `<output_dir>/runs/few<size>_rep<r>`); median per size."""
-    by_size, rows, plotted = {}, [], None
-    for size in sizes:
-        runs = [run_training(model_path, dataset, config, os.path.join(output_dir, "runs", f"few{size}_rep{r}"), split_index, few_label=size,
-                             repetition=r, logistic=logistic, keep_run_model=keep_run_models) for r in range(repetitions)]
-        size_rows = [_row(run, few_label=size, repetition=r) for r, run in enumerate(runs)]
-        rows += size_rows
-        by_size[str(size)] = summarise(size_rows)
-        if plotted is None:
-            plotted = _median_run(runs)
-    first = by_size[str(sizes[0])]
-    return {"srcc": first["srcc"]["median"], "plcc": first["plcc"]["median"], "headline": f"median of the {sizes[0]}-label runs",
-            "by_size": by_size, "runs": rows, "mode": config.mode, "_plot": (plotted["predicted_mos"], plotted["mos"])}
+    `split_index`, once with one prompt group (`single_prompt`: Table IX's "Ours") and once with
+    the prompt ensemble (`config.prompts`, default the paper's for the dataset: "Ours*"); runs in
+    `<output_dir>/runs/<single|ensemble>/few<size>_rep<r>`. Median per size and configuration;
+    headline: the ensemble's median at the first size (the paper's configuration)."""
+    configs = {"single": replace(config, prompts=single_prompt), "ensemble": replace(config, prompts=config.prompts or paper_ensemble(dataset.name))}
+    by_row, rows, all_runs, plotted = {}, [], [], None
+    for label in FEW_LABEL_ROWS:
+        by_size = {}
+        for size in sizes:
+            runs = [run_training(model_path, dataset, configs[label], os.path.join(output_dir, "runs", label, f"few{size}_rep{r}"), split_index,
+                                 few_label=size, repetition=r, logistic=logistic, keep_run_model=keep_run_models) for r in range(repetitions)]
+            size_rows = [_row(run, prompts=label, prompt_groups=configs[label].prompts, few_label=size, repetition=r) for r, run in enumerate(runs)]
+            rows += size_rows
+            all_runs += runs
+            by_size[str(size)] = summarise(size_rows)
+            if label == "ensemble" and plotted is None:
+                plotted = _median_run(runs)
+        by_row[label] = {"prompt_groups": configs[label].prompts, "by_size": by_size}
+    first = by_row["ensemble"]["by_size"][str(sizes[0])]
+    return {"srcc": first["srcc"]["median"], "plcc": first["plcc"]["median"],
+            "headline": f"median of the {sizes[0]}-label runs with the prompt ensemble ({configs['ensemble'].prompts}; Table IX's Ours*)",
+            "rows": by_row, "by_size": by_row["ensemble"]["by_size"], "runs": rows, "mode": config.mode, "selection": rows[0]["selection"],
+            "split_description": _splits_used(all_runs),
+            "_plot": (plotted["predicted_mos"], plotted["mos"])}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,11 +369,20 @@ def markdown_table(protocol: str, paper_key: str, results: dict) -> str:
                   f"| single ({', '.join(results['single_prompt']['prompt_groups'])}) | {_fmt(paper[0])} | {_fmt(results['single_prompt']['srcc'])} | {_fmt(results['single_prompt']['plcc'])} |",
                   f"| ensemble ({', '.join(results['ensemble']['prompt_groups'])}) | {_fmt(paper[1])} | {_fmt(results['ensemble']['srcc'])} | {_fmt(results['ensemble']['plcc'])} |"]
     elif protocol == "few_label":
-        paper = paper_results.FEW_LABEL_SRCC.get(paper_key, {})
-        lines += ["Paper: Table IX (few-label SRCC, median of 10 repetitions).", "",
-                  "| training images | paper SRCC | ours SRCC (median) | ours PLCC (median) |", "|---|---|---|---|"]
-        for size, summary in results["by_size"].items():
-            lines.append(f"| {size} | {_fmt(paper.get(int(size)))} | {_fmt(summary['srcc']['median'])} | {_fmt(summary['plcc']['median'])} |")
+        papers = {"single": ("Ours", paper_results.FEW_LABEL_SINGLE_SRCC.get(paper_key, {})),
+                  "ensemble": ("Ours*", paper_results.FEW_LABEL_SRCC.get(paper_key, {}))}
+        lines += ["Paper: Table IX (few-label SRCC, median of 10 repetitions): Ours (one prompt group) and Ours* (prompt ensemble).",
+                  f"Headline: {results['headline']}.", "",
+                  "| prompts | paper row | training images | paper SRCC | ours SRCC (median) | ours PLCC (median) |", "|---|---|---|---|---|---|"]
+        for label, row in results["rows"].items():
+            name, paper = papers[label]
+            for size, summary in row["by_size"].items():
+                lines.append(f"| {label} ({row['prompt_groups']}) | {name} | {size} | {_fmt(paper.get(int(size)))} | "
+                             f"{_fmt(summary['srcc']['median'])} | {_fmt(summary['plcc']['median'])} |")
+    if results.get("split_description"):
+        lines += ["", f"Split: {results['split_description']}."]
+    if results.get("selection") and protocol != "splits":
+        lines.append(f"Model selection: {results['selection']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -388,11 +432,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num_splits", type=int, default=10, help="splits: how many random splits.")
     parser.add_argument("--few_label_sizes", type=_sizes, default=[50, 100, 200], help="few_label: comma-separated sizes.")
     parser.add_argument("--repetitions", type=int, default=10, help="few_label: draws per size.")
-    parser.add_argument("--single_prompt", default="default", help="zero_shot: the single prompt group.")
-    parser.add_argument("--logistic", action="store_true", help="Also report PLCC after the 4-parameter logistic fit.")
+    parser.add_argument("--single_prompt", default="default", help="zero_shot, few_label: the single prompt group (the paper's: default).")
+    add_flag(parser, "logistic", help="Also report PLCC after the 4-parameter logistic fit.")
     parser.add_argument("--paper_key", default=None, help="Which paper row to compare with (default: --dataset; e.g. uwiqa for folder_csv data).")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Scoring device.")
-    parser.add_argument("--keep_run_models", action="store_true", help="splits/few_label: keep each run's trained weights.")
+    add_flag(parser, "keep_run_models", help="splits/few_label: keep each run's trained weights.")
     add_training_arguments(parser)
     args = parser.parse_args(argv)
     if args.num_splits < 1 or args.repetitions < 1:
@@ -408,7 +452,8 @@ def run_protocol(args: argparse.Namespace) -> dict:
         runs = {"logistic": args.logistic, "keep_run_models": args.keep_run_models}
         if args.protocol == "splits":
             return protocol_splits(args.model, dataset, config, args.output_dir, args.num_splits, **runs)
-        return protocol_few_label(args.model, dataset, config, args.output_dir, args.few_label_sizes, args.repetitions, args.split_index, **runs)
+        return protocol_few_label(args.model, dataset, config, args.output_dir, args.few_label_sizes, args.repetitions, args.split_index,
+                                  single_prompt=args.single_prompt, **runs)
     scoring = ScoringOptions(args.view_policy, args.eval_batch_size, args.num_workers, args.device, args.logistic, args.tokenizer)
     if args.protocol == "single":
         return protocol_single(args.model, dataset, scoring, args.split, args.split_index, prompts=args.prompts)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 import data_builders
 from data_builders.distortions import KADID_DISTORTIONS
+from train_scripts.common.flags import add_flag
 from train_scripts.common.quality_report import Brisque, RatedImage, distortion_metrics, markdown_table
 
 
@@ -40,8 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--dataset_name", default="held-out sources", help="How the results name the data.")
     parser.add_argument("--batch_size", type=int, default=32, help="Images per forward.")
-    parser.add_argument("--no_brisque", dest="brisque", action="store_false", help="Do not score with BRISQUE.")
-    parser.add_argument("--card", action="store_true", help="Also write the model folder's card with these results.")
+    add_flag(parser, "brisque", default=True, help="Also score with BRISQUE (the default).", off_help="Do not score with BRISQUE.")
+    add_flag(parser, "card", help="Also write the model folder's card with these results.")
     parser.add_argument("--card_license", default=None, help="SPDX id of the weights' licence for the card.")
     parser.add_argument("--card_sources", default=None, help="The training photos' SOURCES.md, summarised on the card.")
     parser.add_argument("--card_recipe", default="make uniqa-tiny", help="The command that made the model.")

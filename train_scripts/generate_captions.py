@@ -57,6 +57,7 @@ from train_scripts.common.captioning import (
     format_prompt,
     load_prompt_templates,
 )
+from train_scripts.common.flags import add_flag
 from train_scripts.common.script import run_script
 
 logger = logging.getLogger(__name__)
@@ -92,8 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Run seed; each caption's seed is derived from it, the image and the caption index.")
     parser.add_argument("--max_images", type=int, default=None, help="Caption only the first N images of the split (a trial run).")
     parser.add_argument("--num_workers", type=int, default=2, help="Image decoding worker processes (default 2; 0 = in the main process).")
-    parser.add_argument("--resume", action="store_true", help="Continue an interrupted or shorter run: keep its captions, write the missing ones.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing output that this script did not write.")
+    add_flag(parser, "resume", help="Continue an interrupted or shorter run: keep its captions, write the missing ones.")
+    add_flag(parser, "overwrite", help="Replace an existing output that this script did not write.")
     args = parser.parse_args(argv)
     for name in ("batch_size", "max_new_tokens", "captions_per_image", "max_images"):
         value = getattr(args, name)

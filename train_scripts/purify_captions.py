@@ -52,6 +52,7 @@ from modeling_uniqa.scoring.score_images import ImageViews, Normalizer, collate_
 from modeling_uniqa.scoring.sharded_output import OutputError, ShardedOutput, check_writable, write_atomic
 from train_scripts.common.air import INFORMATIVENESS_MEASURES, informativeness, select_top_k
 from train_scripts.common.dtypes import resolve_dtype
+from train_scripts.common.flags import add_flag
 from train_scripts.common.script import run_script
 from train_scripts.common.text_embedding import embed_texts
 
@@ -83,8 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Model dtype (auto: bf16/fp16 on a GPU, fp32 on the CPU).")
     parser.add_argument("--num_workers", type=int, default=2, help="Image decoding worker processes (default 2).")
     parser.add_argument("--max_images", type=int, default=None, help="Only the first N images of the corpus (a trial run).")
-    parser.add_argument("--resume", action="store_true", help="Continue an interrupted run: keep its images, process the rest.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an existing output that this script did not write.")
+    add_flag(parser, "resume", help="Continue an interrupted run: keep its images, process the rest.")
+    add_flag(parser, "overwrite", help="Replace an existing output that this script did not write.")
     args = parser.parse_args(argv)
     for name in ("top_k", "min_captions", "image_batch_size", "text_batch_size", "max_images"):
         value = getattr(args, name)

@@ -20,10 +20,17 @@ annealing of the learning rate to 0 over the epochs (stepped per epoch), epochs 
 (`EPOCH_PRESETS`), a random 224 crop of the native-resolution image + horizontal flip, seed 123.
 Test scores average the model's test-time views (`random10` by default).
 
+Splits are the paper's by default: a random 80/20 split (`--split_index`, seed `--split_seed`) of
+all images for every IQA dataset, KonIQ-10k included (`--split_scheme official` for its
+7,058/1,000/2,015 sets), and the official split for AVA, AADB and BAID, where BAID trains on
+train + validation (53,937 images) as in the paper (`--no_train_on_validation`: train alone, the
+epoch picked on validation). `eval_results.json` and the card say which split was used.
+
 Model selection is honest by default: the last epoch, or the best epoch on a validation part
 (`--validation_fraction`, carved from the training split by reference image for synthetic sets;
 an official validation split is used when the dataset has one). `--select_on_test` picks the
-best epoch on the test split, the release's habit, and the results say so.
+best epoch on the test split, the release's habit; with `--selection_steps N` it evaluates every
+N steps instead (the release's `val_freq` cadence). The results say which rule was used.
 
 The output directory is a UniQA model folder (`AutoModel`, `pipeline("image-quality")`) with the
 training dataset's MOS range and direction in its config, a model card, `eval_results.json`
@@ -57,6 +64,7 @@ from train_scripts.common.finetune import (  # noqa: F401  (the names tests and 
     load_splits,
     write_trained_card,
 )
+from train_scripts.common.flags import add_flag
 from train_scripts.common.script import TRAINING_ERRORS, run_script
 
 logger = logging.getLogger(__name__)
@@ -70,12 +78,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--split_index", type=int, default=0)
     parser.add_argument("--few_label", type=int, default=None, help="Train on this many labelled images only.")
     parser.add_argument("--repeat", type=int, default=0, help="Which few-label draw.")
+    parser.add_argument(
+        "--split_scheme", choices=("official", "random"), default=None,
+        help="Default: the paper's (random 80/20 splits of all images for every IQA dataset, KonIQ-10k included; the official "
+        "split for AVA, AADB and BAID). official: the dataset's own sets (KonIQ-10k: 7,058 train / 1,000 validation / 2,015 test).",
+    )
+    add_flag(parser, "train_on_validation", default=None,
+             help="Train on the official train + validation parts (default: the paper's, BAID only).",
+             off_help="Train on the official train part alone and select the epoch on its validation part.")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder.')
     parser.add_argument("--checkpointing_steps", type=int, default=None, help="Also checkpoint every N steps (always at each epoch's end).")
     parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep this many checkpoints (default 2).")
     add_training_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    named = dict(args.dataset_option).get("split_scheme")
+    if args.split_scheme and named and named != args.split_scheme:
+        parser.error(f"--split_scheme {args.split_scheme} and --dataset_option split_scheme={named} disagree: give one.")
+    return args
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -83,7 +103,9 @@ def main(args: argparse.Namespace) -> dict:
     logger.setLevel(logging.INFO)
     logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
     config = config_from_args(args, args.dataset)
-    splits = load_splits(args.dataset, args.data_dir, args.split_index, args.few_label, args.repeat, args.split_seed, args.cache_dir, dict(args.dataset_option))
+    options = dict(args.dataset_option) | ({"split_scheme": args.split_scheme} if args.split_scheme else {})
+    splits = load_splits(args.dataset, args.data_dir, args.split_index, args.few_label, args.repeat, args.split_seed, args.cache_dir, options,
+                         train_on_validation=args.train_on_validation)
     results = finetune(args.model, splits, args.output_dir, config)
     logger.info("Test SRCC %.4f, PLCC %.4f (%s). Model written to %s.", results["srcc"], results["plcc"], results["selection"], args.output_dir)
     return results

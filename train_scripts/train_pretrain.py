@@ -53,6 +53,7 @@ from train_scripts.common.checkpointing import (
     write_model_folder,
 )
 from train_scripts.common.clip_loss import ClipLoss
+from train_scripts.common.flags import add_flag
 from train_scripts.common.metrics import MIN_ITEMS, plcc, srcc
 from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
 from train_scripts.common.pretrain_data import (
@@ -156,10 +157,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--max_grad_norm", type=float, default=None)
     train.add_argument("--lr_scheduler", default="constant", choices=[s.value for s in SchedulerType])
     train.add_argument("--warmup_steps", type=int, default=0)
-    train.add_argument("--freeze_logit_scale", action="store_true", help="Keep CLIP's temperature fixed.")
+    add_flag(train, "freeze_logit_scale", help="Keep CLIP's temperature fixed.")
     train.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
-    train.add_argument("--gradient_checkpointing", action="store_true")
-    train.add_argument("--torch_compile", action="store_true")
+    add_flag(train, "gradient_checkpointing")
+    add_flag(train, "torch_compile")
     train.add_argument("--seed", type=int, default=123)
 
     run = parser.add_argument_group("checkpoints and logging")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling_uniqa import UniQAModel
-from ..processing_uniqa import UniQAImageProcessor
+from ..processing_uniqa import UniQAImageProcessor, per_image_views
 from .fingerprints import prefixed_state, state_digest
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ def embedding_fingerprint(model: UniQAModel, processor: UniQAImageProcessor, vie
     }
     if processor.draft_size(view_policy):  # only then: indexes built before `jpeg_draft` existed stay valid
         settings["jpeg_draft"] = True
+    if per_image_views(processor, view_policy):  # likewise for `view_seeding`
+        settings["view_seeding"] = "per_image"
     digest.update(json.dumps(settings, sort_keys=True).encode())
     modules = {"vision_model": model.clip.vision_model, "visual_projection": model.clip.visual_projection}
     if embedding == "adapted" and model.adapter is not None:

@@ -67,7 +67,7 @@ from ..core.inference_speed import (
 from ..core.model_folder import load_model, model_fingerprint
 from ..errors import UsageError  # noqa: F401  (raised here; importable from here too)
 from ..modeling_uniqa import UniQAModel
-from ..processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image
+from ..processing_uniqa import UniQAImageError, UniQAImageProcessor, load_image, per_image_views
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ def scoring_fingerprint(model_dir: str, model: UniQAModel, processor: UniQAImage
                         columns: list, quantize: str | None = None) -> dict:
     """What decides the numbers of an output: a resume must match it field by field. The
     prompts are their own fields (they change with --prompts), not part of the config's hash.
-    `quantize` and `jpeg_draft` are recorded only when they change the numbers, so outputs written
+    `quantize`, `jpeg_draft` and per-image view seeding are recorded only when they change the numbers, so outputs written
     before they existed still resume."""
     config = _without(model.config.to_dict(), {"prompt_groups", "prompt_group_names", "prompt_input_ids"} | CONFIG_VOLATILE_KEYS)
     return {
@@ -358,7 +358,8 @@ def scoring_fingerprint(model_dir: str, model: UniQAModel, processor: UniQAImage
         "view_seed": view_seed,
         "image_processor": {key: getattr(processor, key) for key in ("crop_size", "shortest_edge", "image_mean", "image_std", "max_aspect_ratio")},
         "columns": columns,
-    } | ({"quantize": quantize} if quantize else {}) | ({"jpeg_draft": True} if processor.draft_size(view_policy) else {})
+    } | ({"quantize": quantize} if quantize else {}) | ({"jpeg_draft": True} if processor.draft_size(view_policy) else {}) \
+      | ({"view_seeding": "per_image"} if per_image_views(processor, view_policy) else {})
 
 
 def parse_csv_row(row: dict) -> dict:

@@ -17,6 +17,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from train_scripts.common.checkpointing import (
     write_model_folder,
 )
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
+from train_scripts.common.flags import add_flag
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset, TrainCrop, image_sources
 from train_scripts.common.metrics import MIN_ITEMS, compute_metrics, srcc
 from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
@@ -80,6 +82,7 @@ class FinetuneConfig:
     bank_cache_dir: str | None = None
     validation_fraction: float = 0.0
     select_on_test: bool = False
+    selection_steps: int | None = None  # evaluate for selection every N steps (the release's val_freq); None: every epoch
     view_policy: str | None = None
     eval_batch_size: int = 64
     num_workers: int = 0
@@ -101,13 +104,15 @@ class FinetuneConfig:
         for name in ("num_train_epochs", "per_device_train_batch_size", "bank_crops", "lora_rank", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("checkpointing_steps", "checkpoints_total_limit"):
+        for name in ("checkpointing_steps", "checkpoints_total_limit", "selection_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}.")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}.")
         if self.select_on_test and self.validation_fraction:
             raise ValueError("Choose one of select_on_test and validation_fraction.")
+        if self.selection_steps and not (self.select_on_test or self.validation_fraction):
+            raise ValueError("selection_steps sets how often a selection evaluates: give select_on_test or validation_fraction with it.")
         if self.view_policy is not None:
             parse_view_policy(self.view_policy)
 
@@ -117,12 +122,56 @@ class FinetuneConfig:
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class RatingSplits:
-    """The parts of a rating dataset a run uses, and its metadata (`data_builders.get_metadata`)."""
+    """The parts of a rating dataset a run uses, and its metadata (`data_builders.get_metadata`,
+    plus `train_parts`: the dataset splits the training part is made of)."""
 
     train: object
     test: object
     validation: object | None
     metadata: dict
+
+
+# The paper's splits (Section V-C): random 80/20 splits of all images for every IQA dataset, the
+# official KonIQ-10k and FLIVE sets included (the release's split files do the same); the standard
+# (official) splits for the IAA sets.
+PAPER_OFFICIAL_SPLITS = ("ava", "aadb", "baid")
+# Official validation parts the paper trains on: BAID's (train + validation = 53,937 images).
+PAPER_TRAIN_ON_VALIDATION = ("baid",)
+
+
+def paper_split_scheme(name: str) -> str:
+    """The `split_scheme` the paper uses for dataset `name`: `official` for AVA, AADB and BAID,
+    `random` (80/20 of all images) for every other dataset."""
+    return "official" if name in PAPER_OFFICIAL_SPLITS else "random"
+
+
+def paper_split_options(name: str, options: dict | None, seed: int) -> dict:
+    """Builder options with the paper's split (`paper_split_scheme`) and `seed`, unless `options`
+    names a split (`split_scheme` or `split_file`) or a seed."""
+    options = dict(options or {})
+    options.setdefault("seed", seed)
+    if not options.get("split_file"):
+        options.setdefault("split_scheme", paper_split_scheme(name))
+    return options
+
+
+def describe_split(split: dict | None, train_parts=("train",)) -> str:
+    """One line saying which split a run used (from the metadata's `split` and `train_parts`)."""
+    split = split or {}
+    scheme = split.get("split_scheme")
+    if scheme == "random":
+        text = f"random {split.get('train_fraction', 0.8):.0%}/{1 - split.get('train_fraction', 0.8):.0%} split {split.get('split_index', 0)} (seed {split.get('seed')}) of all images"
+    elif scheme == "official":
+        text = "the official split"
+    elif scheme == "file":
+        text = f"the split file {split.get('split_file')}"
+    else:
+        text = f"split scheme {scheme!r}"
+    if split.get("few_label") is not None:
+        text += f", {split['few_label']} training images (draw {split.get('repetition', 0)})"
+    if list(train_parts) != ["train"]:
+        text += f", trained on {' + '.join(train_parts)}"
+    return text
 
 
 def load_splits(
@@ -134,17 +183,30 @@ def load_splits(
     seed: int = 123,
     cache_dir: str | None = None,
     options: dict | None = None,
+    train_on_validation: bool | None = None,
 ) -> RatingSplits:
-    """Build dataset `name` and return its train, test and (official) validation parts."""
-    options = dict(options or {})
-    options.setdefault("seed", seed)
+    """Build dataset `name` and return its train, test and (official) validation parts.
+
+    The split is the paper's unless `options` names one (`split_scheme` or `split_file`):
+    `paper_split_scheme(name)`. `train_on_validation`: train on the official train + validation
+    parts (no validation part is left for selection); `None`: the paper's choice (BAID only).
+    """
+    options = paper_split_options(name, options, seed)
     dataset = data_builders.load(name, data_dir, cache_dir=cache_dir, split_index=split_index, few_label=few_label, repetition=repetition, **options)
     metadata = data_builders.get_metadata(dataset)
     if "train" not in dataset or "test" not in dataset:
         raise ValueError(f"{name} at {data_dir}: fine-tuning needs train and test splits, the dataset has {list(dataset)}.")
     if metadata.get("mos_range") is None:
         raise ValueError(f"{name} at {data_dir}: the dataset metadata has no MOS range; pass the mos_range option.")
-    return RatingSplits(dataset["train"], dataset["test"], dataset.get("validation"), metadata)
+    train, validation = dataset["train"], dataset.get("validation")
+    if train_on_validation is None:
+        train_on_validation = name in PAPER_TRAIN_ON_VALIDATION
+    if train_on_validation and validation is not None:
+        train, validation = datasets.concatenate_datasets([train, validation]), None
+        metadata["train_parts"] = ["train", "validation"]
+    else:
+        metadata["train_parts"] = ["train"]
+    return RatingSplits(train, dataset["test"], validation, metadata)
 
 
 def carve_validation(train, fraction: float, seed: int):
@@ -237,11 +299,12 @@ class TrainingProgress:
         self.scheduler = scheduler
         self.epochs: list = []
         self.best_epoch: int | None = None
+        self.best_step: int | None = None
         self.best_srcc = -math.inf
         self.best_state: dict = {}
 
     def save(self, directory: str) -> None:
-        state = {"epochs": self.epochs, "best_epoch": self.best_epoch, "best_srcc": self.best_srcc if self.best_state else None,
+        state = {"epochs": self.epochs, "best_epoch": self.best_epoch, "best_step": self.best_step, "best_srcc": self.best_srcc if self.best_state else None,
                  "scheduler": self.scheduler.state_dict()}
         with open(os.path.join(directory, self.FILE), "w", encoding="utf-8") as handle:
             json.dump(state, handle)
@@ -254,7 +317,7 @@ class TrainingProgress:
             raise FileNotFoundError(f"{path}: missing; {directory} was not written by train_adapter.py.")
         with open(path, encoding="utf-8") as handle:
             state = json.load(handle)
-        self.epochs, self.best_epoch = state["epochs"], state["best_epoch"]
+        self.epochs, self.best_epoch, self.best_step = state["epochs"], state["best_epoch"], state.get("best_step")
         self.best_srcc = -math.inf if state["best_srcc"] is None else state["best_srcc"]
         self.scheduler.load_state_dict(state["scheduler"])
         best = os.path.join(directory, self.BEST_FILE)
@@ -306,11 +369,15 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     for part, data in (("test", splits.test), ("validation", validation_data)):
         if data is not None and len(data) < MIN_ITEMS:  # fail now, not after training
             raise ValueError(f"The {part} part holds {len(data)} images: its correlations need at least {MIN_ITEMS}.")
-    if config.select_on_test:
+    if config.select_on_test and config.selection_steps:
+        selection = f"best test SRCC over evaluations every {config.selection_steps} steps (optimistic: the release's rule and cadence)"
+        selection_data = splits.test
+    elif config.select_on_test:
         selection, selection_data = "best epoch on the test split (optimistic: the release's habit)", splits.test
     elif validation_data is not None:
         how = f"{config.validation_fraction:.0%} carved from the training split" if config.validation_fraction else "the official validation split"
-        selection, selection_data = f"best epoch on a validation part ({how})", validation_data
+        every = f"step of evaluations every {config.selection_steps} steps" if config.selection_steps else "epoch"
+        selection, selection_data = f"best {every} on a validation part ({how})", validation_data
     else:
         selection, selection_data = "last epoch", None
 
@@ -387,6 +454,16 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
         logger.info("Resumed from %s (step %d of %d).", checkpoint, global_step, total_steps)
     first_epoch, skip_batches = divmod(global_step, batches_per_epoch)
 
+    def select(epoch: int, record: dict) -> None:
+        """Evaluate on the selection part; keep the trainable state when it is the best so far."""
+        predictions, mos = evaluate_on(selection_data, "selection")
+        value = abs(srcc(predictions, mos))
+        record.setdefault("selection", []).append({"step": global_step, "srcc": value})
+        record["selection_srcc"] = value
+        if value > progress.best_srcc:
+            progress.best_srcc, progress.best_epoch, progress.best_step = value, epoch + 1, global_step
+            progress.best_state = trainable_state(accelerator.unwrap_model(trainee))
+
     bar = tqdm(total=total_steps, initial=global_step, desc=f"Fine-tuning ({config.mode})", disable=not accelerator.is_local_main_process)
     for epoch in range(first_epoch, config.num_train_epochs):
         trainee.train()
@@ -399,7 +476,7 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
         else:
             keyed = [[(index, epoch) for index in batch] for batch in batches]
             inputs = DataLoader(train_views, batch_sampler=keyed, num_workers=config.num_workers)
-        losses = []
+        losses, record = [], {"epoch": epoch + 1}
         for indices, features in inputs:
             features = features.to(device)
             if bank is not None:
@@ -415,18 +492,17 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
             global_step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if selection_data is not None and config.selection_steps and global_step % config.selection_steps == 0:
+                select(epoch, record)  # the release's cadence: every val_freq iterations
+                trainee.train()
             if config.checkpointing_steps and global_step % config.checkpointing_steps == 0 and global_step % batches_per_epoch:
                 save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
         # The epoch's mean loss over all processes (steps of a resumed epoch only).
         mean_loss = accelerator.gather(torch.stack(losses).mean()[None]).mean().item() if losses else float("nan")
         scheduler.step()
-        record = {"epoch": epoch + 1, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
-        if selection_data is not None:
-            predictions, mos = evaluate_on(selection_data, "selection")
-            record["selection_srcc"] = abs(srcc(predictions, mos))
-            if record["selection_srcc"] > progress.best_srcc:
-                progress.best_srcc, progress.best_epoch = record["selection_srcc"], epoch + 1
-                progress.best_state = trainable_state(accelerator.unwrap_model(trainee))
+        record.update(train_loss=mean_loss, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - epoch_start)
+        if selection_data is not None and not config.selection_steps:
+            select(epoch, record)
         progress.epochs.append(record)
         logger.info("Epoch %d: %s", epoch + 1, record)
         save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
@@ -445,10 +521,13 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
         "mode": config.mode,
         "dataset": metadata.get("dataset"),
         "split": metadata.get("split"),
+        "train_parts": metadata.get("train_parts", ["train"]),
+        "split_description": describe_split(metadata.get("split"), metadata.get("train_parts", ["train"])),
         "num_train": len(train_data),
         "num_test": len(splits.test),
         "selection": selection,
         "selected_epoch": progress.best_epoch or config.num_train_epochs,
+        "selected_step": progress.best_step or global_step,
         "view_policy": view_policy,
         "feature_bank": bool(config.feature_bank),
         "feature_bank_seconds": bank_seconds,
@@ -502,7 +581,7 @@ def write_trained_card(output_dir: str, model_path: str, metadata: dict, results
     card_results = [{
         "dataset": metadata.get("dataset") or "unnamed",
         "split": "test",
-        "protocol": f"one split ({json.dumps(split, sort_keys=True) if split else 'the dataset test split'}), "
+        "protocol": f"one split ({results.get('split_description') or json.dumps(split, sort_keys=True) if split else 'the dataset test split'}), "
                     f"{results['selection']}, {results['view_policy']} views",
         **({"task": metadata["task"]} if metadata.get("task") in ("quality", "aesthetics") else {}),
         **metrics,
@@ -549,14 +628,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="Seed of the random 80/20 splits and few-label draws (123 as in the release). Independent of --seed, "
         "so changing the training seed never moves test images into training.",
     )
-    parser.add_argument("--feature_bank", action="store_true", default=None,
-                        help="Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).")
-    parser.add_argument("--no_feature_bank", "--no-feature_bank", dest="feature_bank", action="store_false",
-                        help="Crop afresh every epoch instead of sampling the bank.")
+    add_flag(parser, "feature_bank", default=None,
+             help="Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).",
+             off_help="Crop afresh every epoch instead of sampling the bank.")
     parser.add_argument("--bank_crops", type=int, default=5, help="Random crops per image in the bank (each also flipped).")
     parser.add_argument("--bank_cache_dir", default=None, help="Keep feature banks here, keyed by backbone, images and augmentation.")
     parser.add_argument("--validation_fraction", type=float, default=0.0, help="Carve this share of the training split for model selection.")
-    parser.add_argument("--select_on_test", action="store_true", help="Pick the best epoch on the test split (the release's habit; optimistic).")
+    add_flag(parser, "select_on_test", help="Pick the best epoch on the test split (the release's habit; optimistic).")
+    parser.add_argument("--selection_steps", type=int, default=None,
+                        help="With --select_on_test (or --validation_fraction): evaluate every N steps, not every epoch, and keep the best "
+                        "(the release's val_freq cadence).")
     parser.add_argument("--view_policy", default=None, help="Test-time views (default: the model's, random10).")
     parser.add_argument("--eval_batch_size", type=int, default=64, help="Views per forward when embedding.")
     parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers decoding images.")
@@ -583,6 +664,7 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> FinetuneConfig:
         bank_cache_dir=args.bank_cache_dir,
         validation_fraction=args.validation_fraction,
         select_on_test=args.select_on_test,
+        selection_steps=args.selection_steps,
         view_policy=args.view_policy,
         eval_batch_size=args.eval_batch_size,
         num_workers=args.num_workers,
