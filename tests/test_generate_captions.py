@@ -324,6 +324,6 @@ def test_dataset_option_reaches_the_builder(tmp_path, dataset):
     with open(os.path.join(data_dir, "notes.csv"), "w") as handle:  # two CSVs: the builder needs to be told which
         handle.write("a,b\n")
     output = tmp_path / "captions.jsonl"
-    assert run(tmp_path, data_dir, output, "--captioner", "template", "--captions_per_image", "1",
+    assert run(tmp_path, data_dir, output, "--task", "quality", "--captioner", "template", "--captions_per_image", "1",
                "--dataset_option", "label_file=scores.csv") == 0
     assert sorted(row["image_name"] for row in read_jsonl(output)) == sorted(info["names"])
