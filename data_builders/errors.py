@@ -10,7 +10,9 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["DatasetFormatError", "MissingLabelFileError", "MissingImageError", "row_position"]
+from modeling_uniqa.errors import UniQAError
+
+__all__ = ["DatasetFormatError", "MissingLabelFileError", "MissingImageError", "UnknownDatasetError", "row_position"]
 
 
 def row_position(row: Mapping[str, Any], source: str) -> str:
@@ -22,7 +24,11 @@ def row_position(row: Mapping[str, Any], source: str) -> str:
     return line if path is None or path == source else f"{line} of {path}"
 
 
-class DatasetFormatError(ValueError):
+class UnknownDatasetError(UniQAError, ValueError):
+    """A dataset or corpus name that no builder has (the message lists the names there are)."""
+
+
+class DatasetFormatError(UniQAError, ValueError):
     """A label or caption file does not have the layout the builder expects.
 
     Attributes:

@@ -9,6 +9,7 @@ import datasets
 
 from .builders import ImageBuilder
 from .corpora import AVACaptions, CaptionJSONL, LLaVAConversations, UniQACorpus
+from .errors import UnknownDatasetError
 from .iaa import AADB, AVA, BAID
 from .iqa import AGIQA3K, CLIVE, CSIQ, FLIVE, LIVE, SPAQ, TID2013, FolderCSV, KADID10k, KonIQ10k
 
@@ -47,7 +48,7 @@ def get_builder(name: str) -> type[ImageBuilder]:
     """The builder class registered under ``name`` (case-insensitive, ``-`` = ``_``)."""
     key = name.lower().replace("-", "_")
     if key not in BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(BUILDERS)}")
+        raise UnknownDatasetError(f"unknown dataset {name!r}; available: {', '.join(BUILDERS)}")
     return BUILDERS[key]
 
 

@@ -12,9 +12,11 @@ from train_scripts.common.checkpointing import (
     JsonState,
     ResumeError,
     RunLayout,
+    checkpoint_folder,
     checkpoint_step,
     fingerprint,
     list_checkpoints,
+    remove_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
     write_model_folder,
@@ -73,7 +75,7 @@ def test_incomplete_checkpoint_folder_is_skipped_by_latest_and_refused_by_name(t
     accelerator = Accelerator(cpu=True)
     _training_state(accelerator)
     save_checkpoint(accelerator, str(tmp_path), 5)
-    assert os.path.isfile(tmp_path / "checkpoint-5" / COMPLETE_FILE)
+    assert os.path.isfile(os.path.join(checkpoint_folder(str(tmp_path)), "checkpoint-5", COMPLETE_FILE))
     (tmp_path / "checkpoint-9").mkdir()  # e.g. copied in part: files but no completion mark
     (tmp_path / "checkpoint-9" / "model.safetensors").write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="train_scripts.common.checkpointing"):
@@ -98,7 +100,7 @@ def test_a_fresh_start_over_an_earlier_run_is_refused(tmp_path):
     accelerator = Accelerator(cpu=True)
     _training_state(accelerator)
     save_checkpoint(accelerator, str(tmp_path / "run"), 3)
-    with pytest.raises(ResumeError, match=r"holds an earlier run \(checkpoint-3\): resume it"):
+    with pytest.raises(ResumeError, match=r"holds an earlier run \(\S+run\.checkpoints/checkpoint-3\): resume it"):
         resolve_checkpoint(str(tmp_path / "run"), None)
     (tmp_path / "finished").mkdir()
     (tmp_path / "finished" / "config.json").write_text("{}")  # a saved model, checkpoints pruned
@@ -111,6 +113,28 @@ def test_a_fresh_start_over_an_earlier_run_is_refused(tmp_path):
             resolve_checkpoint(str(tmp_path / "killed"), resume)
     (tmp_path / "empty" / "checkpoint-2.partial").mkdir(parents=True)  # a killed save: ignored
     assert resolve_checkpoint(str(tmp_path / "empty"), "latest") is None
+
+
+def test_checkpoints_lie_beside_the_output_folder_and_older_runs_inside_it_still_resume(tmp_path):
+    """Issue #23: the folder that is the model holds no checkpoints (a finished demo model kept
+    two, 96 MB for 32 MB of weights); runs started before keep resuming from theirs."""
+    accelerator = Accelerator(cpu=True)
+    _training_state(accelerator)
+    output = str(tmp_path / "model")
+    path = save_checkpoint(accelerator, output, 3)
+    assert path == os.path.join(str(tmp_path / "model.checkpoints"), "checkpoint-3") == os.path.join(checkpoint_folder(output), "checkpoint-3")
+    assert os.listdir(tmp_path) == ["model.checkpoints"]  # nothing in the output folder
+    assert resolve_checkpoint(output, "latest") == path
+
+    legacy = str(tmp_path / "legacy")
+    os.makedirs(legacy)
+    old = save_checkpoint(accelerator, legacy, 2)
+    os.rename(old, os.path.join(legacy, "checkpoint-2"))  # where earlier versions saved it
+    assert resolve_checkpoint(legacy, "latest") == os.path.join(legacy, "checkpoint-2")
+    save_checkpoint(accelerator, legacy, 4, total_limit=1)  # the new one beside, the old one pruned
+    assert list_checkpoints(legacy) == [os.path.join(checkpoint_folder(legacy), "checkpoint-4")]
+    remove_checkpoints(legacy)
+    assert not os.path.exists(checkpoint_folder(legacy)) and os.listdir(legacy) == []
 
 
 def test_run_layout_refuses_a_resume_that_changed_the_run(tmp_path):

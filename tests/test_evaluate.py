@@ -60,6 +60,7 @@ def test_splits_runner_trains_once_per_disjoint_split_and_resumes(workspace, tmp
     assert results["summary"]["srcc"]["mean"] == pytest.approx(statistics.fmean(srccs))
     assert "| UniQA, paper (adapter) | 0.933 | 0.941 |" in markdown and "ours (median of 3 splits)" in markdown
     assert not [name for name in os.listdir(tmp_path / "runs" / "split_0") if name.startswith("checkpoint-")]
+    assert not os.path.exists(tmp_path / "runs" / "split_0.checkpoints")  # a finished run's checkpoints are removed
 
     # A second call reuses the finished runs (an interrupted evaluation resumes).
     os.remove(tmp_path / "runs" / "split_2" / "eval_results.json")
@@ -82,6 +83,7 @@ def test_splits_runner_under_two_processes_changes_its_run_folders_from_the_main
         run_dir = output / "runs" / split
         assert (run_dir / "predictions.json").is_file() and (run_dir / "split.json").is_file()
         assert not [name for name in os.listdir(run_dir) if name.startswith("checkpoint-")]
+        assert not os.path.exists(output / "runs" / f"{split}.checkpoints")
     assert len(json.loads((output / "results.json").read_text())["runs"]) == 2
 
 

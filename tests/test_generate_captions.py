@@ -314,3 +314,16 @@ def test_two_processes_write_one_file_equal_to_one_process(tmp_path, dataset):
     assert "2 process(es)" in result.stderr
     assert read_jsonl(tmp_path / "two.jsonl") == read_jsonl(tmp_path / "one.jsonl")
     assert part_files(str(tmp_path / "two.jsonl")) == []
+
+
+def test_dataset_option_reaches_the_builder(tmp_path, dataset):
+    """Issue #23: `--dataset_option`, as train_adapter.py and evaluate.py take it (a label file
+    under another name, say)."""
+    data_dir, info = dataset
+    os.rename(os.path.join(data_dir, "labels.csv"), os.path.join(data_dir, "scores.csv"))
+    with open(os.path.join(data_dir, "notes.csv"), "w") as handle:  # two CSVs: the builder needs to be told which
+        handle.write("a,b\n")
+    output = tmp_path / "captions.jsonl"
+    assert run(tmp_path, data_dir, output, "--task", "quality", "--captioner", "template", "--captions_per_image", "1",
+               "--dataset_option", "label_file=scores.csv") == 0
+    assert sorted(row["image_name"] for row in read_jsonl(output)) == sorted(info["names"])

@@ -102,8 +102,10 @@ def test_resume_from_a_mid_epoch_checkpoint_gives_the_same_model(workspace, tmp_
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     config = _config(num_train_epochs=3, checkpointing_steps=3)  # 4 steps an epoch: step 6 is mid-epoch 2
     expected = finetune(workspace["model"], splits, straight, config)
-    shutil.copytree(os.path.join(straight, "checkpoint-6"), os.path.join(resumed, "checkpoint-6"))
-    with open(os.path.join(resumed, "checkpoint-6", "training_progress.json")) as handle:
+    # Checkpoints lie beside the model folder, not in it.
+    assert not [name for name in os.listdir(straight) if name.startswith("checkpoint-")]
+    shutil.copytree(os.path.join(straight + ".checkpoints", "checkpoint-6"), os.path.join(resumed + ".checkpoints", "checkpoint-6"))
+    with open(os.path.join(resumed + ".checkpoints", "checkpoint-6", "training_progress.json")) as handle:
         assert [epoch["epoch"] for epoch in json.load(handle)["epochs"]] == [1]
     got = finetune(workspace["model"], splits, resumed, _config(num_train_epochs=3, checkpointing_steps=3, resume_from_checkpoint="latest"))
     assert [epoch["epoch"] for epoch in got["epochs"]] == [1, 2, 3]
@@ -267,7 +269,7 @@ def test_image_views_read_paths_and_embedded_bytes_alike_and_name_bad_files(work
 def test_resume_refuses_changed_settings_and_fresh_runs_over_an_earlier_run(workspace, tmp_path):
     splits, output = _splits(workspace), str(tmp_path / "run")
     finished = finetune(workspace["model"], splits, output, _config(num_train_epochs=1))
-    with pytest.raises(ResumeError, match=r"holds an earlier run \(checkpoint-4, a saved model"):
+    with pytest.raises(ResumeError, match=r"holds an earlier run \(\S+run\.checkpoints/checkpoint-4, a saved model"):
         finetune(workspace["model"], splits, output, _config(num_train_epochs=1))  # a fresh start would mix runs
     with pytest.raises(ResumeError, match="per_device_train_batch_size: 8 then, 4 now"):
         finetune(workspace["model"], splits, output, _config(num_train_epochs=1, per_device_train_batch_size=4, resume_from_checkpoint="latest"))
@@ -295,7 +297,7 @@ def test_empty_training_split_and_too_small_test_split_are_refused_before_traini
     tiny_test = replace(splits, test=splits.test.select([0, 1]))
     with pytest.raises(ValueError, match="test part holds 2 images: its correlations need at least 3"):
         finetune(workspace["model"], tiny_test, str(tmp_path / "b"), _config())
-    assert not os.path.exists(str(tmp_path / "b" / "checkpoint-4"))
+    assert not os.path.exists(str(tmp_path / "b.checkpoints" / "checkpoint-4"))
 
 
 def test_trained_cards_inherit_the_licence_and_leave_out_undefined_correlations(saved_tiny_model, tmp_path):

@@ -151,7 +151,8 @@ def test_reference_run_logs_checkpoints_and_saves_a_zero_shot_uniqa_model(worksp
     assert all(math.isfinite(loss) for *_, loss in curve)
     evals = [r for r in records if "eval/zero_shot_srcc" in r]
     assert [r["step"] for r in evals] == [3, 6] and all(-1 <= r["eval/zero_shot_srcc"] <= 1 for r in evals)
-    assert sorted(n for n in os.listdir(reference_run) if n.startswith("checkpoint-")) == [
+    assert not [n for n in os.listdir(reference_run) if n.startswith("checkpoint-")]  # beside the model, not in it
+    assert sorted(n for n in os.listdir(checkpoints_of(reference_run)) if n.startswith("checkpoint-")) == [
         "checkpoint-4",
         "checkpoint-6",
     ]
@@ -211,8 +212,14 @@ def wait_for(condition, timeout: float = 300, interval: float = 0.05) -> bool:
     return True
 
 
+def checkpoints_of(output_dir):
+    """Where a run into `output_dir` keeps its checkpoints: beside it."""
+    return type(output_dir)(str(output_dir) + ".checkpoints") if not isinstance(output_dir, str) else output_dir + ".checkpoints"
+
+
 def checkpoint_folders(output_dir):
-    return sorted(name for name in os.listdir(output_dir) if name.startswith("checkpoint-"))
+    folder = checkpoints_of(output_dir)
+    return sorted(name for name in os.listdir(folder) if name.startswith("checkpoint-")) if os.path.isdir(folder) else []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="stops the run with FIFOs, SIGKILL and /proc")
@@ -263,11 +270,11 @@ def test_fresh_runs_over_a_run_and_changed_resumes_are_refused_and_divergence_st
 
     output_dir = tmp_path / "run"
     run(output_dir)
-    assert os.path.isdir(output_dir / "checkpoint-2") and os.path.isfile(output_dir / "config.json")
-    with open(output_dir / "checkpoint-2" / "lr_scheduler.json") as handle:  # JSON: nothing unpickled with weights_only=False
+    assert os.path.isdir(checkpoints_of(output_dir) / "checkpoint-2") and os.path.isfile(output_dir / "config.json")
+    with open(checkpoints_of(output_dir) / "checkpoint-2" / "lr_scheduler.json") as handle:  # JSON: nothing unpickled with weights_only=False
         assert json.load(handle)["last_epoch"] == 2
-    assert not [name for name in os.listdir(output_dir / "checkpoint-2") if name.startswith("custom_checkpoint")]
-    with pytest.raises(ResumeError, match=r"holds an earlier run \(checkpoint-2, a saved model"):
+    assert not [name for name in os.listdir(checkpoints_of(output_dir) / "checkpoint-2") if name.startswith("custom_checkpoint")]
+    with pytest.raises(ResumeError, match=r"holds an earlier run \(\S+run\.checkpoints/checkpoint-2, a saved model"):
         run(output_dir)
     with pytest.raises(ResumeError, match="learning_rate: 0.001 then, 0.002 now"):
         run(output_dir, "--resume_from_checkpoint", "latest", "--learning_rate", "2e-3")
@@ -341,7 +348,7 @@ def test_several_crops_per_image_train_with_their_own_layout(workspace, tmp_path
     result = run_single(args)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "global batch 2 images x 2 crops" in result.stderr
-    with open(output_dir / "checkpoint-2" / "run_layout.json") as handle:
+    with open(checkpoints_of(output_dir) / "checkpoint-2" / "run_layout.json") as handle:
         layout = json.load(handle)
     assert layout["crops_per_image"] == 2 and layout["detail_prob"] == 0.5 and layout["detail_candidates"] == 4
     assert len(curve_records(read_log(output_dir))) == 2

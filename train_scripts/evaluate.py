@@ -63,8 +63,9 @@ import data_builders
 from modeling_uniqa.configuration_uniqa import view_count
 from modeling_uniqa.core.atomic_files import atomic_write_text
 from modeling_uniqa.core.model_folder import load_model
+from modeling_uniqa.core.output_lock import output_lock
 from train_scripts.common import paper_results
-from train_scripts.common.checkpointing import list_checkpoints
+from train_scripts.common.checkpointing import list_checkpoints, remove_checkpoints
 from train_scripts.common.finetune import (
     RESULTS_FILE,
     FinetuneConfig,
@@ -76,6 +77,7 @@ from train_scripts.common.finetune import (
     paper_split_options,
 )
 from train_scripts.common.flags import add_flag
+from train_scripts.common.image_check import DEFAULT_MAX_BAD_FRACTION, SkippedImages, drop_unreadable
 from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
 from train_scripts.common.metrics import compute_metrics
 from train_scripts.common.script import TRAINING_ERRORS, run_script
@@ -153,6 +155,7 @@ class ScoringOptions:
     device: str = "cpu"
     logistic: bool = False  # also the PLCC after a 4-parameter logistic fit
     tokenizer: str | None = None  # for `prompts`; None: the model folder's if it fits, else OpenAI's BPE
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION  # unreadable images skipped, up to this share of the data
 
 
 def load_full(name: str, data_dir: str, cache_dir: str | None, options: dict):
@@ -164,9 +167,11 @@ def load_full(name: str, data_dir: str, cache_dir: str | None, options: dict):
 def evaluate_model(model_path: str, data, metadata: dict, scoring: ScoringOptions, use_adapter: bool | None = None, prompts: str | None = None) -> dict:
     """Score the model in `model_path` on `data`: metrics plus predictions for the plot."""
     model, processor, _ = load_model(model_path, use_adapter=use_adapter, prompts=prompts, tokenizer_dir=scoring.tokenizer)
+    skipped = SkippedImages()
+    data = drop_unreadable(data, "evaluated", processor, skipped, scoring.max_bad_fraction, scoring.num_workers)
     scores = predict(model, processor, data, scoring.view_policy, scoring.eval_batch_size, scoring.num_workers, scoring.device)
     metrics, predicted_mos, mos = score_metrics(scores, data, metadata, scoring.logistic)
-    return {**metrics, "num_images": len(data), "prompt_groups": model.config.prompt_group_names,
+    return {**metrics, "num_images": len(data), "skipped_images": skipped.as_results(), "prompt_groups": model.config.prompt_group_names,
             "view_policy": scoring.view_policy or model.config.view_policy, "training_dataset": model.config.training_dataset,
             "_plot": (predicted_mos, mos)}
 
@@ -249,9 +254,7 @@ def run_training(
         results["plcc_logistic"] = compute_metrics(predicted_mos, results["mos"], logistic=True)["plcc_logistic"]
     if state.is_main_process:
         atomic_write_text(predictions_file, json.dumps(plot))  # last: its presence marks the run finished
-        for name in os.listdir(run_dir):  # the run is complete: its resume checkpoints are no longer needed
-            if name.startswith("checkpoint-"):
-                shutil.rmtree(os.path.join(run_dir, name))
+        remove_checkpoints(run_dir)  # the run is complete: its resume checkpoints are no longer needed
         if not keep_run_model:
             weights = os.path.join(run_dir, "model.safetensors")
             if os.path.isfile(weights):
@@ -454,7 +457,7 @@ def run_protocol(args: argparse.Namespace) -> dict:
             return protocol_splits(args.model, dataset, config, args.output_dir, args.num_splits, **runs)
         return protocol_few_label(args.model, dataset, config, args.output_dir, args.few_label_sizes, args.repetitions, args.split_index,
                                   single_prompt=args.single_prompt, **runs)
-    scoring = ScoringOptions(args.view_policy, args.eval_batch_size, args.num_workers, args.device, args.logistic, args.tokenizer)
+    scoring = ScoringOptions(args.view_policy, args.eval_batch_size, args.num_workers, args.device, args.logistic, args.tokenizer, args.max_bad_fraction)
     if args.protocol == "single":
         return protocol_single(args.model, dataset, scoring, args.split, args.split_index, prompts=args.prompts)
     if args.protocol == "cross":
@@ -466,6 +469,11 @@ def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
+    with output_lock(args.output_dir, "--output_dir"):  # one run at a time into a folder
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
     os.makedirs(args.output_dir, exist_ok=True)
     results = run_protocol(args)
     if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` the main process writes the reports

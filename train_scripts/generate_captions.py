@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 import data_builders
 from data_builders.distortions import distortion_phrase
 from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError
+from modeling_uniqa.core.output_lock import output_lock
 from modeling_uniqa.processing_uniqa import UniQAImageError, load_image
 from modeling_uniqa.scoring.sharded_output import OutputError, ShardedOutput, check_writable
 from train_scripts.common.captioning import (
@@ -57,6 +58,7 @@ from train_scripts.common.captioning import (
     format_prompt,
     load_prompt_templates,
 )
+from train_scripts.common.dataset_options import add_dataset_option_argument
 from train_scripts.common.flags import add_flag
 from train_scripts.common.script import run_script
 
@@ -78,6 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--split", default="train", help="Which split to caption (default train); 'full' = every labelled image.")
     parser.add_argument("--image_dir", default=None, help="Where the images are, if not in the dataset's usual folder.")
     parser.add_argument("--cache_dir", default=None, help="datasets cache folder (default: the datasets cache).")
+    add_dataset_option_argument(parser)
     parser.add_argument("--task", required=True, choices=TASKS, help="quality (IQA prompt) or aesthetics (IAA prompt).")
     parser.add_argument("--captioner", default="template", help="'template' (offline sentences) or an image-text-to-text model id or folder, e.g. llava-hf/llava-1.5-7b-hf.")
     parser.add_argument("--output", required=True, help="The JSONL file to write (one caption a line).")
@@ -116,7 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------
 def load_images_with_levels(
     dataset: str, data_dir: str, split: str, levels: str = "quintile", image_dir: str | None = None,
-    cache_dir: str | None = None, max_images: int | None = None,
+    cache_dir: str | None = None, max_images: int | None = None, dataset_options: dict | None = None,
 ) -> list:
     """``[{"image", "image_name", "mos", "level"}]`` of one split of a rating dataset, in dataset order.
 
@@ -126,7 +129,9 @@ def load_images_with_levels(
     builder = data_builders.get_builder(dataset)
     if not hasattr(builder, "HIGHER_IS_BETTER"):
         raise ValueError(f"--dataset {dataset}: a caption corpus, not a rating dataset (it has no MOS to turn into levels)")
-    options = {"split_scheme": "full"} if split == "full" else {}
+    options = dict(dataset_options or {})  # --dataset_option: builder options (mos_range, label_file...)
+    if split == "full":
+        options["split_scheme"] = "full"
     if image_dir is not None:
         options["image_dir"] = image_dir
     splits = data_builders.load(dataset, data_dir, cache_dir=cache_dir, **options)
@@ -274,12 +279,18 @@ def caption_with_model(captioner, job: CaptionJob, work: list, items: list, batc
 # --------------------------------------------------------------------------------------------
 def main(args) -> int:
     """Caption the split; returns 0 when some captions were written, 1 when none (like ``uniqa score``)."""
+    with output_lock(args.output, "--output"):  # one run at a time into an output
+        return _caption(args)
+
+
+def _caption(args) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     accelerator = Accelerator()
     check_writable(args.output)  # before any costly work
     template = load_prompt_templates(args.prompt_file, args.task) if args.prompt_file else PROMPT_TEMPLATES[args.task]
     with accelerator.main_process_first():  # one process builds the datasets cache, the others read it
-        items = load_images_with_levels(args.dataset, args.data_dir, args.split, args.levels, args.image_dir, args.cache_dir, args.max_images)
+        items = load_images_with_levels(args.dataset, args.data_dir, args.split, args.levels, args.image_dir, args.cache_dir, args.max_images,
+                                        dict(args.dataset_option))
     captioner = build_captioner(
         args.captioner, accelerator.device, args.dtype, args.temperature, args.top_p, args.top_k, args.max_new_tokens
     )

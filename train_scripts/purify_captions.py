@@ -47,6 +47,7 @@ from transformers import AutoConfig, AutoTokenizer, CLIPModel
 import data_builders
 from data_builders.errors import DatasetFormatError, MissingImageError, MissingLabelFileError
 from modeling_uniqa import UniQAModel  # also registers the uniqa model type
+from modeling_uniqa.core.output_lock import output_lock
 from modeling_uniqa.processing_uniqa import UniQAImageProcessor
 from modeling_uniqa.scoring.score_images import ImageViews, Normalizer, collate_views
 from modeling_uniqa.scoring.sharded_output import OutputError, ShardedOutput, check_writable, write_atomic
@@ -247,6 +248,11 @@ def summary_path(output: str) -> str:
 # --------------------------------------------------------------------------------------------
 def main(args) -> int:
     """Purify the corpus; returns 0 when some comments were kept, 1 when none (like ``uniqa score``)."""
+    with output_lock(args.output, "--output"):  # one run at a time into an output
+        return _purify(args)
+
+
+def _purify(args) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     accelerator = Accelerator()
     check_writable(args.output)

@@ -45,6 +45,7 @@ import argparse
 import logging
 
 import data_builders
+from modeling_uniqa.core.output_lock import output_lock
 from train_scripts.common.finetune import (  # noqa: F401  (the names tests and callers use from here)
     DEFAULT_EPOCHS,
     EPOCH_PRESETS,
@@ -102,6 +103,11 @@ def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
+    with output_lock(args.output_dir, "--output_dir"):  # refused before the data is built when in use
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> dict:
     config = config_from_args(args, args.dataset)
     options = dict(args.dataset_option) | ({"split_scheme": args.split_scheme} if args.split_scheme else {})
     splits = load_splits(args.dataset, args.data_dir, args.split_index, args.few_label, args.repeat, args.split_seed, args.cache_dir, options,

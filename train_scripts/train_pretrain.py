@@ -42,17 +42,23 @@ from transformers import AutoConfig, CLIPModel, SchedulerType, get_scheduler
 
 from modeling_uniqa import NAMED_PROMPT_GROUPS, UniQAImageProcessor, UniQAModel
 from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
+from modeling_uniqa.core import model_folder
+from modeling_uniqa.core.output_lock import output_lock
+from modeling_uniqa.errors import ModelFolderError
 from train_scripts.common.checkpointing import (
     JsonState,
     RunLayout,
+    check_output_space,
     checkpoint_step,
     fingerprint,
     resolve_checkpoint,
+    run_bytes,
     save_checkpoint,
     tensors_fingerprint,
     write_model_folder,
 )
 from train_scripts.common.clip_loss import ClipLoss
+from train_scripts.common.errors import SettingsError
 from train_scripts.common.flags import add_flag
 from train_scripts.common.metrics import MIN_ITEMS, plcc, srcc
 from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
@@ -126,7 +132,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument(
         "--prompts", default=None, help="Prompt groups of the saved model (default: the init's, or 'default')."
     )
-    data.add_argument("--dataloader_num_workers", type=int, default=4)
+    data.add_argument(
+        "--dataloader_num_workers",
+        type=int,
+        default=default_num_workers(),
+        help="DataLoader workers decoding images (default: the CPU cores this process may use, at most 4, minus one for the main process).",
+    )
 
     train = parser.add_argument_group("optimisation")
     train.add_argument("--num_train_epochs", type=int, default=5)
@@ -205,6 +216,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def default_num_workers(cap: int = 4) -> int:
+    """DataLoader workers for the cores this process may use: one fewer than the cores (the main
+    process needs one), at most `cap`; 0 on a single core. (Four workers on two cores trip
+    PyTorch's excessive-workers warning and slow the run down.)"""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(cap, cores - 1))
+
+
 # --------------------------------------------------------------------------------- model
 class ContrastiveCLIP(nn.Module):
     """The module DDP wraps: both towers and the temperature in one forward.
@@ -234,15 +256,20 @@ def load_tokenizer(init: str):
     try:
         return resolve_prompt_tokenizer(init)
     except (OSError, ValueError) as error:
-        raise ValueError(f"--init {init}: {error}") from error
+        raise ModelFolderError(f"--init {init}: {error}") from error
 
 
 def load_init(init: str):
     """``(UniQAModel without adapter, fp32, tokenizer)`` from a CLIP or UniQA checkpoint."""
-    config = AutoConfig.from_pretrained(init)
+    try:
+        config = AutoConfig.from_pretrained(init)
+    except (OSError, ValueError) as error:  # a data folder, a missing path, a malformed config.json
+        raise ModelFolderError(
+            f"--init {init}: not a CLIP or UniQA model folder or Hub id ({' '.join(str(error).split())[:300]})."
+        ) from error
     if config.model_type == "uniqa":
         tokenizer = load_tokenizer(init)
-        model = UniQAModel.from_pretrained(init, dtype=torch.float32)
+        model = model_folder.load_model_folder(init) if os.path.isdir(init) else UniQAModel.from_pretrained(init, dtype=torch.float32)
         if model.adapter is not None:
             logger.warning(
                 f"--init {init} has an adapter: dropped (pre-training changes the features it was fitted to)."
@@ -254,7 +281,7 @@ def load_init(init: str):
         clip = CLIPModel.from_pretrained(init, dtype=torch.float32)
         model = UniQAModel.from_clip(clip, tokenizer=tokenizer, use_adapter=False)
     else:
-        raise ValueError(f"--init {init}: expected a CLIP or UniQA checkpoint, got model_type {config.model_type!r}.")
+        raise ModelFolderError(f"--init {init}: model_type {config.model_type!r}: not a CLIP or UniQA model.")
     return model.float(), tokenizer
 
 
@@ -327,6 +354,11 @@ def _tracker_config(args) -> dict:
 # --------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> str:
     """Pre-train and save the UniQA folder; returns ``args.output_dir``."""
+    with output_lock(args.output_dir, "--output_dir"):  # one run at a time into a folder
+        return pretrain(args)
+
+
+def pretrain(args: argparse.Namespace) -> str:
     report_to = None if args.report_to in (None, "", "none") else args.report_to
     if report_to == "tensorboard" and not is_tensorboard_available():
         logging.getLogger(__name__).warning("tensorboard is not installed: logging to the JSONL file only.")
@@ -363,6 +395,7 @@ def main(args: argparse.Namespace) -> str:
     if args.gradient_checkpointing:
         clip.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.level_scores.requires_grad_(False)  # not part of pre-training
+    check_output_space(args.output_dir, run_bytes(clip, args.checkpoints_total_limit))
 
     # Data: built on the main process first so the builders' caches are written once.
     with accelerator.main_process_first():
@@ -376,11 +409,11 @@ def main(args: argparse.Namespace) -> str:
     per_device = args.per_device_train_batch_size
     if per_device is None:
         if args.train_batch_size % world:
-            raise ValueError(f"--train_batch_size {args.train_batch_size} is not divisible by {world} processes.")
+            raise SettingsError(f"--train_batch_size {args.train_batch_size} is not divisible by {world} processes.")
         per_device = args.train_batch_size // world
     crops = args.crops_per_image
     if per_device % crops:
-        raise ValueError(f"A batch of {per_device} views per process is not divisible by --crops_per_image {crops}.")
+        raise SettingsError(f"A batch of {per_device} views per process is not divisible by --crops_per_image {crops}.")
     size = clip.config.vision_config.image_size
     transform = PretrainTransform(
         size=size, mode=args.image_transform, hflip=args.hflip, detail_prob=args.detail_prob, detail_candidates=args.detail_candidates
@@ -389,8 +422,9 @@ def main(args: argparse.Namespace) -> str:
     sampler = GlobalBatchSampler(len(dataset), per_device // crops, world, accelerator.process_index, seed=args.seed)
     steps_per_epoch = len(sampler)
     if steps_per_epoch == 0:
-        raise ValueError(
-            f"{len(dataset)} images are fewer than one global batch of {sampler.global_batch_size}: lower the batch size."
+        raise SettingsError(
+            f"{len(dataset)} images are fewer than one global batch of {sampler.global_batch_size}: lower the batch size "
+            "(--train_batch_size or --per_device_train_batch_size)."
         )
     max_length = args.max_caption_length or clip.config.text_config.max_position_embeddings
     dataloader = DataLoader(

@@ -3,6 +3,7 @@
 import argparse
 import logging
 
+from ..core.output_lock import output_lock
 from ..hub.heads import add_head, list_heads, remove_head
 
 logger = logging.getLogger(__name__)
@@ -42,13 +43,15 @@ def run(args) -> int:
                 print(f"{row['name']}\t{row['kind']}\t{row['task']}\t{','.join(row['prompt_groups'])}{dataset}{mos}")
         elif args.heads_command == "add":
             prompt_groups = args.prompts if args.prompts is not None else args.custom_prompts
-            add_head(
-                args.directory, args.name, source=args.source, source_head=args.source_head,
-                prompt_groups=prompt_groups, tokenizer=args.tokenizer, task=args.task, replace=args.replace,
-            )
+            with output_lock(args.directory, "model folder"):  # one change at a time
+                add_head(
+                    args.directory, args.name, source=args.source, source_head=args.source_head,
+                    prompt_groups=prompt_groups, tokenizer=args.tokenizer, task=args.task, replace=args.replace,
+                )
             print(f"Added head {args.name!r} to {args.directory}")
         else:
-            remove_head(args.directory, args.name)
+            with output_lock(args.directory, "model folder"):
+                remove_head(args.directory, args.name)
             print(f"Removed head {args.name!r} from {args.directory}")
     except (ValueError, FileNotFoundError, OSError) as error:  # AdapterMismatchError is a ValueError
         logger.error("%s", error)

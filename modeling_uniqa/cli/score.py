@@ -14,6 +14,7 @@ from ..core.cpu_runtime import prepare_cpu_process
 from ..core.default_model import DEFAULT_MODEL
 from ..core.device_defaults import local_process_count
 from ..core.inference_speed import QUANTIZE_CHOICES
+from ..core.output_lock import output_lock
 from ..core.runtime import DTYPES
 from ..errors import ModelFolderError, OutputError, UsageError
 from ..scoring.image_scorer import ImageScorer
@@ -171,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
         prepare_cpu_process(args.no_malloc_tuning, args.threads)  # before any model or image memory is allocated
     # The device's defaults (`device_defaults`), for every path below: files, tar shards, --dataset.
     options = options.resolved(state.device, local_process_count())
+    with output_lock(args.output, "--output"):  # one run at a time into an output
+        return _run_locked(args, options, state)
+
+
+def _run_locked(args: argparse.Namespace, options: ScoreOptions, state: PartialState) -> int:
     if args.dataset is not None:
         return run_dataset(
             options, state, dataset=args.dataset, split=args.split, image_column=args.image_column, num_proc=args.num_proc,

@@ -1,6 +1,9 @@
 """Step checkpoints and the output folder of the training scripts.
 
-Each checkpoint is an `accelerator.save_state` folder `<output_dir>/checkpoint-<step>`. It is
+Each checkpoint is an `accelerator.save_state` folder `checkpoint-<step>` in the run's checkpoint
+folder, `<output_dir>.checkpoints` (`checkpoint_folder`): beside the output folder, never inside
+the folder that is the model (a model folder holds the model only; checkpoints of runs started
+before this layout, inside `<output_dir>`, are still found and resumed from). It is
 written under a temporary name, marked complete (`COMPLETE_FILE`) and renamed once finished, so
 a run killed while saving never leaves a checkpoint that `--resume_from_checkpoint latest` would
 pick up; a `checkpoint-<step>` folder without the mark (copied in part, say) is skipped with a
@@ -22,7 +25,7 @@ from collections.abc import Callable, Iterable
 
 from accelerate import Accelerator
 
-from modeling_uniqa.errors import UniQAError
+from modeling_uniqa.errors import OutputError, UniQAError
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ MODEL_CONFIG_FILE = "config.json"
 _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 _PARTIAL_SUFFIX = ".partial"
 _MODEL_STAGING = ".model.partial"
+CHECKPOINTS_SUFFIX = ".checkpoints"
 
 
 class ResumeError(UniQAError, ValueError):
@@ -53,17 +57,32 @@ def is_complete_checkpoint(path: str) -> bool:
     return os.path.isfile(os.path.join(path, COMPLETE_FILE))
 
 
+def checkpoint_folder(output_dir: str) -> str:
+    """Where a run into `output_dir` keeps its checkpoints: `<output_dir>.checkpoints`, beside it."""
+    return os.path.normpath(output_dir) + CHECKPOINTS_SUFFIX
+
+
 def _checkpoint_folders(output_dir: str) -> list[str]:
-    """Every `checkpoint-<step>` folder under `output_dir`, complete or not, oldest step first."""
-    if not os.path.isdir(output_dir):
-        return []
-    names = [name for name in os.listdir(output_dir) if _CHECKPOINT_NAME.match(name)]
-    paths = [os.path.join(output_dir, name) for name in names if os.path.isdir(os.path.join(output_dir, name))]
+    """Every `checkpoint-<step>` folder of the run into `output_dir` (in `checkpoint_folder`, or
+    inside `output_dir` where runs started before that layout left them), complete or not, oldest
+    step first."""
+    paths = []
+    for folder in (checkpoint_folder(output_dir), output_dir):
+        if os.path.isdir(folder):
+            names = [name for name in os.listdir(folder) if _CHECKPOINT_NAME.match(name)]
+            paths += [os.path.join(folder, name) for name in names if os.path.isdir(os.path.join(folder, name))]
     return sorted(paths, key=checkpoint_step)
 
 
+def remove_checkpoints(output_dir: str) -> None:
+    """Delete the run's checkpoints (a finished run that will not be resumed). Main process only."""
+    for path in _checkpoint_folders(output_dir):
+        shutil.rmtree(path)
+    shutil.rmtree(checkpoint_folder(output_dir), ignore_errors=True)  # with any unfinished save
+
+
 def list_checkpoints(output_dir: str) -> list[str]:
-    """Complete checkpoint folders under `output_dir`, oldest step first."""
+    """Complete checkpoint folders of the run into `output_dir`, oldest step first."""
     return [path for path in _checkpoint_folders(output_dir) if is_complete_checkpoint(path)]
 
 
@@ -100,7 +119,7 @@ def resolve_checkpoint(output_dir: str, resume_from: str | None) -> str | None:
 
 def _check_fresh_output_dir(output_dir: str, resuming: bool) -> None:
     """Refuse to start a new run where an earlier one left checkpoints or a model."""
-    earlier = [os.path.basename(path) for path in _checkpoint_folders(output_dir)]
+    earlier = list(_checkpoint_folders(output_dir))
     if os.path.isfile(os.path.join(output_dir, MODEL_CONFIG_FILE)):
         earlier.append(f"a saved model ({MODEL_CONFIG_FILE})")
     if not earlier:
@@ -118,6 +137,36 @@ def _check_fresh_output_dir(output_dir: str, resuming: bool) -> None:
     )
 
 
+def run_bytes(model, checkpoints_kept: int | None) -> int:
+    """About how many bytes a run writes: the model (staged once) and, per checkpoint kept (one
+    more while the next is saved), its trainable weights with Adam's two moments."""
+    parameters = list(model.parameters())
+    total = sum(p.numel() * p.element_size() for p in parameters)
+    trainable = sum(p.numel() * p.element_size() for p in parameters if p.requires_grad)
+    return total + 3 * trainable * ((checkpoints_kept or 2) + 1)
+
+
+def check_output_space(output_dir: str, needed_bytes: int) -> None:
+    """Before training: refuse (`OutputError`, one line) an output folder, or its checkpoint folder
+    beside it, that cannot be written, or a disk with less than `needed_bytes` free (an estimate of
+    the checkpoints and model the run will write), rather than fail at the first checkpoint."""
+    for folder in (output_dir, checkpoint_folder(output_dir)):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            probe = os.path.join(folder, f".write-test-{os.getpid()}")
+            with open(probe, "wb") as handle:
+                handle.write(b"0")
+            os.remove(probe)
+        except OSError as error:
+            raise OutputError(f"{folder}: cannot write there ({error.strerror or error}): choose a writable --output_dir.") from error
+    free = shutil.disk_usage(output_dir).free
+    if free < needed_bytes:
+        raise OutputError(
+            f"{output_dir}: {free / 2**20:.0f} MiB free on its disk, the run needs about {needed_bytes / 2**20:.0f} MiB "
+            "for its checkpoints and model: free some space or choose another --output_dir."
+        )
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None = None) -> str:
     """Save the full training state at `step`, keeping at most `total_limit` checkpoints.
 
@@ -125,18 +174,20 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     marks the folder complete, renames it into place and removes the oldest checkpoints beyond
     the limit (never the one just written).
     """
-    final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
+    final = os.path.join(checkpoint_folder(output_dir), f"{CHECKPOINT_PREFIX}{step}")
     partial = final + _PARTIAL_SUFFIX
-    if accelerator.is_main_process and os.path.isdir(partial):
-        shutil.rmtree(partial)  # left by a run killed while saving
+    if accelerator.is_main_process:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        if os.path.isdir(partial):
+            shutil.rmtree(partial)  # left by a run killed while saving
     accelerator.wait_for_everyone()
     accelerator.save_state(partial)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with open(os.path.join(partial, COMPLETE_FILE), "w", encoding="utf-8") as handle:
             json.dump({"step": step}, handle)
-        if os.path.isdir(final):
-            shutil.rmtree(final)
+        for same_step in [path for path in _checkpoint_folders(output_dir) if checkpoint_step(path) == step]:
+            shutil.rmtree(same_step)
         os.replace(partial, final)
         if total_limit is not None and total_limit > 0:
             others = [path for path in _checkpoint_folders(output_dir) if path != final]

@@ -33,17 +33,28 @@ from modeling_uniqa import UniQAModel
 from modeling_uniqa.clip_tokenizer import resolve_prompt_tokenizer
 from modeling_uniqa.configuration_uniqa import parse_view_policy, view_count
 from modeling_uniqa.core import model_folder
+from modeling_uniqa.core.output_lock import output_lock
 from train_scripts.common.checkpointing import (
     RunLayout,
+    check_output_space,
     checkpoint_step,
     fingerprint,
     resolve_checkpoint,
+    run_bytes,
     save_checkpoint,
     tensors_fingerprint,
     write_model_folder,
 )
+from train_scripts.common.dataset_options import add_dataset_option_argument
+from train_scripts.common.errors import DataError
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
 from train_scripts.common.flags import add_flag
+from train_scripts.common.image_check import (
+    DEFAULT_MAX_BAD_FRACTION,
+    SkippedImages,
+    check_max_bad_fraction,
+    drop_unreadable,
+)
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset, TrainCrop, image_sources
 from train_scripts.common.metrics import MIN_ITEMS, compute_metrics, srcc
 from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
@@ -61,7 +72,8 @@ LORA_DIR = "lora"
 LORA_HEAD_FILE = "uniqa_level_scores.safetensors"
 RESULTS_FILE = "eval_results.json"
 # FinetuneConfig fields a resume may change: they do not touch the checkpointed training state.
-RESUMABLE_SETTINGS = ("bank_cache_dir", "eval_batch_size", "num_workers", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint", "tokenizer")
+RESUMABLE_SETTINGS = ("bank_cache_dir", "eval_batch_size", "num_workers", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint", "tokenizer",
+                      "max_bad_fraction")
 PREDICTIONS_FILE = "test_predictions.csv"
 
 
@@ -91,6 +103,7 @@ class FinetuneConfig:
     resume_from_checkpoint: str | None = None
     prompts: str | None = None
     tokenizer: str | None = None
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION  # unreadable images skipped, up to this share of a split
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -115,6 +128,7 @@ class FinetuneConfig:
             raise ValueError("selection_steps sets how often a selection evaluates: give select_on_test or validation_fraction with it.")
         if self.view_policy is not None:
             parse_view_policy(self.view_policy)
+        check_max_bad_fraction(self.max_bad_fraction)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,6 +221,15 @@ def load_splits(
     else:
         metadata["train_parts"] = ["train"]
     return RatingSplits(train, dataset["test"], validation, metadata)
+
+
+def check_part_sizes(metadata: dict, train, test, validation) -> None:
+    """Refuse parts too small to train on or to measure correlations on (before training)."""
+    if len(train) == 0:
+        raise DataError(f"The training split of {metadata.get('dataset') or 'the dataset'} is empty: nothing to fine-tune on.")
+    for part, data in (("test", test), ("validation", validation)):
+        if data is not None and len(data) < MIN_ITEMS:  # fail now, not after training
+            raise DataError(f"The {part} part holds {len(data)} images: its correlations need at least {MIN_ITEMS}.")
 
 
 def carve_validation(train, fraction: float, seed: int):
@@ -355,6 +378,11 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     the test part, the other metrics, per-epoch history, the selection rule, and the test
     `predictions` (normalised scores) with their `mos`.
     """
+    with output_lock(output_dir, "--output_dir"):  # one run at a time into a folder
+        return _finetune(model_path, splits, output_dir, config)
+
+
+def _finetune(model_path: str, splits: RatingSplits, output_dir: str, config: FinetuneConfig) -> dict:
     accelerator = Accelerator()
     set_seed(config.seed)
     os.makedirs(output_dir, exist_ok=True)
@@ -364,11 +392,8 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     train_data, validation_data = splits.train, splits.validation
     if config.validation_fraction:
         train_data, validation_data = carve_validation(train_data, config.validation_fraction, config.seed)
-    if len(train_data) == 0:
-        raise ValueError(f"The training split of {metadata.get('dataset') or 'the dataset'} is empty: nothing to fine-tune on.")
-    for part, data in (("test", splits.test), ("validation", validation_data)):
-        if data is not None and len(data) < MIN_ITEMS:  # fail now, not after training
-            raise ValueError(f"The {part} part holds {len(data)} images: its correlations need at least {MIN_ITEMS}.")
+    test_data = splits.test
+    check_part_sizes(metadata, train_data, test_data, validation_data)
     if config.select_on_test and config.selection_steps:
         selection = f"best test SRCC over evaluations every {config.selection_steps} steps (optimistic: the release's rule and cadence)"
         selection_data = splits.test
@@ -384,6 +409,19 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     model = freeze_for_mode(load_model(model_path, config.prompts, config.tokenizer), config.mode)
     trainee_model = add_lora(model, config.lora_rank, config.lora_alpha) if config.mode == "lora" else model
     processor = model_folder.load_image_processor(model_path, model)
+    check_output_space(output_dir, run_bytes(trainee_model, config.checkpoints_total_limit))
+    # Unreadable images (empty, truncated, not images, shapes the processor refuses) are skipped
+    # and counted, up to config.max_bad_fraction of a part; found now, not an epoch into training.
+    skipped = SkippedImages()
+    train_data, test_data = (drop_unreadable(data, part, processor, skipped, config.max_bad_fraction, config.num_workers)
+                             for part, data in (("train", train_data), ("test", test_data)))
+    if validation_data is not None:
+        validation_data = drop_unreadable(validation_data, "validation", processor, skipped, config.max_bad_fraction, config.num_workers)
+    check_part_sizes(metadata, train_data, test_data, validation_data)
+    if config.select_on_test:
+        selection_data = test_data
+    elif validation_data is not None:
+        selection_data = validation_data
     crop = processor.crop_size
     view_policy = config.view_policy or model.config.view_policy
     test_views = EvalViews(processor, view_policy, model.config.view_seed)
@@ -513,7 +551,7 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     elif selection_data is not None:  # NaN never wins a comparison: say so rather than claim a selection
         logger.warning("The selection SRCC was undefined (NaN: constant predictions) at every epoch: the last epoch is kept.")
         selection = "last epoch (the selection SRCC was undefined at every epoch)"
-    predictions, mos = evaluate_on(splits.test, "test")
+    predictions, mos = evaluate_on(test_data, "test")
     higher = metadata.get("higher_is_better", True)
     predicted_mos = data_builders.score_to_mos(predictions, metadata["mos_range"], higher)
     results = {
@@ -524,7 +562,8 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
         "train_parts": metadata.get("train_parts", ["train"]),
         "split_description": describe_split(metadata.get("split"), metadata.get("train_parts", ["train"])),
         "num_train": len(train_data),
-        "num_test": len(splits.test),
+        "num_test": len(test_data),
+        "skipped_images": skipped.as_results(),
         "selection": selection,
         "selected_epoch": progress.best_epoch or config.num_train_epochs,
         "selected_step": progress.best_step or global_step,
@@ -537,16 +576,19 @@ def finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fin
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         check_finite_parameters(trainee, f"after step {global_step}")
-        write_model_folder(
-            output_dir,
-            lambda folder: save_trained_model(model, trainee_model if config.mode == "lora" else None, processor, model_path, folder, metadata, results),
-        )
-        with open(os.path.join(output_dir, PREDICTIONS_FILE), "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["image_name", "mos", "predicted_score", "predicted_mos"])
-            writer.writerows(zip(splits.test["image_name"], mos.tolist(), predictions.tolist(), np.asarray(predicted_mos).tolist()))
-        with open(os.path.join(output_dir, RESULTS_FILE), "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+
+        def write(folder: str) -> None:
+            # Weights, card, results and predictions are staged together and moved in as one
+            # (config.json last): a finished folder's files all come from this run.
+            save_trained_model(model, trainee_model if config.mode == "lora" else None, processor, model_path, folder, metadata, results)
+            with open(os.path.join(folder, PREDICTIONS_FILE), "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["image_name", "mos", "predicted_score", "predicted_mos"])
+                writer.writerows(zip(test_data["image_name"], mos.tolist(), predictions.tolist(), np.asarray(predicted_mos).tolist()))
+            with open(os.path.join(folder, RESULTS_FILE), "w", encoding="utf-8") as handle:
+                json.dump(results, handle, indent=2)
+
+        write_model_folder(output_dir, write)
     accelerator.wait_for_everyone()
     accelerator.free_memory()
     return results | {"predictions": predictions.tolist(), "mos": mos.tolist()}
@@ -603,16 +645,6 @@ def write_trained_card(output_dir: str, model_path: str, metadata: dict, results
 # ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
-def _option(value: str) -> tuple:
-    key, sep, raw = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {value!r}")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
-
-
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The fine-tuning flags (shared with `evaluate.py`'s training protocols)."""
     parser.add_argument("--mode", choices=MODES, default="adapter", help="adapter (backbone frozen), full (backbone too) or lora.")
@@ -641,11 +673,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--view_policy", default=None, help="Test-time views (default: the model's, random10).")
     parser.add_argument("--eval_batch_size", type=int, default=64, help="Views per forward when embedding.")
     parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers decoding images.")
+    parser.add_argument("--max_bad_fraction", type=float, default=DEFAULT_MAX_BAD_FRACTION,
+                        help="Unreadable images (empty, truncated, not images) are skipped and counted (skipped_images in the results) "
+                        f"up to this share of a split; beyond it the run stops (default {DEFAULT_MAX_BAD_FRACTION}).")
     parser.add_argument("--prompts", default=None, help="Prompt groups or ensemble to train with (e.g. natural, aigc, default).")
     parser.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder for --prompts (default: the model folder).")
     parser.add_argument("--cache_dir", default=None, help="datasets cache folder for the built dataset.")
-    parser.add_argument("--dataset_option", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                        help="Builder option, e.g. mos_range=[1,10] or label_file=scores.csv for folder_csv (repeatable).")
+    add_dataset_option_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace, dataset: str) -> FinetuneConfig:
@@ -673,4 +707,5 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> FinetuneConfig:
         resume_from_checkpoint=getattr(args, "resume_from_checkpoint", None),
         prompts=args.prompts,
         tokenizer=args.tokenizer,
+        max_bad_fraction=args.max_bad_fraction,
     )

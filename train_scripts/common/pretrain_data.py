@@ -28,6 +28,8 @@ from torch.utils.data import Dataset, Sampler
 
 from modeling_uniqa.processing_uniqa import UniQAImageError, load_image
 
+from .errors import DataError, MissingFileError, SettingsError
+
 
 def parse_named_dirs(specs: Sequence[str], flag: str) -> list[tuple[str, str]]:
     """``["NAME=DIR", ...]`` -> ``[(NAME, DIR), ...]``; a malformed spec raises naming ``flag``."""
@@ -35,7 +37,7 @@ def parse_named_dirs(specs: Sequence[str], flag: str) -> list[tuple[str, str]]:
     for spec in specs or ():
         name, sep, path = spec.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ValueError(f"{flag} {spec!r}: expected NAME=DIR (e.g. caption_jsonl=/data/captions).")
+            raise SettingsError(f"{flag} {spec!r}: expected NAME=DIR (e.g. caption_jsonl=/data/captions).")
         pairs.append((name.strip(), os.path.expanduser(path.strip())))
     return pairs
 
@@ -47,14 +49,14 @@ def _exclusion(name: str, path: str, cache_dir: str | None):
 
     if name == "file":
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"--exclude file={path}: no such file (expected one image name per line).")
+            raise MissingFileError(f"--exclude file={path}: no such file (expected one image name per line).")
         with open(path, encoding="utf-8") as handle:
             return [line.strip() for line in handle if line.strip()]
     loaded = data_builders.load(name, path, cache_dir=cache_dir)
     if "captions" in next(iter(loaded.values())).column_names:
         return loaded
     if "test" not in loaded:
-        raise ValueError(f"--exclude {name}={path}: the dataset has no 'test' split (splits: {list(loaded)}).")
+        raise DataError(f"--exclude {name}={path}: the dataset has no 'test' split (splits: {list(loaded)}).")
     return loaded["test"]
 
 
@@ -80,7 +82,7 @@ def load_pretrain_corpus(
     import data_builders
 
     if not corpora:
-        raise ValueError("No corpus given: pass at least one --corpus NAME=DIR.")
+        raise SettingsError("No corpus given: pass at least one --corpus NAME=DIR.")
     loaded = [data_builders.load(name, path, cache_dir=cache_dir) for name, path in corpora]
     excluded = []
     for name, path in exclude:
@@ -88,7 +90,7 @@ def load_pretrain_corpus(
         excluded.extend(part if isinstance(part, list) else [n for split in _splits(part) for n in split["image_name"]])
     merged = data_builders.merge_corpora(loaded, exclude=excluded or None, key=match_key)
     if len(merged) == 0:
-        raise ValueError(f"The corpora {[p for _, p in corpora]} hold no image with a caption after exclusions.")
+        raise DataError(f"The corpora {[p for _, p in corpora]} hold no image with a caption after exclusions.")
     return merged
 
 
