@@ -321,13 +321,13 @@ def test_skips_and_special_files_are_reported(saved_tiny_model, photo_dir, tmp_p
     assert "Scored 8 of 11 images, 3 failed" in summary
 
 
-def test_unwritable_output_fails_before_the_model_loads(saved_tiny_model, photo_dir, tmp_path, monkeypatch, caplog):
+def test_unwritable_output_fails_before_the_model_loads(saved_tiny_model, photo_dir, tmp_path, monkeypatch, caplog, capsys):
     folder, _ = photo_dir
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     monkeypatch.setattr(score_images, "load_scorer", lambda *args: pytest.fail("the model was loaded"))
     assert score(folder, "--model", saved_tiny_model, "--output", blocker / "scores.csv") == 2
-    assert "a_file/scores.csv: cannot write the output there" in caplog.text
+    assert "a_file/scores.csv: cannot write the output there" in caplog.text + capsys.readouterr().err
 
 
 def test_scores_do_not_depend_on_batch_size_beyond_1e_6(saved_tiny_model, photo_dir, tmp_path):

@@ -79,12 +79,12 @@ class OutputLock:
         try:
             os.makedirs(parent, exist_ok=True)
         except OSError as error:
-            raise OutputError(f"{self.output}: cannot create its parent folder {parent} ({error.strerror}).") from error
+            raise OutputError(f"{self.output}: cannot write the output there (cannot create its parent folder {parent}: {error.strerror}).") from error
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as error:
-                raise OutputError(f"{self.output}: cannot write here ({self.path}: {error.strerror}).") from error
+                raise OutputError(f"{self.output}: cannot write the output there ({self.path}: {error.strerror}).") from error
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
