@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from ..configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS, check_head_settings, parse_view_policy
 from ..errors import AdapterMismatchError  # noqa: F401  (raised here; importable from here too)
 from ..modeling_uniqa import UniQAModel
+from .atomic_files import honour_umask
 from .fingerprints import state_digest
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def save_adapter(
         "config": {field: settings[field] for field in ADAPTER_CONFIG_FIELDS},
     }
     save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+    honour_umask(os.path.join(save_directory, ADAPTER_WEIGHTS_NAME))  # safetensors writes 0600
     with open(os.path.join(save_directory, ADAPTER_CONFIG_NAME), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2)
         handle.write("\n")

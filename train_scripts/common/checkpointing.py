@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 from accelerate import Accelerator
 
+from modeling_uniqa.core.atomic_files import honour_umask
 from modeling_uniqa.errors import UniQAError
 
 logger = logging.getLogger(__name__)
@@ -236,6 +237,7 @@ def write_model_folder(output_dir: str, write: Callable[[str], None]) -> None:
         shutil.rmtree(staging)
     os.makedirs(staging)
     write(staging)
+    honour_umask(staging)  # safetensors writes model.safetensors 0600: a shared model folder must be readable
     if not os.path.isfile(os.path.join(staging, MODEL_CONFIG_FILE)):
         raise RuntimeError(f"The model writer left no {MODEL_CONFIG_FILE} in {staging}.")
     target_config = os.path.join(output_dir, MODEL_CONFIG_FILE)
