@@ -20,10 +20,11 @@ import logging
 import os
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS, check_head_settings, parse_view_policy
-from ..errors import AdapterMismatchError  # noqa: F401  (raised here; importable from here too)
+from ..errors import AdapterMismatchError, UnsafeFileError  # noqa: F401  (raised here; importable from here too)
 from ..modeling_uniqa import UniQAModel
 from .atomic_files import honour_umask
 from .fingerprints import state_digest
@@ -116,6 +117,17 @@ def save_adapter(
     return str(save_directory)
 
 
+def load_safetensors(path) -> dict:
+    """The tensors of a safetensors file; `UnsafeFileError` naming the file when it is not one
+    (a pickle renamed `.safetensors`, a truncated download): nothing else is ever tried on it."""
+    path = os.fspath(path)
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        raise UnsafeFileError(f"{path}: not a valid safetensors file ({size} bytes: truncated, corrupt or another format); not loaded.") from error
+
+
 def read_adapter_config(adapter_directory) -> dict:
     """The `uniqa_adapter.json` of an adapter directory, checked; errors name the file."""
     path = os.path.join(adapter_directory, ADAPTER_CONFIG_NAME)
@@ -178,7 +190,7 @@ def read_adapter_head(directory, model: UniQAModel) -> tuple:
     config = metadata["config"]
     settings = {field: config[field] for field in HEAD_FIELDS if field in config}
     settings["use_adapter"] = True
-    tensors = load_file(weights_path)
+    tensors = load_safetensors(weights_path)
     expected_keys = {"level_scores", "prompt_embeds"}
     if not expected_keys <= set(tensors) or not any(key.startswith("adapter.") for key in tensors):
         raise ValueError(f"{weights_path}: expected adapter.fc.*, level_scores and prompt_embeds, found {', '.join(sorted(tensors))}.")
@@ -234,6 +246,13 @@ def _merge_lora(model: UniQAModel, directory: str) -> UniQAModel:
         from peft import PeftModel
     except ImportError as error:
         raise ImportError(f"{directory} holds a peft LoRA ({PEFT_CONFIG_NAME}): install peft (`pip install peft`).") from error
+    safe_weights = os.path.join(directory, "adapter_model.safetensors")
+    if not os.path.isfile(safe_weights):
+        pickled = [name for name in ("adapter_model.bin", "adapter_model.pt") if os.path.isfile(os.path.join(directory, name))]
+        where = os.path.join(directory, pickled[0]) if pickled else safe_weights
+        raise UnsafeFileError(f"{where}: not a valid LoRA weights file: only peft's adapter_model.safetensors is read "
+                              "(a .bin file is a pickle, which is never loaded here); re-save the LoRA with safetensors.")
+    load_safetensors(safe_weights)  # a readable safetensors file, before peft opens it
     prompt_embeds = model.prompt_embeds.clone()
     merged = PeftModel.from_pretrained(model, directory).merge_and_unload()
     merged.prompt_embeds.copy_(prompt_embeds)
