@@ -19,6 +19,7 @@ import re
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from modeling_uniqa.core.adapter_io import ADAPTER_CONFIG_NAME, PEFT_CONFIG_NAME
+from modeling_uniqa.core.atomic_files import atomic_write_text
 from modeling_uniqa.errors import UniQAError
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.md")
@@ -69,6 +70,14 @@ MANAGED_KEYS = {
     "model_name", "library_name", "pipeline_tag", "tags", "base_model", "base_model_relation", "license",
     "license_name", "license_link", "metrics", "model-index", "eval_results", METADATA_KEY,
 }
+PROCESSOR_NAME = "preprocessor_config.json"
+# Folders that are written under a staging name and renamed when complete: the training scripts'
+# `<output_dir>/.model.partial`, `uniqa heads`' `.<name>.new-XXXXXXXX`, `<name>.partial`.
+_STAGING_NAMES = (
+    (re.compile(r"^\.model\.partial$"), lambda parent, match: parent),
+    (re.compile(r"^\.(?P<name>.+)\.new-[A-Za-z0-9_]+$"), lambda parent, match: os.path.join(parent, match["name"])),
+    (re.compile(r"^(?P<name>[^.].*)\.partial$"), lambda parent, match: os.path.join(parent, match["name"])),
+)
 RESULT_KEYS = {"dataset", "dataset_name", "srcc", "plcc", "split", "protocol", "task", "config", "source", "source_url"}
 
 
@@ -100,10 +109,54 @@ def read_model_info(model_dir) -> dict:
                 config = json.load(handle)
         except json.JSONDecodeError as error:
             raise ModelCardError(f"{config_path}: not valid JSON ({error}).") from error
-        if config.get("model_type") != "uniqa":
-            raise ModelCardError(f"{config_path}: model_type is {config.get('model_type')!r}, not 'uniqa'.")
+        if not isinstance(config, dict) or config.get("model_type") != "uniqa":
+            found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
+            raise ModelCardError(f"{config_path}: model_type is {found!r}, not 'uniqa'.")
+        clip_config = config.get("clip_config")
+        if clip_config is not None and not (isinstance(clip_config, dict) and isinstance(clip_config.get("vision_config") or {}, dict)):
+            raise ModelCardError(f"{config_path}: clip_config must be a JSON object with a vision_config object, got {clip_config!r}.")
         return dict(config, kind="model", has_lora=False)
     raise ModelCardError(f"{model_dir}: neither a UniQA model (config.json) nor a UniQA adapter ({ADAPTER_CONFIG_NAME}).")
+
+
+def final_model_dir(model_dir) -> str:
+    """The folder a model is being written for: `model_dir` itself, or, when it is a staging
+    folder renamed into place once complete (`OUT/.model.partial`, `.NAME.new-XXXX`,
+    `NAME.partial`), the folder it becomes. The card names that one, not the staging folder."""
+    model_dir = str(model_dir).rstrip("/" + os.sep) or str(model_dir)
+    parent, base = os.path.split(model_dir)
+    for pattern, final in _STAGING_NAMES:
+        match = pattern.match(base)
+        if match:
+            return final(parent, match) or "."
+    return model_dir
+
+
+def read_processor_info(model_dir) -> dict:
+    """The views the folder's own image processor (`preprocessor_config.json`) takes: `crop`,
+    `shortest_edge`, `view_policy`, `view_seed`, as far as it records them; `{}` without one."""
+    path = os.path.join(str(model_dir), PROCESSOR_NAME)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelCardError(f"{path}: not a readable JSON file ({error}).") from error
+    if not isinstance(data, dict):
+        raise ModelCardError(f"{path}: not a JSON object.")
+    info = {}
+    crop = data.get("crop_size")
+    if isinstance(crop, dict):  # transformers' {"height": H, "width": W}
+        crop = crop.get("height") if crop.get("height") == crop.get("width") else None
+    if isinstance(crop, int) and not isinstance(crop, bool) and crop > 0:
+        info["crop"] = crop
+    if isinstance(data.get("shortest_edge"), int) and not isinstance(data["shortest_edge"], bool):
+        info["shortest_edge"] = data["shortest_edge"]
+    for key, kind in (("view_policy", str), ("view_seed", int)):
+        if isinstance(data.get(key), kind) and not isinstance(data.get(key), bool):
+            info[key] = data[key]
+    return info
 
 
 def guess_base_model(clip_config: dict | None) -> str | None:
@@ -282,8 +335,18 @@ def _intended_use(info: dict) -> str:
 
 
 def _crop(info: dict) -> int:
-    """The side of the model's views: its vision tower's input size (224 when not recorded)."""
+    """The side of the model's views: its image processor's crop size, else its vision tower's
+    input size (224 when neither is recorded)."""
+    if info.get("crop"):
+        return info["crop"]
     return ((info.get("clip_config") or {}).get("vision_config") or {}).get("image_size", 224)
+
+
+def _views_source(info: dict) -> str:
+    """What the views are cropped from."""
+    if info.get("shortest_edge"):
+        return f"the image resized to a short side of {info['shortest_edge']} pixels"
+    return "the full-resolution image"
 
 
 def _limitations(info: dict) -> str:
@@ -293,7 +356,7 @@ def _limitations(info: dict) -> str:
         "The paper's fine-tuning protocol picks the best epoch on the test split of each random split, so "
         "its numbers are optimistic for unseen data.",
         "With `random<N>` views the score depends on the crop seed (`view_seed`, fixed by default); the "
-        f"views are {_crop(info)}x{_crop(info)} crops of the full-resolution image, so the score depends on resolution.",
+        f"views are {_crop(info)}x{_crop(info)} crops of {_views_source(info)}, so the score depends on resolution.",
         "For AI-generated images, use the `aigc` prompt ensemble (default + content) or a model trained on them.",
     ]
     if not info.get("use_adapter", True):
@@ -377,7 +440,11 @@ def inherited_license(model_dir) -> str | None:
 def _is_default_model(model_dir: str) -> bool:
     from modeling_uniqa import DEFAULT_MODEL
 
-    return os.path.isdir(DEFAULT_MODEL) and os.path.samefile(model_dir, DEFAULT_MODEL)
+    if not os.path.isdir(DEFAULT_MODEL):
+        return False
+    if os.path.exists(model_dir):
+        return os.path.samefile(model_dir, DEFAULT_MODEL)
+    return os.path.realpath(model_dir) == os.path.realpath(DEFAULT_MODEL)
 
 
 def _usage(info: dict, model_id: str, model_dir: str) -> str:
@@ -439,6 +506,7 @@ def write_model_card(
     base_model: str | None = None,
     repo_id: str | None = None,
     notes: str | None = None,
+    final_dir=None,
 ) -> ModelCard:
     """Write (or update) `model_dir/README.md` for a UniQA model or adapter directory.
 
@@ -456,11 +524,17 @@ def write_model_card(
             OpenAI CLIP of the same shape.
         repo_id: the Hub repo the directory is (or will be) pushed to; used by the usage snippet.
         notes: replaces the free-text "Notes" section (otherwise kept as it is).
+        final_dir: the folder `model_dir` is renamed to once written, which the card names;
+            default: `model_dir`, or what its staging name says (`final_model_dir`).
     Returns the `ModelCard` (already saved). Metadata added to the card by hand (extra tags,
     `datasets`, `language`, ...) is kept. Call it from one process only (the main one).
     """
     model_dir = str(model_dir)
+    final_dir = str(final_dir) if final_dir is not None else final_model_dir(model_dir)
     info = read_model_info(model_dir)
+    processor = read_processor_info(model_dir)
+    # The crop the folder's processor takes; the view policy and seed are the config's (the pipeline's default).
+    info.update({key: processor[key] for key in ("crop", "shortest_edge") if key in processor})
     path = os.path.join(model_dir, CARD_NAME)
     old_data, old_results, old_notes = _read_existing(path)
     stored = dict(old_data.get(METADATA_KEY) or {})
@@ -485,7 +559,7 @@ def write_model_card(
         tags.append("lora")
     tags += [tag for tag in old_data.get("tags") or [] if tag not in tags]
     hand_added = {key: value for key, value in old_data.items() if key not in MANAGED_KEYS}
-    model_name = stored["repo_id"].split("/")[-1] if stored.get("repo_id") else os.path.basename(os.path.abspath(model_dir))
+    model_name = stored["repo_id"].split("/")[-1] if stored.get("repo_id") else os.path.basename(os.path.abspath(final_dir))
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
@@ -501,7 +575,7 @@ def write_model_card(
         **hand_added,
         **({METADATA_KEY: stored} if stored else {}),
     )
-    model_id = stored.get("repo_id") or model_dir
+    model_id = stored.get("repo_id") or final_dir
     size = _directory_size(model_dir)
     what = "adapter" if is_adapter else ("fine-tuned model" if info.get("use_adapter", True) else "zero-shot model")
     dataset = info.get("training_dataset")
@@ -519,7 +593,7 @@ def write_model_card(
         size_text=f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB",
         base_name=info.get("base_name") or "unknown",
         base_hash=info.get("base_hash"),
-        usage=_usage(info, model_id, model_dir),
+        usage=_usage(info, model_id, final_dir),
         model_id=model_id,
         score_text=_score_text(info),
         view_policy=info.get("view_policy", "random10"),
@@ -536,5 +610,5 @@ def write_model_card(
         notes=(notes if notes is not None else old_notes) or "None yet.",
     )
     card = ModelCard(re.sub(r"\n{3,}", "\n\n", card.content))  # blank lines left by the template's branches
-    card.save(path)
+    atomic_write_text(path, str(card), newline="")  # a new file: never written through a link or into a shared one
     return card

@@ -44,6 +44,11 @@ class EmbeddingIndexError(UniQAError, ValueError):
     """An index folder that cannot be used: unreadable, inconsistent, or built by another model."""
 
 
+class UnsafeFileError(UniQAError, ValueError):
+    """A weights or checkpoint file that is not what its name says (not valid safetensors, a pickle
+    where tensors belong): never loaded; the message names the file."""
+
+
 class PushError(UniQAError, ValueError):
     """A directory that must not be pushed as it is."""
 
@@ -61,5 +66,6 @@ __all__ = [
     "PushError",
     "UniQAError",
     "UniQAImageError",
+    "UnsafeFileError",
     "UsageError",
 ]

@@ -196,3 +196,53 @@ def test_uniqa_score_with_an_adapter_on_a_base(trained, base_dir, tiny_model_fac
     refused = tmp_path / "refused.csv"
     assert main(["score", str(folder), "--output", str(refused), *options, "--model", str(tmp_path / "other-base"), "--adapter", str(adapter_dir)]) == 2
     assert not refused.exists()
+
+
+# Issue 23, finding 9: tampered artefacts are refused in one line naming the file.
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pickle code ran",))
+
+
+def _plant_pickle(path):
+    import pickle
+
+    with open(path, "wb") as handle:
+        pickle.dump({"weights": _Payload()}, handle)
+
+
+def test_pickle_renamed_safetensors_adapter_is_one_line_naming_the_file(trained, base_dir, tmp_path, capsys, caplog):
+    from PIL import Image
+
+    from modeling_uniqa.cli import main
+    from modeling_uniqa.errors import UnsafeFileError
+    from tests.helpers import random_rgb
+
+    adapter_dir = save_adapter(trained, tmp_path / "adapter", base_name=base_dir)
+    weights = os.path.join(adapter_dir, "uniqa_adapter.safetensors")
+    _plant_pickle(weights)
+    with pytest.raises(UnsafeFileError, match="uniqa_adapter.safetensors: not a valid safetensors file"):
+        load_adapter(base_dir, adapter_dir)
+    photo = tmp_path / "p.png"
+    Image.fromarray(random_rgb(40, 48)).save(photo)
+    for argv in (["score", str(photo), "--model", base_dir, "--adapter", adapter_dir, "--output", str(tmp_path / "s.csv")],
+                 ["heads", "add", base_dir, "--from", adapter_dir, "--name", "x"]):
+        caplog.clear()
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert "uniqa_adapter.safetensors: not a valid safetensors file" in captured.err + caplog.text
+        assert "Traceback" not in captured.err and "weights_only" not in captured.err
+        assert "pickle code ran" not in captured.out
+
+
+def test_pickled_peft_adapter_bin_is_refused_naming_the_file(trained, base_dir, tmp_path, capsys):
+    from modeling_uniqa.errors import UnsafeFileError
+
+    adapter_dir = save_adapter(trained, tmp_path / "adapter", base_name=base_dir)
+    with open(os.path.join(adapter_dir, "adapter_config.json"), "w") as handle:
+        json.dump({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}, handle)
+    _plant_pickle(os.path.join(adapter_dir, "adapter_model.bin"))
+    with pytest.raises(UnsafeFileError, match="adapter_model.bin: not a valid LoRA weights file") as caught:
+        load_adapter(base_dir, adapter_dir)
+    assert "weights_only" not in str(caught.value)
+    assert "pickle code ran" not in capsys.readouterr().out

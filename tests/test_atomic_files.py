@@ -106,3 +106,24 @@ def test_concurrent_writers_get_their_own_temporaries(tmp_path):
 
     atomic_write(target, outer)
     assert target.read_bytes() == b"outer" and sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_safetensors_written_by_the_tools_honour_the_umask(tmp_path, tiny_model_factory, umask):
+    """Issue 23: every model.safetensors was 0600 (safetensors' own mode) whatever the umask."""
+    import torch
+    from safetensors.torch import save_file
+
+    from modeling_uniqa.core.adapter_io import save_adapter
+    from train_scripts.common.checkpointing import write_model_folder
+
+    previous = os.umask(umask)
+    try:
+        write_model_folder(str(tmp_path / "trained"), lambda folder: tiny_model_factory().save_pretrained(folder))
+        adapter = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name="org/base", write_card=False)
+        atomic_write(tmp_path / "index.safetensors", lambda temporary: save_file({"a": torch.zeros(2)}, temporary))
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "trained" / "model.safetensors", tmp_path / "trained" / "config.json",
+                 os.path.join(adapter, "uniqa_adapter.safetensors"), tmp_path / "index.safetensors"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, path

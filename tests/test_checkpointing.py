@@ -208,3 +208,30 @@ def test_json_state_round_trips_a_scheduler_without_pickles(tmp_path):
     accelerator, _, restored = scheduled()
     accelerator.load_state(path)
     assert restored.last_epoch == 3 and restored.get_last_lr() == scheduler.get_last_lr() == [0.1 * 0.5**3]
+
+
+# Issue 23, finding 9: pickles planted in a checkpoint end in one line naming the file.
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pickle code ran",))
+
+
+@pytest.mark.parametrize("planted", ["optimizer.bin", "model.safetensors", "random_states_0.pkl"])
+def test_planted_pickle_in_a_checkpoint_is_refused_naming_the_file(tmp_path, capsys, planted):
+    import pickle
+
+    from train_scripts.common.checkpointing import check_checkpoint_files
+
+    accelerator = Accelerator(cpu=True)
+    model, optimizer = _training_state(accelerator)
+    RunLayout(seed=1).attach(accelerator)
+    checkpoint = save_checkpoint(accelerator, str(tmp_path), 2)
+    check_checkpoint_files(checkpoint)  # a genuine checkpoint passes
+    accelerator.load_state(checkpoint)
+    assert planted in os.listdir(checkpoint)
+    with open(os.path.join(checkpoint, planted), "wb") as handle:
+        pickle.dump({"state": _Payload()}, handle)
+    with pytest.raises(ResumeError, match=rf"{planted}: not a valid (checkpoint|safetensors) file") as caught:
+        accelerator.load_state(resolve_checkpoint(str(tmp_path), "latest"))
+    assert "weights_only" not in str(caught.value) and "\n" not in str(caught.value)
+    assert "pickle code ran" not in capsys.readouterr().out

@@ -131,7 +131,10 @@ def test_single_cross_and_zero_shot(workspace, tmp_path):
     zero, markdown = _run(workspace, tmp_path / "zero", "zero_shot", "--paper_key", "koniq10k")
     assert zero["single_prompt"]["prompt_groups"] == ["default"]
     assert zero["ensemble"]["prompt_groups"] == ["default", "sharpness", "noise", "quality"]
-    assert zero["srcc"] == zero["ensemble"]["srcc"]
+    # Issue 23: the headline is what the model scores with (its own prompts), the others beside it.
+    assert zero["headline"] == "model_prompts" and zero["srcc"] == zero["model_prompts"]["srcc"]
+    assert zero["model_prompts"]["prompt_groups"] == evaluation.load_model(workspace["model"]).model.config.prompt_group_names
+    assert "the model's own (" in markdown
     assert f"| {paper_results.ZERO_SHOT_SRCC['koniq10k'][1]:.3f} |" in markdown
 
 

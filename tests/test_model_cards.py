@@ -188,3 +188,54 @@ def test_command_line(model_dir, tmp_path, capsys):
     results.write_text(json.dumps({"dataset": "koniq10k"}))
     assert card_main(card_args([model_dir, "--results", str(results)])) == 2
     assert "results must be a JSON list" in capsys.readouterr().err
+
+
+# Issue 23, finding 2: a card written into a staging folder names the folder it becomes.
+@pytest.mark.parametrize("staging, final", [
+    ("out/model/.model.partial", "out/model"),  # train_adapter.py, train_pretrain.py (write_model_folder)
+    ("out/.mymodel.new-j22jlgwc", "out/mymodel"),  # uniqa heads (rewrite_model_folder)
+    ("out/uniqa-tiny.partial", "out/uniqa-tiny"),
+])
+def test_card_written_in_a_staging_folder_names_the_final_folder(saved_tiny_model, tmp_path, monkeypatch, staging, final):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(saved_tiny_model, staging)
+    text = write_model_card(staging).content
+    staging_name = os.path.basename(staging)
+    assert staging_name not in text
+    assert f"# UniQA zero-shot model: {os.path.basename(final)}" in text or f": {os.path.basename(final)}\n" in text
+    assert f'pipeline(model="{final}", trust_remote_code=True)' in text
+    assert f"--model {final} " in text
+    assert ModelCard.load(os.path.join(staging, "README.md")).data.model_name == os.path.basename(final)
+
+
+def test_heads_add_card_names_the_model_folder(saved_tiny_model, tmp_path, monkeypatch):
+    """`uniqa heads add` retitled the card `# UniQA fine-tuned model: .mymodel.new-j22jlgwc`."""
+    from modeling_uniqa.cli import main as uniqa_main
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(saved_tiny_model, "mymodel")
+    write_model_card("mymodel")
+    assert uniqa_main(["heads", "add", "mymodel", "--prompts", "sharpness", "--name", "sharp"]) == 0
+    with open("mymodel/README.md", encoding="utf-8") as handle:
+        text = handle.read()
+    assert ".new-" not in text and f'pipeline(model="{os.path.realpath("mymodel")}"' in text and ": mymodel\n" in text
+
+
+def test_card_describes_the_folders_own_processor(saved_tiny_model, tmp_path):
+    """The demo model's card said "ten random 224x224 crops" while its processor crops 64."""
+    from modeling_uniqa import UniQAImageProcessor
+
+    directory = tmp_path / "m"
+    shutil.copytree(saved_tiny_model, directory)
+    UniQAImageProcessor(crop_size=48, shortest_edge=96, view_policy="random10").save_pretrained(directory)
+    text = write_model_card(directory).content
+    assert "ten random 48x48 crops" in text and "224x224 crops" not in text
+    assert "48x48 crops of the image resized to a short side of 96 pixels" in text
+
+
+def test_card_is_a_new_file_not_written_through_a_link(model_dir, tmp_path):
+    outside = tmp_path / "elsewhere.md"
+    outside.write_text("keep me\n")
+    os.symlink(outside, os.path.join(model_dir, "README.md"))
+    write_model_card(model_dir)
+    assert outside.read_text() == "keep me\n" and not os.path.islink(os.path.join(model_dir, "README.md"))

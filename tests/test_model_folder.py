@@ -149,3 +149,21 @@ def test_a_broken_image_processor_config_is_named(model_copy):
         (model_copy / "preprocessor_config.json").write_text(settings)
         with pytest.raises(ModelFolderError, match=rf"preprocessor_config.json: invalid image processor config \(.*{message}"):
             load_image_processor(str(model_copy), model)
+
+
+def test_a_new_adapter_on_a_zero_shot_folder_is_one_line_not_a_load_report(tmp_path, tiny_tokenizer, capfd, caplog):
+    """Issue 23: adapter training from a zero-shot base printed transformers' LOAD REPORT
+    (MISSING ... newly initialized) for the adapter."""
+    import logging
+
+    from modeling_uniqa.core.model_folder import load_model
+    from tests.helpers import save_tiny_uniqa
+
+    folder = save_tiny_uniqa(tmp_path / "zero", tiny_tokenizer, seed=0, use_adapter=False)
+    with caplog.at_level(logging.INFO, logger="modeling_uniqa"):
+        model = load_model(folder, use_adapter=True).model
+    captured = capfd.readouterr()
+    assert model.config.use_adapter
+    assert "LOAD REPORT" not in captured.err + captured.out + caplog.text and "MISSING" not in captured.err + caplog.text
+    assert "a new adapter is initialised, to be trained" in caplog.text
+    assert logging.getLogger("transformers.modeling_utils").level == logging.NOTSET  # restored

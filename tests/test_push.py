@@ -109,3 +109,129 @@ def test_hub_failure_is_reported_not_raised(model_dir, api, monkeypatch, caplog)
     api.create_repo.side_effect = ConnectionError("Cannot reach https://huggingface.co: offline mode is enabled")
     assert uniqa_main(["push", model_dir, "--repo-id", "my-org/x"]) == 1
     assert "Uploading" in caplog.text and "ConnectionError: Cannot reach" in caplog.text
+
+
+# Issue 23: push reads and writes nothing outside the folder and checks what it sends.
+def _cli_push(model_dir, api, monkeypatch, *extra):
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda: api)
+    return uniqa_main(["push", model_dir, "--repo-id", "my-org/x", *extra])
+
+
+def test_symlink_out_of_the_folder_is_refused(model_dir, api, monkeypatch, tmp_path, capsys, caplog):
+    """Finding 3: `notes.txt -> ../outside_secret.txt` was uploaded (rc 0)."""
+    outside = tmp_path / "outside_secret.txt"
+    outside.write_text("private\n")
+    os.symlink(os.path.relpath(outside, model_dir), os.path.join(model_dir, "notes.txt"))
+    assert _cli_push(model_dir, api, monkeypatch) == 2
+    assert "notes.txt" in caplog.text and "outside" in caplog.text and "Traceback" not in capsys.readouterr().err
+    api.upload_folder.assert_not_called()
+
+
+def test_symlink_inside_the_folder_is_uploaded_once_checked(model_dir, api):
+    with open(os.path.join(model_dir, "notes.txt"), "w") as handle:
+        handle.write("about this model\n")
+    os.symlink("notes.txt", os.path.join(model_dir, "NOTES"))
+    push_to_hub(model_dir, "my-org/x", api=api)
+    assert any(pattern == "NOTES" for pattern in api.upload_folder.call_args.kwargs["allow_patterns"])
+
+
+def test_card_symlinked_out_of_the_folder_is_neither_read_nor_overwritten(model_dir, api, monkeypatch, tmp_path, caplog):
+    """Finding 4: a README.md linked to an outside file was overwritten with the card, then uploaded."""
+    outside = tmp_path / "my_notes.md"
+    outside.write_text("my own notes\n")
+    card = os.path.join(model_dir, "README.md")
+    os.remove(card)
+    os.symlink(outside, card)
+    assert _cli_push(model_dir, api, monkeypatch) == 2
+    assert outside.read_text() == "my own notes\n"
+    assert "README.md" in caplog.text
+    api.upload_folder.assert_not_called()
+
+
+def test_push_replaces_the_card_and_handler_instead_of_writing_into_them(model_dir, api, tmp_path):
+    """A card hard-linked to a file elsewhere: push writes a new file, the other stays as it was."""
+    card, handler = os.path.join(model_dir, "README.md"), os.path.join(model_dir, "handler.py")
+    other_card, other_handler = tmp_path / "card_copy.md", tmp_path / "handler_copy.py"
+    os.link(card, other_card)
+    os.link(handler, other_handler)
+    before_card, before_handler = other_card.read_text(), other_handler.read_text()
+    with open(handler, "a") as handle:  # the shared file changes (that is what a hard link is)
+        handle.write("# local edit\n")
+    before_handler = other_handler.read_text()
+    push_to_hub(model_dir, "my-org/x", api=api)
+    assert other_card.read_text() == before_card and other_handler.read_text() == before_handler
+    with open(card) as handle:
+        assert "my-org/x" in handle.read() and os.stat(card).st_nlink == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing_shard", "bad_clip_config"])
+def test_broken_model_folder_is_refused_naming_the_file(model_dir, api, monkeypatch, caplog, capsys, damage):
+    """Findings 5 and 7: truncated weights and an index naming a missing shard were published
+    (rc 0); `"clip_config": 5` ended as `Uploading ... failed: AttributeError` (rc 1)."""
+    import json
+
+    weights = os.path.join(model_dir, "model.safetensors")
+    if damage == "truncated":
+        with open(weights, "r+b") as handle:
+            handle.truncate(1000)
+        named = "model.safetensors"
+    elif damage == "missing_shard":
+        os.remove(weights)
+        with open(os.path.join(model_dir, "model.safetensors.index.json"), "w") as handle:
+            json.dump({"metadata": {}, "weight_map": {"logit_scale": "model-00001-of-00002.safetensors"}}, handle)
+        named = "model.safetensors.index.json"
+    else:
+        path = os.path.join(model_dir, "config.json")
+        with open(path) as handle:
+            config = json.load(handle)
+        config["clip_config"] = 5
+        with open(path, "w") as handle:
+            json.dump(config, handle)
+        named = "config.json"
+    assert _cli_push(model_dir, api, monkeypatch) == 2
+    assert named in caplog.text and "Uploading" not in caplog.text
+    assert "Traceback" not in capsys.readouterr().err
+    api.create_repo.assert_not_called()
+    api.upload_folder.assert_not_called()
+
+
+def test_truncated_adapter_weights_are_refused(tiny_model_factory, api, tmp_path):
+    adapter_dir = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name="my-org/uniqa-base")
+    with open(os.path.join(adapter_dir, "uniqa_adapter.safetensors"), "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(PushError, match="uniqa_adapter.safetensors"):
+        push_to_hub(adapter_dir, "my-org/uniqa-adapter", api=api)
+    api.upload_folder.assert_not_called()
+
+
+@pytest.mark.parametrize("name", ["secrets.env", "credentials.json", "id_rsa", "sub/SECRETS.yaml"])
+def test_secret_looking_files_are_refused_unless_allowed(model_dir, api, monkeypatch, caplog, name):
+    """Finding 6: `secrets.env` and `credentials.json` were uploaded without a word."""
+    path = os.path.join(model_dir, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write("nothing secret really\n")
+    assert _cli_push(model_dir, api, monkeypatch) == 2
+    assert name in caplog.text and "--allow-secret-names" in caplog.text
+    api.upload_folder.assert_not_called()
+    assert _cli_push(model_dir, api, monkeypatch, "--allow-secret-names") == 0
+    assert name in api.upload_folder.call_args.kwargs["allow_patterns"]
+
+
+def test_file_holding_a_hub_token_is_always_refused(model_dir, api, monkeypatch, caplog):
+    with open(os.path.join(model_dir, "training_log.txt"), "w") as handle:
+        handle.write("HF_TOKEN=hf_" + "aBcD" * 8 + "xy\n")
+    assert _cli_push(model_dir, api, monkeypatch, "--allow-secret-names") == 2
+    assert "training_log.txt" in caplog.text and "token" in caplog.text
+    assert "aBcD" not in caplog.text  # the token itself is not echoed
+    api.upload_folder.assert_not_called()
+
+
+def test_only_the_checked_files_are_uploaded(model_dir, api):
+    push_to_hub(model_dir, "my-org/x", api=api)
+    from huggingface_hub.utils import filter_repo_objects
+
+    kwargs = api.upload_folder.call_args.kwargs
+    every = [os.path.relpath(os.path.join(root, name), model_dir) for root, _, names in os.walk(model_dir) for name in names]
+    sent = sorted(filter_repo_objects(every, allow_patterns=kwargs["allow_patterns"], ignore_patterns=kwargs["ignore_patterns"]))
+    assert sent == sorted(every)

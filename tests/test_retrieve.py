@@ -352,3 +352,22 @@ def test_html_links_non_utf8_file_names_by_their_bytes(tmp_path):
     write_contact_sheet(results, str(tmp_path / "sheet.png"))
     page = (tmp_path / "page.html").read_bytes().decode("utf-8")  # valid UTF-8
     assert 'src="caf%E9%20%232.png"' in page and "caf\\xe9 #2.png" in page
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_an_empty_query_is_refused_before_anything_is_embedded(saved_tiny_model, tmp_path, monkeypatch, caplog, query):
+    """Issue 23, finding 11: `--query ""` embedded the whole folder before refusing."""
+    import modeling_uniqa.cli.retrieve as retrieve_cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(random_rgb(32, 32, seed=1)).save(photos / "a.png")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded for an empty query")
+
+    monkeypatch.setattr(retrieve_cli, "load_model", no_loading)
+    assert main(["retrieve", str(photos), "--model", saved_tiny_model, "--query", "sharp", "--query", query,
+                 "--output", str(tmp_path / "sheet.png")]) == 2
+    assert "--query number 2 is empty" in caplog.text
+    assert not (tmp_path / "uniqa-index").exists() and not (tmp_path / ".uniqa-index").exists()

@@ -179,3 +179,25 @@ def test_animated_members_are_scored_on_their_first_frame_and_counted(saved_tiny
     assert "Scored on its first frame of 3: anim" in caplog.text
     rows = pq.read_table(tmp_path / "out" / "0.parquet").to_pylist()
     assert rows[0]["score"] == pytest.approx(rows[1]["score"], abs=1e-6)  # the first frame is the still image
+
+
+def test_link_members_are_error_rows_not_lost(tmp_path):
+    """Issue 23, finding 10: symlink and hard-link members vanished without a row or a count."""
+    shard = tmp_path / "links.tar"
+    with tarfile.open(shard, "w") as archive:
+        def add(name, data=None, kind=tarfile.REGTYPE, target=""):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            info.size = len(data) if data is not None else 0
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        add("000.jpg", b"not really a jpeg")
+        add("001.jpg", kind=tarfile.SYMTYPE, target="/etc/passwd")
+        add("001.json", b"{}")
+        add("002.jpg", kind=tarfile.LNKTYPE, target="000.jpg")
+    samples = {sample.key: sample for sample in iter_samples(str(shard))}
+    assert sorted(samples) == ["000", "001", "002"]
+    assert samples["000"].error is None and samples["000"].image == b"not really a jpeg"
+    assert "001.jpg: a symbolic link (to /etc/passwd), not read: skipped" in samples["001"].error
+    assert samples["001"].image is None and samples["001"].meta == {}
+    assert "002.jpg: a hard link (to 000.jpg), not read: skipped" in samples["002"].error

@@ -10,7 +10,8 @@ Protocols:
 - `cross`: score `--model` on the whole of another dataset (its `full` split).
 - `zero_shot`: score `--model`'s pre-trained backbone without the adapter, with one prompt
   group (`--single_prompt`, default `default`) and with a prompt ensemble (`--prompts`, default
-  `natural`, `aigc` for AGIQA-3K), on the whole dataset (Table VII). Headline: the ensemble.
+  `natural`, `aigc` for AGIQA-3K), on the whole dataset (Table VII), beside the headline: the
+  prompts the model itself uses (`model_prompts`, what `uniqa score` and its pipeline give).
 - `splits`: fine-tune `--model` (a pre-trained folder) on `--num_splits` random 80/20 splits
   (10 in the paper) with `train_adapter.py`'s code and the same training flags; per-split rows,
   median (the headline), mean and std.
@@ -204,9 +205,11 @@ def protocol_zero_shot(model_path: str, dataset: DatasetSpec, scoring: ScoringOp
     (`prompts`, default `natural`, `aigc` for AGIQA-3K), on the whole dataset."""
     data, metadata = load_full(dataset.name, dataset.data_dir, dataset.cache_dir, dataset.options)
     ensemble = prompts or paper_ensemble(dataset.name)
+    own = evaluate_model(model_path, data, metadata, scoring, use_adapter=False)  # the headline: what the model scores
     single = evaluate_model(model_path, data, metadata, scoring, use_adapter=False, prompts=single_prompt)
     combined = evaluate_model(model_path, data, metadata, scoring, use_adapter=False, prompts=ensemble)
-    return {"srcc": combined["srcc"], "plcc": combined["plcc"], "single_prompt": single, "ensemble": combined, "_plot": combined["_plot"]}
+    return {"srcc": own["srcc"], "plcc": own["plcc"], "headline": "model_prompts", "model_prompts": own,
+            "single_prompt": single, "ensemble": combined, "_plot": own["_plot"]}
 
 
 def run_training(
@@ -368,7 +371,9 @@ def markdown_table(protocol: str, paper_key: str, results: dict) -> str:
             lines += ["", f"Trained on {results.get('trained_on')}, tested on all of {results.get('tested_on')}; the paper rows are in-dataset results, for scale only."]
     elif protocol == "zero_shot":
         paper = paper_results.ZERO_SHOT_SRCC.get(paper_key, (None, None))
-        lines += ["Paper: Table VII (zero-shot SRCC).", "", "| prompts | paper SRCC | ours SRCC | ours PLCC |", "|---|---|---|---|",
+        lines += ["Paper: Table VII (zero-shot SRCC). Headline: the model's own prompts (what it scores with).", "",
+                  "| prompts | paper SRCC | ours SRCC | ours PLCC |", "|---|---|---|---|",
+                  f"| **the model's own ({', '.join(results['model_prompts']['prompt_groups'])})** | — | {_fmt(results['model_prompts']['srcc'])} | {_fmt(results['model_prompts']['plcc'])} |",
                   f"| single ({', '.join(results['single_prompt']['prompt_groups'])}) | {_fmt(paper[0])} | {_fmt(results['single_prompt']['srcc'])} | {_fmt(results['single_prompt']['plcc'])} |",
                   f"| ensemble ({', '.join(results['ensemble']['prompt_groups'])}) | {_fmt(paper[1])} | {_fmt(results['ensemble']['srcc'])} | {_fmt(results['ensemble']['plcc'])} |"]
     elif protocol == "few_label":
@@ -479,10 +484,13 @@ def _evaluate(args: argparse.Namespace) -> dict:
     if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` the main process writes the reports
         return results
     plot = results.pop("_plot")
-    for part in ("single_prompt", "ensemble"):
+    for part in ("model_prompts", "single_prompt", "ensemble"):
         results.get(part, {}).pop("_plot", None)
     paper_key = args.paper_key or args.dataset
     title = f"{args.dataset} ({args.protocol}): SRCC {results['srcc']:.3f}, PLCC {results['plcc']:.3f}"
+    if args.protocol == "zero_shot":  # the headline's prompts, and the others beside it
+        title = (f"{args.dataset} (zero-shot, model's prompts {'+'.join(results['model_prompts']['prompt_groups'])}): SRCC {results['srcc']:.3f}, "
+                 f"PLCC {results['plcc']:.3f}; ensemble SRCC {results['ensemble']['srcc']:.3f}")
     scatter = scatter_plot(plot[0], plot[1], title, os.path.join(args.output_dir, "scatter.png"))
     results = {"srcc": results["srcc"], "plcc": results["plcc"], "protocol": args.protocol, "dataset": args.dataset,
                "model": os.path.abspath(args.model), "scatter": scatter and os.path.basename(scatter), **results}

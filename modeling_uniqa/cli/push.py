@@ -3,7 +3,7 @@
 import argparse
 import logging
 
-from ..errors import PushError
+from ..errors import USER_ERRORS, PushError
 from ..hub.push import check_push_directory, push_to_hub
 
 logger = logging.getLogger(__name__)
@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="Create the repo private.")
     parser.add_argument("--revision", help="Branch to push to (created if missing; default: main).")
     parser.add_argument("--commit-message", help="Commit message.")
+    parser.add_argument("--allow-secret-names", action="store_true", help="Upload files whose names look like secrets "
+                        "(secrets.env, credentials.json, id_rsa, ...), refused by default; a file holding a Hub token is "
+                        "always refused.")
     parser.add_argument("--space", metavar="ORG/NAME", help="Also create or update this Gradio Space serving the pushed "
                         "model (`uniqa app`: app.py, requirements.txt, README.md); a model directory only.")
 
@@ -30,8 +33,9 @@ def run(args, api=None) -> int:
             private=args.private or None,
             revision=args.revision,
             commit_message=args.commit_message,
+            allow_secret_names=getattr(args, "allow_secret_names", False),
         )
-    except (PushError, FileNotFoundError, ValueError) as error:
+    except (*USER_ERRORS, FileNotFoundError, ValueError) as error:  # a local problem, found before anything is sent
         logger.error("%s", error)
         return 2
     except Exception as error:  # the checks passed: the Hub or the network failed (auth, offline, quota, ...)

@@ -66,6 +66,9 @@ def run(args) -> int:
     index_dir = os.path.abspath(args.index or os.path.join(os.path.dirname(args.output), DEFAULT_INDEX_NAME))
     html_path = os.path.abspath(args.html or os.path.splitext(args.output)[0] + ".html")
     try:
+        empty = [position for position, query in enumerate(args.query, 1) if not query.strip()]
+        if empty:  # before the model is loaded and the folder embedded
+            raise UsageError(f"--query number {empty[0]} is empty: give a text to rank the images by, e.g. --query \"blurry photo\".")
         for output in (args.output, html_path):  # before the indexing, which may take hours
             check_writable(output)
         paths = expand_inputs(args.inputs).paths if args.inputs else None

@@ -20,11 +20,13 @@ import logging
 import os
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..configuration_uniqa import DEFAULT_HEAD, HEAD_FIELDS, check_head_settings, parse_view_policy
-from ..errors import AdapterMismatchError  # noqa: F401  (raised here; importable from here too)
+from ..errors import AdapterMismatchError, UnsafeFileError  # noqa: F401  (raised here; importable from here too)
 from ..modeling_uniqa import UniQAModel
+from .atomic_files import honour_umask
 from .fingerprints import state_digest
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ def save_adapter(
         "config": {field: settings[field] for field in ADAPTER_CONFIG_FIELDS},
     }
     save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+    honour_umask(os.path.join(save_directory, ADAPTER_WEIGHTS_NAME))  # safetensors writes 0600
     with open(os.path.join(save_directory, ADAPTER_CONFIG_NAME), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2)
         handle.write("\n")
@@ -112,6 +115,17 @@ def save_adapter(
         write_model_card(save_directory)
     logger.info("Saved the UniQA adapter (base %s, backbone %s) to %s", base_name, metadata["base_model"]["backbone_sha256"][:12], save_directory)
     return str(save_directory)
+
+
+def load_safetensors(path) -> dict:
+    """The tensors of a safetensors file; `UnsafeFileError` naming the file when it is not one
+    (a pickle renamed `.safetensors`, a truncated download): nothing else is ever tried on it."""
+    path = os.fspath(path)
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        raise UnsafeFileError(f"{path}: not a valid safetensors file ({size} bytes: truncated, corrupt or another format); not loaded.") from error
 
 
 def read_adapter_config(adapter_directory) -> dict:
@@ -176,7 +190,7 @@ def read_adapter_head(directory, model: UniQAModel) -> tuple:
     config = metadata["config"]
     settings = {field: config[field] for field in HEAD_FIELDS if field in config}
     settings["use_adapter"] = True
-    tensors = load_file(weights_path)
+    tensors = load_safetensors(weights_path)
     expected_keys = {"level_scores", "prompt_embeds"}
     if not expected_keys <= set(tensors) or not any(key.startswith("adapter.") for key in tensors):
         raise ValueError(f"{weights_path}: expected adapter.fc.*, level_scores and prompt_embeds, found {', '.join(sorted(tensors))}.")
@@ -232,6 +246,13 @@ def _merge_lora(model: UniQAModel, directory: str) -> UniQAModel:
         from peft import PeftModel
     except ImportError as error:
         raise ImportError(f"{directory} holds a peft LoRA ({PEFT_CONFIG_NAME}): install peft (`pip install peft`).") from error
+    safe_weights = os.path.join(directory, "adapter_model.safetensors")
+    if not os.path.isfile(safe_weights):
+        pickled = [name for name in ("adapter_model.bin", "adapter_model.pt") if os.path.isfile(os.path.join(directory, name))]
+        where = os.path.join(directory, pickled[0]) if pickled else safe_weights
+        raise UnsafeFileError(f"{where}: not a valid LoRA weights file: only peft's adapter_model.safetensors is read "
+                              "(a .bin file is a pickle, which is never loaded here); re-save the LoRA with safetensors.")
+    load_safetensors(safe_weights)  # a readable safetensors file, before peft opens it
     prompt_embeds = model.prompt_embeds.clone()
     merged = PeftModel.from_pretrained(model, directory).merge_and_unload()
     merged.prompt_embeds.copy_(prompt_embeds)

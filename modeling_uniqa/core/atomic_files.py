@@ -12,6 +12,11 @@ created with mode 0666 minus the umask, like any file the user creates (`tempfil
 instead, so that the file a SIGKILLed run leaves behind is overwritten by the next run rather
 than piling up.
 
+Some writers create their files 0600 whatever the umask (safetensors' `save_file`, hence every
+`model.safetensors`): `honour_umask(path, ...)` gives files (and, walked, the files of folders)
+that a tool wrote the mode the user's umask asks for, so a shared model folder is readable by
+those it is shared with.
+
 This module is for files. Folders that are written then renamed into place (training
 checkpoints, `heads.rewrite_model_folder`) are handled where they are written.
 """
@@ -56,6 +61,32 @@ def _fsync_folder(folder: str) -> None:
         os.close(descriptor)
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(*paths) -> None:
+    """Give each file in `paths` (and each file under each folder in `paths`) mode 0666 minus the
+    umask, as files the user creates get: for files a library wrote with a narrower mode. Symbolic
+    links are neither changed nor followed; folders keep their mode."""
+    mode = _FILE_MODE & ~current_umask()
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.islink(path):
+            continue
+        if os.path.isdir(path):
+            for root, _, names in os.walk(path):
+                for name in names:
+                    file_path = os.path.join(root, name)
+                    if not os.path.islink(file_path) and os.path.isfile(file_path):
+                        os.chmod(file_path, mode)
+        elif os.path.isfile(path):
+            os.chmod(path, mode)
+
+
 def atomic_write(path, write: Callable[[str], None], *, temporary_name: str | None = None) -> None:
     """Replace `path` by the file that `write(temporary_path)` writes, atomically.
 
@@ -68,6 +99,7 @@ def atomic_write(path, write: Callable[[str], None], *, temporary_name: str | No
     temporary = _create_temporary(folder, base, temporary_name)
     try:
         write(temporary)
+        honour_umask(temporary)  # a writer may have replaced it by a 0600 file (safetensors does)
         with open(temporary, "rb+") as handle:  # writable: Windows refuses to fsync a read-only handle
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -88,4 +120,4 @@ def atomic_write_text(path, text: str, *, encoding: str = "utf-8", errors: str =
     atomic_write(path, write, temporary_name=temporary_name)
 
 
-__all__ = ["atomic_write", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_text", "current_umask", "honour_umask"]

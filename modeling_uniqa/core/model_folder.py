@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import os
 from typing import NamedTuple
 
@@ -26,6 +27,7 @@ from ..configuration_uniqa import UniQAConfig
 from ..errors import ModelFolderError, UsageError
 from ..modeling_uniqa import UniQAModel
 
+logger = logging.getLogger(__name__)
 WEIGHTS_NAME, WEIGHTS_INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
 MAX_LISTED = 3  # names listed in one error line
 
@@ -175,12 +177,24 @@ def load_model(
 
 
 def _checked_model(folder: str, dtype: torch.dtype, use_adapter: bool | None = None) -> UniQAModel:
-    check_model_folder(folder)
+    config = check_model_folder(folder)
     overrides = {} if use_adapter is None else {"use_adapter": use_adapter}
+    new_adapter = bool(use_adapter) and not config.use_adapter
+    # A zero-shot folder given a fresh adapter (training one): transformers would print a LOAD
+    # REPORT listing the adapter's tensors as MISSING; the folder was checked above, so those are
+    # the only ones, and one line says what happens instead.
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    level = report_logger.level
+    if new_adapter:
+        report_logger.setLevel(logging.ERROR)
+        logger.info("%s: a zero-shot model (no adapter): a new adapter is initialised, to be trained.", folder)
     try:
         return UniQAModel.from_pretrained(folder, dtype=dtype, **overrides).eval()
     except Exception as error:  # anything the checks above did not foresee: still one line naming the folder
         raise ModelFolderError(f"{folder}: cannot load the model ({type(error).__name__}: {' '.join(str(error).split())}).") from error
+    finally:
+        if new_adapter:
+            report_logger.setLevel(level)
 
 
 def load_model_folder(folder: str, dtype: torch.dtype = torch.float32) -> UniQAModel:

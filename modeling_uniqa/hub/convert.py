@@ -18,6 +18,7 @@ import torch
 
 from ..clip_tokenizer import resolve_prompt_tokenizer
 from ..configuration_uniqa import UniQAConfig
+from ..core.atomic_files import honour_umask
 from ..modeling_uniqa import UniQAModel
 from .convert_openai_clip import load_state_dict_file, openai_to_hf_clip
 
@@ -196,6 +197,7 @@ def convert(
             shutil.rmtree(output_dir)
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
+        honour_umask(output_dir)  # safetensors writes model.safetensors 0600
         from model_cards import write_model_card
 
         # An OpenAI-format file is taken to be the authors' release: the stricter (non-commercial) licence.

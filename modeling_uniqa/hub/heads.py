@@ -26,6 +26,7 @@ from ..core.adapter_io import (
     read_adapter_config,
     read_adapter_head,
 )
+from ..core.atomic_files import honour_umask
 from ..core.model_folder import check_model_folder
 from ..modeling_uniqa import UniQAModel
 
@@ -99,10 +100,11 @@ def rewrite_model_folder(model: UniQAModel, model_dir) -> None:
     try:
         shutil.copytree(model_dir, staging, dirs_exist_ok=True)
         model.save_pretrained(staging)
+        honour_umask(staging)  # safetensors writes model.safetensors 0600
         if os.path.isfile(os.path.join(staging, "README.md")):
             from model_cards import write_model_card
 
-            write_model_card(staging)  # the card lists the heads
+            write_model_card(staging, final_dir=model_dir)  # the card lists the heads and names the folder, not its copy
         old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
         os.rmdir(old)
         os.rename(model_dir, old)

@@ -134,7 +134,7 @@ def iter_samples(shard: str):
     try:
         with tarfile.open(shard, mode="r|*") as archive:
             for member in archive:
-                if not member.isfile():
+                if member.isdir():
                     continue
                 key, extension = _split_member(member.name)
                 if current is not None and key != current.key:
@@ -142,6 +142,12 @@ def iter_samples(shard: str):
                     current = None
                 if current is None:
                     current = Sample(key)
+                if not member.isfile():  # a link or device: never followed, so its sample is an error row
+                    what = (f"a symbolic link (to {member.linkname})" if member.issym() else
+                            f"a hard link (to {member.linkname})" if member.islnk() else "not a regular file")
+                    if current.error is None:
+                        current.error = f"{shard}: {member.name}: {what}, not read: skipped (only regular members are scored)."
+                    continue
                 if extension in IMAGE_MEMBER_EXTENSIONS or extension == "json":
                     data = archive.extractfile(member).read()  # streamed: now or never
                     if extension == "json":

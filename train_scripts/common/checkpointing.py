@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 
 from accelerate import Accelerator
 
+from modeling_uniqa.core.atomic_files import honour_umask
 from modeling_uniqa.errors import OutputError, UniQAError
 
 logger = logging.getLogger(__name__)
@@ -198,6 +199,41 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     return final
 
 
+# Files of a checkpoint read as pickles by accelerate (with torch's weights-only unpickler).
+_PICKLED_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
+
+
+def check_checkpoint_files(directory: str) -> None:
+    """Raise `ResumeError` naming the first file of the checkpoint `directory` that is not what
+    its name says: a `.safetensors` file that is not valid safetensors, or a pickled file (.bin,
+    .pkl, .pt) that holds anything but tensors and plain data (a planted pickle). Nothing in it
+    runs: pickles are read with torch's weights-only unpickler, memory-mapped. Called before every
+    `load_state`, so a tampered checkpoint ends in one line rather than torch's traceback."""
+    from accelerate.utils import load as accelerate_load
+    from safetensors import SafetensorError, safe_open
+
+    for root, _, names in os.walk(directory):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            try:
+                if name.endswith(".safetensors"):
+                    with safe_open(path, framework="pt") as handle:
+                        list(handle.keys())
+                elif name.endswith(_PICKLED_SUFFIXES):
+                    accelerate_load(path, map_location="cpu", mmap=True)
+            except (SafetensorError, OSError, ValueError, RuntimeError, EOFError, KeyError, AttributeError, TypeError, ImportError) as error:
+                kind = "safetensors" if name.endswith(".safetensors") else "checkpoint"
+                raise ResumeError(
+                    f"{path}: not a valid {kind} file ({type(error).__name__.split('.')[-1]}: it holds something other than "
+                    "tensors and plain data, or is truncated); it was not loaded. Resume from another checkpoint or start afresh."
+                ) from None
+            except Exception as error:  # pickle.UnpicklingError and other unpickler refusals
+                raise ResumeError(
+                    f"{path}: not a valid checkpoint file ({type(error).__name__}: it holds something other than tensors and "
+                    "plain data); it was not loaded. Resume from another checkpoint or start afresh."
+                ) from None
+
+
 def fingerprint(values: Iterable) -> str:
     """A short digest of a sequence of values (image names, labels, raw `bytes` of weights) to
     record in a `RunLayout`."""
@@ -244,7 +280,7 @@ class RunLayout:
     def attach(self, accelerator: Accelerator) -> None:
         """Save with every `accelerator.save_state` and check before every `load_state`."""
         accelerator.register_save_state_pre_hook(lambda models, weights, directory: accelerator.is_main_process and self.save(directory))
-        accelerator.register_load_state_pre_hook(lambda models, directory: self.check(directory))
+        accelerator.register_load_state_pre_hook(lambda models, directory: (check_checkpoint_files(directory), self.check(directory)))
 
 
 class JsonState:
@@ -287,6 +323,7 @@ def write_model_folder(output_dir: str, write: Callable[[str], None]) -> None:
         shutil.rmtree(staging)
     os.makedirs(staging)
     write(staging)
+    honour_umask(staging)  # safetensors writes model.safetensors 0600: a shared model folder must be readable
     if not os.path.isfile(os.path.join(staging, MODEL_CONFIG_FILE)):
         raise RuntimeError(f"The model writer left no {MODEL_CONFIG_FILE} in {staging}.")
     target_config = os.path.join(output_dir, MODEL_CONFIG_FILE)
