@@ -630,6 +630,8 @@ class UniQAModel(UniQAPreTrainedModel):
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
         model.clip.logit_scale.requires_grad_(False)
         model.heads.requires_grad_(False)
+        source = kwargs.get("pretrained_model_name_or_path", args[0] if args else None)
+        model.source_view_seeding = _folder_view_seeding(source, kwargs)
         return loaded
 
     def default_image_processor(self, view_seeding: str = "shared"):
@@ -692,7 +694,31 @@ class UniQAModel(UniQAPreTrainedModel):
         if os.path.isfile(handler_source):
             shutil.copyfile(handler_source, os.path.join(save_directory, ENDPOINT_HANDLER_NAME))
         if not os.path.isfile(os.path.join(save_directory, "preprocessor_config.json")):
-            self.default_image_processor(view_seeding="per_image").save_pretrained(save_directory)  # new folders: views seeded per image
+            # A new model's views are seeded per image; a loaded one keeps its folder's rule, so a
+            # re-saved model scores as it did.
+            seeding = getattr(self, "source_view_seeding", None) or "per_image"
+            self.default_image_processor(view_seeding=seeding).save_pretrained(save_directory)
+
+
+def _folder_view_seeding(source, kwargs: dict) -> str:
+    """The `view_seeding` of the processor saved with a model (local folder or Hub repo):
+    "shared" when it has no such setting or no processor (the rule such folders are scored with)."""
+    import json
+
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(
+            source, "preprocessor_config.json", cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision"),
+            local_files_only=kwargs.get("local_files_only", False),
+            _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
+        )
+        if path is None:
+            return "shared"
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle).get("view_seeding", "shared")
+    except Exception:  # unreadable or odd: the processor load reports it; here, the rule of old folders
+        return "shared"
 
 
 UniQAModel.register_for_auto_class("AutoModel")

@@ -73,3 +73,18 @@ def test_retrieval_index_fingerprint_records_per_image_seeding_only_where_it_cha
     per_image = UniQAImageProcessor(crop_size=CROP, view_seeding="per_image")
     assert embedding_fingerprint(model, shared, "random10", 123, "adapted") != embedding_fingerprint(model, per_image, "random10", 123, "adapted")
     assert embedding_fingerprint(model, shared, "center", 123, "adapted") == embedding_fingerprint(model, per_image, "center", 123, "adapted")
+
+
+def test_a_resaved_model_keeps_its_folders_seeding(saved_tiny_model, tmp_path):
+    # The folder's processor has no `view_seeding` ("shared"): a loaded and re-saved model must not
+    # switch to "per_image", or its scores would change with a save.
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(saved_tiny_model)
+    model.save_pretrained(tmp_path / "resaved")
+    with open(tmp_path / "resaved" / "preprocessor_config.json") as handle:
+        assert json.load(handle)["view_seeding"] == "shared"
+    fresh = type(model)(model.config)  # a new model: seeded per image
+    fresh.save_pretrained(tmp_path / "new")
+    with open(tmp_path / "new" / "preprocessor_config.json") as handle:
+        assert json.load(handle)["view_seeding"] == "per_image"
