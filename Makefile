@@ -14,7 +14,7 @@ SEED ?= 0
 # One process; on a machine with a GPU accelerate uses it. accelerate would give the process one
 # CPU thread (OMP_NUM_THREADS=1): on a CPU-only machine it gets every core.
 NPROC := $(shell nproc 2>/dev/null || echo 1)
-LAUNCH = $(PYTHON) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+LAUNCH = $(PYTHON) -m accelerate.commands.launch --quiet --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 	--num_cpu_threads_per_process $(NPROC)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
