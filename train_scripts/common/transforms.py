@@ -161,13 +161,18 @@ def finetune_crop_flip(image: Image.Image, crop: int, rng: np.random.Generator, 
     return np.ascontiguousarray(cut_views(image, (width, height), crop, [(left, top, flip)])[0])
 
 
+def _random_windows(width: int, height: int, crop: int, rng: np.random.Generator, count: int) -> list:
+    """`count` random `(left, top)` of `crop` windows in a `width` x `height` image (tops drawn first)."""
+    tops = rng.integers(0, height - crop + 1, size=count)
+    lefts = rng.integers(0, width - crop + 1, size=count)
+    return list(zip(lefts.tolist(), tops.tolist()))
+
+
 def detailed_crop_flip(image: Image.Image, crop: int, rng: np.random.Generator, candidates: int, flip_prob: float = 0.5) -> np.ndarray:
     """The most detailed (`view_detail`) of `candidates` random `crop` windows, flipped with
     `flip_prob`: uint8 `(crop, crop, 3)`."""
     width, height = upscaled_size(image, crop)
-    tops = rng.integers(0, height - crop + 1, size=candidates)
-    lefts = rng.integers(0, width - crop + 1, size=candidates)
-    views = cut_views(image, (width, height), crop, [(left, top, False) for top, left in zip(tops.tolist(), lefts.tolist())])
+    views = cut_views(image, (width, height), crop, [(left, top, False) for left, top in _random_windows(width, height, crop, rng, candidates)])
     view = views[int(np.argmax(view_detail(views)))]
     return np.ascontiguousarray(view[:, ::-1] if rng.random() < flip_prob else view)
 
@@ -179,9 +184,7 @@ def finetune_view_bank(image: Image.Image, crop: int, rng: np.random.Generator, 
     a random crop with a flip of probability 0.5, over `num_crops` positions.
     """
     width, height = upscaled_size(image, crop)
-    tops = rng.integers(0, height - crop + 1, size=num_crops)
-    lefts = rng.integers(0, width - crop + 1, size=num_crops)
-    boxes = [(left, top, flip) for top, left in zip(tops.tolist(), lefts.tolist()) for flip in (False, True)]
+    boxes = [(left, top, flip) for left, top in _random_windows(width, height, crop, rng, num_crops) for flip in (False, True)]
     return np.ascontiguousarray(cut_views(image, (width, height), crop, boxes))
 
 
