@@ -75,3 +75,20 @@ def test_small_clip_is_written_once_and_kept_on_a_rerun(tmp_path):
     assert make_small_clip.main(make_small_clip.parse_args([*argv, "--vision_heads", "3"])) == 2  # 32 % 3
     config = json.loads((tmp_path / "clip/config.json").read_text())
     assert config["vision_config"]["image_size"] == 32 and not os.path.exists(tmp_path / "clip.partial")
+
+
+def test_training_photos_give_one_reference_per_short_side_range(tmp_path, fake_sources):
+    # fake photos have short sides 90 and 100: the 95:100 range skips the smaller one (never upscaled)
+    assert _run(tmp_path / "c", "--train_short_sides", "64:80", "95:100") == 0
+    train = data_builders.load("kadid10k", str(tmp_path / "c/train"), split_scheme="full")["full"]
+    references = sorted(set(train["reference"]))
+    assert len(references) == 4 + 2  # 4 photos at 64-80 px, the 2 of 100 px again at 95-100
+    short_sides = []
+    for name in references:
+        with Image.open(tmp_path / "c/train/images" / f"{name}.png") as reference:
+            short_sides.append(min(reference.size))
+    assert sorted(short_sides)[:4] == sorted(s for s in short_sides if s <= 80) and sum(s >= 95 for s in short_sides) == 2
+    heldout = data_builders.load("kadid10k", str(tmp_path / "c/heldout"), split_scheme="full")["full"]
+    assert set(heldout["reference"]) == {"I007", "I008"}  # numbered after the training references
+    with pytest.raises(SystemExit):
+        make_quality_corpus.parse_args(["--output_dir", "x", "--train_short_sides", "200"])

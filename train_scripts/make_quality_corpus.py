@@ -8,7 +8,11 @@
    holder read from its package's copyright file.
 2. Split by source: whole sources (`--heldout_sources`) are held out, the rest train.
 3. References: each photo downscaled (Lanczos) so its short side is drawn from
-   `--short_side LOW HIGH` (downscaling leaves a clean, sharp picture at several scales).
+   `--short_side LOW HIGH` (downscaling leaves a clean, sharp picture at several scales). With
+   `--train_short_sides LOW:HIGH ...` each training photo gives one reference per range instead:
+   the same scene at several scales, so training covers the pixel statistics of large pictures
+   too (held-out references keep `--short_side`; a photo smaller than a further range's LOW gets
+   no reference there, as photos are never upscaled).
 4. Every reference distorted by each of `--codes` (KADID numbering, `common/synthetic_distortions.py`)
    at 5 levels; training images draw their parameter within +-`--jitter` levels of the anchor.
 5. A full-reference pseudo-MOS on KADID's 1-5 scale from GMSD (`common/full_reference.py`),
@@ -52,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--codes", nargs="+", default=list(DEFAULT_CODES), choices=CODES, help="KADID distortion codes to apply.")
     parser.add_argument("--short_side", nargs=2, type=int, default=(224, 416), metavar=("LOW", "HIGH"),
                         help="Range of the references' short side, in pixels.")
+    parser.add_argument("--train_short_sides", nargs="+", type=_short_side_range, default=None, metavar="LOW:HIGH",
+                        help="Training references: one per photo and range (default: one, from --short_side).")
     parser.add_argument("--jitter", type=float, default=0.4, help="Training parameters drawn within +- this many levels.")
     parser.add_argument("--max_photos", type=int, default=None, help="At most this many photos per source (smoke runs).")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="Processes distorting images.")
@@ -60,11 +66,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     low, high = args.short_side
     if not 64 <= low <= high:
         parser.error(f"--short_side needs 64 <= LOW <= HIGH, got {low} {high}")
+    args.train_short_sides = args.train_short_sides or [tuple(args.short_side)]
     if not 0 <= args.jitter < 1:
         parser.error("--jitter must be in [0, 1)")
     if set(args.heldout_sources) >= set(SOURCE_NAMES):
         parser.error("--heldout_sources leaves no source to train on")
     return args
+
+
+def _short_side_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH (two whole numbers of pixels), got {text!r}") from None
+    if not 64 <= low <= high:
+        raise argparse.ArgumentTypeError(f"needs 64 <= LOW <= HIGH, got {text!r}")
+    return low, high
 
 
 def make_reference(image: Image.Image, short_side: int) -> Image.Image:
@@ -92,17 +109,22 @@ def distort_reference(job) -> list[str]:
     return rows
 
 
-def write_split(folder: str, photos: list, args, seed: int, jitter: float, first_index: int, desc: str) -> list[tuple]:
+def write_split(folder: str, photos: list, args, short_sides: list, seed: int, jitter: float, first_index: int,
+                desc: str) -> list[tuple]:
+    """One reference per photo and short-side range, numbered from `first_index`, then their distortions."""
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
     rng = np.random.default_rng([args.seed, seed])
     jobs, listing = [], []
-    for offset, photo in enumerate(photos):
-        ref_name = f"I{first_index + offset:03d}.png"
-        reference = make_reference(photo.image, int(rng.integers(args.short_side[0], args.short_side[1] + 1)))
-        path = os.path.join(folder, "images", ref_name)
-        reference.save(path, compress_level=0)
-        jobs.append((folder, ref_name, path, tuple(args.codes), jitter, args.seed))
-        listing.append((ref_name, photo, reference.size))
+    for photo in photos:
+        for scale, (low, high) in enumerate(short_sides):
+            if scale and min(photo.image.size) < low:
+                continue  # never upscaled: a photo smaller than a further range would repeat its first reference
+            ref_name = f"I{first_index + len(listing):03d}.png"
+            reference = make_reference(photo.image, int(rng.integers(low, high + 1)))
+            path = os.path.join(folder, "images", ref_name)
+            reference.save(path, compress_level=0)
+            jobs.append((folder, ref_name, path, tuple(args.codes), jitter, args.seed))
+            listing.append((ref_name, photo, reference.size))
     rows = ["dist_img,ref_img,dmos,var"]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for result in tqdm(pool.map(distort_reference, jobs), total=len(jobs), desc=desc, unit="reference"):
@@ -140,13 +162,17 @@ def main(args: argparse.Namespace) -> int:
         photos = load_source(source, args.cache_dir)[: args.max_photos]
         (heldout if source.name in args.heldout_sources else train).extend(photos)
         print(f"{source.name}: {len(photos)} photos -> {'held out' if source.name in args.heldout_sources else 'train'}")
+    train_listing = write_split(os.path.join(args.output_dir, "train"), train, args, args.train_short_sides, 1, args.jitter, 1,
+                                "train corpus")
     listings = {
-        "train": write_split(os.path.join(args.output_dir, "train"), train, args, 1, args.jitter, 1, "train corpus"),
-        "heldout": write_split(os.path.join(args.output_dir, "heldout"), heldout, args, 2, 0.0, len(train) + 1, "held-out corpus"),
+        "train": train_listing,
+        "heldout": write_split(os.path.join(args.output_dir, "heldout"), heldout, args, [tuple(args.short_side)], 2, 0.0,
+                               len(train_listing) + 1, "held-out corpus"),
     }
     write_sources(os.path.join(args.output_dir, "SOURCES.md"), listings)
     per_ref = len(args.codes) * LEVELS
-    print(f"quality corpus: {len(train)} train and {len(heldout)} held-out references x {per_ref} distorted images -> {args.output_dir}")
+    print(f"quality corpus: {len(train_listing)} train references ({len(train)} photos) and {len(heldout)} held-out "
+          f"references x {per_ref} distorted images -> {args.output_dir}")
     return 0
 
 
