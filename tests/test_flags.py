@@ -3,11 +3,15 @@
 a script is one that script accepts."""
 
 import argparse
+import dataclasses
 import importlib
 import pathlib
 import re
 
 import pytest
+
+from train_scripts.common.dataset_options import DATASET_OPTION
+from train_scripts.common.flags import ArgumentParser
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(path.stem for path in (ROOT / "train_scripts").glob("*.py") if "def parse_args" in path.read_text(encoding="utf-8"))
@@ -79,3 +83,78 @@ def test_readme_commands_use_flags_their_scripts_accept(monkeypatch):
 def test_documented_spellings_parse(script, base, flag, dest, expected):
     module = importlib.import_module(f"train_scripts.{script}")
     assert getattr(module.parse_args([*base, flag]), dest) is expected
+
+
+# ------------------------------------------------------------------------------------------------
+# Options declared once, as dataclass fields (issue 25): `common.flags.ArgumentParser`
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_no_boolean_takes_a_value(name, monkeypatch):
+    """HfArgumentParser's own booleans (`--name true`, `--no_name` only when the default is true)
+    never reach a script: every boolean is a flag of the one convention."""
+    from transformers.hf_argparser import string_to_bool
+
+    parser = script_parser(name, monkeypatch)
+    assert not [action.option_strings for action in parser._actions if action.type is string_to_bool]
+
+
+@dataclasses.dataclass
+class _Group:
+    _argument_group_name = "shared group"
+
+    count: int = dataclasses.field(default=3, metadata={"help": "How many."})
+    loud: bool = dataclasses.field(default=False, metadata={"help": "Speak up."})
+    bank: bool | None = dataclasses.field(default=None, metadata={"help": "Decided later.", "off_help": "Never."})
+    kind: str = dataclasses.field(default="a", metadata={"choices": ("a", "b"), "help": "Which kind."})
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Script(_Group):
+    output_dir: str = dataclasses.field(metadata={"help": "Where to write."})
+    corpus: list[str] = dataclasses.field(metadata={"action": "append", "metavar": "NAME=DIR", "help": "Repeatable."})
+    dataset_option: list[tuple] = dataclasses.field(default_factory=list, metadata=DATASET_OPTION)
+    quiet: bool = dataclasses.field(default=True, metadata={"help": "Say little."})
+
+    def __post_init__(self):
+        if self.count < 1:
+            raise ValueError("--count must be >= 1.")
+
+
+def _parse(argv):
+    return ArgumentParser(_Script, description="A test script.").parse(argv)
+
+
+def test_dataclass_parser_keeps_the_conventions():
+    base = ["--output_dir", "o", "--corpus", "a=1"]
+    args = _parse([*base, "--corpus", "b=2", "--dataset_option", "mos_range=[1,10]", "--kind", "b"])
+    assert args.corpus == ["a=1", "b=2"] and args.dataset_option == [("mos_range", [1, 10])] and args.kind == "b"
+    assert (args.count, args.loud, args.bank, args.quiet) == (3, False, None, True)  # defaults written once, in the fields
+    for on in ("--loud", "--no_loud", "--no-loud"):
+        assert _parse([*base, on]).loud is (on == "--loud")
+    for spelling, value in (("--bank", True), ("--no_bank", False), ("--no-bank", False), ("--no_quiet", False), ("--no-quiet", False)):
+        assert getattr(_parse([*base, spelling]), spelling.lstrip("-").removeprefix("no_").removeprefix("no-")) is value
+    assert _parse([*base, "--output-dir", "p"]).output_dir == "p"  # HfArgumentParser's dashed alias
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--output_dir", "o"], "required: --corpus"),
+    (["--output_dir", "o", "--corpus", "a", "--loud", "true"], "unrecognized arguments: true"),
+    (["--output_dir", "o", "--corpus", "a", "--unknown"], "unrecognized arguments: --unknown"),
+    (["--output_dir", "o", "--corpus", "a", "--kind", "c"], "invalid choice"),
+    (["--output_dir", "o", "--corpus", "a", "--dataset_option", "nokey"], "expected KEY=VALUE"),
+    (["--output_dir", "o", "--corpus", "a", "--count", "0"], "--count must be >= 1."),  # the dataclass's own check
+])
+def test_dataclass_parser_errors_are_argparse_one_liners(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in error
+
+
+def test_dataclass_parser_help_shows_each_field(capsys):
+    with pytest.raises(SystemExit):
+        _parse(["--help"])
+    text = capsys.readouterr().out
+    for expected in ("A test script.", "shared group:", "How many. (default: 3)", "Speak up.", "Never.", "--no_bank, --no-bank", "Repeatable."):
+        assert expected in text

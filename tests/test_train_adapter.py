@@ -141,7 +141,7 @@ def test_command_line_with_few_label_and_prompts(workspace, tmp_path, caplog):
         "--cache_dir", workspace["cache"], "--dataset_option", "split_scheme=random", "--dataset_option", "mos_range=[1,10]",
         "--seed", "7", "--resume_from_checkpoint", "latest",
     ])
-    assert train_adapter.config_from_args(args, "clive").num_train_epochs == 2
+    assert train_adapter.finetune_config(args, "clive", checkpointing=args).num_train_epochs == 2
     results = train_adapter.main(args)
     assert "No checkpoint in" in caplog.text and "starting a new run" in caplog.text  # latest with nothing yet: said
     assert results["num_train"] == 10 and results["config"]["prompts"] == "sharpness,noise"
@@ -162,9 +162,9 @@ def test_feature_bank_flag_takes_the_documented_spelling():
 
 def test_epoch_presets_and_bad_configs():
     args = train_adapter.parse_args(["--model", "m", "--dataset", "live", "--data_dir", "d", "--output_dir", "o"])
-    assert train_adapter.config_from_args(args, "live").num_train_epochs == 50
-    assert train_adapter.config_from_args(args, "ava").num_train_epochs == 10
-    assert train_adapter.config_from_args(args, "koniq10k").num_train_epochs == 20
+    assert train_adapter.finetune_config(args, "live").num_train_epochs == 50
+    assert train_adapter.finetune_config(args, "ava").num_train_epochs == 10
+    assert train_adapter.finetune_config(args, "koniq10k").num_train_epochs == 20
     assert FinetuneConfig(mode="full").backbone_learning_rate == 2e-6
     assert FinetuneConfig().feature_bank and not FinetuneConfig(mode="lora").feature_bank
     with pytest.raises(ValueError, match="adapter mode only"):

@@ -67,17 +67,18 @@ from modeling_uniqa.core.model_folder import load_model
 from modeling_uniqa.core.output_lock import output_lock
 from train_scripts.common import paper_results
 from train_scripts.common.checkpointing import list_checkpoints, remove_checkpoints
+from train_scripts.common.dataset_options import RatingDataArguments
 from train_scripts.common.finetune import (
     RESULTS_FILE,
     FinetuneConfig,
-    add_training_arguments,
-    config_from_args,
+    FinetuneOptions,
     describe_split,
     finetune,
+    finetune_config,
     load_splits,
     paper_split_options,
 )
-from train_scripts.common.flags import add_flag
+from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.image_check import DEFAULT_MAX_BAD_FRACTION, SkippedImages, drop_unreadable
 from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
 from train_scripts.common.metrics import compute_metrics
@@ -428,35 +429,43 @@ def _sizes(value: str) -> list:
     return sizes
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="A fine-tuned UniQA folder (single, cross) or a pre-trained one (splits, few_label, zero_shot).")
-    parser.add_argument("--dataset", required=True, help=f"data_builders name: {', '.join(data_builders.available())}.")
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="single")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--split_index", type=int, default=0, help="single/few_label: which random split.")
-    parser.add_argument("--split", default="test", help="single: which split to score.")
-    parser.add_argument("--num_splits", type=int, default=10, help="splits: how many random splits.")
-    parser.add_argument("--few_label_sizes", type=_sizes, default=[50, 100, 200], help="few_label: comma-separated sizes.")
-    parser.add_argument("--repetitions", type=int, default=10, help="few_label: draws per size.")
-    parser.add_argument("--single_prompt", default="default", help="zero_shot, few_label: the single prompt group (the paper's: default).")
-    add_flag(parser, "logistic", help="Also report PLCC after the 4-parameter logistic fit.")
-    parser.add_argument("--paper_key", default=None, help="Which paper row to compare with (default: --dataset; e.g. uwiqa for folder_csv data).")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Scoring device.")
-    add_flag(parser, "keep_run_models", help="splits/few_label: keep each run's trained weights.")
-    add_training_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.num_splits < 1 or args.repetitions < 1:
-        parser.error("--num_splits and --repetitions must be >= 1")
-    return args
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_protocol(args: argparse.Namespace) -> dict:
+@dataclass(kw_only=True)
+class EvaluateArguments(FinetuneOptions, RatingDataArguments):
+    """The command line of `evaluate.py`: the model, the protocol and its settings, then the shared
+    groups (dataset; fine-tuning, for the splits and few_label protocols)."""
+
+    model: str = field(metadata={"help": "A fine-tuned UniQA folder (single, cross) or a pre-trained one (splits, few_label, zero_shot)."})
+    protocol: str = field(default="single", metadata={"choices": PROTOCOLS, "help": "The evaluation protocol."})
+    output_dir: str = field(metadata={"help": "Folder of the reports (results.json, results.md, scatter.png)."})
+    split_index: int = field(default=0, metadata={"help": "single/few_label: which random split."})
+    split: str = field(default="test", metadata={"help": "single: which split to score."})
+    num_splits: int = field(default=10, metadata={"help": "splits: how many random splits."})
+    few_label_sizes: list[int] = field(default_factory=lambda: [50, 100, 200], metadata={"type": _sizes, "help": "few_label: comma-separated sizes."})
+    repetitions: int = field(default=10, metadata={"help": "few_label: draws per size."})
+    single_prompt: str = field(default="default", metadata={"help": "zero_shot, few_label: the single prompt group (the paper's: default)."})
+    logistic: bool = field(default=False, metadata={"help": "Also report PLCC after the 4-parameter logistic fit."})
+    paper_key: str | None = field(default=None, metadata={"help": "Which paper row to compare with (default: --dataset; e.g. uwiqa for folder_csv data)."})
+    device: str = field(default_factory=_default_device, metadata={"help": "Scoring device."})
+    keep_run_models: bool = field(default=False, metadata={"help": "splits/few_label: keep each run's trained weights."})
+
+    def __post_init__(self):
+        if self.num_splits < 1 or self.repetitions < 1:
+            raise ValueError("--num_splits and --repetitions must be >= 1")
+
+
+def parse_args(argv=None) -> EvaluateArguments:
+    return ArgumentParser(EvaluateArguments, description=__doc__.split("\n\n")[0]).parse(argv)
+
+
+def run_protocol(args: EvaluateArguments) -> dict:
     """Script glue: the flags mapped once onto the protocol function's explicit parameters."""
-    dataset = DatasetSpec(args.dataset, args.data_dir, dict(args.dataset_option), args.cache_dir, args.split_seed)
+    dataset = DatasetSpec(args.dataset, args.data_dir, args.dataset_options, args.cache_dir, args.split_seed)
     if args.protocol in ("splits", "few_label"):
-        config = config_from_args(args, args.dataset)
+        config = finetune_config(args, args.dataset)
         runs = {"logistic": args.logistic, "keep_run_models": args.keep_run_models}
         if args.protocol == "splits":
             return protocol_splits(args.model, dataset, config, args.output_dir, args.num_splits, **runs)
@@ -470,7 +479,7 @@ def run_protocol(args: argparse.Namespace) -> dict:
     return protocol_zero_shot(args.model, dataset, scoring, args.single_prompt, prompts=args.prompts)
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: EvaluateArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
@@ -478,7 +487,7 @@ def main(args: argparse.Namespace) -> dict:
         return _evaluate(args)
 
 
-def _evaluate(args: argparse.Namespace) -> dict:
+def _evaluate(args: EvaluateArguments) -> dict:
     os.makedirs(args.output_dir, exist_ok=True)
     results = run_protocol(args)
     if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` the main process writes the reports

@@ -41,11 +41,12 @@ and `test_predictions.csv`; `checkpoint-<step>` folders allow `--resume_from_che
 
 from __future__ import annotations
 
-import argparse
 import logging
+from dataclasses import dataclass, field
+from typing import Literal
 
-import data_builders
 from modeling_uniqa.core.output_lock import output_lock
+from train_scripts.common.dataset_options import RatingDataArguments
 from train_scripts.common.finetune import (  # noqa: F401  (the names tests and callers use from here)
     DEFAULT_EPOCHS,
     EPOCH_PRESETS,
@@ -54,52 +55,52 @@ from train_scripts.common.finetune import (  # noqa: F401  (the names tests and 
     MODES,
     PREDICTIONS_FILE,
     RESULTS_FILE,
+    FinetuneCheckpointing,
     FinetuneConfig,
+    FinetuneOptions,
     RatingSplits,
-    add_training_arguments,
-    config_from_args,
     epoch_batches,
     finetune,
+    finetune_config,
     load_lora,
     load_model,
     load_splits,
     write_trained_card,
 )
-from train_scripts.common.flags import add_flag
+from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.script import TRAINING_ERRORS, run_script
 
 logger = logging.getLogger(__name__)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="UniQA model folder to start from (pre-trained or zero-shot).")
-    parser.add_argument("--dataset", required=True, help=f"data_builders name: {', '.join(data_builders.available())}.")
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--split_index", type=int, default=0)
-    parser.add_argument("--few_label", type=int, default=None, help="Train on this many labelled images only.")
-    parser.add_argument("--repeat", type=int, default=0, help="Which few-label draw.")
-    parser.add_argument(
-        "--split_scheme", choices=("official", "random"), default=None,
-        help="Default: the paper's (random 80/20 splits of all images for every IQA dataset, KonIQ-10k included; the official "
-        "split for AVA, AADB and BAID). official: the dataset's own sets (KonIQ-10k: 7,058 train / 1,000 validation / 2,015 test).",
-    )
-    add_flag(parser, "train_on_validation", default=None,
-             help="Train on the official train + validation parts (default: the paper's, BAID only).",
-             off_help="Train on the official train part alone and select the epoch on its validation part.")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--resume_from_checkpoint", default=None, help='"latest" or a checkpoint folder.')
-    parser.add_argument("--checkpointing_steps", type=int, default=None, help="Also checkpoint every N steps (always at each epoch's end).")
-    parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep this many checkpoints (default 2).")
-    add_training_arguments(parser)
-    args = parser.parse_args(argv)
-    named = dict(args.dataset_option).get("split_scheme")
-    if args.split_scheme and named and named != args.split_scheme:
-        parser.error(f"--split_scheme {args.split_scheme} and --dataset_option split_scheme={named} disagree: give one.")
-    return args
+@dataclass(kw_only=True)
+class TrainAdapterArguments(FinetuneCheckpointing, FinetuneOptions, RatingDataArguments):
+    """The command line of `train_adapter.py`: the model, the split and the output folder, then the
+    shared groups (dataset, fine-tuning, checkpoints)."""
+
+    model: str = field(metadata={"help": "UniQA model folder to start from (pre-trained or zero-shot)."})
+    output_dir: str = field(metadata={"help": "The trained model folder to write."})
+    split_index: int = field(default=0, metadata={"help": "Which random split."})
+    few_label: int | None = field(default=None, metadata={"help": "Train on this many labelled images only."})
+    repeat: int = field(default=0, metadata={"help": "Which few-label draw."})
+    split_scheme: Literal["official", "random"] | None = field(default=None, metadata={
+        "help": "Default: the paper's (random 80/20 splits of all images for every IQA dataset, KonIQ-10k included; the official "
+        "split for AVA, AADB and BAID). official: the dataset's own sets (KonIQ-10k: 7,058 train / 1,000 validation / 2,015 test)."})
+    train_on_validation: bool | None = field(default=None, metadata={
+        "help": "Train on the official train + validation parts (default: the paper's, BAID only).",
+        "off_help": "Train on the official train part alone and select the epoch on its validation part."})
+
+    def __post_init__(self):
+        named = self.dataset_options.get("split_scheme")
+        if self.split_scheme and named and named != self.split_scheme:
+            raise ValueError(f"--split_scheme {self.split_scheme} and --dataset_option split_scheme={named} disagree: give one.")
 
 
-def main(args: argparse.Namespace) -> dict:
+def parse_args(argv=None) -> TrainAdapterArguments:
+    return ArgumentParser(TrainAdapterArguments, description=__doc__.split("\n\n")[0]).parse(argv)
+
+
+def main(args: TrainAdapterArguments) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO)
     logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
@@ -107,9 +108,9 @@ def main(args: argparse.Namespace) -> dict:
         return _train(args)
 
 
-def _train(args: argparse.Namespace) -> dict:
-    config = config_from_args(args, args.dataset)
-    options = dict(args.dataset_option) | ({"split_scheme": args.split_scheme} if args.split_scheme else {})
+def _train(args: TrainAdapterArguments) -> dict:
+    config = finetune_config(args, args.dataset, checkpointing=args)
+    options = args.dataset_options | ({"split_scheme": args.split_scheme} if args.split_scheme else {})
     splits = load_splits(args.dataset, args.data_dir, args.split_index, args.few_label, args.repeat, args.split_seed, args.cache_dir, options,
                          train_on_validation=args.train_on_validation)
     results = finetune(args.model, splits, args.output_dir, config)

@@ -1,10 +1,14 @@
-"""`--dataset_option KEY=VALUE`: builder options of `data_builders.load` on the command line, one
-flag for every script that builds a rating dataset (fine-tuning, evaluation, captioning)."""
+"""The rating dataset of a script's command line, one definition for every script that builds one
+(fine-tuning, evaluation, captioning): `--dataset_option KEY=VALUE` (builder options of
+`data_builders.load`) and `RatingDataArguments`, the dataset group of the dataclass scripts."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
+
+import data_builders
 
 
 def dataset_option(value: str) -> tuple:
@@ -19,10 +23,34 @@ def dataset_option(value: str) -> tuple:
         return key, raw
 
 
+# The flag's argparse settings: a repeatable KEY=VALUE, parsed into a list of `(key, value)` (`dict()` it).
+DATASET_OPTION = {"type": dataset_option, "action": "append", "metavar": "KEY=VALUE",
+                  "help": "Builder option, e.g. mos_range=[1,10] or label_file=scores.csv for folder_csv (repeatable)."}
+
+
 def add_dataset_option_argument(parser) -> None:
     """Add the repeatable `--dataset_option` flag (parsed into a list of `(key, value)`: `dict()` it)."""
-    parser.add_argument("--dataset_option", type=dataset_option, action="append", default=[], metavar="KEY=VALUE",
-                        help="Builder option, e.g. mos_range=[1,10] or label_file=scores.csv for folder_csv (repeatable).")
+    parser.add_argument("--dataset_option", default=[], **DATASET_OPTION)
 
 
-__all__ = ["add_dataset_option_argument", "dataset_option"]
+@dataclass(kw_only=True)
+class RatingDataArguments:
+    """The rating dataset a fine-tuning or evaluation script builds (`data_builders.load`)."""
+
+    _argument_group_name = "dataset"
+
+    dataset: str = field(metadata={"help": f"data_builders name: {', '.join(data_builders.available())}."})
+    data_dir: str = field(metadata={"help": "The dataset's folder."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder for the built dataset."})
+    dataset_option: list[tuple] = field(default_factory=list, metadata=DATASET_OPTION)
+    split_seed: int = field(default=123, metadata={
+        "help": "Seed of the random 80/20 splits and few-label draws (123 as in the release). Independent of --seed, "
+        "so changing the training seed never moves test images into training."})
+
+    @property
+    def dataset_options(self) -> dict:
+        """`--dataset_option` as a dict."""
+        return dict(self.dataset_option)
+
+
+__all__ = ["DATASET_OPTION", "RatingDataArguments", "add_dataset_option_argument", "dataset_option"]

@@ -5,7 +5,6 @@ See `train_adapter.py` for the modes and the recipe defaults."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import csv
@@ -15,7 +14,7 @@ import math
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import datasets
 import numpy as np
@@ -45,10 +44,8 @@ from train_scripts.common.checkpointing import (
     tensors_fingerprint,
     write_model_folder,
 )
-from train_scripts.common.dataset_options import add_dataset_option_argument
 from train_scripts.common.errors import DataError
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
-from train_scripts.common.flags import add_flag
 from train_scripts.common.image_check import (
     DEFAULT_MAX_BAD_FRACTION,
     SkippedImages,
@@ -78,34 +75,63 @@ PREDICTIONS_FILE = "test_predictions.csv"
 
 
 @dataclass
-class FinetuneConfig:
-    """Everything `finetune` needs besides the model and the data (see `parse_args` for each)."""
+class FinetuneOptions:
+    """The fine-tuning options: the flags of `train_adapter.py` and of `evaluate.py`'s training
+    protocols (each field is one flag). `None` means "decided by the mode or the dataset"
+    (`finetune_config` and `FinetuneConfig` decide)."""
 
-    mode: str = "adapter"
-    num_train_epochs: int = DEFAULT_EPOCHS
+    _argument_group_name = "fine-tuning"
+
+    mode: str = field(default="adapter", metadata={"choices": MODES, "help": "adapter (backbone frozen), full (backbone too) or lora."})
+    num_train_epochs: int | None = field(default=None, metadata={"help": f"Default: the paper's preset for the dataset (EPOCH_PRESETS, else {DEFAULT_EPOCHS})."})
     per_device_train_batch_size: int = 8
-    learning_rate: float = 2e-4
-    backbone_learning_rate: float | None = None
+    learning_rate: float = field(default=2e-4, metadata={"help": "Adapter and level scores."})
+    backbone_learning_rate: float | None = field(default=None, metadata={"help": "full: 2e-6 (paper); lora: 1e-4."})
     lora_rank: int = 8
-    lora_alpha: float | None = None
-    seed: int = 123
-    feature_bank: bool | None = None
-    bank_crops: int = 5
-    bank_cache_dir: str | None = None
-    validation_fraction: float = 0.0
-    select_on_test: bool = False
-    selection_steps: int | None = None  # evaluate for selection every N steps (the release's val_freq); None: every epoch
-    view_policy: str | None = None
-    eval_batch_size: int = 64
-    num_workers: int = 0
-    checkpointing_steps: int | None = None
-    checkpoints_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None
-    prompts: str | None = None
-    tokenizer: str | None = None
-    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION  # unreadable images skipped, up to this share of a split
+    lora_alpha: float | None = field(default=None, metadata={"help": "Default: 2 x rank."})
+    seed: int = field(default=123, metadata={"help": "Seed of training: initialisation, crops, batch order."})
+    feature_bank: bool | None = field(default=None, metadata={
+        "help": "Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).",
+        "off_help": "Crop afresh every epoch instead of sampling the bank."})
+    bank_crops: int = field(default=5, metadata={"help": "Random crops per image in the bank (each also flipped)."})
+    bank_cache_dir: str | None = field(default=None, metadata={"help": "Keep feature banks here, keyed by backbone, images and augmentation."})
+    validation_fraction: float = field(default=0.0, metadata={"help": "Carve this share of the training split for model selection."})
+    select_on_test: bool = field(default=False, metadata={"help": "Pick the best epoch on the test split (the release's habit; optimistic)."})
+    # evaluate for selection every N steps (the release's val_freq); None: every epoch
+    selection_steps: int | None = field(default=None, metadata={
+        "help": "With --select_on_test (or --validation_fraction): evaluate every N steps, not every epoch, and keep the best "
+        "(the release's val_freq cadence)."})
+    view_policy: str | None = field(default=None, metadata={"help": "Test-time views (default: the model's, random10)."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Views per forward when embedding."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers decoding images."})
+    prompts: str | None = field(default=None, metadata={"help": "Prompt groups or ensemble to train with (e.g. natural, aigc, default)."})
+    tokenizer: str | None = field(default=None, metadata={"help": "CLIP tokenizer folder for --prompts (default: the model folder)."})
+    # unreadable images skipped, up to this share of a split
+    max_bad_fraction: float = field(default=DEFAULT_MAX_BAD_FRACTION, metadata={
+        "help": "Unreadable images (empty, truncated, not images) are skipped and counted (skipped_images in the results) "
+        f"up to this share of a split; beyond it the run stops (default {DEFAULT_MAX_BAD_FRACTION})."})
+
+
+@dataclass
+class FinetuneCheckpointing:
+    """Checkpoints of a fine-tuning run (the flags of `train_adapter.py`; `evaluate.py`'s runs
+    keep the defaults)."""
+
+    _argument_group_name = "checkpoints"
+
+    checkpointing_steps: int | None = field(default=None, metadata={"help": "Also checkpoint every N steps (always at each epoch's end)."})
+    checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep this many checkpoints (default 2)."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": '"latest" or a checkpoint folder.'})
+
+
+@dataclass
+class FinetuneConfig(FinetuneCheckpointing, FinetuneOptions):
+    """Everything `finetune` needs besides the model and the data: the options, resolved (the
+    epochs, feature bank and backbone learning rate) and checked, and the checkpointing."""
 
     def __post_init__(self):
+        if self.num_train_epochs is None:
+            self.num_train_epochs = DEFAULT_EPOCHS
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
         if self.feature_bank is None:
@@ -645,67 +671,12 @@ def write_trained_card(output_dir: str, model_path: str, metadata: dict, results
 # ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The fine-tuning flags (shared with `evaluate.py`'s training protocols)."""
-    parser.add_argument("--mode", choices=MODES, default="adapter", help="adapter (backbone frozen), full (backbone too) or lora.")
-    parser.add_argument("--num_train_epochs", type=int, default=None, help="Default: the paper's preset for the dataset (EPOCH_PRESETS, else 20).")
-    parser.add_argument("--per_device_train_batch_size", type=int, default=8)
-    parser.add_argument("--learning_rate", type=float, default=2e-4, help="Adapter and level scores.")
-    parser.add_argument("--backbone_learning_rate", type=float, default=None, help="full: 2e-6 (paper); lora: 1e-4.")
-    parser.add_argument("--lora_rank", type=int, default=8)
-    parser.add_argument("--lora_alpha", type=float, default=None, help="Default: 2 x rank.")
-    parser.add_argument("--seed", type=int, default=123, help="Seed of training: initialisation, crops, batch order.")
-    parser.add_argument(
-        "--split_seed", type=int, default=123,
-        help="Seed of the random 80/20 splits and few-label draws (123 as in the release). Independent of --seed, "
-        "so changing the training seed never moves test images into training.",
-    )
-    add_flag(parser, "feature_bank", default=None,
-             help="Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).",
-             off_help="Crop afresh every epoch instead of sampling the bank.")
-    parser.add_argument("--bank_crops", type=int, default=5, help="Random crops per image in the bank (each also flipped).")
-    parser.add_argument("--bank_cache_dir", default=None, help="Keep feature banks here, keyed by backbone, images and augmentation.")
-    parser.add_argument("--validation_fraction", type=float, default=0.0, help="Carve this share of the training split for model selection.")
-    add_flag(parser, "select_on_test", help="Pick the best epoch on the test split (the release's habit; optimistic).")
-    parser.add_argument("--selection_steps", type=int, default=None,
-                        help="With --select_on_test (or --validation_fraction): evaluate every N steps, not every epoch, and keep the best "
-                        "(the release's val_freq cadence).")
-    parser.add_argument("--view_policy", default=None, help="Test-time views (default: the model's, random10).")
-    parser.add_argument("--eval_batch_size", type=int, default=64, help="Views per forward when embedding.")
-    parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers decoding images.")
-    parser.add_argument("--max_bad_fraction", type=float, default=DEFAULT_MAX_BAD_FRACTION,
-                        help="Unreadable images (empty, truncated, not images) are skipped and counted (skipped_images in the results) "
-                        f"up to this share of a split; beyond it the run stops (default {DEFAULT_MAX_BAD_FRACTION}).")
-    parser.add_argument("--prompts", default=None, help="Prompt groups or ensemble to train with (e.g. natural, aigc, default).")
-    parser.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder for --prompts (default: the model folder).")
-    parser.add_argument("--cache_dir", default=None, help="datasets cache folder for the built dataset.")
-    add_dataset_option_argument(parser)
-
-
-def config_from_args(args: argparse.Namespace, dataset: str) -> FinetuneConfig:
-    """A `FinetuneConfig` from parsed flags, with the dataset's epoch preset."""
-    return FinetuneConfig(
-        mode=args.mode,
-        num_train_epochs=args.num_train_epochs or EPOCH_PRESETS.get(dataset, DEFAULT_EPOCHS),
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        learning_rate=args.learning_rate,
-        backbone_learning_rate=args.backbone_learning_rate,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        seed=args.seed,
-        feature_bank=args.feature_bank,
-        bank_crops=args.bank_crops,
-        bank_cache_dir=args.bank_cache_dir,
-        validation_fraction=args.validation_fraction,
-        select_on_test=args.select_on_test,
-        selection_steps=args.selection_steps,
-        view_policy=args.view_policy,
-        eval_batch_size=args.eval_batch_size,
-        num_workers=args.num_workers,
-        checkpointing_steps=getattr(args, "checkpointing_steps", None),
-        checkpoints_total_limit=getattr(args, "checkpoints_total_limit", 2),
-        resume_from_checkpoint=getattr(args, "resume_from_checkpoint", None),
-        prompts=args.prompts,
-        tokenizer=args.tokenizer,
-        max_bad_fraction=args.max_bad_fraction,
-    )
+def finetune_config(options: FinetuneOptions, dataset: str, checkpointing: FinetuneCheckpointing | None = None) -> FinetuneConfig:
+    """The `FinetuneConfig` of parsed options (any `FinetuneOptions`, e.g. a script's arguments)
+    for `dataset` (its epoch preset unless the epochs are given), with `checkpointing`'s settings
+    (default: `FinetuneCheckpointing()`'s)."""
+    values = {item.name: getattr(options, item.name) for item in fields(FinetuneOptions)}
+    checkpointing = checkpointing if checkpointing is not None else FinetuneCheckpointing()
+    values |= {item.name: getattr(checkpointing, item.name) for item in fields(FinetuneCheckpointing)}
+    values["num_train_epochs"] = options.num_train_epochs or EPOCH_PRESETS.get(dataset, DEFAULT_EPOCHS)
+    return FinetuneConfig(**values)
