@@ -23,12 +23,13 @@ with other data or settings, and a new run over an earlier run's output, are ref
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import math
 import os
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ from train_scripts.common.checkpointing import (
 )
 from train_scripts.common.clip_loss import ClipLoss
 from train_scripts.common.errors import SettingsError
-from train_scripts.common.flags import add_flag
+from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.metrics import MIN_ITEMS, plcc, srcc
 from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
 from train_scripts.common.pretrain_data import (
@@ -79,143 +80,6 @@ PAPER_GLOBAL_BATCH = 960
 LOG_FILE = "train_log.jsonl"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    data = parser.add_argument_group("model and data")
-    data.add_argument("--init", required=True, help="HF CLIP folder or id (with tokenizer), or a UniQA folder.")
-    data.add_argument(
-        "--corpus",
-        action="append",
-        required=True,
-        metavar="NAME=DIR",
-        help="A data_builders caption corpus (caption_jsonl, ava_captions, uniqa_corpus, llava_conversations) and its folder; repeatable.",
-    )
-    data.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="Images to keep out: a rating dataset's test split (e.g. ava=/data/AVA), a corpus, or file=names.txt; repeatable.",
-    )
-    data.add_argument(
-        "--match_key", default="stem", choices=["stem", "name", "path"], help="How images are matched across corpora."
-    )
-    data.add_argument("--cache_dir", default=None, help="Arrow cache of the dataset builders.")
-    data.add_argument("--output_dir", required=True)
-    data.add_argument(
-        "--image_transform",
-        default="release",
-        choices=PRETRAIN_MODES,
-        help="release: resize + centre crop (the authors'); random_resized_crop: area 0.9-1.0; native_crop: a random window at native resolution.",
-    )
-    data.add_argument("--hflip", type=float, default=0.0, help="Horizontal flip probability.")
-    data.add_argument(
-        "--detail_prob",
-        type=float,
-        default=0.0,
-        help="With --image_transform native_crop: the share of crops that are the most detailed of "
-        "--detail_candidates random windows (blur and compression show where a picture has detail; the "
-        "test-time detail<N> views choose half their crops so).",
-    )
-    data.add_argument("--detail_candidates", type=int, default=4, help="Random windows a detailed crop is chosen from.")
-    data.add_argument(
-        "--crops_per_image",
-        type=int,
-        default=1,
-        help="Random views cut from each decoded image (with --image_transform native_crop: decoding costs more "
-        "than a small tower's step on a crop). Batch sizes count views; the views of one image are each other's "
-        "positives in the loss.",
-    )
-    data.add_argument("--max_caption_length", type=int, default=None, help="Default: the text tower's context length.")
-    data.add_argument(
-        "--prompts", default=None, help="Prompt groups of the saved model (default: the init's, or 'default')."
-    )
-    data.add_argument(
-        "--dataloader_num_workers",
-        type=int,
-        default=default_num_workers(),
-        help="DataLoader workers decoding images (default: the CPU cores this process may use, at most 4, minus one for the main process).",
-    )
-
-    train = parser.add_argument_group("optimisation")
-    train.add_argument("--num_train_epochs", type=int, default=5)
-    train.add_argument("--max_steps", type=int, default=None, help="Overrides --num_train_epochs.")
-    train.add_argument(
-        "--per_device_train_batch_size",
-        type=int,
-        default=None,
-        help="Default: --train_batch_size / number of processes.",
-    )
-    train.add_argument(
-        "--train_batch_size",
-        type=int,
-        default=PAPER_GLOBAL_BATCH,
-        help="Global batch, used when --per_device_train_batch_size is not given.",
-    )
-    train.add_argument("--learning_rate", type=float, default=5e-6)
-    train.add_argument("--weight_decay", type=float, default=0.2)
-    train.add_argument(
-        "--optimizer",
-        default="adam",
-        choices=["adam", "adamw"],
-        help="adam: L2 weight decay on every parameter, as released; adamw: decoupled.",
-    )
-    train.add_argument("--adam_beta1", type=float, default=0.9)
-    train.add_argument("--adam_beta2", type=float, default=0.98)
-    train.add_argument("--adam_epsilon", type=float, default=1e-6)
-    train.add_argument("--max_grad_norm", type=float, default=None)
-    train.add_argument("--lr_scheduler", default="constant", choices=[s.value for s in SchedulerType])
-    train.add_argument("--warmup_steps", type=int, default=0)
-    add_flag(train, "freeze_logit_scale", help="Keep CLIP's temperature fixed.")
-    train.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
-    add_flag(train, "gradient_checkpointing")
-    add_flag(train, "torch_compile")
-    train.add_argument("--seed", type=int, default=123)
-
-    run = parser.add_argument_group("checkpoints and logging")
-    run.add_argument("--checkpointing_steps", type=int, default=500)
-    run.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep this many checkpoints (default: all).")
-    run.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
-    run.add_argument(
-        "--report_to", default="tensorboard", help="tensorboard, wandb, all or none (a JSONL log is always written)."
-    )
-    run.add_argument("--logging_dir", default="logs", help="Tracker folder, relative to --output_dir.")
-    run.add_argument(
-        "--eval_dataset", default=None, metavar="NAME=DIR", help="A rating dataset for the zero-shot SRCC check."
-    )
-    run.add_argument("--eval_split", default="test")
-    run.add_argument(
-        "--eval_steps",
-        type=int,
-        default=None,
-        help="Zero-shot check every N steps; with --eval_dataset, always at the end.",
-    )
-    run.add_argument("--eval_max_samples", type=int, default=500)
-    run.add_argument("--eval_prompts", default="natural")
-    run.add_argument("--eval_view_policy", default="center")
-    run.add_argument("--eval_batch_size", type=int, default=32)
-    args = parser.parse_args(argv)
-
-    for name in ("num_train_epochs", "train_batch_size", "checkpointing_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1.")
-    for name in ("max_steps", "per_device_train_batch_size", "eval_steps", "checkpoints_total_limit", "crops_per_image", "detail_candidates"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1.")
-    batch_flag = "per_device_train_batch_size" if args.per_device_train_batch_size else "train_batch_size"
-    if getattr(args, batch_flag) % args.crops_per_image:
-        parser.error(f"--{batch_flag} {getattr(args, batch_flag)} is not divisible by --crops_per_image {args.crops_per_image}.")
-    if not 0.0 <= args.detail_prob <= 1.0:
-        parser.error(f"--detail_prob must be a probability, got {args.detail_prob}.")
-    if args.detail_prob and args.image_transform != "native_crop":
-        parser.error("--detail_prob needs --image_transform native_crop.")
-    if args.eval_steps and not args.eval_dataset:
-        parser.error("--eval_steps needs --eval_dataset NAME=DIR.")
-    return args
-
-
 def default_num_workers(cap: int = 4) -> int:
     """DataLoader workers for the cores this process may use: one fewer than the cores (the main
     process needs one), at most `cap`; 0 on a single core. (Four workers on two cores trip
@@ -225,6 +89,108 @@ def default_num_workers(cap: int = 4) -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(0, min(cap, cores - 1))
+
+
+@dataclass(kw_only=True)
+class PretrainDataArguments:
+    _argument_group_name = "model and data"
+
+    init: str = field(metadata={"help": "HF CLIP folder or id (with tokenizer), or a UniQA folder."})
+    corpus: list[str] = field(metadata={
+        "action": "append", "metavar": "NAME=DIR",
+        "help": "A data_builders caption corpus (caption_jsonl, ava_captions, uniqa_corpus, llava_conversations) and its folder; repeatable."})
+    exclude: list[str] = field(default_factory=list, metadata={
+        "action": "append", "metavar": "NAME=DIR",
+        "help": "Images to keep out: a rating dataset's test split (e.g. ava=/data/AVA), a corpus, or file=names.txt; repeatable."})
+    match_key: Literal["stem", "name", "path"] = field(default="stem", metadata={"help": "How images are matched across corpora."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Arrow cache of the dataset builders."})
+    output_dir: str = field(metadata={"help": "The UniQA model folder to write (its checkpoints and logs too)."})
+    image_transform: str = field(default="release", metadata={
+        "choices": PRETRAIN_MODES,
+        "help": "release: resize + centre crop (the authors'); random_resized_crop: area 0.9-1.0; native_crop: a random window at native resolution."})
+    hflip: float = field(default=0.0, metadata={"help": "Horizontal flip probability."})
+    detail_prob: float = field(default=0.0, metadata={
+        "help": "With --image_transform native_crop: the share of crops that are the most detailed of "
+        "--detail_candidates random windows (blur and compression show where a picture has detail; the "
+        "test-time detail<N> views choose half their crops so)."})
+    detail_candidates: int = field(default=4, metadata={"help": "Random windows a detailed crop is chosen from."})
+    crops_per_image: int = field(default=1, metadata={
+        "help": "Random views cut from each decoded image (with --image_transform native_crop: decoding costs more "
+        "than a small tower's step on a crop). Batch sizes count views; the views of one image are each other's "
+        "positives in the loss."})
+    max_caption_length: int | None = field(default=None, metadata={"help": "Default: the text tower's context length."})
+    prompts: str | None = field(default=None, metadata={"help": "Prompt groups of the saved model (default: the init's, or 'default')."})
+    dataloader_num_workers: int = field(default_factory=default_num_workers, metadata={
+        "help": "DataLoader workers decoding images (default: the CPU cores this process may use, at most 4, minus one for the main process)."})
+
+
+@dataclass
+class PretrainTrainingArguments:
+    _argument_group_name = "optimisation"
+
+    num_train_epochs: int = 5
+    max_steps: int | None = field(default=None, metadata={"help": "Overrides --num_train_epochs."})
+    per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Default: --train_batch_size / number of processes."})
+    train_batch_size: int = field(default=PAPER_GLOBAL_BATCH, metadata={"help": "Global batch, used when --per_device_train_batch_size is not given."})
+    learning_rate: float = 5e-6
+    weight_decay: float = 0.2
+    optimizer: Literal["adam", "adamw"] = field(default="adam", metadata={
+        "help": "adam: L2 weight decay on every parameter, as released; adamw: decoupled."})
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_epsilon: float = 1e-6
+    max_grad_norm: float | None = None
+    lr_scheduler: str = field(default="constant", metadata={"choices": [scheduler.value for scheduler in SchedulerType]})
+    warmup_steps: int = 0
+    freeze_logit_scale: bool = field(default=False, metadata={"help": "Keep CLIP's temperature fixed."})
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
+    gradient_checkpointing: bool = False
+    torch_compile: bool = False
+    seed: int = 123
+
+
+@dataclass
+class PretrainRunArguments:
+    _argument_group_name = "checkpoints and logging"
+
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = field(default=None, metadata={"help": "Keep this many checkpoints (default: all)."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard, wandb, all or none (a JSONL log is always written)."})
+    logging_dir: str = field(default="logs", metadata={"help": "Tracker folder, relative to --output_dir."})
+    eval_dataset: str | None = field(default=None, metadata={"metavar": "NAME=DIR", "help": "A rating dataset for the zero-shot SRCC check."})
+    eval_split: str = "test"
+    eval_steps: int | None = field(default=None, metadata={"help": "Zero-shot check every N steps; with --eval_dataset, always at the end."})
+    eval_max_samples: int = 500
+    eval_prompts: str = "natural"
+    eval_view_policy: str = "center"
+    eval_batch_size: int = 32
+
+
+@dataclass(kw_only=True)
+class PretrainArguments(PretrainRunArguments, PretrainTrainingArguments, PretrainDataArguments):
+    """The command line of `train_pretrain.py`: model and data, optimisation, checkpoints and logging."""
+
+    def __post_init__(self):
+        for name in ("num_train_epochs", "train_batch_size", "checkpointing_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1.")
+        for name in ("max_steps", "per_device_train_batch_size", "eval_steps", "checkpoints_total_limit", "crops_per_image", "detail_candidates"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1.")
+        batch_flag = "per_device_train_batch_size" if self.per_device_train_batch_size else "train_batch_size"
+        if getattr(self, batch_flag) % self.crops_per_image:
+            raise ValueError(f"--{batch_flag} {getattr(self, batch_flag)} is not divisible by --crops_per_image {self.crops_per_image}.")
+        if not 0.0 <= self.detail_prob <= 1.0:
+            raise ValueError(f"--detail_prob must be a probability, got {self.detail_prob}.")
+        if self.detail_prob and self.image_transform != "native_crop":
+            raise ValueError("--detail_prob needs --image_transform native_crop.")
+        if self.eval_steps and not self.eval_dataset:
+            raise ValueError("--eval_steps needs --eval_dataset NAME=DIR.")
+
+
+def parse_args(argv=None) -> PretrainArguments:
+    return ArgumentParser(PretrainArguments, description=__doc__.split("\n\n")[0]).parse(argv)
 
 
 # --------------------------------------------------------------------------------- model
@@ -347,18 +313,18 @@ def batch_digest(indices: torch.Tensor) -> str:
     return hashlib.sha1(indices.cpu().numpy().astype(np.int64).tobytes()).hexdigest()[:16]
 
 
-def _tracker_config(args) -> dict:
-    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
+def _tracker_config(args: PretrainArguments) -> dict:
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in asdict(args).items()}
 
 
 # --------------------------------------------------------------------------------- main
-def main(args: argparse.Namespace) -> str:
+def main(args: PretrainArguments) -> str:
     """Pre-train and save the UniQA folder; returns ``args.output_dir``."""
     with output_lock(args.output_dir, "--output_dir"):  # one run at a time into a folder
         return pretrain(args)
 
 
-def pretrain(args: argparse.Namespace) -> str:
+def pretrain(args: PretrainArguments) -> str:
     report_to = None if args.report_to in (None, "", "none") else args.report_to
     if report_to == "tensorboard" and not is_tensorboard_available():
         logging.getLogger(__name__).warning("tensorboard is not installed: logging to the JSONL file only.")
