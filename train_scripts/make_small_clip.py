@@ -19,8 +19,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
+from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.small_clip import TowerSizes, write_small_clip
 
 
@@ -85,8 +84,7 @@ def main(args: SmallClipArguments) -> int:
 
 
 def parse_args(argv=None) -> SmallClipArguments:
-    (args,) = HfArgumentParser(SmallClipArguments).parse_args_into_dataclasses(args=argv)
-    return args
+    return ArgumentParser(SmallClipArguments, description=__doc__.split("\n\n")[0]).parse(argv)
 
 
 if __name__ == "__main__":
