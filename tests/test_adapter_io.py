@@ -115,7 +115,7 @@ def test_bad_directories(trained, tiny_model_factory, tmp_path):
         load_adapter(trained, str(tmp_path / "empty"))
     adapter_dir = save_adapter(trained, tmp_path / "adapter", write_card=False)
     (tmp_path / "adapter" / ADAPTER_CONFIG_NAME).write_text("{not json")
-    with pytest.raises(ValueError, match=f"{ADAPTER_CONFIG_NAME}: not valid JSON"):
+    with pytest.raises(ValueError, match=f"{ADAPTER_CONFIG_NAME}: not a readable JSON file"):
         load_adapter(trained, adapter_dir)
     save_adapter(trained, adapter_dir, write_card=False)
     good = json.loads((tmp_path / "adapter" / ADAPTER_CONFIG_NAME).read_text())

@@ -28,6 +28,7 @@ from ..errors import AdapterMismatchError, UnsafeFileError  # noqa: F401  (raise
 from ..modeling_uniqa import UniQAModel
 from .atomic_files import honour_umask
 from .fingerprints import state_digest
+from .json_files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +134,7 @@ def read_adapter_config(adapter_directory) -> dict:
     path = os.path.join(adapter_directory, ADAPTER_CONFIG_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{adapter_directory}: not a UniQA adapter directory (no {ADAPTER_CONFIG_NAME}).")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            metadata = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}).") from error
+    metadata = read_json(path)
     if not isinstance(metadata, dict) or metadata.get("format") != "uniqa-adapter":
         raise ValueError(f"{path}: not a UniQA adapter description (missing \"format\": \"uniqa-adapter\").")
     for key, kind in (("format_version", int), ("base_model", dict), ("config", dict)):
