@@ -4,8 +4,9 @@
     python benchmarks/bench_default_model.py [--model DIR] [--sources mate-backgrounds scikit-image ...]
 
 Photos: the recipe's held-out sources (`train_scripts/common/photo_sources.py`; Debian packages
-are fetched into `--cache_dir` with `apt-get download`), resized to a short side of 512 px, larger
-than any training reference. Distortions, each at 5 levels, with implementations and parameters
+are fetched into `--cache_dir` with `apt-get download`), resized to a short side of 512 px.
+`--sources palapeli-data` checks on photos that neither the recipe (for training or held-out
+figures) nor the demo ever reads: KDE's jigsaw photographs. Distortions, each at 5 levels, with implementations and parameters
 that differ from the training corpus (`common/synthetic_distortions.py`):
 
 * blur: `scipy.ndimage.gaussian_filter`, sigma 0.7 .. 4.0 (training: PIL's box-approximated blur, 0.5 .. 3.2);
@@ -39,7 +40,7 @@ sys.path.insert(0, REPO_ROOT)
 from modeling_uniqa import DEFAULT_MODEL  # noqa: E402
 from train_scripts.common.full_reference import pseudo_mos  # noqa: E402
 from train_scripts.common.metrics import srcc  # noqa: E402
-from train_scripts.common.photo_sources import SOURCES, load_source  # noqa: E402
+from train_scripts.common.photo_sources import BENCHMARK_ONLY_SOURCES, SOURCES, load_source  # noqa: E402
 from train_scripts.common.quality_report import Brisque, RatedImage, distortion_metrics, markdown_table  # noqa: E402
 
 SETTINGS = {
@@ -70,7 +71,8 @@ def distort(image: Image.Image, kind: str, value: float, rng: np.random.Generato
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--sources", nargs="+", default=["mate-backgrounds", "lomiri-wallpapers-20.04", "scikit-image"])
+    parser.add_argument("--sources", nargs="+", default=["mate-backgrounds", "lomiri-wallpapers-20.04", "scikit-image"],
+                        choices=[source.name for source in SOURCES + BENCHMARK_ONLY_SOURCES])
     parser.add_argument("--cache_dir", default=os.path.join(os.path.expanduser("~"), ".cache", "uniqa-photos"))
     parser.add_argument("--short_side", type=int, default=512)
     parser.add_argument("--max_photos", type=int, default=None, help="Per source.")
@@ -81,7 +83,7 @@ def parse_args(argv=None):
 
 def photos_of(args) -> list:
     photos = []
-    for source in SOURCES:
+    for source in SOURCES + BENCHMARK_ONLY_SOURCES:
         if source.name in args.sources:
             for photo in load_source(source, args.cache_dir)[: args.max_photos]:
                 scale = args.short_side / min(photo.image.size)

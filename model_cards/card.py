@@ -12,14 +12,14 @@ are kept unless given again; the "Notes" section is kept as written. Offline: no
 `card.validate()` (it needs the network).
 """
 
-import json
 import os
 import re
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from modeling_uniqa.core.adapter_io import ADAPTER_CONFIG_NAME, PEFT_CONFIG_NAME
+from modeling_uniqa.core.adapter_io import ADAPTER_CONFIG_NAME, PEFT_CONFIG_NAME, read_adapter_config
 from modeling_uniqa.core.atomic_files import atomic_write_text
+from modeling_uniqa.core.json_files import read_json
 from modeling_uniqa.errors import UniQAError
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.md")
@@ -95,8 +95,6 @@ def read_model_info(model_dir) -> dict:
     config_path = os.path.join(model_dir, "config.json")
     adapter_path = os.path.join(model_dir, ADAPTER_CONFIG_NAME)
     if os.path.isfile(adapter_path):
-        from modeling_uniqa.core.adapter_io import read_adapter_config
-
         metadata = read_adapter_config(model_dir)
         info = dict(metadata["config"], kind="adapter", use_adapter=True)
         info["base_name"] = metadata["base_model"].get("name")
@@ -104,11 +102,7 @@ def read_model_info(model_dir) -> dict:
         info["has_lora"] = os.path.isfile(os.path.join(model_dir, PEFT_CONFIG_NAME))
         return info
     if os.path.isfile(config_path):
-        try:
-            with open(config_path, encoding="utf-8") as handle:
-                config = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ModelCardError(f"{config_path}: not valid JSON ({error}).") from error
+        config = read_json(config_path, ModelCardError)
         if not isinstance(config, dict) or config.get("model_type") != "uniqa":
             found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
             raise ModelCardError(f"{config_path}: model_type is {found!r}, not 'uniqa'.")
@@ -138,11 +132,7 @@ def read_processor_info(model_dir) -> dict:
     path = os.path.join(str(model_dir), PROCESSOR_NAME)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelCardError(f"{path}: not a readable JSON file ({error}).") from error
+    data = read_json(path, ModelCardError)
     if not isinstance(data, dict):
         raise ModelCardError(f"{path}: not a JSON object.")
     info = {}

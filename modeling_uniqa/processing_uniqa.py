@@ -248,8 +248,11 @@ def load_image(source, index=None, draft_size: int | None = None, name: str | No
     return image
 
 
-def _short_side_size(width: int, height: int, target: int) -> tuple:
-    """The size of an image resized so its short side is `target`, aspect kept (rounded)."""
+def short_side_size(width: int, height: int, target: int) -> tuple:
+    """`(width, height)` of an image of size `width` x `height` resized so its short side is
+    `target`, aspect ratio kept (rounded; neither side below `target`). The processor's
+    `shortest_edge` resize and its upscaling of images smaller than the crop use it, and so do
+    the training transforms (`train_scripts/common/transforms.py`)."""
     scale = target / min(width, height)
     return max(target, round(width * scale)), max(target, round(height * scale))
 
@@ -463,7 +466,7 @@ class UniQAImageProcessor(BaseImageProcessor):
         return self.shortest_edge or None
 
     def _resize_short_side(self, image: Image.Image, target: int) -> Image.Image:
-        return image.resize(_short_side_size(image.width, image.height, target), Image.BICUBIC)
+        return image.resize(short_side_size(image.width, image.height, target), Image.BICUBIC)
 
     def _check_shape(self, image: Image.Image, name: str) -> None:
         long_side, short_side = max(image.size), min(image.size)
@@ -493,7 +496,7 @@ class UniQAImageProcessor(BaseImageProcessor):
             image = self._resize_short_side(image, self.shortest_edge)
         if policy == "resize":
             return np.array(image.resize((crop, crop), Image.BICUBIC))[None]  # writable, as torch.from_numpy wants
-        size = _short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
+        size = short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
         if kind == "detail":
             return detail_views(image, size, crop, count, seed)
         return cut_views(image, size, crop, crop_boxes(*size, crop, policy, seed))
@@ -532,5 +535,5 @@ UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "detail_views", "upscaled_region",
-    "view_detail", "image_view_seed", "per_image_views", "VIEW_SEEDINGS",
+    "view_detail", "image_view_seed", "per_image_views", "short_side_size", "VIEW_SEEDINGS",
 ]

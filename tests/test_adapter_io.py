@@ -46,7 +46,7 @@ def base_dir(trained, tiny_model_factory, tmp_path):
 
 def test_round_trip_onto_zero_shot_base(trained, base_dir, tmp_path):
     adapter_dir = save_adapter(trained, tmp_path / "adapter", base_name="org/uniqa-base")
-    assert sorted(os.listdir(adapter_dir)) == sorted([ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, "README.md"])
+    assert sorted(os.listdir(adapter_dir)) == sorted([ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME])  # no card: model_cards writes it
     with open(os.path.join(adapter_dir, ADAPTER_CONFIG_NAME)) as handle:
         metadata = json.load(handle)
     assert metadata["base_model"] == {"name": "org/uniqa-base", "backbone_sha256": backbone_digest(trained.clip)}
@@ -68,7 +68,7 @@ def test_round_trip_onto_zero_shot_base(trained, base_dir, tmp_path):
 
 
 def test_load_onto_a_model_object_with_an_adapter_replaces_it(trained, tiny_model_factory, tmp_path):
-    adapter_dir = save_adapter(trained, tmp_path / "adapter", write_card=False)
+    adapter_dir = save_adapter(trained, tmp_path / "adapter")
     other_head = tiny_model_factory(seed=0, prompt_groups="default")  # same backbone, other head
     other_head.clip.load_state_dict(trained.clip.state_dict())
     assert not torch.allclose(scores(other_head), scores(trained))
@@ -101,7 +101,7 @@ def test_digest_is_stable_and_dtype_independent(trained, base_dir, tmp_path):
     bf16_base = UniQAModel.from_pretrained(base_dir, dtype=torch.bfloat16)
     assert bf16_base.clip.visual_projection.weight.dtype == torch.bfloat16
     assert backbone_digest(bf16_base.clip) == backbone_digest(state)
-    adapter_dir = save_adapter(trained, tmp_path / "adapter", write_card=False)
+    adapter_dir = save_adapter(trained, tmp_path / "adapter")
     loaded = load_adapter(bf16_base, adapter_dir)
     assert loaded.adapter.fc[0].weight.dtype == torch.bfloat16
     torch.testing.assert_close(scores(loaded, PIXELS.bfloat16()), scores(trained), atol=0.05, rtol=0)
@@ -113,11 +113,11 @@ def test_bad_directories(trained, tiny_model_factory, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=f"empty: not a UniQA adapter directory .*{ADAPTER_CONFIG_NAME}"):
         load_adapter(trained, str(tmp_path / "empty"))
-    adapter_dir = save_adapter(trained, tmp_path / "adapter", write_card=False)
+    adapter_dir = save_adapter(trained, tmp_path / "adapter")
     (tmp_path / "adapter" / ADAPTER_CONFIG_NAME).write_text("{not json")
-    with pytest.raises(ValueError, match=f"{ADAPTER_CONFIG_NAME}: not valid JSON"):
+    with pytest.raises(ValueError, match=f"{ADAPTER_CONFIG_NAME}: not a readable JSON file"):
         load_adapter(trained, adapter_dir)
-    save_adapter(trained, adapter_dir, write_card=False)
+    save_adapter(trained, adapter_dir)
     good = json.loads((tmp_path / "adapter" / ADAPTER_CONFIG_NAME).read_text())
     # A wrong view policy was set on the model and failed only while scoring; the others raised
     # a bare TypeError / AttributeError, or (a DMOS flag as a string) loaded as MOS.
@@ -132,7 +132,7 @@ def test_bad_directories(trained, tiny_model_factory, tmp_path):
         (tmp_path / "adapter" / ADAPTER_CONFIG_NAME).write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=rf"{ADAPTER_CONFIG_NAME}: {message}"):
             load_adapter(trained, adapter_dir)
-    save_adapter(trained, adapter_dir, write_card=False)
+    save_adapter(trained, adapter_dir)
     os.remove(os.path.join(adapter_dir, ADAPTER_WEIGHTS_NAME))
     with pytest.raises(FileNotFoundError, match=ADAPTER_WEIGHTS_NAME):
         load_adapter(trained, adapter_dir)
@@ -246,3 +246,14 @@ def test_pickled_peft_adapter_bin_is_refused_naming_the_file(trained, base_dir, 
         load_adapter(base_dir, adapter_dir)
     assert "weights_only" not in str(caught.value)
     assert "pickle code ran" not in capsys.readouterr().out
+
+
+def test_save_adapter_writes_no_card_and_write_card_is_deprecated(trained, tmp_path):
+    """Issue #25: library code never writes a model card as a side effect; `write_card` goes
+    away in the next release (False: a FutureWarning; True: refused before anything is saved)."""
+    with pytest.warns(FutureWarning, match="drop the argument"):
+        adapter_dir = save_adapter(trained, tmp_path / "adapter", write_card=False)
+    assert not os.path.exists(os.path.join(adapter_dir, "README.md"))
+    with pytest.raises(TypeError, match="model_cards.write_model_card"):
+        save_adapter(trained, tmp_path / "other", write_card=True)
+    assert not os.path.exists(tmp_path / "other")

@@ -120,7 +120,7 @@ def test_safetensors_written_by_the_tools_honour_the_umask(tmp_path, tiny_model_
     previous = os.umask(umask)
     try:
         write_model_folder(str(tmp_path / "trained"), lambda folder: tiny_model_factory().save_pretrained(folder))
-        adapter = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name="org/base", write_card=False)
+        adapter = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name="org/base")
         atomic_write(tmp_path / "index.safetensors", lambda temporary: save_file({"a": torch.zeros(2)}, temporary))
     finally:
         os.umask(previous)

@@ -1,3 +1,4 @@
+import errno
 import json
 import logging
 import os
@@ -235,3 +236,29 @@ def test_planted_pickle_in_a_checkpoint_is_refused_naming_the_file(tmp_path, cap
         accelerator.load_state(resolve_checkpoint(str(tmp_path), "latest"))
     assert "weights_only" not in str(caught.value) and "\n" not in str(caught.value)
     assert "pickle code ran" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("errno_", [errno.EFBIG, errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_model_folder_that_cannot_be_written_is_one_line_and_the_earlier_model_stays(tmp_path, errno_):
+    """A full disk, a file-size limit, a read-only folder (root ignores mode bits: simulated): an
+    `OutputError` naming the folder and the file, no staging folder left, the earlier model whole."""
+    from modeling_uniqa.errors import OutputError
+    from train_scripts.common.checkpointing import write_model_folder
+
+    def good(folder):
+        with open(os.path.join(folder, "config.json"), "w") as handle:
+            handle.write("{}")
+        with open(os.path.join(folder, "model.safetensors"), "w") as handle:
+            handle.write("old")
+
+    def failing(folder):
+        with open(os.path.join(folder, "model.safetensors"), "w") as handle:
+            handle.write("new, half")
+        raise OSError(errno_, os.strerror(errno_), os.path.join(folder, "model.safetensors"))
+
+    write_model_folder(str(tmp_path), good)
+    with pytest.raises(OutputError, match=rf"^{tmp_path}: cannot write the model \(\S*model.safetensors: {os.strerror(errno_)}\)") as caught:
+        write_model_folder(str(tmp_path), failing)
+    assert "\n" not in str(caught.value)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert (tmp_path / "model.safetensors").read_text() == "old"

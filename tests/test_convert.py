@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoModel, AutoTokenizer, CLIPConfig, CLIPModel, pipeline
 
 from modeling_uniqa import UniQAModel
@@ -92,7 +93,11 @@ def test_cli_writes_a_complete_offline_folder(tmp_path, capsys):
     code = uniqa_main(["convert", "--checkpoint", str(checkpoint), "--output", str(output), "--prompts", "sharpness,noise", "--dtype", "bfloat16"])
     assert code == 0 and "zero-shot" in capsys.readouterr().out
     files = {p.name for p in output.iterdir()}
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json", "modeling_uniqa.py"} <= files
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json", "modeling_uniqa.py", "README.md"} <= files
+    # The command writes the card (an OpenAI-format file: the authors' release, non-commercial).
+    card = ModelCard.load(output / "README.md")
+    assert card.data.to_dict()["uniqa"]["source"] == {"kind": "authors-release", "checkpoint": "UniQA_weight.pt"}
+    assert card.data.license == "other" and card.data.to_dict()["license_name"] == "uniqa-weights-non-commercial"
     config = json.loads((output / "config.json").read_text())
     assert config["use_adapter"] is False and config["prompt_group_names"] == ["sharpness", "noise"]
     model = AutoModel.from_pretrained(output)
@@ -151,6 +156,7 @@ def test_faulty_hf_clip_folders_and_existing_outputs_are_refused(tmp_path, caplo
     build_tiny_tokenizer().save_pretrained(clip_dir)
     output = tmp_path / "uniqa"
     convert(str(clip_dir), output_dir=str(output))
+    assert not (output / "README.md").exists()  # the library writes no card: the command does
     with pytest.raises(ValueError, match=r"uniqa/config.json: model_type is 'uniqa', not 'clip'.*a UniQA model folder already"):
         convert(str(output))
     with pytest.raises(ValueError, match=r"uniqa: exists and is not empty .*--overwrite"):
@@ -158,6 +164,7 @@ def test_faulty_hf_clip_folders_and_existing_outputs_are_refused(tmp_path, caplo
     (output / "preprocessor_config.json").write_text('{"image_processor_type": "UniQAImageProcessor", "crop_size": 224}')
     assert uniqa_main(["convert", "--checkpoint", str(clip_dir), "--output", str(output), "--overwrite"]) == 0
     assert json.loads((output / "preprocessor_config.json").read_text())["crop_size"] == 32
+    assert ModelCard.load(output / "README.md").data.to_dict()["uniqa"]["source"] == {"kind": "hf-clip", "checkpoint": "clip"}
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     assert uniqa_main(["convert", "--checkpoint", str(clip_dir), "--output", str(tmp_path / "notes"), "--overwrite"]) == 2

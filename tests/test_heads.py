@@ -20,7 +20,7 @@ from model_cards import write_model_card
 from modeling_uniqa import UniQAImageProcessor, UniQAModel
 from modeling_uniqa.cli import main as uniqa_main
 from modeling_uniqa.core.adapter_io import AdapterMismatchError, save_adapter
-from modeling_uniqa.hub.heads import add_head, list_heads, rewrite_model_folder
+from modeling_uniqa.hub.heads import add_head, list_heads, remove_head, rewrite_model_folder
 from modeling_uniqa.hub.push import push_to_hub
 from tests.helpers import TINY_IMAGE_SIZE, head_on_backbone, make_tiny_uniqa, same_backbone, save_tiny_uniqa
 
@@ -39,10 +39,10 @@ def folders(tmp_path, tiny_tokenizer):
     ava = head_on_backbone(tiny_tokenizer, base, seed=3, task="aesthetics", mos_range=[1, 10], training_dataset="ava", prompt_groups="aigc")
     ava.save_pretrained(tmp_path / "ava")
     koniq = head_on_backbone(tiny_tokenizer, base, seed=4, mos_range=[1, 5], mos_higher_is_better=False, training_dataset="csiq")
-    save_adapter(koniq, tmp_path / "csiq-adapter", write_card=False)
+    save_adapter(koniq, tmp_path / "csiq-adapter")
     foreign = make_tiny_uniqa(tiny_tokenizer, seed=1)
     foreign.save_pretrained(tmp_path / "foreign")
-    save_adapter(foreign, tmp_path / "foreign-adapter", write_card=False)
+    save_adapter(foreign, tmp_path / "foreign-adapter")
     zero_shot = same_backbone(make_tiny_uniqa(tiny_tokenizer, seed=0, use_adapter=False, prompt_groups="sharpness"), base)
     return {
         "base_dir": base_dir, "base": base, "ava": ava, "koniq": koniq, "zero_shot": zero_shot,
@@ -197,6 +197,31 @@ def test_rewrite_is_atomic(folders, monkeypatch):
     assert [name for name in os.listdir(os.path.dirname(directory)) if name.startswith(".")] == []
 
 
+def test_the_card_is_updated_by_the_command_not_the_library(folders):
+    """Issue #25: `add_head` keeps the card as it was (no side effect); `uniqa heads` rewrites it
+    in the staged copy, before the swap, so a failure there leaves the folder as it was."""
+    directory = folders["base_dir"]
+    card = os.path.join(directory, "README.md")
+    with open(card, "rb") as handle:
+        before = handle.read()
+    add_head(directory, "sharpness", prompt_groups="sharpness")
+    with open(card, "rb") as handle:
+        assert handle.read() == before
+    assert uniqa_main(["heads", "add", directory, "--prompts", "noise", "--name", "noise"]) == 0
+    with open(card, encoding="utf-8") as handle:
+        text = handle.read()
+    assert "Named heads" in text and "`sharpness`: quality, zero-shot prompts sharpness" in text
+    assert "`noise`: quality, zero-shot prompts noise" in text
+
+    def failing(staging, model_dir):
+        raise ValueError("card trouble")
+
+    folder, beside = _folder_bytes(directory), sorted(os.listdir(os.path.dirname(directory)))
+    with pytest.raises(ValueError, match="card trouble"):
+        remove_head(directory, "noise", before_swap=failing)
+    assert _folder_bytes(directory) == folder and sorted(os.listdir(os.path.dirname(directory))) == beside
+
+
 def test_a_linked_model_folder_is_rewritten_where_the_link_points(tmp_path, tiny_tokenizer):
     real = save_tiny_uniqa(tmp_path / "store" / "real", tiny_tokenizer)
     (tmp_path / "models").mkdir()
@@ -275,7 +300,7 @@ def test_push_multi_head_model(folders, combined, tmp_path):
 def test_adapter_io_named_head_round_trip(folders, tmp_path, image_files):
     model = UniQAModel.from_pretrained(folders["base_dir"]).eval()
     model.set_head("ava", *folders["ava"].head_state())
-    adapter_dir = save_adapter(model, tmp_path / "ava-adapter", head="ava", write_card=False)
+    adapter_dir = save_adapter(model, tmp_path / "ava-adapter", head="ava")
     from modeling_uniqa.core.adapter_io import load_adapter
 
     fresh = load_adapter(folders["base_dir"], adapter_dir, head="aesthetics")

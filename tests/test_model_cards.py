@@ -156,7 +156,8 @@ def test_adapter_card_and_its_snippet(tiny_model_factory, tmp_path):
     base.clip.load_state_dict(model.clip.state_dict())
     base.save_pretrained(tmp_path / "base")
     adapter_dir = save_adapter(model, tmp_path / "adapter", base_name=str(tmp_path / "base"))
-    card = ModelCard.load(os.path.join(adapter_dir, "README.md"))
+    assert not os.path.exists(os.path.join(adapter_dir, "README.md"))  # save_adapter writes no card
+    card = write_model_card(adapter_dir)
     assert "adapter" in card.data.tags and card.data.base_model is None  # a local path is no Hub id
     assert "base_model_relation" not in card.data.to_dict()
     assert write_model_card(adapter_dir, base_model="my-org/uniqa-base").data.to_dict()["base_model_relation"] == "adapter"

@@ -75,3 +75,12 @@ def test_the_raised_pixel_limit_holds_only_while_a_source_is_read():
     with photo_sources._trusted_large_images():
         assert Image.MAX_IMAGE_PIXELS == photo_sources.TRUSTED_MAX_PIXELS
     assert before == Image.MAX_IMAGE_PIXELS
+
+
+def test_benchmark_only_sources_are_never_read_by_the_recipe():
+    from train_scripts import make_quality_corpus
+    from train_scripts.common.photo_sources import BENCHMARK_ONLY_SOURCES, SOURCE_NAMES
+
+    names = {source.name for source in BENCHMARK_ONLY_SOURCES}
+    assert names and names.isdisjoint(SOURCE_NAMES)
+    assert names.isdisjoint(source.name for source in make_quality_corpus.SOURCES)

@@ -148,3 +148,25 @@ def test_collator_pads_to_the_longest_caption_and_truncates():
     short = PretrainCollator(tokenizer, max_length=6)(items)
     assert short["input_ids"].shape == (2, 6) and short["input_ids"][1, -1].item() == tokenizer.eos_token_id
     assert isinstance(short["input_ids"], torch.Tensor)
+
+
+def test_an_image_that_does_not_decode_is_stood_in_for_by_the_next_row_and_reported(tmp_path):
+    """A truncated JPEG passes the start's header check; in training the next row stands in with
+    the item's own draws (the same in a worker and after a resume), and the failure is reported."""
+    from torch.utils.data import DataLoader
+
+    folder = write_caption_corpus(tmp_path / "c", num_images=6)
+    whole = (folder / "img_2.jpg").read_bytes()
+    (folder / "img_2.jpg").write_bytes(whole[: len(whole) // 2])
+    corpus = load_pretrain_corpus([("caption_jsonl", str(folder))], cache_dir=str(tmp_path / "cache"))
+    bad = list(corpus["image_name"]).index("img_2.jpg")
+    dataset = PretrainDataset(corpus, PretrainTransform(size=16, mode="native_crop"), seed=7)
+    item = dataset[(bad, 1)]
+    assert item["index"] == (bad + 1) % len(corpus)
+    assert [entry["image"] for entry in item["skipped"]] == ["img_2.jpg"] and "img_2.jpg" in item["skipped"][0]["error"]
+    assert dataset[(bad + 1, 1)]["skipped"] == []
+    from_worker = next(iter(DataLoader(dataset, sampler=[(bad, 1)], batch_size=1, num_workers=1,
+                                       collate_fn=PretrainCollator(build_clip_tokenizer()))))
+    assert from_worker["skipped"] == item["skipped"]  # a worker gives the same item
+    assert torch.equal(from_worker["pixel_values"], torch.from_numpy(item["pixel_values"]))
+    assert from_worker["indices"].tolist() == [item["index"]]

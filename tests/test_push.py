@@ -9,6 +9,7 @@ from huggingface_hub import HfApi, ModelCard
 
 from model_cards import write_model_card
 from modeling_uniqa.cli import main as uniqa_main
+from modeling_uniqa.cli.push import update_card
 from modeling_uniqa.core.adapter_io import save_adapter
 from modeling_uniqa.hub.push import PushError, push_to_hub
 
@@ -27,16 +28,25 @@ def model_dir(saved_tiny_model, tmp_path):
 
 
 def test_push_model_directory(model_dir, api):
+    with open(os.path.join(model_dir, "README.md"), "rb") as handle:
+        card_before = handle.read()
     push_to_hub(model_dir, "my-org/uniqa-koniq", api=api, private=True, revision="v1", commit_message="First")
     api.create_repo.assert_called_once_with(repo_id="my-org/uniqa-koniq", repo_type="model", private=True, exist_ok=True)
     api.create_branch.assert_called_once_with(repo_id="my-org/uniqa-koniq", repo_type="model", branch="v1", exist_ok=True)
     kwargs = api.upload_folder.call_args.kwargs
     assert kwargs["folder_path"] == model_dir and kwargs["repo_id"] == "my-org/uniqa-koniq"
     assert kwargs["revision"] == "v1" and kwargs["commit_message"] == "First" and kwargs["repo_type"] == "model"
-    # The card now tells users to load the repo, and kept its results.
+    with open(os.path.join(model_dir, "README.md"), "rb") as handle:  # the library writes no card (issue #25)
+        assert handle.read() == card_before
+
+
+def test_cli_push_points_the_card_at_the_repo(model_dir, api, monkeypatch):
+    assert _cli_push(model_dir, api, monkeypatch) == 0
+    # The command rewrote the card: it tells users to load the repo, and kept its results.
     card = ModelCard.load(os.path.join(model_dir, "README.md"))
-    assert 'pipeline(model="my-org/uniqa-koniq", trust_remote_code=True)' in card.text
+    assert 'pipeline(model="my-org/x", trust_remote_code=True)' in card.text
     assert len(card.data.eval_results) == 2
+    api.upload_folder.assert_called_once()
 
 
 def test_leftovers_and_hidden_files_are_not_uploaded(model_dir, api):
@@ -57,6 +67,9 @@ def test_leftovers_and_hidden_files_are_not_uploaded(model_dir, api):
 
 def test_push_adapter_directory_is_small(tiny_model_factory, api, tmp_path, caplog):
     adapter_dir = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name="my-org/uniqa-base")
+    with pytest.raises(PushError, match="no model card"):  # save_adapter writes none
+        push_to_hub(adapter_dir, "my-org/uniqa-adapter", api=api)
+    write_model_card(adapter_dir)
     push_to_hub(adapter_dir, "my-org/uniqa-adapter", api=api)
     assert "not a Hub repo id" not in caplog.text
     assert api.upload_folder.call_args.kwargs["folder_path"] == adapter_dir
@@ -99,6 +112,7 @@ def test_directory_without_weights_is_refused(model_dir):
 
 def test_adapter_on_a_local_base_is_pushed_with_a_warning(tiny_model_factory, api, tmp_path, caplog):
     adapter_dir = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name=str(tmp_path))
+    write_model_card(adapter_dir)
     push_to_hub(adapter_dir, "my-org/uniqa-adapter", api=api)
     assert "not a Hub repo id" in caplog.text
     api.upload_folder.assert_called_once()
@@ -158,7 +172,7 @@ def test_push_replaces_the_card_and_handler_instead_of_writing_into_them(model_d
     with open(handler, "a") as handle:  # the shared file changes (that is what a hard link is)
         handle.write("# local edit\n")
     before_handler = other_handler.read_text()
-    push_to_hub(model_dir, "my-org/x", api=api)
+    push_to_hub(model_dir, "my-org/x", api=api, before_upload=update_card)  # as `uniqa push` does
     assert other_card.read_text() == before_card and other_handler.read_text() == before_handler
     with open(card) as handle:
         assert "my-org/x" in handle.read() and os.stat(card).st_nlink == 1
@@ -197,6 +211,7 @@ def test_broken_model_folder_is_refused_naming_the_file(model_dir, api, monkeypa
 
 def test_truncated_adapter_weights_are_refused(tiny_model_factory, api, tmp_path):
     adapter_dir = save_adapter(tiny_model_factory(), tmp_path / "adapter", base_name="my-org/uniqa-base")
+    write_model_card(adapter_dir)
     with open(os.path.join(adapter_dir, "uniqa_adapter.safetensors"), "r+b") as handle:
         handle.truncate(100)
     with pytest.raises(PushError, match="uniqa_adapter.safetensors"):

@@ -50,7 +50,7 @@ def scored(tmp_path_factory, tiny_tokenizer):
     head_on_backbone(tiny_tokenizer, base, seed=3, task="aesthetics", mos_range=[1, 10]).save_pretrained(root / "ava")
     assert main(["heads", "add", model_dir, "--from", str(root / "ava"), "--name", "aesthetics"]) == 0
     assert main(["heads", "add", model_dir, "--prompts", "sharpness", "--name", "sharpness"]) == 0
-    adapter_dir = str(save_adapter(head_on_backbone(tiny_tokenizer, base, seed=4, mos_range=[1, 5]), root / "adapter", write_card=False))
+    adapter_dir = str(save_adapter(head_on_backbone(tiny_tokenizer, base, seed=4, mos_range=[1, 5]), root / "adapter"))
 
     paths = write_jpegs(str(root / "images"), 6)
     os.makedirs(root / "shards")
@@ -133,7 +133,7 @@ def test_dataset_scores_follow_an_adapter_replaced_in_place(scored, tmp_path):
     assert first == pytest.approx([float(scored.adapted.scores[stem(path)]["score"]) for path in scored.paths], abs=1e-6)
     shutil.rmtree(adapter)
     retrained = head_on_backbone(scored.tokenizer, UniQAModel.from_pretrained(scored.model), seed=5, mos_range=[1, 5])
-    save_adapter(retrained, adapter, write_card=False)
+    save_adapter(retrained, adapter)
     again = score_dataset(load_from_disk(scored.dataset)["train"], scored.model, outputs=["score"], adapter=str(adapter))["score"]
     assert max(abs(a - b) for a, b in zip(first, again)) > 1e-3
     assert score_dataset(dataset, scored.model, outputs=["score"], adapter=str(adapter))["score"] == again

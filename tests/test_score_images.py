@@ -395,3 +395,26 @@ def test_two_processes_equal_one(saved_tiny_model, photo_dir, tmp_path):
         differences = [abs(float(two[key]) - float(one[key])) for key in numbers]
         assert all(difference <= bound for difference, bound in zip(differences, bounds)), dict(zip(numbers, differences))
     assert sorted(os.listdir(tmp_path)) == ["distributed.csv", "distributed.csv.meta.json", "photos", "single.csv", "single.csv.meta.json"]
+
+
+def test_a_write_that_fails_midway_is_one_line_and_keeps_the_earlier_file(saved_tiny_model, photo_dir, tmp_path, caplog, capsys):
+    """A full disk or a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail with EFBIG):
+    one line naming the output, exit 2, and the earlier results file as it was."""
+    import resource
+    import signal
+
+    folder, _ = photo_dir
+    output = tmp_path / "s.csv"
+    assert score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center") == 0
+    before = output.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))  # fewer bytes than one row
+        code = score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center", "--overwrite")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert code == 2
+    assert "s.csv" in caplog.text and "File too large" in caplog.text and "Traceback" not in capsys.readouterr().err
+    assert output.read_bytes() == before

@@ -159,3 +159,47 @@ def test_pretraining_workers_default_to_the_cores_there_are(monkeypatch):
     assert train_pretrain.default_num_workers() == 0
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     assert train_pretrain.default_num_workers() == 4
+
+
+def test_pretraining_skips_and_counts_unreadable_corpus_images(workspace, tmp_path, caplog):
+    """Zero-byte, non-image, cut PNG, decompression bomb and 20000x20 strip: found from their
+    headers and skipped before training; a truncated JPEG (its header is fine) is stood in for in
+    training. All counted in the log; beyond --max_bad_fraction, one line and exit 2."""
+    import io
+
+    from PIL import Image
+
+    from tests.test_bad_images import bomb_png
+    from tests.test_pretrain_data import write_caption_corpus
+
+    folder = write_caption_corpus(tmp_path / "corpus", num_images=20)
+    png = io.BytesIO()
+    Image.new("RGB", (40, 48), (9, 9, 9)).save(png, "PNG")
+    strip = io.BytesIO()
+    Image.new("RGB", (20000, 20), (9, 9, 9)).save(strip, "JPEG")
+    jpeg = (folder / "img_5.jpg").read_bytes()
+    damaged = {"img_0.jpg": b"", "img_1.jpg": b"not an image", "img_2.jpg": png.getvalue()[:-30], "img_3.jpg": bomb_png(),
+               "img_4.jpg": strip.getvalue(), "img_5.jpg": jpeg[: len(jpeg) // 2]}
+    for name, payload in damaged.items():
+        (folder / name).write_bytes(payload)
+    output = tmp_path / "pre"
+    base = ["--init", workspace["clip"], "--corpus", f"caption_jsonl={folder}", "--cache_dir", str(tmp_path / "cache"),
+            "--dataloader_num_workers", "0", "--report_to", "none", "--per_device_train_batch_size", "5", "--max_steps", "3"]
+    train_pretrain.main(train_pretrain.parse_args([*base, "--output_dir", str(output), "--max_bad_fraction", "0.5"]))
+    with open(output / train_pretrain.LOG_FILE) as handle:
+        records = [json.loads(line) for line in handle]
+    (summary,) = [record["skipped_images"] for record in records if "skipped_images" in record]
+    assert summary["count"] == 6 and summary["corpus"] == 5 and summary["training"] == 1
+    assert {item["image"].rsplit("/", 1)[-1] for item in summary["images"]} == set(damaged)
+    assert os.path.isfile(output / "config.json")
+
+    message = one_line_exit_2(train_pretrain.main, train_pretrain.parse_args, [*base, "--output_dir", str(tmp_path / "pre2")], caplog)
+    assert "5 of the 20 images of the corpus split cannot be read" in message and "--max_bad_fraction 0.01" in message
+    assert "img_0.jpg" in message and not os.path.exists(tmp_path / "pre2" / "config.json")
+
+    # What only training finds (truncated JPEGs) counts against the limit too: one line, exit 2.
+    for name in damaged:
+        (folder / name).write_bytes(jpeg[: len(jpeg) // 2])
+    message = one_line_exit_2(train_pretrain.main, train_pretrain.parse_args,
+                              [*base, "--output_dir", str(tmp_path / "pre3"), "--max_bad_fraction", "0.1"], caplog)
+    assert "found in training" in message and "--max_bad_fraction 0.1" in message

@@ -35,7 +35,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, is_tensorboard_available, parse_flag_from_env, set_seed
+from accelerate.utils import (
+    ProjectConfiguration,
+    broadcast_object_list,
+    gather_object,
+    is_tensorboard_available,
+    parse_flag_from_env,
+    set_seed,
+)
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -59,8 +66,14 @@ from train_scripts.common.checkpointing import (
     write_model_folder,
 )
 from train_scripts.common.clip_loss import ClipLoss
-from train_scripts.common.errors import SettingsError
+from train_scripts.common.errors import DataError, SettingsError
 from train_scripts.common.flags import ArgumentParser
+from train_scripts.common.image_check import (
+    DEFAULT_MAX_BAD_FRACTION,
+    SkippedImages,
+    check_max_bad_fraction,
+    drop_unreadable,
+)
 from train_scripts.common.metrics import MIN_ITEMS, plcc, srcc
 from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
 from train_scripts.common.pretrain_data import (
@@ -119,6 +132,10 @@ class PretrainDataArguments:
         "than a small tower's step on a crop). Batch sizes count views; the views of one image are each other's "
         "positives in the loss."})
     max_caption_length: int | None = field(default=None, metadata={"help": "Default: the text tower's context length."})
+    max_bad_fraction: float = field(default=DEFAULT_MAX_BAD_FRACTION, metadata={
+        "help": "Unreadable corpus images (empty, not images, cut PNGs, decompression bombs, slivers) are found from their "
+        "headers before training and skipped; one that fails to decode during training is stood in for by the next "
+        "row. Both are counted (the log's skipped_images); beyond this share of the corpus the run stops."})
     prompts: str | None = field(default=None, metadata={"help": "Prompt groups of the saved model (default: the init's, or 'default')."})
     dataloader_num_workers: int = field(default_factory=default_num_workers, metadata={
         "help": "DataLoader workers decoding images (default: the CPU cores this process may use, at most 4, minus one for the main process)."})
@@ -187,6 +204,10 @@ class PretrainArguments(PretrainRunArguments, PretrainTrainingArguments, Pretrai
             raise ValueError("--detail_prob needs --image_transform native_crop.")
         if self.eval_steps and not self.eval_dataset:
             raise ValueError("--eval_steps needs --eval_dataset NAME=DIR.")
+        try:
+            check_max_bad_fraction(self.max_bad_fraction)
+        except ValueError as error:
+            raise ValueError(f"--{error}") from None
 
 
 def parse_args(argv=None) -> PretrainArguments:
@@ -252,8 +273,11 @@ def load_init(init: str):
 
 
 # --------------------------------------------------------------------------------- zero-shot check
-def load_eval_set(spec: str, split: str, max_samples: int, seed: int, cache_dir: str | None):
-    """``(images, scores)`` of a rating dataset's split: at most ``max_samples``, seeded choice."""
+def load_eval_set(spec: str, split: str, max_samples: int, seed: int, cache_dir: str | None, processor=None,
+                  skipped: SkippedImages | None = None, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION):
+    """``(images, scores)`` of a rating dataset's split: at most ``max_samples``, seeded choice.
+    With ``processor``, its unreadable images are left out (added to ``skipped``), up to
+    ``max_bad_fraction`` of them (`image_check.drop_unreadable`)."""
     import datasets
 
     import data_builders
@@ -267,6 +291,10 @@ def load_eval_set(spec: str, split: str, max_samples: int, seed: int, cache_dir:
         data = data.shuffle(seed=seed).select(range(max_samples))
     if len(data) < MIN_ITEMS:
         raise ValueError(f"--eval_dataset {spec}: split {split!r} holds {len(data)} images, its SRCC needs at least {MIN_ITEMS}.")
+    if processor is not None:
+        data = drop_unreadable(data, "zero-shot check", processor, skipped if skipped is not None else SkippedImages(), max_bad_fraction)
+        if len(data) < MIN_ITEMS:
+            raise DataError(f"--eval_dataset {spec}: split {split!r} holds {len(data)} readable images, its SRCC needs at least {MIN_ITEMS}.")
     cells = data.cast_column("image", datasets.Image(decode=False))["image"]
     images = [decode_image_cell(cell, cell.get("path") or f"{name} row {i}") for i, cell in enumerate(cells)]
     return images, np.asarray(data["score"], dtype=np.float64)
@@ -315,6 +343,23 @@ def batch_digest(indices: torch.Tensor) -> str:
 
 def _tracker_config(args: PretrainArguments) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in asdict(args).items()}
+
+
+def report_skipped(skipped: SkippedImages, failed_in_training: dict, accelerator, log, step: int) -> None:
+    """Count the images left out (before training, and stood in for in training on any process)
+    in the log (a ``skipped_images`` record, as `SkippedImages.as_results`) and one line."""
+    failed = {}
+    for part in gather_object([failed_in_training]) if accelerator.num_processes > 1 else [failed_in_training]:
+        failed.update(part)
+    if failed:
+        skipped.by_split.setdefault("training", []).extend({"image": name, "error": failed[name]} for name in sorted(failed))
+    results = skipped.as_results()
+    if accelerator.is_main_process and results["count"]:
+        log.write({"step": step, "skipped_images": results})
+        logger.warning(
+            f"{results['count']} unreadable images skipped ({', '.join(f'{part}: {len(items)}' for part, items in skipped.by_split.items())}); "
+            f"see skipped_images in {LOG_FILE}."
+        )
 
 
 # --------------------------------------------------------------------------------- main
@@ -371,6 +416,16 @@ def pretrain(args: PretrainArguments) -> str:
             match_key=args.match_key,
             cache_dir=args.cache_dir,
         )
+    size = clip.config.vision_config.image_size
+    # Unreadable images (found from their headers: cheap for a large corpus) are skipped and
+    # counted, up to --max_bad_fraction; found by the main process, the same for every process.
+    skipped = SkippedImages()
+
+    def on_the_main_process(search):
+        return broadcast_object_list([search() if accelerator.is_main_process else None])[0]
+
+    corpus = drop_unreadable(corpus, "corpus", UniQAImageProcessor(crop_size=size), skipped, args.max_bad_fraction,
+                             args.dataloader_num_workers, decode=False, once=on_the_main_process)
     world = accelerator.num_processes
     per_device = args.per_device_train_batch_size
     if per_device is None:
@@ -380,7 +435,6 @@ def pretrain(args: PretrainArguments) -> str:
     crops = args.crops_per_image
     if per_device % crops:
         raise SettingsError(f"A batch of {per_device} views per process is not divisible by --crops_per_image {crops}.")
-    size = clip.config.vision_config.image_size
     transform = PretrainTransform(
         size=size, mode=args.image_transform, hflip=args.hflip, detail_prob=args.detail_prob, detail_candidates=args.detail_candidates
     )
@@ -458,8 +512,9 @@ def pretrain(args: PretrainArguments) -> str:
 
     eval_set = None
     if args.eval_dataset and accelerator.is_main_process:
-        eval_set = load_eval_set(args.eval_dataset, args.eval_split, args.eval_max_samples, args.seed, args.cache_dir)
         eval_processor = UniQAImageProcessor(crop_size=size, view_policy=args.eval_view_policy)
+        eval_set = load_eval_set(args.eval_dataset, args.eval_split, args.eval_max_samples, args.seed, args.cache_dir,
+                                 eval_processor, skipped, args.max_bad_fraction)
         model.set_prompts(args.eval_prompts, tokenizer)
 
     def zero_shot_check(step: int) -> None:
@@ -482,6 +537,8 @@ def pretrain(args: PretrainArguments) -> str:
     progress = tqdm(
         total=max_steps, initial=global_step, desc="pre-training", disable=not accelerator.is_local_main_process
     )
+    # Images that passed the header check and failed to decode in training: {name: error}, this process.
+    failed_in_training: dict = {}
     first_epoch = global_step // steps_per_epoch
     for epoch in range(first_epoch, num_epochs):
         if global_step >= max_steps:
@@ -490,6 +547,18 @@ def pretrain(args: PretrainArguments) -> str:
         seen = global_step - epoch * steps_per_epoch
         batches = accelerator.skip_first_batches(dataloader, seen) if seen else dataloader
         for batch in batches:
+            for entry in batch["skipped"]:
+                if entry["image"] not in failed_in_training:
+                    failed_in_training[entry["image"]] = entry["error"]
+                    logger.warning(f"Skipped (unreadable, the next corpus image stood in) at step {global_step + 1}: {entry['error']}")
+                    before = len(skipped.by_split.get("corpus", ()))  # found from the headers
+                    unusable = len(failed_in_training) + before
+                    if unusable > args.max_bad_fraction * (len(dataset) + before):
+                        raise DataError(
+                            f"{unusable} corpus images cannot be read ({len(failed_in_training)} found in training, the latest "
+                            f"{entry['error']}): more than --max_bad_fraction {args.max_bad_fraction:g} of them; fix or remove "
+                            "them, or raise --max_bad_fraction."
+                        )
             image_embeds, text_embeds, logit_scale = forward(
                 batch["pixel_values"].to(accelerator.device, non_blocking=True),
                 batch["input_ids"].to(accelerator.device),
@@ -529,6 +598,7 @@ def pretrain(args: PretrainArguments) -> str:
         zero_shot_check(global_step)  # the final check (unless the last step just had one)
 
     accelerator.wait_for_everyone()
+    report_skipped(skipped, failed_in_training, accelerator, log, global_step)
     if accelerator.is_main_process:
         if args.gradient_checkpointing:
             clip.activation_checkpointing_disable()

@@ -1,11 +1,12 @@
-"""`uniqa convert`: the command line of `modeling_uniqa.hub.convert`."""
+"""`uniqa convert`: the command line of `modeling_uniqa.hub.convert`; it also writes the new
+folder's model card (`model_cards`), which the library function leaves to its caller."""
 
 import argparse
 import logging
 
 import torch
 
-from ..hub.convert import convert
+from ..hub.convert import card_source, convert
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from model_cards import write_model_card  # imported when run: `uniqa --help` stays quick
+
     config_kwargs = {
         "task": args.task,
         "mos_range": args.mos_range,
@@ -52,6 +55,7 @@ def run(args) -> int:
             overwrite=args.overwrite,
             **config_kwargs,
         )
+        write_model_card(args.output, source=card_source(args.checkpoint, args.adapter))
     except (ValueError, FileNotFoundError) as error:
         logger.error("%s", error)
         return 2

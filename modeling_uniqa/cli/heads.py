@@ -1,7 +1,9 @@
-"""`uniqa heads`: the command line of `modeling_uniqa.hub.heads`."""
+"""`uniqa heads`: the command line of `modeling_uniqa.hub.heads`. A folder with a model card
+(README.md) gets it updated in the rewritten copy, before the swap: the card lists the heads."""
 
 import argparse
 import logging
+import os
 
 from ..core.output_lock import output_lock
 from ..hub.heads import add_head, list_heads, remove_head
@@ -32,6 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     removing.add_argument("--name", required=True, help="The head to remove.")
 
 
+def update_card(staging: str, model_dir: str) -> None:
+    """`before_swap` of `add_head` / `remove_head`: rewrite the staged copy's model card, if the
+    folder has one (a folder without a card is left without), naming the folder, not its copy."""
+    from model_cards import write_model_card  # imported when needed: `uniqa --help` stays quick
+
+    if os.path.isfile(os.path.join(staging, "README.md")):
+        write_model_card(staging, final_dir=model_dir)
+
+
 def run(args) -> int:
     try:
         if args.heads_command == "list":
@@ -47,11 +58,12 @@ def run(args) -> int:
                 add_head(
                     args.directory, args.name, source=args.source, source_head=args.source_head,
                     prompt_groups=prompt_groups, tokenizer=args.tokenizer, task=args.task, replace=args.replace,
+                    before_swap=update_card,
                 )
             print(f"Added head {args.name!r} to {args.directory}")
         else:
             with output_lock(args.directory, "model folder"):
-                remove_head(args.directory, args.name)
+                remove_head(args.directory, args.name, before_swap=update_card)
             print(f"Removed head {args.name!r} from {args.directory}")
     except (ValueError, FileNotFoundError, OSError) as error:  # AdapterMismatchError is a ValueError
         logger.error("%s", error)

@@ -1,4 +1,5 @@
-"""`uniqa push`: the command line of `modeling_uniqa.hub.push`."""
+"""`uniqa push`: the command line of `modeling_uniqa.hub.push`. Once the directory passed the
+checks, the command points its model card's usage snippet at the repo id (`update_card`)."""
 
 import argparse
 import logging
@@ -22,6 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "model (`uniqa app`: app.py, requirements.txt, README.md); a model directory only.")
 
 
+def update_card(directory: str, repo_id: str) -> None:
+    """`before_upload` of `push_to_hub`: the directory's card, rewritten so its usage snippet
+    loads `repo_id` (results, notes and hand-added metadata kept)."""
+    from model_cards import write_model_card  # imported when needed: `uniqa --help` stays quick
+
+    write_model_card(directory, repo_id=repo_id)
+
+
 def run(args, api=None) -> int:
     try:
         if getattr(args, "space", None):  # refused before the model is pushed
@@ -34,6 +43,7 @@ def run(args, api=None) -> int:
             revision=args.revision,
             commit_message=args.commit_message,
             allow_secret_names=getattr(args, "allow_secret_names", False),
+            before_upload=update_card,
         )
     except (*USER_ERRORS, FileNotFoundError, ValueError) as error:  # a local problem, found before anything is sent
         logger.error("%s", error)

@@ -193,6 +193,12 @@ def _run_locked(args: argparse.Namespace, options: ScoreOptions, state: PartialS
     return run_files(options, state, inputs=args.inputs, output=args.output, resume=args.resume, overwrite=args.overwrite)
 
 
+def _write_failure(output, error: OSError, kept: str) -> str:
+    """One line for a write that failed: the file, the system's reason (no space, file too large, read-only)."""
+    where = error.filename or output
+    return f"--output {output}: cannot write {where} ({error.strerror or error}); {kept}."
+
+
 def run_files(options: ScoreOptions, state: PartialState, *, inputs: list, output: str, resume: bool = False,
               overwrite: bool = False) -> int:
     """`uniqa score` of image files, folders, globs and path lists into one CSV / JSON Lines file."""
@@ -219,7 +225,11 @@ def run_files(options: ScoreOptions, state: PartialState, *, inputs: list, outpu
     paths = listed.paths
     state.wait_for_everyone()  # every process has checked the old results: they may change now
     if state.is_main_process:
-        output.start(resume=resume)
+        try:
+            output.start(resume=resume)
+        except OSError as error:  # the same in every process would need a collective: the main one says it and stops
+            logger.error("%s", _write_failure(output, error, "an earlier file there is left as it was"))
+            return 2
     state.wait_for_everyone()
     done = output.done_keys()
     # No process writes before every process has read what is done: a part file growing while
@@ -231,18 +241,26 @@ def run_files(options: ScoreOptions, state: PartialState, *, inputs: list, outpu
         logger.info("%d images to score (%d already in %s), %d process(es)%s.", len(todo), len(paths) - len(todo), output, state.num_processes, skipped)
 
     start = time.perf_counter()
-    with output.part_writer(state.process_index) as writer:
-        multi_frame = score_shard(
-            model, processor, todo[state.process_index :: state.num_processes], columns, writer, state.device,
-            view_policy, view_seed, options.batch_size, options.workers, show_progress=state.is_main_process, heads=heads,
-            auto_compile=options.compile is None and state.device.type == "cpu" and options.dtype == "float32" and not options.quantize,
-        )
+    try:  # a full disk, a file-size limit, a folder made read-only mid-run: one line, exit 2
+        with output.part_writer(state.process_index) as writer:
+            multi_frame = score_shard(
+                model, processor, todo[state.process_index :: state.num_processes], columns, writer, state.device,
+                view_policy, view_seed, options.batch_size, options.workers, show_progress=state.is_main_process, heads=heads,
+                auto_compile=options.compile is None and state.device.type == "cpu" and options.dtype == "float32" and not options.quantize,
+            )
+    except OSError as error:
+        logger.error("%s", _write_failure(output, error, "the rows written so far are kept for --resume"))
+        return 2
     multi_frame = _total(state, multi_frame)
     state.wait_for_everyone()
     if not state.is_main_process:
         return 0
 
-    result = output.finish(paths)
+    try:
+        result = output.finish(paths)
+    except OSError as error:
+        logger.error("%s", _write_failure(output, error, "an earlier file there is left as it was"))
+        return 2
     seconds = time.perf_counter() - start
     failed = sum(1 for row in result.rows if row["error"])
     scored = len(result.rows) - failed

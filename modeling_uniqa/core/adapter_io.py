@@ -18,6 +18,7 @@ applies it after the same backbone check.
 import json
 import logging
 import os
+import warnings
 
 import torch
 from safetensors import SafetensorError
@@ -28,6 +29,7 @@ from ..errors import AdapterMismatchError, UnsafeFileError  # noqa: F401  (raise
 from ..modeling_uniqa import UniQAModel
 from .atomic_files import honour_umask
 from .fingerprints import state_digest
+from .json_files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +73,13 @@ def check_backbone(model: UniQAModel, expected_digest: str, source: str, base_na
 
 
 def save_adapter(
-    model: UniQAModel, save_directory, base_name: str | None = None, write_card: bool = True, head: str | None = None
+    model: UniQAModel, save_directory, base_name: str | None = None, write_card: bool | None = None, head: str | None = None
 ) -> str:
     """Write `model`'s UniQA head (adapter, level scores, prompts, score metadata) and the
     identity of its backbone to `save_directory`; returns the directory.
+
+    No model card is written: call `model_cards.write_model_card(save_directory)` afterwards
+    for one (`uniqa push` refuses a directory without it).
 
     Args:
         model: a `UniQAModel` whose head has an adapter (`use_adapter=True`).
@@ -82,9 +87,20 @@ def save_adapter(
             (e.g. a peft LoRA saved there).
         base_name: the base model's Hub id or path, recorded for people and cards (loading checks
             the digest, not the name). Default: `model.name_or_path`.
-        write_card: also write (or update) the directory's README.md model card.
+        write_card: deprecated, goes away in the next release. `False` changes nothing (a
+            `FutureWarning`); `True` raises `TypeError` (write the card with `model_cards`).
         head: which named head to save (`None`: the default head).
     """
+    if write_card:
+        raise TypeError(
+            "save_adapter no longer writes a model card: call model_cards.write_model_card(save_directory) "
+            "after it (and drop write_card=True)."
+        )
+    if write_card is not None:
+        warnings.warn(
+            "save_adapter(write_card=False): save_adapter never writes a model card now; drop the argument, "
+            "it goes away in the next release.", FutureWarning, stacklevel=2,
+        )
     if not model.config.head_config(head).use_adapter:
         raise ValueError(
             f"The {head or 'default'!r} head of this UniQA model has no adapter (use_adapter=False): "
@@ -109,10 +125,6 @@ def save_adapter(
     with open(os.path.join(save_directory, ADAPTER_CONFIG_NAME), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2)
         handle.write("\n")
-    if write_card:
-        from model_cards import write_model_card
-
-        write_model_card(save_directory)
     logger.info("Saved the UniQA adapter (base %s, backbone %s) to %s", base_name, metadata["base_model"]["backbone_sha256"][:12], save_directory)
     return str(save_directory)
 
@@ -133,11 +145,7 @@ def read_adapter_config(adapter_directory) -> dict:
     path = os.path.join(adapter_directory, ADAPTER_CONFIG_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{adapter_directory}: not a UniQA adapter directory (no {ADAPTER_CONFIG_NAME}).")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            metadata = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}).") from error
+    metadata = read_json(path)
     if not isinstance(metadata, dict) or metadata.get("format") != "uniqa-adapter":
         raise ValueError(f"{path}: not a UniQA adapter description (missing \"format\": \"uniqa-adapter\").")
     for key, kind in (("format_version", int), ("base_model", dict), ("config", dict)):

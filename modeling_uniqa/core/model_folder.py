@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 from ..configuration_uniqa import UniQAConfig
 from ..errors import ModelFolderError, UsageError
 from ..modeling_uniqa import UniQAModel
+from .json_files import read_json
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME, WEIGHTS_INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
@@ -42,11 +43,7 @@ def _load_config(folder: str) -> UniQAConfig:
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
         raise ModelFolderError(f"{path}: missing; a UniQA model folder holds config.json and {WEIGHTS_NAME} (see `uniqa convert`).")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFolderError(f"{path}: not a readable JSON file ({error}).") from error
+    data = read_json(path, ModelFolderError)
     if not isinstance(data, dict) or data.get("model_type") != UniQAConfig.model_type:
         found = data.get("model_type") if isinstance(data, dict) else type(data).__name__
         raise ModelFolderError(f"{path}: model_type is {found!r}, not {UniQAConfig.model_type!r}: not a UniQA model (see `uniqa convert`).")

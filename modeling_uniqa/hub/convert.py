@@ -6,7 +6,8 @@
     uniqa convert --checkpoint path/to/clip-vit-base-patch16 --output uniqa-from-clip
 
 The output folder is complete and loads offline: weights (safetensors), config, remote code,
-image processor and CLIP tokenizer.
+image processor and CLIP tokenizer; the command also writes its model card (README.md, see
+`model_cards`), which `convert()` itself leaves to its caller.
 """
 
 import json
@@ -74,6 +75,18 @@ def adapter_config_from_weights(adapter_state: dict, embed_dim: int) -> dict:
 
 def _is_hf_clip_dir(path) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def card_source(checkpoint, adapter=None) -> dict:
+    """Where a model converted from `checkpoint` (and the authors' `adapter` weights) comes
+    from, as `model_cards.write_model_card(source=...)` records it. An OpenAI-format file is
+    taken to be the authors' release, so its card gets the stricter (non-commercial) licence;
+    an HF CLIP folder is `hf-clip`."""
+    kind = "hf-clip" if _is_hf_clip_dir(checkpoint) else "authors-release"
+    source = {"kind": kind, "checkpoint": os.path.basename(os.path.normpath(checkpoint))}
+    if adapter:
+        source["adapter"] = os.path.basename(adapter)
+    return source
 
 
 def load_hf_clip(folder):
@@ -156,6 +169,9 @@ def convert(
         overwrite: replace an existing model folder (one with config.json) at `output_dir`
             whole, after the conversion succeeded; nothing of the old folder is kept.
         **config_kwargs: `UniQAConfig` fields (prompt_groups, task, mos_range, view_policy, ...).
+
+    No model card is written: `uniqa convert` writes it afterwards
+    (`model_cards.write_model_card(output_dir, source=card_source(checkpoint, adapter))`).
     """
     if output_dir is not None:
         inputs = [path for path in (checkpoint, adapter, tokenizer) if isinstance(path, (str, os.PathLike))]
@@ -198,10 +214,5 @@ def convert(
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         honour_umask(output_dir)  # safetensors writes model.safetensors 0600
-        from model_cards import write_model_card
-
-        # An OpenAI-format file is taken to be the authors' release: the stricter (non-commercial) licence.
-        kind = "hf-clip" if _is_hf_clip_dir(checkpoint) else "authors-release"
-        write_model_card(output_dir, source={"kind": kind, "checkpoint": os.path.basename(os.path.normpath(checkpoint)), **({"adapter": os.path.basename(adapter)} if adapter else {})})
         logger.info("Saved the UniQA model to %s", output_dir)
     return model

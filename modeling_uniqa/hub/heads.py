@@ -11,12 +11,14 @@
 A head trained on another backbone is refused: the backbone digest (`adapter_io.backbone_digest`
 of the CLIP weights) must match, whatever the names say. The model folder is rewritten
 atomically: the new folder is written beside it and swapped in, so a crash leaves the old one.
+A folder's model card, when it has one, is updated by the command (`before_swap`), not here.
 """
 
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 from ..configuration_uniqa import DEFAULT_HEAD, UniQAConfig
 from ..core.adapter_io import (
@@ -86,13 +88,17 @@ def _warn_view_policy(model: UniQAModel, source: str, view_policy) -> None:
         )
 
 
-def rewrite_model_folder(model: UniQAModel, model_dir) -> None:
+def rewrite_model_folder(model: UniQAModel, model_dir, before_swap: Callable[[str, str], None] | None = None) -> None:
     """Save `model` over its folder `model_dir` without ever leaving it half written.
 
     The folder is copied beside itself (keeping the files `save_pretrained` does not write: card,
     tokenizer, processor), the model is saved into the copy, then the copy is swapped in. Until
     the swap the original is untouched; during it, the original exists under a `.old-*` name.
     A symbolic link to the folder is followed: the folder it points to is rewritten, the link kept.
+
+    `before_swap(staging, model_dir)`, when given, is called on the complete copy before the
+    swap (`model_dir` resolved), so what it writes there is swapped in with the model, or not at
+    all if it raises. `uniqa heads` updates the model card there (this module writes no card).
     """
     model_dir = os.path.realpath(os.fspath(model_dir))  # swapping the link itself would orphan its target
     parent, base = os.path.split(model_dir)
@@ -101,10 +107,8 @@ def rewrite_model_folder(model: UniQAModel, model_dir) -> None:
         shutil.copytree(model_dir, staging, dirs_exist_ok=True)
         model.save_pretrained(staging)
         honour_umask(staging)  # safetensors writes model.safetensors 0600
-        if os.path.isfile(os.path.join(staging, "README.md")):
-            from model_cards import write_model_card
-
-            write_model_card(staging, final_dir=model_dir)  # the card lists the heads and names the folder, not its copy
+        if before_swap is not None:
+            before_swap(staging, model_dir)
         old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
         os.rmdir(old)
         os.rename(model_dir, old)
@@ -128,6 +132,7 @@ def add_head(
     tokenizer=None,
     task: str = "quality",
     replace: bool = False,
+    before_swap: Callable[[str, str], None] | None = None,
 ) -> UniQAModel:
     """Add the head `name` to the UniQA model folder `model_dir` and rewrite the folder; returns the model.
 
@@ -135,7 +140,7 @@ def add_head(
     `head_from_source`) or `prompt_groups` (a zero-shot head: Table II names such as
     `sharpness`, ensembles, or lists of five prompts worst to best; `tokenizer` as in
     `UniQAModel.set_prompts`, `task` what the prompts judge). An existing name is refused unless
-    `replace`.
+    `replace`. `before_swap` as in `rewrite_model_folder`.
     """
     if (source is None) == (prompt_groups is None):
         raise ValueError("Give exactly one of a source folder (--from) or prompt groups (--prompts / --custom-prompts).")
@@ -150,17 +155,18 @@ def add_head(
         model.set_head(name, settings, tensors)
     else:
         model.add_prompt_head(name, prompt_groups, tokenizer=tokenizer, task=task)
-    rewrite_model_folder(model, model_dir)
+    rewrite_model_folder(model, model_dir, before_swap)
     logger.info("%s: added head %r; heads now %s", model_dir, name, ", ".join(model.head_names))
     return model
 
 
-def remove_head(model_dir, name: str) -> UniQAModel:
-    """Remove the named head from the model folder (rewritten atomically); returns the model."""
+def remove_head(model_dir, name: str, before_swap: Callable[[str, str], None] | None = None) -> UniQAModel:
+    """Remove the named head from the model folder (rewritten atomically, `before_swap` as in
+    `rewrite_model_folder`); returns the model."""
     check_model_folder(model_dir)
     model = UniQAModel.from_pretrained(model_dir)
     model.remove_head(name)
-    rewrite_model_folder(model, model_dir)
+    rewrite_model_folder(model, model_dir, before_swap)
     logger.info("%s: removed head %r; heads now %s", model_dir, name, ", ".join(model.head_names))
     return model
 

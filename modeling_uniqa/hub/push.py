@@ -6,7 +6,8 @@
 Before anything is sent the directory is checked: it must hold a model card (README.md, see
 `model_cards`), its weights, and, for a full model, remote-code files identical to this
 package's (a folder saved by an older version would publish code that no longer matches). The
-card's usage snippet is pointed at the repo id. Authentication is huggingface_hub's (`hf auth
+command then points the card's usage snippet at the repo id (`push_to_hub(before_upload=...)`;
+this module writes no card). Authentication is huggingface_hub's (`hf auth
 login` or `HF_TOKEN`).
 
 What is sent is checked too: push reads and writes nothing outside the directory (a symlink that
@@ -23,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 
 from ..core.adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
 from ..core.atomic_files import atomic_write
@@ -239,6 +241,7 @@ def push_to_hub(
     revision: str | None = None,
     commit_message: str | None = None,
     allow_secret_names: bool = False,
+    before_upload: Callable[[str, str], None] | None = None,
 ):
     """Check `directory` and upload it to the model repo `repo_id`; returns the commit info.
 
@@ -251,6 +254,10 @@ def push_to_hub(
         commit_message: default: "Upload UniQA <kind> with uniqa push".
         allow_secret_names: upload files whose names look like secrets (`secrets.env`, ...);
             files holding a Hub token are refused regardless.
+        before_upload: called as `before_upload(directory, repo_id)` once every check has
+            passed, before anything is written into the directory or sent; `uniqa push` updates
+            the model card there (its usage snippet names the repo). This module writes no
+            card: the directory's own README.md is uploaded, checked like every file.
     """
     kind = check_push_directory(directory)
     check_contents(directory, kind)
@@ -266,9 +273,8 @@ def push_to_hub(
                 "%s: the adapter's base is %r, not a Hub repo id: users of %s will have to find that base themselves "
                 "(save_adapter(..., base_name='ORG/BASE') records a pushed one).", directory, base_name, repo_id
             )
-    from model_cards import write_model_card
-
-    write_model_card(directory, repo_id=repo_id)  # the card's usage snippet names the repo
+    if before_upload is not None:
+        before_upload(str(directory), repo_id)
     if kind == "model":  # the Inference Endpoints handler of this package version (issue #26)
         write_endpoint_handler(directory)
     if api is None:

@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Callable, Iterable
 
 from accelerate import Accelerator
+from safetensors import SafetensorError
 
 from modeling_uniqa.core.atomic_files import honour_umask
 from modeling_uniqa.errors import OutputError, UniQAError
@@ -319,6 +320,18 @@ def write_model_folder(output_dir: str, write: Callable[[str], None]) -> None:
     Main process only.
     """
     staging = os.path.join(output_dir, _MODEL_STAGING)
+    try:
+        _write_and_move_in(output_dir, staging, write)
+    except (OSError, SafetensorError) as error:  # a full disk, a file-size limit, a read-only folder: one line
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(
+            f"{output_dir}: cannot write the model ({getattr(error, 'filename', None) or 'a file'}: "
+            f"{getattr(error, 'strerror', None) or error}); "
+            "free space or fix the folder's permissions; its checkpoints are kept (--resume_from_checkpoint latest)."
+        ) from error
+
+
+def _write_and_move_in(output_dir: str, staging: str, write: Callable[[str], None]) -> None:
     if os.path.isdir(staging):
         shutil.rmtree(staging)
     os.makedirs(staging)

@@ -89,6 +89,9 @@ SOURCES = (
     PhotoSource("scikit-image", "skimage", include=("astronaut", "chelsea", "coffee", "rocket")),
 )
 SOURCE_NAMES = tuple(source.name for source in SOURCES)
+# Photos that no recipe trains or selects on, nor the demo: the benchmark's second check on
+# unseen photos (`benchmarks/bench_default_model.py --sources palapeli-data`). KDE's jigsaw photos.
+BENCHMARK_ONLY_SOURCES = (PhotoSource("palapeli-data", "deb", include=("usr/share/palapeli/collection/*.jpg",)),)
 MIN_SHORT_SIDE = 300  # smaller pictures in the bundles are icons and thumbnails
 
 # scikit-image's sample photographs: (author / source, licence), from each loader's docstring.
@@ -310,4 +313,4 @@ def _largest_per_wallpaper(folder: str, paths: list[str]) -> list[str]:
     return sorted(path for _, path in best.values())
 
 
-__all__ = ["MIN_SHORT_SIDE", "Photo", "PhotoSource", "PhotoSourceError", "SOURCES", "SOURCE_NAMES", "fetch_deb", "licence_of", "load_source", "rcc_files", "read_dep5"]
+__all__ = ["BENCHMARK_ONLY_SOURCES", "MIN_SHORT_SIDE", "Photo", "PhotoSource", "PhotoSourceError", "SOURCES", "SOURCE_NAMES", "fetch_deb", "licence_of", "load_source", "rcc_files", "read_dep5"]

@@ -6,7 +6,9 @@
 * :class:`PretrainDataset`: item ``(index, epoch)`` -> ``crops_per_image`` random views of the
   decoded image (one by default), each with ONE of its captions, drawn from a generator seeded
   with ``(seed, epoch, index)``: the same on any
-  number of processes or workers and after a resume, different from epoch to epoch.
+  number of processes or workers and after a resume, different from epoch to epoch. An image
+  that does not decode is stood in for by the next row that does (the same on every run) and
+  reported with the item (``skipped``).
 * :class:`GlobalBatchSampler`: a seeded permutation per epoch cut into global batches (the
   incomplete last one dropped, as the release does); each process takes its slice. Since an
   image is one item, a global batch never holds an image twice, and the global batches are the
@@ -29,6 +31,8 @@ from torch.utils.data import Dataset, Sampler
 from modeling_uniqa.processing_uniqa import UniQAImageError, load_image
 
 from .errors import DataError, MissingFileError, SettingsError
+
+STAND_IN_TRIES = 16  # rows tried for an item whose image does not decode before the run stops
 
 
 def parse_named_dirs(specs: Sequence[str], flag: str) -> list[tuple[str, str]]:
@@ -138,17 +142,40 @@ class PretrainDataset(Dataset):
 
     def __getitem__(self, key):
         index, epoch = (key, 0) if isinstance(key, (int, np.integer)) else key
-        row = self.data[int(index)]
-        name = row.get("image_name") or (row["image"] or {}).get("path") or f"row {index}"
+        index, skipped = int(index), []
+        # An image that passed the start's header check (`image_check`) and still does not decode
+        # (a truncated JPEG) must not end the run: the next rows stand in, in order, with this
+        # item's draws, and the failure travels with the item to be counted (`skipped`).
+        for offset in range(min(STAND_IN_TRIES, len(self.data))):
+            row_index = (index + offset) % len(self.data)
+            try:
+                item = self._item(row_index, index, epoch)
+            except UniQAImageError as error:
+                skipped.append({"image": self._name(self.data[row_index], row_index), "error": str(error)})
+                continue
+            return {**item, "skipped": skipped}
+        raise DataError(
+            f"{len(skipped)} corpus images in a row cannot be decoded (from {skipped[0]['error']}): the corpus is damaged; "
+            "fix or remove the images."
+        )
+
+    @staticmethod
+    def _name(row: dict, row_index: int) -> str:
+        return row.get("image_name") or (row["image"] or {}).get("path") or f"row {row_index}"
+
+    def _item(self, row_index: int, index: int, epoch: int) -> dict:
+        """The views and captions of corpus row `row_index`, drawn for item `index` (itself, or the item it stands in for)."""
+        row = self.data[row_index]
+        name = self._name(row, row_index)
         captions = row["captions"]
         if not captions:
-            raise ValueError(f"{name}: the corpus row {index} has no caption.")
+            raise ValueError(f"{name}: the corpus row {row_index} has no caption.")
         # One generator per (seed, epoch, index): the captions first, then the transform's draws.
-        rng = np.random.default_rng([self.seed, epoch, int(index)])
+        rng = np.random.default_rng([self.seed, epoch, index])
         drawn = [captions[int(i)] for i in rng.integers(len(captions), size=self.crops_per_image)]
         image = decode_image_cell(row["image"], name)
         pixels = np.stack([self.transform(image, rng) for _ in range(self.crops_per_image)])
-        return {"pixel_values": pixels, "captions": drawn, "index": int(index)}
+        return {"pixel_values": pixels, "captions": drawn, "index": row_index}
 
 
 class GlobalBatchSampler(Sampler):
@@ -227,6 +254,8 @@ class PretrainCollator:
             "indices": torch.tensor(
                 [item["index"] for item in items for _ in item["captions"]], dtype=torch.long
             ),
+            # images that did not decode and were stood in for: [{"image", "error"}]
+            "skipped": [entry for item in items for entry in item.get("skipped", ())],
         }
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from modeling_uniqa.processing_uniqa import _short_side_size, cut_views, view_detail
+from modeling_uniqa.processing_uniqa import cut_views, short_side_size, view_detail
 
 PRETRAIN_MODES = ("release", "random_resized_crop", "native_crop")
 
@@ -91,7 +91,7 @@ class PretrainTransform:
 
     def _center(self, image: Image.Image) -> Image.Image:
         # Like CLIP's Resize(size) + CenterCrop(size): short side to `size`, then the middle.
-        width, height = _short_side_size(image.width, image.height, self.size)
+        width, height = short_side_size(image.width, image.height, self.size)
         left, top = int(round((width - self.size) / 2.0)), int(round((height - self.size) / 2.0))
         if min(image.size) < self.size:  # an upscale: only the middle's pixels (a thin strip's whole upscale is GBs)
             return Image.fromarray(cut_views(image, (width, height), self.size, [(left, top, False)])[0])
@@ -145,7 +145,7 @@ class PretrainTransform:
 def upscaled_size(image: Image.Image, crop: int) -> tuple:
     """The size of `image` upscaled (aspect kept) so that its short side is at least `crop`, as the
     test-time views do; its own size when it is large enough."""
-    return _short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
+    return short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
 
 
 def finetune_crop_flip(image: Image.Image, crop: int, rng: np.random.Generator, flip_prob: float = 0.5) -> np.ndarray:
