@@ -7,6 +7,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from modeling_uniqa.errors import OutputError
 from train_scripts.common.checkpointing import (
     COMPLETE_FILE,
     LAYOUT_FILE,
@@ -186,7 +187,7 @@ def test_write_model_folder_never_leaves_a_folder_that_loads_half_written(tmp_pa
         real_replace(source, target)
 
     monkeypatch.setattr(os, "replace", crash_after_the_weights)
-    with pytest.raises(OSError, match="killed"):
+    with pytest.raises(OutputError, match="killed before the config"):  # one line for the user, naming the folder
         write_model_folder(str(output), lambda folder: write(folder, "v2"))
     assert moves == ["model.safetensors", "config.json"]  # the config goes last
     assert not (output / "config.json").exists()  # no v1 config over v2 weights: the folder does not load
@@ -242,7 +243,6 @@ def test_planted_pickle_in_a_checkpoint_is_refused_naming_the_file(tmp_path, cap
 def test_a_model_folder_that_cannot_be_written_is_one_line_and_the_earlier_model_stays(tmp_path, errno_):
     """A full disk, a file-size limit, a read-only folder (root ignores mode bits: simulated): an
     `OutputError` naming the folder and the file, no staging folder left, the earlier model whole."""
-    from modeling_uniqa.errors import OutputError
     from train_scripts.common.checkpointing import write_model_folder
 
     def good(folder):
