@@ -17,7 +17,7 @@ from model_cards.__main__ import main as card_main
 from model_cards.__main__ import parse_args as card_args
 from model_cards.card import NON_COMMERCIAL_LICENSE_NAME, guess_base_model
 from modeling_uniqa.core.adapter_io import save_adapter
-from modeling_uniqa.hub.convert import convert
+from modeling_uniqa.hub.convert import card_source, convert
 from tests.helpers import random_rgb, tiny_clip_config
 
 KONIQ = {"dataset": "koniq10k", "dataset_name": "KonIQ-10k", "srcc": 0.933, "plcc": 0.941, "protocol": "10 random 80/20 splits (seed 123), median"}
@@ -169,11 +169,13 @@ def test_adapter_card_and_its_snippet(tiny_model_factory, tmp_path):
     assert set(namespace["result"]) == {"score", "mos"}
 
 
-def test_convert_writes_the_card(tmp_path, tiny_tokenizer):
+def test_a_converted_folder_gets_the_card_of_its_source(tmp_path, tiny_tokenizer):
     clip_dir = tmp_path / "clip"
     CLIPModel._from_config(CLIPModel.config_class.from_dict(tiny_clip_config())).save_pretrained(clip_dir)
     tiny_tokenizer.save_pretrained(clip_dir)
     convert(str(clip_dir), output_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "README.md").exists()  # the library writes no card; `uniqa convert` does, so:
+    write_model_card(str(tmp_path / "out"), source=card_source(str(clip_dir)))
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.library_name == "transformers" and card.data.license_name == "inherited"
     assert "from the HF CLIP checkpoint `clip`" in card.text

@@ -195,8 +195,9 @@ def _run_locked(args: argparse.Namespace, options: ScoreOptions, state: PartialS
 
 def _write_failure(output, error: OSError, kept: str) -> str:
     """One line for a write that failed: the file, the system's reason (no space, file too large, read-only)."""
-    where = error.filename or output
-    return f"--output {output}: cannot write {where} ({error.strerror or error}); {kept}."
+    path = getattr(output, "output", output)  # a ShardedOutput or a path
+    where = error.filename or path
+    return f"--output {path}: cannot write {where} ({error.strerror or error}); {kept}."
 
 
 def run_files(options: ScoreOptions, state: PartialState, *, inputs: list, output: str, resume: bool = False,
