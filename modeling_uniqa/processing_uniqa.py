@@ -86,7 +86,7 @@ def _describe(source, index=None) -> str:
     return name or f"image #{index if index is not None else 0} ({type(source).__name__})"
 
 
-def _not_a_regular_file(path) -> str:
+def not_a_regular_file(path) -> str:
     """Why `path` cannot be read as an image file: what it is instead."""
     if not os.path.lexists(path):
         return "no such file."
@@ -208,7 +208,7 @@ def load_image(source, index=None, draft_size: int | None = None, name: str | No
         frames = 1
         if isinstance(source, (str, os.PathLike)):
             if not os.path.isfile(source):
-                raise UniQAImageError(f"{name}: {_not_a_regular_file(source)}")
+                raise UniQAImageError(f"{name}: {not_a_regular_file(source)}")
             if os.path.getsize(source) == 0:
                 raise UniQAImageError(f"{name}: the file is empty (0 bytes).")
             with Image.open(source) as opened:
@@ -468,11 +468,13 @@ class UniQAImageProcessor(BaseImageProcessor):
     def _resize_short_side(self, image: Image.Image, target: int) -> Image.Image:
         return image.resize(short_side_size(image.width, image.height, target), Image.BICUBIC)
 
-    def _check_shape(self, image: Image.Image, name: str) -> None:
-        long_side, short_side = max(image.size), min(image.size)
+    def check_shape(self, size: tuple[int, int], name: str) -> None:
+        """Raise `UniQAImageError` naming `name` when an image of `size` (width, height) is too
+        elongated for this processor's views (`max_aspect_ratio`); needs the size only, no pixels."""
+        long_side, short_side = max(size), min(size)
         if long_side > self.max_aspect_ratio * short_side:
             raise UniQAImageError(
-                f"{name}: {image.width}x{image.height} pixels, an aspect ratio of {long_side / short_side:.0f}:1, beyond the "
+                f"{name}: {size[0]}x{size[1]} pixels, an aspect ratio of {long_side / short_side:.0f}:1, beyond the "
                 f"{self.max_aspect_ratio:g}:1 this processor accepts (`max_aspect_ratio`): its views would be slivers of it."
             )
 
@@ -487,7 +489,7 @@ class UniQAImageProcessor(BaseImageProcessor):
         """
         policy = view_policy or self.view_policy
         crop = self.crop_size
-        self._check_shape(image, name or _describe(image))
+        self.check_shape(image.size, name or _describe(image))
         seed = self.view_seed if view_seed is None else view_seed
         kind, count = parse_view_policy(policy)
         if per_image_views(self, policy):
@@ -535,5 +537,5 @@ UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "detail_views", "upscaled_region",
-    "view_detail", "image_view_seed", "per_image_views", "short_side_size", "VIEW_SEEDINGS",
+    "view_detail", "image_view_seed", "per_image_views", "short_side_size", "not_a_regular_file", "VIEW_SEEDINGS",
 ]

@@ -24,12 +24,11 @@ import io
 import logging
 import os
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from modeling_uniqa.processing_uniqa import UniQAImageError, _not_a_regular_file
+from modeling_uniqa.processing_uniqa import UniQAImageError, not_a_regular_file
 
 from .errors import DataError
 from .image_views import image_sources, open_source
@@ -61,7 +60,7 @@ def check_header(source, processor) -> None:
                 raise UniQAImageError(f"{name}: not an image format PIL can read ({len(source[1])} bytes).") from error
         else:
             if not os.path.isfile(source):
-                raise UniQAImageError(f"{name}: {_not_a_regular_file(source)}")
+                raise UniQAImageError(f"{name}: {not_a_regular_file(source)}")
             if os.path.getsize(source) == 0:
                 raise UniQAImageError(f"{name}: the file is empty (0 bytes).")
             opened = Image.open(source)
@@ -74,7 +73,7 @@ def check_header(source, processor) -> None:
         raise UniQAImageError(f"{name}: cannot read image ({type(error).__name__}: {error}).") from error
     if min(size) < 1:
         raise UniQAImageError(f"{name}: the image has no pixels ({size[0]}x{size[1]}).")
-    processor._check_shape(SimpleNamespace(size=size, width=size[0], height=size[1]), name)  # the size alone, never decoded
+    processor.check_shape(size, name)  # the size alone, never decoded
 
 
 class _Probe(Dataset):
