@@ -77,6 +77,8 @@ def parse_args(argv=None):
     parser.add_argument("--short_side", type=int, default=512)
     parser.add_argument("--max_photos", type=int, default=None, help="Per source.")
     parser.add_argument("--speed_images", type=int, default=100, help="JPEGs timed for the speed figure (0: skip).")
+    parser.add_argument("--view_policy", default=None, help="Test-time views (default: the model's own, e.g. random10).")
+    parser.add_argument("--skip_brisque", action="store_true", help="Score the model only (BRISQUE takes most of the time).")
     parser.add_argument("--seed", type=int, default=2026)
     return parser.parse_args(argv)
 
@@ -119,7 +121,9 @@ def main(args) -> int:
     rng = np.random.default_rng(args.seed)
     photos = photos_of(args)
     scorer = pipeline("image-quality", model=args.model)
-    brisque = Brisque()
+    brisque = None if args.skip_brisque else Brisque()
+    methods = ["UniQA-Tiny"] + ([] if brisque is None else ["BRISQUE"])
+    call_options = {} if args.view_policy is None else {"view_policy": args.view_policy}
     items, level_srcc = [], {kind: [] for kind in SETTINGS}
     with tempfile.TemporaryDirectory() as folder:
         for index, (name, reference) in enumerate(photos):
@@ -127,20 +131,20 @@ def main(args) -> int:
             pixels = np.asarray(reference)
             for kind, values in SETTINGS.items():
                 images = [distort(reference, kind, value, rng) for value in values]
-                scores = [out["score"] for out in scorer(images, batch_size=len(images))]
+                scores = [out["score"] for out in scorer(images, batch_size=len(images), **call_options)]
                 level_srcc[kind].append(srcc(scores, -np.arange(len(values))))
                 for level, (image, score) in enumerate(zip(images, scores), start=1):
                     target = np.asarray(image)
                     items.append(RatedImage(name, kind, level, pseudo_mos(pixels, target),
-                                            {"UniQA-Tiny": float(score), "BRISQUE": brisque.quality(target)}))
-        report = distortion_metrics(items, ["UniQA-Tiny", "BRISQUE"])
+                                            {"UniQA-Tiny": float(score)}
+                                            | ({} if brisque is None else {"BRISQUE": brisque.quality(target)})))
+        report = distortion_metrics(items, methods)
         print(f"{len(photos)} unseen photos x {len(SETTINGS)} distortions x 5 levels; reference: GMSD pseudo-MOS\n")
         print(markdown_table(report))
         print("\nSRCC against the level within each photo and kind (mean over photos):")
         for kind, values in level_srcc.items():
             print(f"  {kind:11s} {np.mean(values):.3f}")
-        model, base = report["UniQA-Tiny"]["overall"], report["BRISQUE"]["overall"]
-        print(f"\noverall SRCC: UniQA-Tiny {model['srcc']:.4f}, BRISQUE {base['srcc']:.4f}")
+        print("\noverall SRCC: " + ", ".join(f"{method} {report[method]['overall']['srcc']:.4f}" for method in methods))
         for kind in ("blur", "noise"):
             print(f"score falls with each step of {kind}: {report['UniQA-Tiny']['kinds'][kind]['falling_pairs']:.1%} of adjacent-level pairs")
         if args.speed_images > 1:
