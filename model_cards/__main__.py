@@ -5,8 +5,9 @@
 """
 
 import argparse
-import json
 import sys
+
+from modeling_uniqa.core.json_files import read_json
 
 from .card import ModelCardError, write_model_card
 
@@ -22,12 +23,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _read_json(path, expected_type, what):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            value = json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelCardError(f"{path}: cannot read {what} ({error}).") from error
+def _json_of_type(path, expected_type, what):
+    """The JSON value of `path` (the package's reader: its error names the file), checked to be an `expected_type`."""
+    value = read_json(path, ModelCardError)
     if not isinstance(value, expected_type):
         raise ModelCardError(f"{path}: {what} must be a JSON {expected_type.__name__}, got {type(value).__name__}.")
     return value
@@ -37,8 +35,8 @@ def main(args) -> int:
     try:
         card = write_model_card(
             args.directory,
-            results=_read_json(args.results, list, "results") if args.results else None,
-            training=_read_json(args.training, dict, "the training recipe") if args.training else None,
+            results=_json_of_type(args.results, list, "results") if args.results else None,
+            training=_json_of_type(args.training, dict, "the training recipe") if args.training else None,
             license=args.license,
             base_model=args.base_model,
             repo_id=args.repo_id,

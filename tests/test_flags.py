@@ -5,6 +5,7 @@ a script is one that script accepts."""
 import argparse
 import dataclasses
 import importlib
+import os
 import pathlib
 import re
 
@@ -37,7 +38,8 @@ def script_parser(name: str, monkeypatch) -> argparse.ArgumentParser:
 
 
 def test_every_script_is_found():
-    assert {"train_adapter", "train_pretrain", "evaluate", "evaluate_distortions", "generate_captions", "purify_captions"} <= set(SCRIPTS)
+    assert {"train_adapter", "train_pretrain", "evaluate", "evaluate_distortions", "generate_captions", "purify_captions", "make_quality_corpus",
+            "make_demo_data", "demo_report", "make_small_clip"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -73,16 +75,105 @@ def test_readme_commands_use_flags_their_scripts_accept(monkeypatch):
         assert not unknown, f"README documents {unknown} for train_scripts/{script}.py, which does not accept them"
 
 
-@pytest.mark.parametrize(("script", "base", "flag", "dest", "expected"), [
-    ("train_adapter", ["--model", "m", "--dataset", "live", "--data_dir", "d", "--output_dir", "o"], "--no_feature_bank", "feature_bank", False),
-    ("train_adapter", ["--model", "m", "--dataset", "live", "--data_dir", "d", "--output_dir", "o"], "--no-feature_bank", "feature_bank", False),
-    ("evaluate", ["--model", "m", "--dataset", "live", "--data_dir", "d", "--output_dir", "o"], "--no_logistic", "logistic", False),
-    ("evaluate_distortions", ["--model", "m", "--data_dir", "d", "--output_dir", "o"], "--brisque", "brisque", True),
-    ("evaluate_distortions", ["--model", "m", "--data_dir", "d", "--output_dir", "o"], "--no_brisque", "brisque", False),
+# The required flags of each script: the shortest command line it parses.
+REQUIRED = {
+    "train_adapter": ["--model", "m", "--dataset", "live", "--data_dir", "d", "--output_dir", "o"],
+    "evaluate": ["--model", "m", "--dataset", "live", "--data_dir", "d", "--output_dir", "o"],
+    "evaluate_distortions": ["--model", "m", "--data_dir", "d", "--output_dir", "o"],
+    "generate_captions": ["--dataset", "kadid10k", "--data_dir", "d", "--task", "quality", "--output", "o.jsonl"],
+    "purify_captions": ["--data_dir", "d", "--clip_aes", "c", "--output", "o.jsonl"],
+    "make_quality_corpus": ["--output_dir", "o"],
+    "make_demo_data": ["--output_dir", "o"],
+    "demo_report": ["--model", "m", "--data_dir", "d"],
+}
+
+
+@pytest.mark.parametrize(("script", "flag", "dest", "expected"), [
+    ("train_adapter", "--no_feature_bank", "feature_bank", False),
+    ("train_adapter", "--no-feature_bank", "feature_bank", False),
+    ("evaluate", "--no_logistic", "logistic", False),
+    ("evaluate_distortions", "--brisque", "brisque", True),
+    ("evaluate_distortions", "--no_brisque", "brisque", False),
+    ("evaluate_distortions", "--no-brisque", "brisque", False),
+    ("evaluate_distortions", "--card", "card", True),
+    ("evaluate_distortions", "--no_card", "card", False),
+    ("generate_captions", "--resume", "resume", True),
+    ("generate_captions", "--no_resume", "resume", False),
+    ("generate_captions", "--no-resume", "resume", False),
+    ("generate_captions", "--overwrite", "overwrite", True),
+    ("generate_captions", "--no-overwrite", "overwrite", False),
+    ("purify_captions", "--resume", "resume", True),
+    ("purify_captions", "--no_resume", "resume", False),
+    ("purify_captions", "--overwrite", "overwrite", True),
+    ("purify_captions", "--no_overwrite", "overwrite", False),
 ])
-def test_documented_spellings_parse(script, base, flag, dest, expected):
+def test_documented_spellings_parse(script, flag, dest, expected):
     module = importlib.import_module(f"train_scripts.{script}")
-    assert getattr(module.parse_args([*base, flag]), dest) is expected
+    assert getattr(module.parse_args([*REQUIRED[script], flag]), dest) is expected
+
+
+# What each script's argparse parser gave before its options became dataclass fields (issue 25):
+# the conversion keeps every default.
+OLD_DEFAULTS = {
+    "generate_captions": {
+        "dataset": "kadid10k", "data_dir": "d", "split": "train", "image_dir": None, "cache_dir": None, "dataset_option": [], "task": "quality",
+        "captioner": "template", "output": "o.jsonl", "captions_per_image": 3, "levels": "quintile", "prompt_file": None, "batch_size": 8,
+        "max_new_tokens": 128, "temperature": 0.7, "top_p": 0.9, "top_k": 0, "dtype": "auto", "seed": 0, "max_images": None, "num_workers": 2,
+        "resume": False, "overwrite": False},
+    "purify_captions": {
+        "data_dir": "d", "image_dir": None, "cache_dir": None, "clip_aes": "c", "tokenizer": None, "output": "o.jsonl", "top_k": 4, "alpha": 1.0,
+        "beta": 1.0, "informativeness": "length", "min_captions": 3, "image_batch_size": 64, "text_batch_size": 256, "dtype": "auto",
+        "num_workers": 2, "max_images": None, "resume": False, "overwrite": False},
+    "evaluate_distortions": {
+        "model": "m", "data_dir": "d", "output_dir": "o", "dataset_name": "held-out sources", "batch_size": 32, "brisque": True, "card": False,
+        "card_license": None, "card_sources": None, "card_recipe": "make uniqa-tiny", "started_at": None},
+    "make_quality_corpus": {
+        "output_dir": "o", "cache_dir": os.path.join(os.path.expanduser("~"), ".cache", "uniqa-photos"),
+        "heldout_sources": ["mate-backgrounds", "lomiri-wallpapers-20.04", "scikit-image"],
+        "codes": ["01", "02", "03", "09", "10", "11", "13", "14", "16", "17", "21", "22", "24", "25"], "short_side": (224, 416),
+        "train_short_sides": [(224, 416)], "jitter": 0.4, "max_photos": None, "workers": min(2, os.cpu_count() or 1), "seed": 0},
+    "make_demo_data": {"output_dir": "o", "seed": 0, "size": 96, "references": 11, "clip_output": None, "clip_image_size": 64},
+    "demo_report": {
+        "model": "m", "dataset": "kadid10k", "data_dir": "d", "split_index": 0, "split_seed": 123, "batch_size": 16, "show": 5, "output": None,
+        "baseline_seed": 0},
+}
+
+
+@pytest.mark.parametrize("script", sorted(OLD_DEFAULTS))
+def test_converted_scripts_keep_their_defaults(script):
+    args = importlib.import_module(f"train_scripts.{script}").parse_args(REQUIRED[script])
+    assert dataclasses.asdict(args) == OLD_DEFAULTS[script]
+
+
+@pytest.mark.parametrize(("script", "argv", "message"), [
+    ("generate_captions", ["--output", "o.csv"], "--output must be a .jsonl file, got o.csv"),
+    ("generate_captions", ["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
+    ("generate_captions", ["--num_workers", "-1"], "--num_workers must be >= 0"),
+    ("generate_captions", ["--task", "colour"], "invalid choice: 'colour'"),
+    ("generate_captions", ["--captioner", "m", "--temperature", "0"], "--temperature 0 (greedy) would write 3 identical captions"),
+    ("purify_captions", ["--alpha", "0", "--beta", "0"], "--alpha and --beta must be >= 0 and not both 0, got 0.0, 0.0"),
+    ("purify_captions", ["--top_k", "0"], "--top_k must be >= 1, got 0"),
+    ("purify_captions", ["--dtype", "float64"], "invalid choice: 'float64'"),
+    ("purify_captions", ["--num_workers", "-2"], "--num_workers must be >= 0"),
+    ("purify_captions", ["--output", "o.csv"], "--output must be a .jsonl file, got o.csv"),
+    ("evaluate_distortions", ["--batch_size", "0"], "--batch_size must be >= 1"),
+    ("evaluate_distortions", ["--brisque", "true"], "unrecognized arguments: true"),
+    ("make_quality_corpus", ["--short_side", "80", "64"], "--short_side needs 64 <= LOW <= HIGH, got 80 64"),
+    ("make_quality_corpus", ["--jitter", "1.5"], "--jitter must be in [0, 1)"),
+    ("make_quality_corpus", ["--train_short_sides", "200"], "expected LOW:HIGH"),
+    ("make_quality_corpus", ["--codes", "99"], "invalid choice: '99'"),
+    ("make_demo_data", ["--references", "1"], "--references must be between 2 and 11."),
+    ("make_demo_data", ["--size", "8"], "--size must be at least 16 pixels."),
+    ("demo_report", ["--batch_size", "many"], "invalid int value: 'many'"),
+])
+def test_converted_scripts_reject_bad_values_in_one_line(script, argv, message, capsys):
+    module = importlib.import_module(f"train_scripts.{script}")
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args([*REQUIRED[script], *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert message in err.strip().splitlines()[-1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -96,6 +187,13 @@ def test_no_boolean_takes_a_value(name, monkeypatch):
 
     parser = script_parser(name, monkeypatch)
     assert not [action.option_strings for action in parser._actions if action.type is string_to_bool]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_parses_dataclasses(name, monkeypatch):
+    """No plain argparse left: each script's options are dataclass fields, parsed by `common.flags`."""
+    parser = script_parser(name, monkeypatch)
+    assert isinstance(parser, ArgumentParser) and all(dataclasses.is_dataclass(dtype) for dtype in parser.dataclass_types)
 
 
 @dataclasses.dataclass

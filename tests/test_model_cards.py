@@ -191,6 +191,9 @@ def test_command_line(model_dir, tmp_path, capsys):
     results.write_text(json.dumps({"dataset": "koniq10k"}))
     assert card_main(card_args([model_dir, "--results", str(results)])) == 2
     assert "results must be a JSON list" in capsys.readouterr().err
+    results.write_text("{not json")  # the package's one JSON reader: the error names the file
+    assert card_main(card_args([model_dir, "--results", str(results)])) == 2
+    assert f"{results}: not a readable JSON file" in capsys.readouterr().err
 
 
 # Issue 23, finding 2: a card written into a staging folder names the folder it becomes.

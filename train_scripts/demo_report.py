@@ -10,27 +10,33 @@ comparison, and ends with one line: `demo: SRCC=<x> PLCC=<y> (held-out reference
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+from dataclasses import dataclass, field
 
 import data_builders
 import modeling_uniqa  # noqa: F401  (registers the "image-quality" pipeline task)
+from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.metrics import plcc, srcc
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="A UniQA model folder.")
-    parser.add_argument("--dataset", default="kadid10k", help="A data_builders rating dataset (default: kadid10k).")
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--split_index", type=int, default=0, help="Which reference-disjoint 80/20 split (as in training).")
-    parser.add_argument("--split_seed", type=int, default=123, help="Seed of the random splits (as in training).")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--show", type=int, default=5, help="Rows of the ranked table shown at each end.")
-    parser.add_argument("--output", help="Also write the ranking and the metrics as JSON here.")
-    parser.add_argument("--baseline_seed", type=int, default=0, help="Seed of the untrained model's random weights.")
-    return parser.parse_args(argv)
+@dataclass(kw_only=True)
+class DemoReportArguments:
+    """The command line of `demo_report.py`."""
+
+    model: str = field(metadata={"help": "A UniQA model folder."})
+    dataset: str = field(default="kadid10k", metadata={"help": "A data_builders rating dataset (default: kadid10k)."})
+    data_dir: str
+    split_index: int = field(default=0, metadata={"help": "Which reference-disjoint 80/20 split (as in training)."})
+    split_seed: int = field(default=123, metadata={"help": "Seed of the random splits (as in training)."})
+    batch_size: int = 16
+    show: int = field(default=5, metadata={"help": "Rows of the ranked table shown at each end."})
+    output: str | None = field(default=None, metadata={"help": "Also write the ranking and the metrics as JSON here."})
+    baseline_seed: int = field(default=0, metadata={"help": "Seed of the untrained model's random weights."})
+
+
+def parse_args(argv=None) -> DemoReportArguments:
+    return ArgumentParser(DemoReportArguments, description=__doc__).parse(argv)
 
 
 def untrained_srcc(model_dir: str, paths: list, mos: list, batch_size: int, seed: int) -> float:
@@ -45,7 +51,7 @@ def untrained_srcc(model_dir: str, paths: list, mos: list, batch_size: int, seed
     return srcc([result["score"] for result in results], mos)
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: DemoReportArguments) -> dict:
     from transformers import pipeline
 
     test = data_builders.load(args.dataset, args.data_dir, split_index=args.split_index, seed=args.split_seed)["test"]

@@ -18,39 +18,44 @@ command and the training time (`--started_at`, seconds since the epoch when the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
 import data_builders
 from data_builders.distortions import KADID_DISTORTIONS
-from train_scripts.common.flags import add_flag
+from train_scripts.common.flags import ArgumentParser, check_positive
 from train_scripts.common.quality_report import Brisque, RatedImage, distortion_metrics, markdown_table
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="A UniQA model folder.")
-    parser.add_argument("--data_dir", required=True, help="A KADID-layout folder (dmos.csv, images/).")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--dataset_name", default="held-out sources", help="How the results name the data.")
-    parser.add_argument("--batch_size", type=int, default=32, help="Images per forward.")
-    add_flag(parser, "brisque", default=True, help="Also score with BRISQUE (the default).", off_help="Do not score with BRISQUE.")
-    add_flag(parser, "card", help="Also write the model folder's card with these results.")
-    parser.add_argument("--card_license", default=None, help="SPDX id of the weights' licence for the card.")
-    parser.add_argument("--card_sources", default=None, help="The training photos' SOURCES.md, summarised on the card.")
-    parser.add_argument("--card_recipe", default="make uniqa-tiny", help="The command that made the model.")
-    parser.add_argument("--started_at", type=float, default=None, help="When the recipe began (seconds since the epoch).")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch_size must be >= 1")
-    return args
+@dataclass(kw_only=True)
+class DistortionEvalArguments:
+    """The command line of `evaluate_distortions.py`: the model and the folder scored, then the card."""
+
+    model: str = field(metadata={"help": "A UniQA model folder."})
+    data_dir: str = field(metadata={"help": "A KADID-layout folder (dmos.csv, images/)."})
+    output_dir: str
+    dataset_name: str = field(default="held-out sources", metadata={"help": "How the results name the data."})
+    batch_size: int = field(default=32, metadata={"help": "Images per forward."})
+    brisque: bool = field(default=True, metadata={"help": "Also score with BRISQUE (the default).", "off_help": "Do not score with BRISQUE."})
+    card: bool = field(default=False, metadata={"help": "Also write the model folder's card with these results."})
+    card_license: str | None = field(default=None, metadata={"help": "SPDX id of the weights' licence for the card."})
+    card_sources: str | None = field(default=None, metadata={"help": "The training photos' SOURCES.md, summarised on the card."})
+    card_recipe: str = field(default="make uniqa-tiny", metadata={"help": "The command that made the model."})
+    started_at: float | None = field(default=None, metadata={"help": "When the recipe began (seconds since the epoch)."})
+
+    def __post_init__(self) -> None:
+        check_positive(self, "batch_size")
+
+
+def parse_args(argv=None) -> DistortionEvalArguments:
+    return ArgumentParser(DistortionEvalArguments, description=__doc__).parse(argv)
 
 
 def load_rated_images(data_dir: str) -> list[dict]:
@@ -104,7 +109,7 @@ def sources_summary(path: str) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: DistortionEvalArguments) -> int:
     rows = load_rated_images(args.data_dir)
     if len(rows) < 3:
         raise ValueError(f"{args.data_dir}: {len(rows)} rated images; the correlations need at least 3")
@@ -135,7 +140,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_card(args, results: dict, table: str) -> None:
+def write_card(args: DistortionEvalArguments, results: dict, table: str) -> None:
     from model_cards import write_model_card
 
     notes = [

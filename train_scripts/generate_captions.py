@@ -33,10 +33,9 @@ What it does:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
@@ -58,8 +57,9 @@ from train_scripts.common.captioning import (
     format_prompt,
     load_prompt_templates,
 )
-from train_scripts.common.dataset_options import add_dataset_option_argument
-from train_scripts.common.flags import add_flag
+from train_scripts.common.dataset_options import DATASET_OPTION
+from train_scripts.common.flags import ArgumentParser, check_positive
+from train_scripts.common.inference_options import DecodingArguments, DtypeArguments, JsonlOutputArguments
 from train_scripts.common.script import run_script
 
 logger = logging.getLogger(__name__)
@@ -73,45 +73,45 @@ LEVEL_METHODS = {"quintile": "rank", "equal_width": "width"}
 USER_ERRORS = (ValueError, OutputError, DatasetFormatError, MissingLabelFileError, MissingImageError, FileNotFoundError)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="MOS-guided captioning of a rating dataset (UniQA step 1).")
-    parser.add_argument("--dataset", required=True, help=f"A rating dataset of data_builders: {', '.join(data_builders.available())}.")
-    parser.add_argument("--data_dir", required=True, help="The dataset folder as downloaded and unpacked.")
-    parser.add_argument("--split", default="train", help="Which split to caption (default train); 'full' = every labelled image.")
-    parser.add_argument("--image_dir", default=None, help="Where the images are, if not in the dataset's usual folder.")
-    parser.add_argument("--cache_dir", default=None, help="datasets cache folder (default: the datasets cache).")
-    add_dataset_option_argument(parser)
-    parser.add_argument("--task", required=True, choices=TASKS, help="quality (IQA prompt) or aesthetics (IAA prompt).")
-    parser.add_argument("--captioner", default="template", help="'template' (offline sentences) or an image-text-to-text model id or folder, e.g. llava-hf/llava-1.5-7b-hf.")
-    parser.add_argument("--output", required=True, help="The JSONL file to write (one caption a line).")
-    parser.add_argument("--captions_per_image", type=int, default=None, help="Default: 3 for quality, 1 for aesthetics (as in the paper).")
-    parser.add_argument("--levels", choices=sorted(LEVEL_METHODS), default="quintile", help="MOS -> level: rank quintiles (default) or equal-width bins over the MOS range.")
-    parser.add_argument("--prompt_file", default=None, help='Replace the Fig. 2 prompt: a text file with the template, or JSON {"quality": ..., "aesthetics": ...}; {level} marks the level.')
-    parser.add_argument("--batch_size", type=int, default=8, help="Captions per generate call (default 8).")
-    parser.add_argument("--max_new_tokens", type=int, default=128, help="Longest caption in tokens (default 128).")
-    parser.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature (default 0.7); 0 = greedy.")
-    parser.add_argument("--top_p", type=float, default=0.9, help="Nucleus sampling threshold (default 0.9; 1 = off).")
-    parser.add_argument("--top_k", type=int, default=0, help="Top-k filter (default 0 = off).")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Model dtype (auto: bf16/fp16 on a GPU, fp32 on the CPU).")
-    parser.add_argument("--seed", type=int, default=0, help="Run seed; each caption's seed is derived from it, the image and the caption index.")
-    parser.add_argument("--max_images", type=int, default=None, help="Caption only the first N images of the split (a trial run).")
-    parser.add_argument("--num_workers", type=int, default=2, help="Image decoding worker processes (default 2; 0 = in the main process).")
-    add_flag(parser, "resume", help="Continue an interrupted or shorter run: keep its captions, write the missing ones.")
-    add_flag(parser, "overwrite", help="Replace an existing output that this script did not write.")
-    args = parser.parse_args(argv)
-    for name in ("batch_size", "max_new_tokens", "captions_per_image", "max_images"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name} must be >= 1, got {value}")
-    if args.num_workers < 0:
-        parser.error("--num_workers must be >= 0")
-    if not args.output.lower().endswith(".jsonl"):
-        parser.error(f"--output must be a .jsonl file, got {args.output}")
-    if args.captions_per_image is None:
-        args.captions_per_image = DEFAULT_CAPTIONS_PER_IMAGE[args.task]
-    if args.captioner != "template" and args.temperature == 0 and args.captions_per_image > 1:
-        parser.error(f"--temperature 0 (greedy) would write {args.captions_per_image} identical captions per image: sample (temperature > 0) or use --captions_per_image 1")
-    return args
+@dataclass(kw_only=True)
+class CaptionArguments(JsonlOutputArguments, DecodingArguments, DtypeArguments):
+    """The command line of `generate_captions.py`: the dataset and split, the captioner and its
+    generation settings, then the shared groups (dtype, decoding workers, output)."""
+
+    dataset: str = field(metadata={"help": f"A rating dataset of data_builders: {', '.join(data_builders.available())}."})
+    data_dir: str = field(metadata={"help": "The dataset folder as downloaded and unpacked."})
+    split: str = field(default="train", metadata={"help": "Which split to caption (default train); 'full' = every labelled image."})
+    image_dir: str | None = field(default=None, metadata={"help": "Where the images are, if not in the dataset's usual folder."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder (default: the datasets cache)."})
+    dataset_option: list[tuple] = field(default_factory=list, metadata=DATASET_OPTION)
+    task: str = field(metadata={"choices": TASKS, "help": "quality (IQA prompt) or aesthetics (IAA prompt)."})
+    captioner: str = field(default="template", metadata={
+        "help": "'template' (offline sentences) or an image-text-to-text model id or folder, e.g. llava-hf/llava-1.5-7b-hf."})
+    captions_per_image: int | None = field(default=None, metadata={"help": "Default: 3 for quality, 1 for aesthetics (as in the paper)."})
+    levels: str = field(default="quintile", metadata={
+        "choices": sorted(LEVEL_METHODS), "help": "MOS -> level: rank quintiles (default) or equal-width bins over the MOS range."})
+    prompt_file: str | None = field(default=None, metadata={
+        "help": 'Replace the Fig. 2 prompt: a text file with the template, or JSON {"quality": ..., "aesthetics": ...}; {level} marks the level.'})
+    batch_size: int = field(default=8, metadata={"help": "Captions per generate call (default 8)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest caption in tokens (default 128)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (default 0.7); 0 = greedy."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling threshold (default 0.9; 1 = off)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k filter (default 0 = off)."})
+    seed: int = field(default=0, metadata={"help": "Run seed; each caption's seed is derived from it, the image and the caption index."})
+    max_images: int | None = field(default=None, metadata={"help": "Caption only the first N images of the split (a trial run)."})
+
+    def __post_init__(self) -> None:
+        check_positive(self, "batch_size", "max_new_tokens", "captions_per_image", "max_images")
+        super().__post_init__()
+        if self.captions_per_image is None:
+            self.captions_per_image = DEFAULT_CAPTIONS_PER_IMAGE[self.task]
+        if self.captioner != "template" and self.temperature == 0 and self.captions_per_image > 1:
+            raise ValueError(f"--temperature 0 (greedy) would write {self.captions_per_image} identical captions per image: "
+                             "sample (temperature > 0) or use --captions_per_image 1")
+
+
+def parse_args(argv=None) -> CaptionArguments:
+    return ArgumentParser(CaptionArguments, description="MOS-guided captioning of a rating dataset (UniQA step 1).").parse(argv)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,13 +277,13 @@ def caption_with_model(captioner, job: CaptionJob, work: list, items: list, batc
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
-def main(args) -> int:
+def main(args: CaptionArguments) -> int:
     """Caption the split; returns 0 when some captions were written, 1 when none (like ``uniqa score``)."""
     with output_lock(args.output, "--output"):  # one run at a time into an output
         return _caption(args)
 
 
-def _caption(args) -> int:
+def _caption(args: CaptionArguments) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     accelerator = Accelerator()
     check_writable(args.output)  # before any costly work

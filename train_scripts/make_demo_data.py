@@ -26,15 +26,16 @@ would `openai/clip-vit-base-patch16`.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.full_reference import kadid_row
 from train_scripts.common.small_clip import write_small_clip
 
@@ -59,15 +60,26 @@ DISTORTIONS = ("gaussian_blur", "gaussian_noise", "jpeg", "contrast", "darken", 
 LEVELS = 5
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True, help="Folder to write `kadid/`, `ava/` and SOURCES.md into.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of every random choice (noise, crops, votes, comments).")
-    parser.add_argument("--size", type=int, default=96, help="Short side of the reference images, in pixels.")
-    parser.add_argument("--references", type=int, default=len(REFERENCES), help="How many reference photographs to use.")
-    parser.add_argument("--clip_output", help="Also write a small random CLIP folder (weights, tokenizer, image processor) here.")
-    parser.add_argument("--clip_image_size", type=int, default=64, help="Input size of that CLIP's vision tower.")
-    return parser.parse_args(argv)
+@dataclass(kw_only=True)
+class DemoDataArguments:
+    """The command line of `make_demo_data.py`."""
+
+    output_dir: str = field(metadata={"help": "Folder to write `kadid/`, `ava/` and SOURCES.md into."})
+    seed: int = field(default=0, metadata={"help": "Seed of every random choice (noise, crops, votes, comments)."})
+    size: int = field(default=96, metadata={"help": "Short side of the reference images, in pixels."})
+    references: int = field(default=len(REFERENCES), metadata={"help": "How many reference photographs to use."})
+    clip_output: str | None = field(default=None, metadata={"help": "Also write a small random CLIP folder (weights, tokenizer, image processor) here."})
+    clip_image_size: int = field(default=64, metadata={"help": "Input size of that CLIP's vision tower."})
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.references <= len(REFERENCES):
+            raise ValueError(f"--references must be between 2 and {len(REFERENCES)}.")
+        if self.size < 16:
+            raise ValueError("--size must be at least 16 pixels.")
+
+
+def parse_args(argv=None) -> DemoDataArguments:
+    return ArgumentParser(DemoDataArguments, description=__doc__).parse(argv)
 
 
 def load_references(size: int, count: int) -> list[tuple[str, Image.Image]]:
@@ -213,11 +225,7 @@ def write_sources(references, output_dir: str) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
-def main(args: argparse.Namespace) -> None:
-    if not 2 <= args.references <= len(REFERENCES):
-        raise SystemExit(f"--references must be between 2 and {len(REFERENCES)}.")
-    if args.size < 16:
-        raise SystemExit("--size must be at least 16 pixels.")
+def main(args: DemoDataArguments) -> None:
     os.makedirs(args.output_dir, exist_ok=True)
     references = load_references(args.size, args.references)
     rng = np.random.default_rng(args.seed)

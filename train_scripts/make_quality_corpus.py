@@ -32,11 +32,13 @@ import argparse
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.full_reference import kadid_row
 from train_scripts.common.photo_sources import SOURCE_NAMES, SOURCES, PhotoSourceError, load_source
 from train_scripts.common.synthetic_distortions import CODES, LEVELS, distort
@@ -44,34 +46,6 @@ from train_scripts.common.synthetic_distortions import CODES, LEVELS, distort
 DEFAULT_HELDOUT = ("mate-backgrounds", "lomiri-wallpapers-20.04", "scikit-image")
 # Desaturation (07) is left out: a grey picture is not a worse one by any full-reference measure of detail.
 DEFAULT_CODES = tuple(code for code in CODES if code != "07")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True, help="Writes train/, heldout/ and SOURCES.md here.")
-    parser.add_argument("--cache_dir", default=os.path.join(os.path.expanduser("~"), ".cache", "uniqa-photos"),
-                        help="Where the Debian packages are downloaded and unpacked.")
-    parser.add_argument("--heldout_sources", nargs="+", default=list(DEFAULT_HELDOUT), choices=SOURCE_NAMES,
-                        help="Sources kept out of training and used for evaluation.")
-    parser.add_argument("--codes", nargs="+", default=list(DEFAULT_CODES), choices=CODES, help="KADID distortion codes to apply.")
-    parser.add_argument("--short_side", nargs=2, type=int, default=(224, 416), metavar=("LOW", "HIGH"),
-                        help="Range of the references' short side, in pixels.")
-    parser.add_argument("--train_short_sides", nargs="+", type=_short_side_range, default=None, metavar="LOW:HIGH",
-                        help="Training references: one per photo and range (default: one, from --short_side).")
-    parser.add_argument("--jitter", type=float, default=0.4, help="Training parameters drawn within +- this many levels.")
-    parser.add_argument("--max_photos", type=int, default=None, help="At most this many photos per source (smoke runs).")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="Processes distorting images.")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    low, high = args.short_side
-    if not 64 <= low <= high:
-        parser.error(f"--short_side needs 64 <= LOW <= HIGH, got {low} {high}")
-    args.train_short_sides = args.train_short_sides or [tuple(args.short_side)]
-    if not 0 <= args.jitter < 1:
-        parser.error("--jitter must be in [0, 1)")
-    if set(args.heldout_sources) >= set(SOURCE_NAMES):
-        parser.error("--heldout_sources leaves no source to train on")
-    return args
 
 
 def _short_side_range(text: str) -> tuple[int, int]:
@@ -82,6 +56,47 @@ def _short_side_range(text: str) -> tuple[int, int]:
     if not 64 <= low <= high:
         raise argparse.ArgumentTypeError(f"needs 64 <= LOW <= HIGH, got {text!r}")
     return low, high
+
+
+def _default_workers() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+@dataclass(kw_only=True)
+class QualityCorpusArguments:
+    """The command line of `make_quality_corpus.py`."""
+
+    output_dir: str = field(metadata={"help": "Writes train/, heldout/ and SOURCES.md here."})
+    cache_dir: str = field(default=os.path.join(os.path.expanduser("~"), ".cache", "uniqa-photos"),
+                           metadata={"help": "Where the Debian packages are downloaded and unpacked."})
+    heldout_sources: list[str] = field(default_factory=lambda: list(DEFAULT_HELDOUT), metadata={
+        "choices": SOURCE_NAMES, "help": "Sources kept out of training and used for evaluation."})
+    codes: list[str] = field(default_factory=lambda: list(DEFAULT_CODES), metadata={"choices": CODES, "help": "KADID distortion codes to apply."})
+    short_side: tuple[int, int] = field(default=(224, 416), metadata={
+        "type": int, "nargs": 2, "metavar": ("LOW", "HIGH"), "help": "Range of the references' short side, in pixels."})
+    # None: one training reference per photo, from --short_side (filled in by __post_init__)
+    train_short_sides: list[tuple[int, int]] | None = field(default=None, metadata={
+        "type": _short_side_range, "nargs": "+", "metavar": "LOW:HIGH",
+        "help": "Training references: one per photo and range (default: one, from --short_side)."})
+    jitter: float = field(default=0.4, metadata={"help": "Training parameters drawn within +- this many levels."})
+    max_photos: int | None = field(default=None, metadata={"help": "At most this many photos per source (smoke runs)."})
+    workers: int = field(default_factory=_default_workers, metadata={"help": "Processes distorting images."})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.short_side = tuple(self.short_side)  # a list when given on the command line
+        low, high = self.short_side
+        if not 64 <= low <= high:
+            raise ValueError(f"--short_side needs 64 <= LOW <= HIGH, got {low} {high}")
+        self.train_short_sides = self.train_short_sides or [self.short_side]
+        if not 0 <= self.jitter < 1:
+            raise ValueError("--jitter must be in [0, 1)")
+        if set(self.heldout_sources) >= set(SOURCE_NAMES):
+            raise ValueError("--heldout_sources leaves no source to train on")
+
+
+def parse_args(argv=None) -> QualityCorpusArguments:
+    return ArgumentParser(QualityCorpusArguments, description=__doc__).parse(argv)
 
 
 def make_reference(image: Image.Image, short_side: int) -> Image.Image:
@@ -109,7 +124,7 @@ def distort_reference(job) -> list[str]:
     return rows
 
 
-def write_split(folder: str, photos: list, args, short_sides: list, seed: int, jitter: float, first_index: int,
+def write_split(folder: str, photos: list, args: QualityCorpusArguments, short_sides: list, seed: int, jitter: float, first_index: int,
                 desc: str) -> list[tuple]:
     """One reference per photo and short-side range, numbered from `first_index`, then their distortions."""
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
@@ -155,7 +170,7 @@ def write_sources(path: str, listings: dict) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: QualityCorpusArguments) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     train, heldout = [], []
     for source in SOURCES:
@@ -166,7 +181,7 @@ def main(args: argparse.Namespace) -> int:
                                 "train corpus")
     listings = {
         "train": train_listing,
-        "heldout": write_split(os.path.join(args.output_dir, "heldout"), heldout, args, [tuple(args.short_side)], 2, 0.0,
+        "heldout": write_split(os.path.join(args.output_dir, "heldout"), heldout, args, [args.short_side], 2, 0.0,
                                len(train_listing) + 1, "held-out corpus"),
     }
     write_sources(os.path.join(args.output_dir, "SOURCES.md"), listings)

@@ -30,12 +30,12 @@ Ranks and the tie rule: :mod:`train_scripts.common.air`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,8 @@ from modeling_uniqa.scoring.score_images import ImageViews, Normalizer, collate_
 from modeling_uniqa.scoring.sharded_output import OutputError, ShardedOutput, check_writable, write_atomic
 from train_scripts.common.air import INFORMATIVENESS_MEASURES, informativeness, select_top_k
 from train_scripts.common.dtypes import resolve_dtype
-from train_scripts.common.flags import add_flag
+from train_scripts.common.flags import ArgumentParser, check_positive
+from train_scripts.common.inference_options import DecodingArguments, DtypeArguments, JsonlOutputArguments
 from train_scripts.common.script import run_script
 from train_scripts.common.text_embedding import embed_texts
 
@@ -67,36 +68,35 @@ KEY_COLUMNS = ["image_name", "caption_index"]
 USER_ERRORS = (ValueError, OSError, OutputError, DatasetFormatError, MissingLabelFileError, MissingImageError)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="AIR purification of AVA-Captions with CLIP_aes (UniQA step 2).")
-    parser.add_argument("--data_dir", required=True, help="AVA-Captions as distributed: the folder or the CLEAN_AVA_FULL_*.json / AVA_Comments_Full.txt file.")
-    parser.add_argument("--image_dir", default=None, help="Where the AVA images are (default: an images/ folder next to the captions).")
-    parser.add_argument("--cache_dir", default=None, help="datasets cache folder (default: the datasets cache).")
-    parser.add_argument("--clip_aes", required=True, help="CLIP_aes: a UniQA or HF CLIP folder pre-trained on generated aesthetic captions.")
-    parser.add_argument("--tokenizer", default=None, help="Its tokenizer folder (default: --clip_aes).")
-    parser.add_argument("--output", required=True, help="The JSONL file to write (one kept comment a line).")
-    parser.add_argument("--top_k", type=int, default=4, help="Comments kept per image (default 4).")
-    parser.add_argument("--alpha", type=float, default=1.0, help="Weight of the aesthetics-relevance rank AR (default 1).")
-    parser.add_argument("--beta", type=float, default=1.0, help="Weight of the informativeness rank IR (default 1).")
-    parser.add_argument("--informativeness", choices=sorted(INFORMATIVENESS_MEASURES), default="length", help="s_I: number of words (default) or word entropy.")
-    parser.add_argument("--min_captions", type=int, default=3, help="Drop images with fewer distinct comments (default 3).")
-    parser.add_argument("--image_batch_size", type=int, default=64, help="Images per forward (default 64); their comments are embedded together.")
-    parser.add_argument("--text_batch_size", type=int, default=256, help="Comments per text forward (default 256).")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Model dtype (auto: bf16/fp16 on a GPU, fp32 on the CPU).")
-    parser.add_argument("--num_workers", type=int, default=2, help="Image decoding worker processes (default 2).")
-    parser.add_argument("--max_images", type=int, default=None, help="Only the first N images of the corpus (a trial run).")
-    add_flag(parser, "resume", help="Continue an interrupted run: keep its images, process the rest.")
-    add_flag(parser, "overwrite", help="Replace an existing output that this script did not write.")
-    args = parser.parse_args(argv)
-    for name in ("top_k", "min_captions", "image_batch_size", "text_batch_size", "max_images"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name} must be >= 1, got {value}")
-    if args.alpha < 0 or args.beta < 0 or args.alpha == args.beta == 0:
-        parser.error(f"--alpha and --beta must be >= 0 and not both 0, got {args.alpha}, {args.beta}")
-    if not args.output.lower().endswith(".jsonl"):
-        parser.error(f"--output must be a .jsonl file, got {args.output}")
-    return args
+@dataclass(kw_only=True)
+class PurifyArguments(JsonlOutputArguments, DecodingArguments, DtypeArguments):
+    """The command line of `purify_captions.py`: the corpus, CLIP_aes and the AIR settings, then the
+    shared groups (dtype, decoding workers, output)."""
+
+    data_dir: str = field(metadata={"help": "AVA-Captions as distributed: the folder or the CLEAN_AVA_FULL_*.json / AVA_Comments_Full.txt file."})
+    image_dir: str | None = field(default=None, metadata={"help": "Where the AVA images are (default: an images/ folder next to the captions)."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder (default: the datasets cache)."})
+    clip_aes: str = field(metadata={"help": "CLIP_aes: a UniQA or HF CLIP folder pre-trained on generated aesthetic captions."})
+    tokenizer: str | None = field(default=None, metadata={"help": "Its tokenizer folder (default: --clip_aes)."})
+    top_k: int = field(default=4, metadata={"help": "Comments kept per image (default 4)."})
+    alpha: float = field(default=1.0, metadata={"help": "Weight of the aesthetics-relevance rank AR (default 1)."})
+    beta: float = field(default=1.0, metadata={"help": "Weight of the informativeness rank IR (default 1)."})
+    informativeness: str = field(default="length", metadata={
+        "choices": sorted(INFORMATIVENESS_MEASURES), "help": "s_I: number of words (default) or word entropy."})
+    min_captions: int = field(default=3, metadata={"help": "Drop images with fewer distinct comments (default 3)."})
+    image_batch_size: int = field(default=64, metadata={"help": "Images per forward (default 64); their comments are embedded together."})
+    text_batch_size: int = field(default=256, metadata={"help": "Comments per text forward (default 256)."})
+    max_images: int | None = field(default=None, metadata={"help": "Only the first N images of the corpus (a trial run)."})
+
+    def __post_init__(self) -> None:
+        check_positive(self, "top_k", "min_captions", "image_batch_size", "text_batch_size", "max_images")
+        if self.alpha < 0 or self.beta < 0 or self.alpha == self.beta == 0:
+            raise ValueError(f"--alpha and --beta must be >= 0 and not both 0, got {self.alpha}, {self.beta}")
+        super().__post_init__()
+
+
+def parse_args(argv=None) -> PurifyArguments:
+    return ArgumentParser(PurifyArguments, description="AIR purification of AVA-Captions with CLIP_aes (UniQA step 2).").parse(argv)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,13 +246,13 @@ def summary_path(output: str) -> str:
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
-def main(args) -> int:
+def main(args: PurifyArguments) -> int:
     """Purify the corpus; returns 0 when some comments were kept, 1 when none (like ``uniqa score``)."""
     with output_lock(args.output, "--output"):  # one run at a time into an output
         return _purify(args)
 
 
-def _purify(args) -> int:
+def _purify(args: PurifyArguments) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     accelerator = Accelerator()
     check_writable(args.output)

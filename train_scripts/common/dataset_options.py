@@ -28,11 +28,6 @@ DATASET_OPTION = {"type": dataset_option, "action": "append", "metavar": "KEY=VA
                   "help": "Builder option, e.g. mos_range=[1,10] or label_file=scores.csv for folder_csv (repeatable)."}
 
 
-def add_dataset_option_argument(parser) -> None:
-    """Add the repeatable `--dataset_option` flag (parsed into a list of `(key, value)`: `dict()` it)."""
-    parser.add_argument("--dataset_option", default=[], **DATASET_OPTION)
-
-
 @dataclass(kw_only=True)
 class RatingDataArguments:
     """The rating dataset a fine-tuning or evaluation script builds (`data_builders.load`)."""
@@ -53,4 +48,4 @@ class RatingDataArguments:
         return dict(self.dataset_option)
 
 
-__all__ = ["DATASET_OPTION", "RatingDataArguments", "add_dataset_option_argument", "dataset_option"]
+__all__ = ["DATASET_OPTION", "RatingDataArguments", "dataset_option"]

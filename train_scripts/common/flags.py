@@ -17,6 +17,9 @@ in the field's metadata), parsed by `ArgumentParser`, a `transformers.HfArgument
   comma-separated list): both are passed to `argparse` as they are.
 - A dataclass can be made of groups by inheritance (shared groups live in `train_scripts/common`);
   a base class with an `_argument_group_name` gets its own section in `--help`.
+- A group with checks subclasses `OptionGroup` and ends its `__post_init__` with
+  `super().__post_init__()`, so a script made of several such groups runs every group's checks
+  (a dataclass calls only the most derived `__post_init__`).
 - Every error is argparse's: usage, one line, exit code 2, for an unknown flag too (where
   `HfArgumentParser.parse_args_into_dataclasses` raises `ValueError`), and for a `ValueError`
   of the dataclass's `__post_init__` (its validation).
@@ -49,6 +52,23 @@ def add_flag(parser, name: str, default: bool | None = False, help: str | None =
     parser.add_argument(*on, dest=name, action="store_true", default=default, help=help)
     parser.add_argument(*off, dest=name, action="store_false", default=default,
                         help=off_help or f"Turn --{name} off{' (the default)' if default is False else ''}.")
+
+
+class OptionGroup:
+    """Base of the option dataclasses with checks: the end of the cooperative `__post_init__` chain
+    (see the module docstring)."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
+def check_positive(options, *names: str) -> None:
+    """`ValueError("--name must be >= 1, got N")` for the first of the fields `names` of `options`
+    that is set (not None) and below 1."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
 def _field_default(field: dataclasses.Field):
@@ -140,4 +160,4 @@ class ArgumentParser(HfArgumentParser):
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
-__all__ = ["ArgumentParser", "add_flag"]
+__all__ = ["ArgumentParser", "OptionGroup", "add_flag", "check_positive"]
