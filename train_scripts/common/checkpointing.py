@@ -227,11 +227,16 @@ class _WriteFailed(Exception):
         self.error = error
 
 
+# How `torch.save`'s zip writer reports a failed write (a `RuntimeError`, errno dropped): its own
+# checks ("[enforce fail at inline_container.cc:672] . unexpected pos 41536 vs 41424",
+# "PytorchStreamWriter failed writing file ...") or the C++ stream's ("basic_ios::clear: iostream error").
+_TORCH_WRITE_ERRORS = ("inline_container", "PytorchStreamWriter", "iostream error")
+
+
 def _is_write_error(error: BaseException) -> bool:
-    """Whether `error` is a failed write: an `OSError`, safetensors' I/O error, or the `RuntimeError`
-    of torch's zip writer (`torch.save`: "[enforce fail at inline_container.cc:...] ...")."""
+    """Whether `error` is a failed write: an `OSError`, safetensors' I/O error, or torch's."""
     return isinstance(error, (OSError, SafetensorError)) or (
-        isinstance(error, RuntimeError) and any(marker in str(error) for marker in ("inline_container", "PytorchStreamWriter"))
+        isinstance(error, RuntimeError) and any(marker in str(error) for marker in _TORCH_WRITE_ERRORS)
     )
 
 
