@@ -29,6 +29,7 @@ from modeling_uniqa import UniQAModel
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 from tests.helpers import (
     REPO_ROOT,
+    file_size_limit,
     kill_process_tree,
     launch_two_processes,
     random_rgb,
@@ -303,8 +304,6 @@ def test_a_checkpoint_over_the_file_size_limit_stops_the_run_with_one_line_and_i
     fails at its first checkpoint: exit 2, one line naming the checkpoint and the OS error, no
     traceback, no `.partial` left, the earlier checkpoint whole; resumed without the limit, the
     run goes on from it."""
-    import resource
-
     output_dir = tmp_path / "run"
 
     def args(max_steps, *extra):
@@ -315,11 +314,7 @@ def test_a_checkpoint_over_the_file_size_limit_stops_the_run_with_one_line_and_i
     first = checkpoints_of(output_dir) / "checkpoint-2"
     sizes = {name: os.path.getsize(first / name) for name in os.listdir(first)}
     limit = max(sizes.values()) - 1  # the largest checkpoint file cannot be written
-
-    def limit_file_size():  # in the child only: this test process is never limited
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-    result = run_single(args(4, "--resume_from_checkpoint", "latest"), preexec_fn=limit_file_size)
+    result = run_single(args(4, "--resume_from_checkpoint", "latest"), preexec_fn=file_size_limit(limit))
     assert result.returncode == 2, result.stderr[-4000:]
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if "cannot write the checkpoint" in line]
