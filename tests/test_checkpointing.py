@@ -334,3 +334,18 @@ def test_an_error_that_is_not_a_write_error_is_not_reported_as_one(tmp_path, mon
     _fail_at_call(monkeypatch, torch, "save", 1, RuntimeError("a bug"))
     with pytest.raises(RuntimeError, match="a bug"):
         save_checkpoint(accelerator, str(tmp_path), 2)
+
+
+@pytest.mark.parametrize("fail_rank", [0, 1])
+def test_a_checkpoint_write_failing_on_one_process_stops_every_process(tmp_path, fail_rank):
+    """Two real DDP processes, the write failing on one: both raise `OutputError` (neither waits
+    at a barrier for the other), the unfinished folder is removed, the earlier checkpoint kept."""
+    from tests.helpers import launch_two_processes
+
+    output = str(tmp_path / "run")
+    result = launch_two_processes(["tests/checkpoint_ddp_worker.py", output, str(fail_rank)], timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    messages = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert all(message and message.startswith(f"{checkpoint_folder(output)}/checkpoint-4: cannot write the checkpoint") for message in messages)
+    assert os.strerror(errno.ENOSPC) in messages[fail_rank] and "another process" in messages[1 - fail_rank]
+    assert os.listdir(checkpoint_folder(output)) == ["checkpoint-2"]
