@@ -236,3 +236,17 @@ def test_fine_tuning_whose_checkpoint_cannot_be_written_stops_with_one_line_and_
 
     results = train_adapter.main(train_adapter.parse_args([*argv, "--resume_from_checkpoint", "latest"]))
     assert results["num_train"] > 0 and os.path.isfile(tmp_path / "out" / "config.json")
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_dataset_too_small_to_split_or_correlate_is_one_line(workspace, tmp_path, caplog, count):
+    """Issue 23, finding 8: a 1-image (or 2-image) dataset: fine-tuning cannot split it, evaluation
+    cannot correlate it: one line naming the data, exit 2, before any model is trained or run."""
+    data = str(tmp_path / "tiny")
+    write_rated_folder(data, n=count)
+    message = one_line_exit_2(train_adapter.main, train_adapter.parse_args, _adapter_argv(workspace, tmp_path, data=data), caplog)
+    assert f"folder_csv at {data}: fine-tuning needs train and test splits" in message and f"too few images to split, {count}" in message
+    message = one_line_exit_2(evaluate.main, evaluate.parse_args, ["--model", workspace["model"], "--dataset", "folder_csv", "--data_dir", data,
+                                                                  "--output_dir", str(tmp_path / "eval"), "--cache_dir", str(tmp_path / "cache"),
+                                                                  "--dataset_option", "mos_range=[1,10]", "--protocol", "cross"], caplog)
+    assert os.path.join(data, "labels.csv") in message and f"{count} readable image(s) to evaluate" in message
