@@ -121,6 +121,19 @@ def _two_process_command(arguments: list, env: dict | None) -> tuple:
     return command, dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT, **(env or {}))
 
 
+def file_size_limit(limit: int):
+    """A `subprocess` `preexec_fn` that limits the child's files to `limit` bytes (`ulimit -f`;
+    Python ignores SIGXFSZ, so a write past it fails with EFBIG). Set in the child only: the test
+    process itself is never limited."""
+
+    def limit_file_size():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    return limit_file_size
+
+
 def launch_two_processes(arguments: list, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `accelerate launch` with two real CPU processes (gloo DDP) on `arguments`
     (e.g. `["-m", "modeling_uniqa.cli", "score", ...]` or `["train_scripts/x.py", ...]`).

@@ -2,6 +2,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 
 import pytest
 import torch
@@ -262,3 +263,89 @@ def test_a_model_folder_that_cannot_be_written_is_one_line_and_the_earlier_model
     assert "\n" not in str(caught.value)
     assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
     assert (tmp_path / "model.safetensors").read_text() == "old"
+
+
+def _fail_at_call(monkeypatch, module, name: str, call: int, error: Exception) -> None:
+    """Make `module.name` (a writer taking the object and the path) write half its file, then
+    raise `error` at its `call`-th call (1-based); the calls before write as usual."""
+    real, calls = getattr(module, name), []
+
+    def writer(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) != call:
+            return real(obj, path, *args, **kwargs)
+        with open(path, "wb") as handle:
+            handle.write(b"half a file")
+        raise error
+
+    monkeypatch.setattr(module, name, writer)
+
+
+def _one_checkpoint_written_then_a_failing_save(tmp_path, monkeypatch, error):
+    """Checkpoint step 2, then the save of step 4 fails at its second `torch.save` (the random
+    states, after the optimizer): the `OutputError`, the output folder's checkpoints, the weights
+    saved at step 2."""
+    accelerator = Accelerator(cpu=True)
+    model, optimizer = _training_state(accelerator)
+    RunLayout(seed=1).attach(accelerator)
+    output = str(tmp_path / "run")
+    first = save_checkpoint(accelerator, output, 2)
+    saved = model.weight.detach().clone()
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    _fail_at_call(monkeypatch, torch, "save", 2, error)
+    with pytest.raises(OutputError) as caught:
+        save_checkpoint(accelerator, output, 4)
+    monkeypatch.undo()
+    assert os.listdir(checkpoint_folder(output)) == ["checkpoint-2"]  # no checkpoint-4.partial left
+    assert resolve_checkpoint(output, "latest") == first
+    accelerator.load_state(first)
+    torch.testing.assert_close(model.weight.detach(), saved)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("errno_", [errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES])
+def test_a_checkpoint_that_cannot_be_written_is_one_line_removed_and_the_earlier_one_resumes(tmp_path, monkeypatch, errno_):
+    """Issue 23, finding 8: a full disk, a file-size limit, a read-only or unwritable folder while
+    a checkpoint is saved: one line naming the checkpoint and the OS error, no `.partial` left,
+    the earlier checkpoint whole and resumed by `latest`."""
+    error = OSError(errno_, os.strerror(errno_), "random_states_0.pkl")
+    message = _one_checkpoint_written_then_a_failing_save(tmp_path, monkeypatch, error)
+    checkpoint = os.path.join(checkpoint_folder(str(tmp_path / "run")), "checkpoint-4")
+    assert message.startswith(f"{checkpoint}: cannot write the checkpoint (random_states_0.pkl: {os.strerror(errno_)})")
+    assert "resumes from " + os.path.join(checkpoint_folder(str(tmp_path / "run")), "checkpoint-2") in message
+    assert "\n" not in message
+
+
+def test_torch_s_write_error_without_an_errno_is_named_from_the_disk(tmp_path, monkeypatch):
+    """torch.save's zip writer drops the errno of a failed write ("unexpected pos ..."): a full
+    disk is named from the free space left."""
+    from train_scripts.common import checkpointing
+
+    monkeypatch.setattr(checkpointing.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 41536 vs 41424")
+    message = _one_checkpoint_written_then_a_failing_save(tmp_path, monkeypatch, error)
+    assert f"cannot write the checkpoint ({os.strerror(errno.ENOSPC)})" in message
+
+
+def test_an_error_that_is_not_a_write_error_is_not_reported_as_one(tmp_path, monkeypatch):
+    accelerator = Accelerator(cpu=True)
+    _training_state(accelerator)
+    _fail_at_call(monkeypatch, torch, "save", 1, RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        save_checkpoint(accelerator, str(tmp_path), 2)
+
+
+@pytest.mark.parametrize("fail_rank", [0, 1])
+def test_a_checkpoint_write_failing_on_one_process_stops_every_process(tmp_path, fail_rank):
+    """Two real DDP processes, the write failing on one: both raise `OutputError` (neither waits
+    at a barrier for the other), the unfinished folder is removed, the earlier checkpoint kept."""
+    from tests.helpers import launch_two_processes
+
+    output = str(tmp_path / "run")
+    result = launch_two_processes(["tests/checkpoint_ddp_worker.py", output, str(fail_rank)], timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    messages = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert all(message and message.startswith(f"{checkpoint_folder(output)}/checkpoint-4: cannot write the checkpoint") for message in messages)
+    assert os.strerror(errno.ENOSPC) in messages[fail_rank] and "another process" in messages[1 - fail_rank]
+    assert os.listdir(checkpoint_folder(output)) == ["checkpoint-2"]

@@ -4,6 +4,8 @@ import csv
 import json
 import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 from modeling_uniqa import UniQAImageProcessor, UniQAModel, load_image
 from modeling_uniqa.cli import main
 from modeling_uniqa.scoring import score_images
-from tests.helpers import launch_two_processes, make_tiny_uniqa, random_rgb
+from tests.helpers import REPO_ROOT, file_size_limit, launch_two_processes, make_tiny_uniqa, random_rgb
 
 GROUPS = ["default", "sharpness", "noise", "quality"]  # the `natural` ensemble of `saved_tiny_model`
 
@@ -397,24 +399,20 @@ def test_two_processes_equal_one(saved_tiny_model, photo_dir, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["distributed.csv", "distributed.csv.meta.json", "photos", "single.csv", "single.csv.meta.json"]
 
 
-def test_a_write_that_fails_midway_is_one_line_and_keeps_the_earlier_file(saved_tiny_model, photo_dir, tmp_path, caplog, capsys):
-    """A full disk or a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail with EFBIG):
-    one line naming the output, exit 2, and the earlier results file as it was."""
-    import resource
-    import signal
-
+def test_a_write_that_fails_midway_is_one_line_and_keeps_the_earlier_file(saved_tiny_model, photo_dir, tmp_path):
+    """A full disk or a file-size limit (`uniqa score` run under RLIMIT_FSIZE: writes fail with
+    EFBIG): one line naming the output, exit 2, and the earlier results file as it was."""
     folder, _ = photo_dir
     output = tmp_path / "s.csv"
-    assert score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center") == 0
+    options = ["--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center"]
+    assert score(folder, *options) == 0
     before = output.read_bytes()
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    try:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))  # fewer bytes than one row
-        code = score(folder, "--model", saved_tiny_model, "--output", output, "--workers", 0, "--view-policy", "center", "--overwrite")
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
-    assert code == 2
-    assert "s.csv" in caplog.text and "File too large" in caplog.text and "Traceback" not in capsys.readouterr().err
+    result = subprocess.run(
+        [sys.executable, "-m", "modeling_uniqa.cli", "score", folder, *map(str, options), "--overwrite"],
+        cwd=REPO_ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT), capture_output=True, text=True,
+        timeout=300, preexec_fn=file_size_limit(64),  # fewer bytes than one row
+    )
+    assert result.returncode == 2, result.stderr[-4000:]
+    assert [line for line in result.stderr.splitlines() if "s.csv" in line and "File too large" in line]
+    assert "Traceback" not in result.stderr
     assert output.read_bytes() == before

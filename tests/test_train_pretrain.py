@@ -7,6 +7,7 @@ One uninterrupted single-process run is the reference. A two-process run killed 
 """
 
 import csv
+import errno
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from modeling_uniqa import UniQAModel
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 from tests.helpers import (
     REPO_ROOT,
+    file_size_limit,
     kill_process_tree,
     launch_two_processes,
     random_rgb,
@@ -102,10 +104,11 @@ def common_args(ws, output_dir, *extra):
     ]
 
 
-def run_single(args, env=None):
+def run_single(args, env=None, preexec_fn=None):
     environment = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT, **(env or {}))
     return subprocess.run(
-        [sys.executable, SCRIPT, *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300
+        [sys.executable, SCRIPT, *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -290,6 +293,39 @@ def test_fresh_runs_over_a_run_and_changed_resumes_are_refused_and_divergence_st
     with pytest.raises(DivergenceError, match="not finite at step 2"):  # step 1 makes the weights NaN
         run(tmp_path / "diverged", "--learning_rate", "inf")
     assert not os.path.exists(tmp_path / "diverged" / "config.json")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_over_the_file_size_limit_stops_the_run_with_one_line_and_it_resumes(workspace, tmp_path):
+    """Issue 23, finding 8, as a user meets it: the script run with `python` under a file-size
+    limit (`ulimit -f`; Python ignores SIGXFSZ, so the write fails with EFBIG) smaller than a
+    checkpoint's largest file. Checkpoint files are the same size at every step, so the first
+    checkpoint is written without the limit (a run of 2 steps), and the resumed run under it
+    fails at its first checkpoint: exit 2, one line naming the checkpoint and the OS error, no
+    traceback, no `.partial` left, the earlier checkpoint whole; resumed without the limit, the
+    run goes on from it."""
+    output_dir = tmp_path / "run"
+
+    def args(max_steps, *extra):
+        return common_args(workspace, output_dir, "--per_device_train_batch_size", "4", "--max_steps", str(max_steps),
+                           "--lr_scheduler", "constant", "--report_to", "none", "--dataloader_num_workers", "0", *extra)
+
+    main(parse_args(args(2)))
+    first = checkpoints_of(output_dir) / "checkpoint-2"
+    sizes = {name: os.path.getsize(first / name) for name in os.listdir(first)}
+    limit = max(sizes.values()) - 1  # the largest checkpoint file cannot be written
+    result = run_single(args(4, "--resume_from_checkpoint", "latest"), preexec_fn=file_size_limit(limit))
+    assert result.returncode == 2, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "cannot write the checkpoint" in line]
+    assert f"{checkpoints_of(output_dir) / 'checkpoint-4'}: cannot write the checkpoint" in line
+    assert os.strerror(errno.EFBIG) in line and f"resumes from {first}" in line
+    assert os.listdir(checkpoints_of(output_dir)) == ["checkpoint-2"]  # no checkpoint-4.partial
+    assert {name: os.path.getsize(first / name) for name in os.listdir(first)} == sizes
+
+    main(parse_args(args(4, "--resume_from_checkpoint", "latest")))
+    assert [record["step"] for record in curve_records(read_log(output_dir))] == [1, 2, 3, 4]
+    assert sorted(os.listdir(checkpoints_of(output_dir))) == ["checkpoint-2", "checkpoint-4"]
 
 
 def curve_records(records):

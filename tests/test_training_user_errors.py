@@ -203,3 +203,50 @@ def test_pretraining_skips_and_counts_unreadable_corpus_images(workspace, tmp_pa
     message = one_line_exit_2(train_pretrain.main, train_pretrain.parse_args,
                               [*base, "--output_dir", str(tmp_path / "pre3"), "--max_bad_fraction", "0.1"], caplog)
     assert "found in training" in message and "--max_bad_fraction 0.1" in message
+
+
+def test_fine_tuning_whose_checkpoint_cannot_be_written_stops_with_one_line_and_resumes(workspace, tmp_path, caplog, monkeypatch):
+    """`train_adapter.py` (the shared `save_checkpoint`): a full disk at the second epoch's
+    checkpoint is one line naming it, exit 2, no `.partial` left; the first epoch's checkpoint
+    is kept and `--resume_from_checkpoint latest` finishes the run from it."""
+    import errno
+
+    import torch
+
+    argv = _adapter_argv(workspace, tmp_path, "--checkpoints_total_limit", "2")
+    argv[argv.index("--num_train_epochs") + 1] = "2"
+    real_save, folders = torch.save, []
+
+    def full_disk_at_the_second_checkpoint(obj, path, *args, **kwargs):
+        if os.path.dirname(path) not in folders:
+            folders.append(os.path.dirname(path))
+        if len(folders) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_the_second_checkpoint)
+    message = one_line_exit_2(train_adapter.main, train_adapter.parse_args, argv, caplog)
+    monkeypatch.undo()
+    (kept,) = checkpointing.list_checkpoints(str(tmp_path / "out"))
+    failed = folders[1].removesuffix(".partial")
+    assert message.startswith(f"{failed}: cannot write the checkpoint (") and os.strerror(errno.ENOSPC) in message
+    assert f"resumes from {kept}" in message
+    assert os.listdir(checkpointing.checkpoint_folder(str(tmp_path / "out"))) == [os.path.basename(kept)]
+    assert not os.path.exists(tmp_path / "out" / "config.json")
+
+    results = train_adapter.main(train_adapter.parse_args([*argv, "--resume_from_checkpoint", "latest"]))
+    assert results["num_train"] > 0 and os.path.isfile(tmp_path / "out" / "config.json")
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_dataset_too_small_to_split_or_correlate_is_one_line(workspace, tmp_path, caplog, count):
+    """Issue 23, finding 8: a 1-image (or 2-image) dataset: fine-tuning cannot split it, evaluation
+    cannot correlate it: one line naming the data, exit 2, before any model is trained or run."""
+    data = str(tmp_path / "tiny")
+    write_rated_folder(data, n=count)
+    message = one_line_exit_2(train_adapter.main, train_adapter.parse_args, _adapter_argv(workspace, tmp_path, data=data), caplog)
+    assert f"folder_csv at {data}: fine-tuning needs train and test splits" in message and f"too few images to split, {count}" in message
+    message = one_line_exit_2(evaluate.main, evaluate.parse_args, ["--model", workspace["model"], "--dataset", "folder_csv", "--data_dir", data,
+                                                                  "--output_dir", str(tmp_path / "eval"), "--cache_dir", str(tmp_path / "cache"),
+                                                                  "--dataset_option", "mos_range=[1,10]", "--protocol", "cross"], caplog)
+    assert os.path.join(data, "labels.csv") in message and f"{count} readable image(s) to evaluate" in message

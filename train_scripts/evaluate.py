@@ -68,6 +68,7 @@ from modeling_uniqa.core.output_lock import output_lock
 from train_scripts.common import paper_results
 from train_scripts.common.checkpointing import list_checkpoints, remove_checkpoints
 from train_scripts.common.dataset_options import RatingDataArguments
+from train_scripts.common.errors import DataError
 from train_scripts.common.finetune import (
     RESULTS_FILE,
     FinetuneConfig,
@@ -81,7 +82,7 @@ from train_scripts.common.finetune import (
 from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.image_check import DEFAULT_MAX_BAD_FRACTION, SkippedImages, drop_unreadable
 from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
-from train_scripts.common.metrics import compute_metrics
+from train_scripts.common.metrics import MIN_ITEMS, compute_metrics
 from train_scripts.common.script import TRAINING_ERRORS, run_script
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,11 @@ def evaluate_model(model_path: str, data, metadata: dict, scoring: ScoringOption
     model, processor, _ = load_model(model_path, use_adapter=use_adapter, prompts=prompts, tokenizer_dir=scoring.tokenizer)
     skipped = SkippedImages()
     data = drop_unreadable(data, "evaluated", processor, skipped, scoring.max_bad_fraction, scoring.num_workers)
+    if len(data) < MIN_ITEMS:  # before scoring: correlations of fewer are undefined
+        raise DataError(
+            f"{metadata.get('dataset') or 'The dataset'} ({', '.join(metadata.get('label_files') or []) or metadata.get('image_root')}): "
+            f"{len(data)} readable image(s) to evaluate, its correlations need at least {MIN_ITEMS}."
+        )
     scores = predict(model, processor, data, scoring.view_policy, scoring.eval_batch_size, scoring.num_workers, scoring.device)
     metrics, predicted_mos, mos = score_metrics(scores, data, metadata, scoring.logistic)
     return {**metrics, "num_images": len(data), "skipped_images": skipped.as_results(), "prompt_groups": model.config.prompt_group_names,

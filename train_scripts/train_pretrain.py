@@ -285,12 +285,12 @@ def load_eval_set(spec: str, split: str, max_samples: int, seed: int, cache_dir:
     ((name, path),) = parse_named_dirs([spec], "--eval_dataset")
     loaded = data_builders.load(name, path, cache_dir=cache_dir)
     if split not in loaded:
-        raise ValueError(f"--eval_dataset {spec}: no split {split!r} (splits: {list(loaded)}).")
+        raise DataError(f"--eval_dataset {spec}: no split {split!r} (splits: {list(loaded)}).")
     data = loaded[split]
     if len(data) > max_samples:
         data = data.shuffle(seed=seed).select(range(max_samples))
     if len(data) < MIN_ITEMS:
-        raise ValueError(f"--eval_dataset {spec}: split {split!r} holds {len(data)} images, its SRCC needs at least {MIN_ITEMS}.")
+        raise DataError(f"--eval_dataset {spec}: split {split!r} holds {len(data)} images, its SRCC needs at least {MIN_ITEMS}.")
     if processor is not None:
         data = drop_unreadable(data, "zero-shot check", processor, skipped if skipped is not None else SkippedImages(), max_bad_fraction)
         if len(data) < MIN_ITEMS:

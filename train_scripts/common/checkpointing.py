@@ -15,6 +15,8 @@ the final model so that a crash midway never leaves a folder that loads.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -23,6 +25,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterable
 
+import torch
 from accelerate import Accelerator
 from safetensors import SafetensorError
 
@@ -174,18 +177,20 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
 
     Call on every process (accelerate gathers the state); the main process writes the files,
     marks the folder complete, renames it into place and removes the oldest checkpoints beyond
-    the limit (never the one just written).
+    the limit (never the one just written). A write that fails on any process (a full disk, a
+    file-size limit, a read-only or unwritable folder) raises `OutputError` on every process,
+    naming the checkpoint and what the OS said, with the unfinished folder removed and the
+    earlier checkpoints kept for `--resume_from_checkpoint latest`.
     """
     final = os.path.join(checkpoint_folder(output_dir), f"{CHECKPOINT_PREFIX}{step}")
     partial = final + _PARTIAL_SUFFIX
-    if accelerator.is_main_process:
+
+    def prepare() -> None:
         os.makedirs(os.path.dirname(final), exist_ok=True)
         if os.path.isdir(partial):
             shutil.rmtree(partial)  # left by a run killed while saving
-    accelerator.wait_for_everyone()
-    accelerator.save_state(partial)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+
+    def finish() -> None:
         with open(os.path.join(partial, COMPLETE_FILE), "w", encoding="utf-8") as handle:
             json.dump({"step": step}, handle)
         for same_step in [path for path in _checkpoint_folders(output_dir) if checkpoint_step(path) == step]:
@@ -196,8 +201,89 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
             for old in others[: max(len(others) - (total_limit - 1), 0)]:
                 logger.info("Removing %s (--checkpoints_total_limit %d).", old, total_limit)
                 shutil.rmtree(old)
-    accelerator.wait_for_everyone()
+
+    try:
+        _on_every_process(accelerator, prepare, main_only=True)
+        _on_every_process(accelerator, lambda: accelerator.save_state(partial))
+        _on_every_process(accelerator, finish, main_only=True)
+    except _WriteFailed as failed:
+        problem = _write_problem(failed.error, partial) if failed.error else "another process could not write its part"
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        kept = list_checkpoints(output_dir)
+        resume = f"resumes from {kept[-1]}" if kept else "starts afresh (no complete checkpoint yet)"
+        raise OutputError(
+            f"{final}: cannot write the checkpoint ({problem}); free space, raise the file-size limit (ulimit -f) or fix "
+            f"the folder's permissions: the same command with --resume_from_checkpoint latest then {resume}."
+        ) from failed.error
     return final
+
+
+class _WriteFailed(Exception):
+    """A checkpoint write failed on this process (`error`) or on another (`error` None)."""
+
+    def __init__(self, error: BaseException | None):
+        super().__init__(error)
+        self.error = error
+
+
+# How `torch.save`'s zip writer reports a failed write (a `RuntimeError`, errno dropped): its own
+# checks ("[enforce fail at inline_container.cc:672] . unexpected pos 41536 vs 41424",
+# "PytorchStreamWriter failed writing file ...") or the C++ stream's ("basic_ios::clear: iostream error").
+_TORCH_WRITE_ERRORS = ("inline_container", "PytorchStreamWriter", "iostream error")
+
+
+def _is_write_error(error: BaseException) -> bool:
+    """Whether `error` is a failed write: an `OSError`, safetensors' I/O error, or torch's."""
+    return isinstance(error, (OSError, SafetensorError)) or (
+        isinstance(error, RuntimeError) and any(marker in str(error) for marker in _TORCH_WRITE_ERRORS)
+    )
+
+
+def _on_every_process(accelerator: Accelerator, action: Callable[[], object], main_only: bool = False) -> None:
+    """Run `action` (on the main process only with `main_only`), then wait for every process and
+    raise `_WriteFailed` on all of them if a write failed on any: a plain barrier would leave the
+    others waiting for ever for a process that stopped."""
+    error = None
+    if accelerator.is_main_process or not main_only:
+        try:
+            action()
+        except Exception as caught:  # noqa: BLE001 - only write errors are kept; anything else is re-raised
+            if not _is_write_error(caught):
+                raise
+            error = caught
+    failed = accelerator.gather(torch.tensor([error is not None], dtype=torch.int32, device=accelerator.device))
+    if error is not None or bool(failed.any()):
+        raise _WriteFailed(error)
+
+
+def _write_problem(error: BaseException, folder: str) -> str:
+    """What the OS said about a failed write into `folder`, as one phrase (with the file, when
+    known). torch's zip writer drops the errno ("unexpected pos 41536 vs 41424"): then a full disk
+    and an exceeded file-size limit are looked for."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    code = re.search(r"os error (\d+)", str(error))  # safetensors: "I/O error: File too large (os error 27)"
+    if code:
+        return os.strerror(int(code.group(1)))
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(folder).free < 2**20:
+            return os.strerror(errno.ENOSPC)
+    limit = _file_size_limit()
+    sizes = [os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names]
+    if limit is not None and any(size >= limit for size in sizes):
+        return os.strerror(errno.EFBIG)
+    return " ".join(str(error).split())
+
+
+def _file_size_limit() -> int | None:
+    """This process's file-size limit (`ulimit -f`) in bytes, or None when there is none."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 # Files of a checkpoint read as pickles by accelerate (with torch's weights-only unpickler).
@@ -322,11 +408,13 @@ def write_model_folder(output_dir: str, write: Callable[[str], None]) -> None:
     staging = os.path.join(output_dir, _MODEL_STAGING)
     try:
         _write_and_move_in(output_dir, staging, write)
-    except (OSError, SafetensorError) as error:  # a full disk, a file-size limit, a read-only folder: one line
+    except Exception as error:  # a full disk, a file-size limit, a read-only folder: one line
+        if not _is_write_error(error):
+            raise
+        problem = _write_problem(error, staging)
         shutil.rmtree(staging, ignore_errors=True)
         raise OutputError(
-            f"{output_dir}: cannot write the model ({getattr(error, 'filename', None) or 'a file'}: "
-            f"{getattr(error, 'strerror', None) or error}); "
+            f"{output_dir}: cannot write the model ({problem}); "
             "free space or fix the folder's permissions; its checkpoints are kept (--resume_from_checkpoint latest)."
         ) from error
 

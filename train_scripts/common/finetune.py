@@ -44,7 +44,7 @@ from train_scripts.common.checkpointing import (
     tensors_fingerprint,
     write_model_folder,
 )
-from train_scripts.common.errors import DataError
+from train_scripts.common.errors import DataError, SettingsError
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
 from train_scripts.common.image_check import (
     DEFAULT_MAX_BAD_FRACTION,
@@ -235,9 +235,12 @@ def load_splits(
     dataset = data_builders.load(name, data_dir, cache_dir=cache_dir, split_index=split_index, few_label=few_label, repetition=repetition, **options)
     metadata = data_builders.get_metadata(dataset)
     if "train" not in dataset or "test" not in dataset:
-        raise ValueError(f"{name} at {data_dir}: fine-tuning needs train and test splits, the dataset has {list(dataset)}.")
+        raise DataError(
+            f"{name} at {data_dir}: fine-tuning needs train and test splits, the dataset has {list(dataset)} "
+            f"(too few images to split, {sum(len(part) for part in dataset.values())}, or a split file that names no test images)."
+        )
     if metadata.get("mos_range") is None:
-        raise ValueError(f"{name} at {data_dir}: the dataset metadata has no MOS range; pass the mos_range option.")
+        raise DataError(f"{name} at {data_dir}: the dataset metadata has no MOS range; pass the mos_range option.")
     train, validation = dataset["train"], dataset.get("validation")
     if train_on_validation is None:
         train_on_validation = name in PAPER_TRAIN_ON_VALIDATION
@@ -267,7 +270,7 @@ def carve_validation(train, fraction: float, seed: int):
     train_rows = [row for row, unit in enumerate(units) if unit in keep]
     validation_rows = [row for row, unit in enumerate(units) if unit not in keep]
     if not train_rows or not validation_rows:
-        raise ValueError(f"validation_fraction={fraction} leaves an empty part of the {len(train)} training images.")
+        raise SettingsError(f"validation_fraction={fraction} leaves an empty part of the {len(train)} training images.")
     return train.select(train_rows), train.select(validation_rows)
 
 
