@@ -124,7 +124,7 @@ def test_the_page_builds(app):
 
 def test_cli_registers_app():
     args = build_parser("app").parse_args(["app", "--port", "7999", "--model", "some/repo"])
-    assert args.port == 7999 and args.model == "some/repo" and args.run.__module__ == "modeling_uniqa.app.gradio_app"
+    assert args.port == 7999 and args.model == "some/repo" and args.run.__module__ == "modeling_uniqa.cli.app"
 
 
 def test_forward_hook_does_not_change_scores(app, tmp_path):

@@ -18,16 +18,13 @@ The page:
 - the model card's summary beside it.
 
 `QualityApp` does the work and needs no gradio (tests call it directly); `build_demo` makes the
-Gradio Blocks around it; `run` is `uniqa app`. The model is loaded once, at start: by `uniqa app` in
+Gradio Blocks around it; `uniqa app` (`modeling_uniqa/cli/app.py`) serves them. The model is loaded once, at start: by `uniqa app` in
 a thread while gradio starts and serves the page (the first scoring waits for it).
 """
 
-import argparse
 import base64
 import html
-import importlib.util
 import io
-import logging
 import os
 import re
 import time
@@ -47,11 +44,8 @@ from ..core.default_model import DEFAULT_MODEL
 from ..core.model_folder import check_model_folder, load_model
 from ..processing_uniqa import load_image
 
-logger = logging.getLogger(__name__)
-
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 EXAMPLE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-DEFAULT_PORT = 7860
 MAX_FILES = 200
 MAX_FILE_SIZE = "50mb"
 THUMB_SIZE = 64
@@ -359,30 +353,6 @@ def build_demo(app: QualityApp):
         explain_button.click(on_explain, inputs=[choice, prompt], outputs=[cam, cam_note])
         retrieve_button.click(on_retrieve, inputs=[scored_paths, queries], outputs=sheet)
     return demo
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="A UniQA model folder or Hub repo id (default: UniQA-Tiny, shipped with the package).")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Port to serve on (default {DEFAULT_PORT}).")
-    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1; 0.0.0.0 for every interface).")
-    parser.add_argument("--batch-size", type=int, default=16, help="Images per forward when scoring (default 16).")
-
-
-def run(args) -> int:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    if importlib.util.find_spec("gradio") is None:  # found without importing it: that is the slow part of the start
-        logger.error('`uniqa app` needs gradio: pip install "uniqa-hf[app]"')
-        return 2
-    try:  # the weights load while gradio is imported and the page is built
-        app = QualityApp(args.model, batch_size=max(1, args.batch_size), load_in_background=True)
-    except (OSError, ValueError) as error:
-        logger.error("%s", error)
-        return 2
-    launch(build_demo(app), host=args.host, port=args.port)
-    return 0
 
 
 def launch(demo, host: str | None = None, port: int | None = None) -> None:
