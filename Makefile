@@ -61,7 +61,7 @@ demo:
 	$(PYTHON) train_scripts/evaluate.py --model $(OUT)/model --dataset kadid10k --data_dir $(KADID) \
 		--protocol single --output_dir $(OUT)/eval --device cpu
 	$(call stage,[9/9],score the held-out images with pipeline("image-quality"); a contact sheet of the best and worst)
-	$(PYTHON) train_scripts/demo_report.py --model $(OUT)/model --data_dir $(KADID) --output $(OUT)/report.json
+	$(PYTHON) train_scripts/demo_report.py --model $(OUT)/model --dataset kadid10k --data_dir $(KADID) --output $(OUT)/report.json
 	$(PYTHON) -m modeling_uniqa.cli retrieve $(KADID)/images --model $(OUT)/model --top 8 --output $(OUT)/retrieval/sheet.png \
 		--query "This is a perfect quality image." --query "This is a bad quality image."
 

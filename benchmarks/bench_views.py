@@ -77,10 +77,10 @@ def parse_args(argv=None):
 def write_photos(folder: str, count: int) -> str:
     """`count` 1024x768 JPEGs of distorted sample photographs (see the module docstring). Returns what they are."""
     try:
-        from train_scripts.make_demo_data import DISTORTIONS, LEVELS, REFERENCES, distort, load_references
+        from train_scripts.common.demo_images import DISTORTIONS, LEVELS, REFERENCES, distort, load_references
 
         references = load_references(HEIGHT, len(REFERENCES))
-    except (ImportError, SystemExit):  # no scikit-image: synthetic photo-like JPEGs
+    except ImportError:  # no scikit-image: synthetic photo-like JPEGs
         write_jpegs(folder, count, WIDTH, HEIGHT)
         return "synthetic photo-like JPEGs (smooth colour fields + noise; scikit-image absent)"
     rng = np.random.default_rng(0)

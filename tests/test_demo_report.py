@@ -11,7 +11,7 @@ def test_report_ranks_the_held_out_images_beside_an_untrained_model(tmp_path, ca
     write_kadid(data_dir, n_refs=5, n_dist=2, levels=3)
     model = save_tiny_uniqa(str(tmp_path / "model"), build_tiny_tokenizer())
     output = tmp_path / "report.json"
-    summary = demo_report.main(demo_report.parse_args(["--model", model, "--data_dir", data_dir, "--output", str(output)]))
+    summary = demo_report.main(demo_report.parse_args(["--model", model, "--dataset", "kadid10k", "--data_dir", data_dir, "--output", str(output)]))
     printed = capsys.readouterr().out
     assert math.isfinite(summary["srcc"]) and math.isfinite(summary["untrained_srcc"])
     assert "untrained model (same architecture, random weights): SRCC=" in printed
@@ -19,5 +19,5 @@ def test_report_ranks_the_held_out_images_beside_an_untrained_model(tmp_path, ca
     saved = json.loads(output.read_text())
     assert saved["num_images"] == len(saved["ranking"]) > 0
     # the baseline is seeded: the same figure twice
-    again = demo_report.main(demo_report.parse_args(["--model", model, "--data_dir", data_dir]))
+    again = demo_report.main(demo_report.parse_args(["--model", model, "--dataset", "kadid10k", "--data_dir", data_dir]))
     assert again["untrained_srcc"] == summary["untrained_srcc"]

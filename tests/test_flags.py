@@ -84,7 +84,7 @@ REQUIRED = {
     "purify_captions": ["--data_dir", "d", "--clip_aes", "c", "--output", "o.jsonl"],
     "make_quality_corpus": ["--output_dir", "o"],
     "make_demo_data": ["--output_dir", "o"],
-    "demo_report": ["--model", "m", "--data_dir", "d"],
+    "demo_report": ["--model", "m", "--dataset", "kadid10k", "--data_dir", "d"],
 }
 
 
@@ -134,8 +134,8 @@ OLD_DEFAULTS = {
         "train_short_sides": [(224, 416)], "jitter": 0.4, "max_photos": None, "workers": min(2, os.cpu_count() or 1), "seed": 0},
     "make_demo_data": {"output_dir": "o", "seed": 0, "size": 96, "references": 11, "clip_output": None, "clip_image_size": 64},
     "demo_report": {
-        "model": "m", "dataset": "kadid10k", "data_dir": "d", "split_index": 0, "split_seed": 123, "batch_size": 16, "show": 5, "output": None,
-        "baseline_seed": 0},
+        "model": "m", "dataset": "kadid10k", "data_dir": "d", "cache_dir": None, "dataset_option": [], "split_index": 0, "split_seed": 123,
+        "batch_size": 16, "show": 5, "output": None, "baseline_seed": 0},
 }
 
 

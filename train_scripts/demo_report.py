@@ -1,6 +1,6 @@
 """The demo's last stage: score the held-out images with `pipeline("image-quality")`.
 
-    python train_scripts/demo_report.py --model demo-output/model --data_dir demo-output/data/kadid
+    python train_scripts/demo_report.py --model demo-output/model --dataset kadid10k --data_dir demo-output/data/kadid
 
 Loads the test split of a `kadid10k`-layout dataset (the references the adapter never saw),
 scores every image through the same pipeline a user calls, prints the best and worst images
@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 
 import data_builders
 import modeling_uniqa  # noqa: F401  (registers the "image-quality" pipeline task)
+from modeling_uniqa.errors import USER_ERRORS
+from train_scripts.common.dataset_options import RatingDataArguments
 from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.metrics import plcc, srcc
+from train_scripts.common.script import run_script
 
 
 @dataclass(kw_only=True)
-class DemoReportArguments:
+class DemoReportArguments(RatingDataArguments):
     """The command line of `demo_report.py`."""
 
     model: str = field(metadata={"help": "A UniQA model folder."})
-    dataset: str = field(default="kadid10k", metadata={"help": "A data_builders rating dataset (default: kadid10k)."})
-    data_dir: str
     split_index: int = field(default=0, metadata={"help": "Which reference-disjoint 80/20 split (as in training)."})
-    split_seed: int = field(default=123, metadata={"help": "Seed of the random splits (as in training)."})
     batch_size: int = 16
     show: int = field(default=5, metadata={"help": "Rows of the ranked table shown at each end."})
     output: str | None = field(default=None, metadata={"help": "Also write the ranking and the metrics as JSON here."})
@@ -54,7 +54,8 @@ def untrained_srcc(model_dir: str, paths: list, mos: list, batch_size: int, seed
 def main(args: DemoReportArguments) -> dict:
     from transformers import pipeline
 
-    test = data_builders.load(args.dataset, args.data_dir, split_index=args.split_index, seed=args.split_seed)["test"]
+    test = data_builders.load(args.dataset, args.data_dir, cache_dir=args.cache_dir, split_index=args.split_index, seed=args.split_seed,
+                              **args.dataset_options)["test"]
     paths, mos = list(test["image_path"]), list(test["mos"])
     scorer = pipeline("image-quality", model=args.model)
     results = scorer(paths, batch_size=args.batch_size)
@@ -80,4 +81,4 @@ def main(args: DemoReportArguments) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args, USER_ERRORS)

@@ -57,7 +57,7 @@ from train_scripts.common.captioning import (
     format_prompt,
     load_prompt_templates,
 )
-from train_scripts.common.dataset_options import DATASET_OPTION
+from train_scripts.common.dataset_options import DATASET_OPTION, DatasetCacheArguments
 from train_scripts.common.flags import ArgumentParser, check_positive
 from train_scripts.common.inference_options import DecodingArguments, DtypeArguments, JsonlOutputArguments
 from train_scripts.common.script import run_script
@@ -74,7 +74,7 @@ USER_ERRORS = (ValueError, OutputError, DatasetFormatError, MissingLabelFileErro
 
 
 @dataclass(kw_only=True)
-class CaptionArguments(JsonlOutputArguments, DecodingArguments, DtypeArguments):
+class CaptionArguments(JsonlOutputArguments, DecodingArguments, DtypeArguments, DatasetCacheArguments):
     """The command line of `generate_captions.py`: the dataset and split, the captioner and its
     generation settings, then the shared groups (dtype, decoding workers, output)."""
 
@@ -82,7 +82,6 @@ class CaptionArguments(JsonlOutputArguments, DecodingArguments, DtypeArguments):
     data_dir: str = field(metadata={"help": "The dataset folder as downloaded and unpacked."})
     split: str = field(default="train", metadata={"help": "Which split to caption (default train); 'full' = every labelled image."})
     image_dir: str | None = field(default=None, metadata={"help": "Where the images are, if not in the dataset's usual folder."})
-    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder (default: the datasets cache)."})
     dataset_option: list[tuple] = field(default_factory=list, metadata=DATASET_OPTION)
     task: str = field(metadata={"choices": TASKS, "help": "quality (IQA prompt) or aesthetics (IAA prompt)."})
     captioner: str = field(default="template", metadata={

@@ -52,6 +52,7 @@ from modeling_uniqa.processing_uniqa import UniQAImageProcessor
 from modeling_uniqa.scoring.score_images import ImageViews, Normalizer, collate_views
 from modeling_uniqa.scoring.sharded_output import OutputError, ShardedOutput, check_writable, write_atomic
 from train_scripts.common.air import INFORMATIVENESS_MEASURES, informativeness, select_top_k
+from train_scripts.common.dataset_options import DatasetCacheArguments
 from train_scripts.common.dtypes import resolve_dtype
 from train_scripts.common.flags import ArgumentParser, check_positive
 from train_scripts.common.inference_options import DecodingArguments, DtypeArguments, JsonlOutputArguments
@@ -69,13 +70,12 @@ USER_ERRORS = (ValueError, OSError, OutputError, DatasetFormatError, MissingLabe
 
 
 @dataclass(kw_only=True)
-class PurifyArguments(JsonlOutputArguments, DecodingArguments, DtypeArguments):
+class PurifyArguments(JsonlOutputArguments, DecodingArguments, DtypeArguments, DatasetCacheArguments):
     """The command line of `purify_captions.py`: the corpus, CLIP_aes and the AIR settings, then the
     shared groups (dtype, decoding workers, output)."""
 
     data_dir: str = field(metadata={"help": "AVA-Captions as distributed: the folder or the CLEAN_AVA_FULL_*.json / AVA_Comments_Full.txt file."})
     image_dir: str | None = field(default=None, metadata={"help": "Where the AVA images are (default: an images/ folder next to the captions)."})
-    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder (default: the datasets cache)."})
     clip_aes: str = field(metadata={"help": "CLIP_aes: a UniQA or HF CLIP folder pre-trained on generated aesthetic captions."})
     tokenizer: str | None = field(default=None, metadata={"help": "Its tokenizer folder (default: --clip_aes)."})
     top_k: int = field(default=4, metadata={"help": "Comments kept per image (default 4)."})

@@ -29,14 +29,20 @@ DATASET_OPTION = {"type": dataset_option, "action": "append", "metavar": "KEY=VA
 
 
 @dataclass(kw_only=True)
-class RatingDataArguments:
+class DatasetCacheArguments:
+    """Where `datasets` caches what a script builds with `data_builders.load`."""
+
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder (default: the datasets cache)."})
+
+
+@dataclass(kw_only=True)
+class RatingDataArguments(DatasetCacheArguments):
     """The rating dataset a fine-tuning or evaluation script builds (`data_builders.load`)."""
 
     _argument_group_name = "dataset"
 
     dataset: str = field(metadata={"help": f"data_builders name: {', '.join(data_builders.available())}."})
     data_dir: str = field(metadata={"help": "The dataset's folder."})
-    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder for the built dataset."})
     dataset_option: list[tuple] = field(default_factory=list, metadata=DATASET_OPTION)
     split_seed: int = field(default=123, metadata={
         "help": "Seed of the random 80/20 splits and few-label draws (123 as in the release). Independent of --seed, "
@@ -48,4 +54,4 @@ class RatingDataArguments:
         return dict(self.dataset_option)
 
 
-__all__ = ["DATASET_OPTION", "RatingDataArguments", "dataset_option"]
+__all__ = ["DATASET_OPTION", "DatasetCacheArguments", "RatingDataArguments", "dataset_option"]
