@@ -29,6 +29,11 @@ METHODS = ("rank_files", "explain", "retrieve")
 WORKER_MODULE = "modeling_uniqa.app.worker"
 
 
+def one_line(message) -> str:
+    """`message` (an error, say) as one line: what the protocol and the command's stderr carry."""
+    return " ".join(str(message).split())
+
+
 class RemoteApp:
     """The page's backend in the worker process: started at once, loading the model meanwhile.
 
@@ -42,6 +47,11 @@ class RemoteApp:
 
     def __init__(self, model_dir: str, batch_size: int = 16):
         self.model_dir = model_dir
+        self._connection = None
+        self._connected = threading.Event()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()  # one request at a time on the connection
+        self._ready = None  # the worker's info once ready; a BackendError if it never will be
         authkey = secrets.token_hex(32)
         self._listener = Listener(("127.0.0.1", 0), authkey=authkey.encode("ascii"))
         host, port = self._listener.address
@@ -49,11 +59,6 @@ class RemoteApp:
         # A session of its own: Ctrl-C in the terminal reaches only the page process, which stops the worker.
         self._process = subprocess.Popen(command, env={**os.environ, AUTHKEY_ENV: authkey}, start_new_session=True)
         atexit.register(self.close)
-        self._connection = None
-        self._connected = threading.Event()
-        self._closed = threading.Event()
-        self._lock = threading.Lock()  # one request at a time on the connection
-        self._ready = None  # the worker's info once ready; a BackendError if it never will be
         threading.Thread(target=self._accept, name="uniqa-app-accept", daemon=True).start()
 
     def _accept(self) -> None:
@@ -96,8 +101,11 @@ class RemoteApp:
                 raise EOFError
             return self._connection.recv()
         except (EOFError, OSError) as error:
-            code = self._process.poll()
-            raise BackendError(f"the model worker stopped{f' (exit code {code})' if code is not None else ''}: restart uniqa app") from error
+            try:
+                code = f" (exit code {self._process.wait(5)})"
+            except subprocess.TimeoutExpired:  # it closed the connection but runs on
+                code = ""
+            raise BackendError(f"the model worker stopped{code}: restart uniqa app") from error
 
     def _request(self, method: str, *args):
         with self._lock:
@@ -134,4 +142,4 @@ class RemoteApp:
         atexit.unregister(self.close)
 
 
-__all__ = ["AUTHKEY_ENV", "METHODS", "RemoteApp"]
+__all__ = ["AUTHKEY_ENV", "METHODS", "RemoteApp", "one_line"]

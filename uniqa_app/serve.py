@@ -14,7 +14,7 @@ import sys
 import time
 
 from .page import BackendError, build_demo, launch, resolve_model
-from .remote import RemoteApp
+from .remote import RemoteApp, one_line
 
 DEFAULT_PORT = 7860
 DESCRIPTION = "Serve a page to try a model in the browser: ranked scores, Grad-CAM, text search (needs gradio)."
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fail(message) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
     return 2
 
 

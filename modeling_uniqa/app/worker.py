@@ -15,13 +15,21 @@ import sys
 import traceback
 from multiprocessing.connection import Client
 
-from uniqa_app.remote import AUTHKEY_ENV, METHODS
+from uniqa_app.remote import AUTHKEY_ENV, METHODS, one_line
 
 from ..errors import USER_ERRORS
 from .gradio_app import QualityApp
 
 # What a request may fail with that is the user's (an unreadable file, an empty query...): the message alone.
 REQUEST_ERRORS = (*USER_ERRORS, ValueError, OSError)
+
+
+def _message(error: Exception) -> str:
+    """One line for the page: a user error's message; a bug's type too (its traceback goes to this process's stderr)."""
+    if isinstance(error, REQUEST_ERRORS):
+        return one_line(error)
+    traceback.print_exception(error)
+    return one_line(f"{type(error).__name__}: {error}")
 
 
 def answer(app: QualityApp, request) -> tuple:
@@ -31,11 +39,8 @@ def answer(app: QualityApp, request) -> tuple:
         if method not in METHODS:
             return "error", f"unknown request {method!r}"
         return "ok", getattr(app, method)(*args)
-    except REQUEST_ERRORS as error:
-        return "error", str(error)
-    except Exception as error:  # a bug: the page says what, this process's stderr has the traceback
-        traceback.print_exc()
-        return "error", f"{type(error).__name__}: {error}"
+    except Exception as error:
+        return "error", _message(error)
 
 
 def serve(app: QualityApp, connection) -> None:
@@ -51,7 +56,7 @@ def serve(app: QualityApp, connection) -> None:
         except OSError:
             return
         except Exception as error:  # a result that cannot be pickled: sent as an error instead
-            connection.send(("error", f"{type(error).__name__}: {error}"))
+            connection.send(("error", _message(error)))
 
 
 def main(argv=None) -> int:
@@ -70,18 +75,16 @@ def main(argv=None) -> int:
         try:
             app = QualityApp(args.model, batch_size=args.batch_size)
         except Exception as error:
-            user_error = isinstance(error, REQUEST_ERRORS)
-            if not user_error:
-                traceback.print_exc()
             with contextlib.suppress(OSError):
-                connection.send(("failed", str(error) if user_error else f"{type(error).__name__}: {error}"))
-            return 2 if user_error else 1
+                connection.send(("failed", _message(error)))
+            return 2
         try:
             connection.send(("ready", {"model": app.model_dir, "columns": [label for _, label in app.columns]}))
         except OSError:  # the page process is gone
             return 0
         serve(app, connection)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
