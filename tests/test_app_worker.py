@@ -27,9 +27,9 @@ def _environment() -> dict:
             "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
 
 
-def _uniqa_app(*arguments, **options) -> subprocess.Popen:
-    """`uniqa app ARGUMENTS` as the console script starts it."""
-    return subprocess.Popen([sys.executable, "-m", "uniqa_app.command", "app", *arguments], cwd=REPO_ROOT, env=_environment(), text=True, **options)
+def _uniqa_app(*arguments, entry="uniqa_app.command", **options) -> subprocess.Popen:
+    """`uniqa app ARGUMENTS` as the console script starts it (or `python -m modeling_uniqa.cli app`)."""
+    return subprocess.Popen([sys.executable, "-m", entry, "app", *arguments], cwd=REPO_ROOT, env=_environment(), text=True, **options)
 
 
 def _is_running(pid: int) -> bool:
@@ -82,9 +82,10 @@ def test_errors_come_back_as_one_line_and_the_worker_goes_on(remote, tmp_path):
             remote.rank_files(example_images()[:1])
 
 
-def test_a_broken_model_folder_ends_the_command_in_one_line(tmp_path):
+@pytest.mark.parametrize("entry", ["uniqa_app.command", "modeling_uniqa.cli"])
+def test_a_broken_model_folder_ends_the_command_in_one_line(tmp_path, entry):
     (tmp_path / "config.json").write_text("{}")
-    process = _uniqa_app("--model", str(tmp_path), "--port", str(free_port()), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = _uniqa_app("--model", str(tmp_path), "--port", str(free_port()), entry=entry, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _out, err = process.communicate(timeout=START_TIMEOUT)
     finally:

@@ -8,6 +8,7 @@ ends the command with one line on stderr and exit code 2.
 
 import argparse
 import importlib.util
+import logging
 import os
 import signal
 import sys
@@ -49,6 +50,7 @@ def serve(args) -> int:
         folder = resolve_model(args.model)
     except (OSError, ValueError) as error:
         return _fail(error)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's requests to itself at start (`python -m modeling_uniqa.cli` logs INFO)
     # SIGTERM ends the process through `finally` and atexit (the worker is stopped), as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     app = RemoteApp(folder, batch_size=max(1, args.batch_size))
