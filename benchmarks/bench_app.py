@@ -54,8 +54,8 @@ def environment() -> dict:
 
 
 def start_app(model: str | None, port: int) -> tuple:
-    """Start `uniqa app`; returns `(process, seconds until the first page was served)`."""
-    command = [sys.executable, "-m", "modeling_uniqa.cli", "app", "--port", str(port)] + (["--model", model] if model else [])
+    """Start `uniqa app` as the console script does; returns `(process, seconds until the first page was served)`."""
+    command = [sys.executable, "-m", "uniqa_app.command", "app", "--port", str(port)] + (["--model", model] if model else [])
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
@@ -83,7 +83,7 @@ def stop(process) -> None:
 
 
 def time_uniqa_score(folder: str, model: str | None, output: str) -> float:
-    command = [sys.executable, "-m", "modeling_uniqa.cli", "score", folder, "--output", output, "--overwrite"] + (["--model", model] if model else [])
+    command = [sys.executable, "-m", "uniqa_app.command", "score", folder, "--output", output, "--overwrite"] + (["--model", model] if model else [])
     start = time.perf_counter()
     subprocess.run(command, cwd=REPO_ROOT, env=environment(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start

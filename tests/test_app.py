@@ -1,5 +1,6 @@
 """`uniqa app` without a browser: scores equal the pipeline's, batched; bad uploads get error rows;
-Grad-CAM, retrieval, the card summary, the page's construction and the shipped examples."""
+Grad-CAM, retrieval, the card summary, the page's construction, the shipped examples and the
+command line (the worker process: tests/test_app_worker.py)."""
 
 import os
 
@@ -50,6 +51,10 @@ def test_scores_equal_the_pipeline_and_bad_uploads_get_errors(app, reference, tm
     assert f'data-file="{best["name"]}" data-rank="1"' in page
     assert f'{best["result"]["mos"]:.6f}' in page and "MOS (1-5)" in page and "data:image/jpeg;base64," in page
 
+    ranking = app.rank_files(uploads)  # what the page shows, in one answer (the worker's too)
+    assert ranking == {"table": page, "choices": [(f"#{rank} {row['name']}", row["path"]) for rank, row in enumerate(ranked[:3], start=1)],
+                       "scored": 3, "failed": 3}
+
 
 def test_scoring_is_batched(app, tmp_path):
     paths = write_jpegs(tmp_path, count=6)
@@ -98,8 +103,9 @@ def test_grad_cam_and_retrieval(app):
 
 
 def test_card_summary(app, tmp_path):
-    assert app.summary.startswith("### UniQA") and "#### Scores" in app.summary and "Results" not in app.summary
-    assert "---" not in app.summary.splitlines()[0] and "<!--" not in app.card
+    summary, card = card_summary(app.model_dir)
+    assert summary.startswith("### UniQA") and "#### Scores" in summary and "Results" not in summary
+    assert "---" not in summary.splitlines()[0] and "<!--" not in card
     assert card_summary(str(tmp_path)) == ("", "")
 
 
@@ -120,11 +126,40 @@ def test_the_page_builds(app):
     config = demo.get_config_file()
     ids = {component.get("props", {}).get("elem_id") for component in config["components"]}
     assert {"uniqa-upload", "uniqa-table", "uniqa-card", "uniqa-cam", "uniqa-sheet"} <= ids
+    assert demo.title == "UniQA image quality: uniqa-tiny"
 
 
 def test_cli_registers_app():
+    """`python -m modeling_uniqa.cli app` takes the console script's flags and starts the same way."""
+    from uniqa_app.serve import serve
+
     args = build_parser("app").parse_args(["app", "--port", "7999", "--model", "some/repo"])
-    assert args.port == 7999 and args.model == "some/repo" and args.run.__module__ == "modeling_uniqa.cli.app"
+    assert args.port == 7999 and args.model == "some/repo" and args.run is serve
+    args = build_parser("app").parse_args(["app"])
+    assert (args.model, args.port, args.host, args.batch_size) == (modeling_uniqa.DEFAULT_MODEL, 7860, "127.0.0.1", 16)
+
+
+def test_the_default_model_is_found_without_importing_the_package():
+    from uniqa_app.serve import default_model
+
+    assert os.path.samefile(default_model(), modeling_uniqa.DEFAULT_MODEL) and default_model() == modeling_uniqa.DEFAULT_MODEL
+
+
+def test_the_console_script_hands_other_subcommands_to_the_library(monkeypatch):
+    from uniqa_app import command
+
+    seen = []
+    monkeypatch.setattr("modeling_uniqa.cli.main", lambda argv: seen.append(argv) or 7)
+    assert command.main(["score", "photos/", "--output", "scores.csv"]) == 7
+    assert seen == [["score", "photos/", "--output", "scores.csv"]]
+
+
+def test_the_console_script_refuses_a_missing_model_in_one_line(tmp_path, capsys):
+    from uniqa_app import command
+
+    assert command.main(["app", "--model", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "no such model folder" in err
 
 
 def test_forward_hook_does_not_change_scores(app, tmp_path):
@@ -132,15 +167,10 @@ def test_forward_hook_does_not_change_scores(app, tmp_path):
     assert app.pipeline.model is app.model and app.model.dtype == torch.float32
 
 
-def test_background_load_checks_the_folder_first(tmp_path, reference):
-    # `uniqa app` serves the page while the weights load; a broken folder is still refused at once.
+def test_a_broken_folder_is_refused_before_loading(tmp_path):
+    # The worker of `uniqa app` reports this as its one line; nothing is loaded first.
     from modeling_uniqa.errors import ModelFolderError
 
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelFolderError):
-        QualityApp(str(tmp_path), load_in_background=True)
-    app = QualityApp(modeling_uniqa.DEFAULT_MODEL, load_in_background=True)
-    assert app.name and app.summary  # what the page needs before the model
-    good = write_jpegs(tmp_path / "good", count=2)
-    scores = [row["result"]["score"] for row in app.score(good)]  # waits for the load
-    assert scores == pytest.approx([out["score"] for out in reference(good)], abs=1e-5)
+    with pytest.raises(ModelFolderError, match="config.json"):
+        QualityApp(str(tmp_path))

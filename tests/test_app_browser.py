@@ -63,7 +63,8 @@ def served_app(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "PYTHONPATH": os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))}
     log = open(tmp_path / "app.log", "w")  # noqa: SIM115 (closed below, after the process)
-    process = subprocess.Popen([sys.executable, "-m", "modeling_uniqa.cli", "app", "--port", str(port)], cwd=REPO_ROOT, env=env,
+    # As the `uniqa` console script starts it: the page process, and the model in a worker process.
+    process = subprocess.Popen([sys.executable, "-m", "uniqa_app.command", "app", "--port", str(port)], cwd=REPO_ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:

@@ -6,8 +6,12 @@ Layers, lowest first (a module may import its own layer and those below):
      processing_uniqa, pipeline_uniqa, clip_tokenizer; hub_handler (written as handler.py)
   1  modeling_uniqa (the package's __init__), modeling_uniqa.errors, modeling_uniqa.core
   2  modeling_uniqa.scoring, .hub, .analysis; data_builders
-  3  model_cards, modeling_uniqa.app (the Gradio page over scoring and analysis)
+  3  model_cards, modeling_uniqa.app (the page's model work over scoring and analysis)
   4  modeling_uniqa.cli, train_scripts
+  5  uniqa_app.command (the `uniqa` console script: `uniqa app`, else modeling_uniqa.cli)
+uniqa_app's other modules (the page process of `uniqa app`: the page, the worker's proxy, the
+start) import none of ours but each other, never modeling_uniqa (layer 0 for the graph; checked
+apart): its first page must not wait for torch and transformers (issue #26).
 No training script (train_scripts/*.py) is imported by another module: shared code lives in
 train_scripts/common.
 """
@@ -18,7 +22,7 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("modeling_uniqa", "model_cards", "train_scripts", "data_builders")
+PACKAGES = ("modeling_uniqa", "uniqa_app", "model_cards", "train_scripts", "data_builders")
 REMOTE_CODE = ("configuration_uniqa", "modeling_uniqa", "processing_uniqa", "pipeline_uniqa", "clip_tokenizer", "hub_handler")
 
 
@@ -36,6 +40,8 @@ def layer_of(module: str) -> int | None:
         if parts[1] == "cli":
             return 4
         return None  # a module the layering does not know: test_every_module_has_a_layer fails
+    if parts[0] == "uniqa_app":
+        return 5 if parts[1:] == ["command"] else 0
     return {"data_builders": 2, "model_cards": 3, "train_scripts": 4}.get(parts[0])
 
 
@@ -152,6 +158,18 @@ def test_the_library_leaves_model_cards_to_commands_and_scripts():
     assert {"modeling_uniqa.cli.convert", "modeling_uniqa.cli.heads", "modeling_uniqa.cli.push"} <= set(importers)
 
 
+def test_the_page_process_imports_none_of_the_library():
+    """`uniqa app`'s page process (uniqa_app, but the console script's dispatch) never imports
+    modeling_uniqa; the library's app and command line use uniqa_app's page and start."""
+    graph = import_graph()
+    page_process = [module for module in graph if module.split(".")[0] == "uniqa_app" and module != "uniqa_app.command"]
+    assert {"uniqa_app.page", "uniqa_app.remote", "uniqa_app.serve"} <= set(page_process)
+    for module in page_process:
+        assert all(target.split(".")[0] == "uniqa_app" for target in graph[module]), (module, graph[module])
+    assert graph["uniqa_app.command"] == {"uniqa_app.serve", "modeling_uniqa.cli"}
+    assert "uniqa_app.page" in graph["modeling_uniqa.app.gradio_app"] and "uniqa_app.serve" in graph["modeling_uniqa.cli.app"]
+
+
 def test_remote_code_files_import_only_each_other():
     graph = import_graph()
     for name in REMOTE_CODE:
@@ -181,6 +199,7 @@ def test_lazy_and_relative_imports_are_seen(tmp_path):
         ({"modeling_uniqa.configuration_uniqa": {"modeling_uniqa.errors"}, "modeling_uniqa.errors": set()}, "upward import"),
         ({"model_cards.card": {"modeling_uniqa.hub.push"}, "modeling_uniqa.hub.push": {"model_cards.card"}}, "upward import"),
         ({"train_scripts.evaluate": {"train_scripts.train_adapter"}, "train_scripts.train_adapter": set()}, "training script"),
+        ({"uniqa_app.page": {"uniqa_app.command"}, "uniqa_app.command": set()}, "upward import"),
     ],
 )
 def test_a_bad_graph_fails(graph, expected):

@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from uniqa_app.serve import DESCRIPTION as APP_DESCRIPTION
+
 from ..core.runtime import close_process_group
 from ..errors import USER_ERRORS
 
@@ -22,7 +24,7 @@ SUBCOMMANDS = {
     "explain": ("modeling_uniqa.cli.explain", "Grad-CAM heat maps of where the model looks for a prompt or its score."),
     "heads": ("modeling_uniqa.cli.heads", "Add, list or remove named heads (trained or zero-shot prompts) on one backbone."),
     "push": ("modeling_uniqa.cli.push", "Upload a UniQA model or adapter directory (weights, remote code, card) to the Hub."),
-    "app": ("modeling_uniqa.cli.app", "Serve a page to try a model in the browser: ranked scores, Grad-CAM, text search (needs gradio)."),
+    "app": ("modeling_uniqa.cli.app", APP_DESCRIPTION),
 }
 
 
