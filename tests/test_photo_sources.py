@@ -3,7 +3,7 @@ import zlib
 
 import pytest
 
-from train_scripts.common.photo_sources import PhotoSource, PhotoSourceError, _licence, licence_of, rcc_files, read_dep5
+from train_scripts.common.photo_sources import PhotoSourceError, licence_of, rcc_files, read_dep5
 
 DEP5 = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: wallpapers
@@ -21,10 +21,6 @@ Copyright: 2015 Someone
  2016 Someone Else
 License: GPL-3+
  The full text is in /usr/share/common-licenses.
-
-Files: data/*
-Copyright: 2004 Cascade Authors
-License: BSD-3-Clause
 """
 
 
@@ -35,19 +31,6 @@ def test_dep5_licences_follow_the_last_matching_stanza(tmp_path):
     assert licence_of(stanzas, "usr/share/backgrounds/aitzgorri_by_Aitzol_Berasategi.jpg") == ("Aitzol Berasategi, 2018", "CC-BY-4.0")
     assert licence_of(stanzas, "gcompris/src/activities/erase/resource/horse.webp") == ("2015 Someone 2016 Someone Else", "GPL-3+")
     assert licence_of(stanzas, "usr/share/backgrounds/other.jpg") == ("2014 Default Holder", "GPL-2+")
-
-
-def test_a_licence_root_maps_installed_files_to_their_upstream_path(tmp_path):
-    """OpenCV installs samples/data/ as .../examples/data/: tail matching would take the stanza of
-    the top-level data/ folder (another folder of the same name); the upstream path does not."""
-    path = tmp_path / "copyright"
-    path.write_text(DEP5)
-    stanzas = read_dep5(str(path))
-    installed = "usr/share/doc/opencv-doc/examples/data/fruits.jpg"
-    assert licence_of(stanzas, installed) == ("2004 Cascade Authors", "BSD-3-Clause")
-    source = PhotoSource("opencv-doc", "deb", include=("*",), licence_root=("usr/share/doc/opencv-doc/examples/", "samples/"))
-    assert _licence(stanzas, installed, source) == ("2014 Default Holder", "GPL-2+")
-    assert _licence(stanzas, "usr/share/other/data/x.jpg", source) == ("2004 Cascade Authors", "BSD-3-Clause")
 
 
 def _rcc(files: dict, compress: set) -> bytes:

@@ -50,10 +50,6 @@ class PhotoSource:
             renders and paintings left out).
         exclude: patterns to leave out of what ``include`` matched.
         rcc: for ``deb-rcc``, the bundles (file names under the package) to open.
-        licence_root: ``(installed, upstream)`` folder prefixes: where the package installs what
-            its copyright file names by its upstream path. Given, the licence is looked up for
-            the upstream path as a whole (no tail matching, which would take a stanza of
-            another folder of the same name).
     """
 
     name: str
@@ -61,7 +57,6 @@ class PhotoSource:
     include: tuple
     exclude: tuple = ()
     rcc: tuple = ()
-    licence_root: tuple = ()
 
 
 SOURCES = (
@@ -92,24 +87,6 @@ SOURCES = (
     PhotoSource("mate-backgrounds", "deb", include=("usr/share/backgrounds/mate/nature/*.jpg",)),
     PhotoSource("lomiri-wallpapers-20.04", "deb", include=("usr/share/backgrounds/Kleiber_by_*.jpg",)),
     PhotoSource("scikit-image", "skimage", include=("astronaut", "chelsea", "coffee", "rocket")),
-    # OpenCV's sample photographs, one per scene (stereo and calibration pairs, greyscale shots,
-    # drawings, renders and the press photo messi5.jpg left out).
-    PhotoSource(
-        "opencv-doc",
-        "deb",
-        include=tuple(
-            f"usr/share/doc/opencv-doc/examples/data/{name}"
-            for name in ("aero1.jpg", "aloeL.jpg", "baboon.jpg", "board.jpg", "building.jpg", "butterfly.jpg", "ela_original.jpg",
-                         "fruits.jpg", "graf1.png", "home.jpg", "leuvenA.jpg", "rubberwhale1.png", "squirrel_cls.jpg")
-        ),
-        licence_root=("usr/share/doc/opencv-doc/examples/", "samples/"),
-    ),
-    # JPEG XL's test photographs: the lossless flower and wesaturate.com's CC0 photos (sRGB 8-bit).
-    PhotoSource(
-        "libjxl-testdata",
-        "deb",
-        include=("usr/share/libjxl-testdata/jxl/flower/flower.png", "usr/share/libjxl-testdata/external/wesaturate/500px/*_srgb8.png"),
-    ),
 )
 SOURCE_NAMES = tuple(source.name for source in SOURCES)
 # Photos that no recipe trains or selects on, nor the demo: the benchmark's second check on
@@ -189,20 +166,17 @@ def read_dep5(path: str) -> list[tuple[list[str], str, str]]:
     return stanzas
 
 
-def licence_of(stanzas, path: str, whole_path: bool = False) -> tuple[str, str]:
+def licence_of(stanzas, path: str) -> tuple[str, str]:
     """`(copyright, licence)` of `path` by DEP-5's rule: the last stanza whose pattern matches.
     Patterns are matched against the path and against its tail (copyright files name paths of
-    the source tree, packages install them elsewhere); with `whole_path`, `path` is already the
-    upstream path and only it is matched."""
+    the source tree, packages install them elsewhere)."""
     found = ("", "")
     parts = path.split("/")
-    tails = [path] if whole_path else ["/".join(parts[i:]) for i in range(len(parts))]
+    tails = ["/".join(parts[i:]) for i in range(len(parts))]
 
     def matches(pattern: str) -> bool:
         if any(fnmatch.fnmatchcase(tail, pattern) for tail in tails):
             return True
-        if whole_path:
-            return False
         # `16.04/x.jpg` in the source tree is installed as `usr/share/backgrounds/x.jpg`.
         folder, _, name = pattern.rpartition("/")
         return bool(folder) and "*" not in folder and name != "*" and fnmatch.fnmatchcase(parts[-1], name)
@@ -320,19 +294,11 @@ def load_source(source: PhotoSource, cache_dir: str) -> list[Photo]:
         for path in chosen:
             image = _open_rgb(os.path.join(folder, path), f"{source.name}:{path}")
             if image is not None:
-                holder, licence = _licence(stanzas, path, source)
+                holder, licence = licence_of(stanzas, path)
                 photos.append(Photo(source.name, path, image, licence, holder, version))
     if not photos:
         raise PhotoSourceError(f"{source.name} {version}: no photo matched {source.include}")
     return photos
-
-
-def _licence(stanzas, path: str, source: PhotoSource) -> tuple[str, str]:
-    if source.licence_root:
-        installed, upstream = source.licence_root
-        if path.startswith(installed):
-            return licence_of(stanzas, upstream + path[len(installed):], whole_path=True)
-    return licence_of(stanzas, path)
 
 
 def _largest_per_wallpaper(folder: str, paths: list[str]) -> list[str]:
