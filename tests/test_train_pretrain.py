@@ -22,6 +22,7 @@ import pytest
 import torch
 from accelerate.utils import is_tensorboard_available
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import AutoModel, CLIPConfig, CLIPModel, pipeline
 
 import modeling_uniqa  # noqa: F401  (registers AutoModel and the image-quality task)
@@ -388,6 +389,34 @@ def test_several_crops_per_image_train_with_their_own_layout(workspace, tmp_path
         layout = json.load(handle)
     assert layout["crops_per_image"] == 2 and layout["detail_prob"] == 0.5 and layout["detail_candidates"] == 4
     assert len(curve_records(read_log(output_dir))) == 2
+
+
+def test_the_weight_average_is_saved_checkpointed_and_resumed(workspace, tmp_path):
+    """--ema_decay: the saved model is the average, not the last step; a run stopped at step 2 and
+    resumed to step 4 saves the same average as a run never stopped."""
+    ema = ("--per_device_train_batch_size", "4", "--report_to", "none", "--ema_decay", "0.5")
+    whole = tmp_path / "whole"
+    result = run_single(common_args(workspace, whole, *ema, "--max_steps", "4"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(checkpoints_of(whole) / "checkpoint-4" / "run_layout.json") as handle:
+        assert json.load(handle)["ema_decay"] == 0.5
+    weight = "vision_model.embeddings.patch_embedding.weight"
+    last_step = load_file(str(checkpoints_of(whole) / "checkpoint-4" / "model.safetensors"))
+    (last_weight,) = [value for name, value in last_step.items() if name.endswith(weight)]
+    saved = AutoModel.from_pretrained(whole).clip
+    assert not torch.equal(saved.state_dict()[weight], last_weight)  # the average, not the last step
+
+    stopped = tmp_path / "stopped"
+    result = run_single(common_args(workspace, stopped, *ema, "--max_steps", "2"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    result = run_single(common_args(workspace, stopped, *ema, "--max_steps", "4", "--resume_from_checkpoint", "latest"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    resumed = AutoModel.from_pretrained(stopped).clip.state_dict()
+    assert all(torch.equal(resumed[name], value) for name, value in saved.state_dict().items())
+
+    result = run_single(common_args(workspace, stopped, "--per_device_train_batch_size", "4", "--report_to", "none",
+                                    "--ema_decay", "0.9", "--max_steps", "6", "--resume_from_checkpoint", "latest"))
+    assert result.returncode == 2 and "ema_decay" in result.stderr  # another average: refused
 
 
 def test_argument_errors():

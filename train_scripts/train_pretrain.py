@@ -23,6 +23,7 @@ with other data or settings, and a new run over an earlier run's output, are ref
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -86,6 +87,7 @@ from train_scripts.common.pretrain_data import (
 )
 from train_scripts.common.script import TRAINING_ERRORS, run_script
 from train_scripts.common.transforms import PRETRAIN_MODES, PretrainTransform
+from train_scripts.common.weight_average import WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +162,9 @@ class PretrainTrainingArguments:
     lr_scheduler: str = field(default="constant", metadata={"choices": [scheduler.value for scheduler in SchedulerType]})
     warmup_steps: int = 0
     freeze_logit_scale: bool = field(default=False, metadata={"help": "Keep CLIP's temperature fixed."})
+    ema_decay: float | None = field(default=None, metadata={
+        "help": "Keep an exponential moving average of the weights (this decay per step, e.g. 0.998); the zero-shot checks "
+        "score it and it is the model saved. Default: the last step's weights."})
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     gradient_checkpointing: bool = False
     torch_compile: bool = False
@@ -204,6 +209,8 @@ class PretrainArguments(PretrainRunArguments, PretrainTrainingArguments, Pretrai
             raise ValueError("--detail_prob needs --image_transform native_crop.")
         if self.eval_steps and not self.eval_dataset:
             raise ValueError("--eval_steps needs --eval_dataset NAME=DIR.")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}.")
         try:
             check_max_bad_fraction(self.max_bad_fraction)
         except ValueError as error:
@@ -490,12 +497,18 @@ def pretrain(args: PretrainArguments) -> str:
         max_steps=None if args.lr_scheduler == "constant" else max_steps,
         # Recorded only when used, so checkpoints written before these options existed still resume.
         **({"detail_prob": args.detail_prob, "detail_candidates": args.detail_candidates} if args.detail_prob else {}),
+        **({"ema_decay": args.ema_decay} if args.ema_decay is not None else {}),
         freeze_logit_scale=args.freeze_logit_scale,
         # The starting model and how captions are tokenised (another --init would change both).
         model=tensors_fingerprint((clip.visual_projection.weight, clip.text_projection.weight)),
         tokenizer_size=len(tokenizer),
         max_caption_length=max_length,
     ).attach(accelerator)
+    # Every process keeps the average (DDP keeps the weights equal); registered last, so checkpoints
+    # of runs without it keep their layout.
+    average = WeightAverage(clip, args.ema_decay) if args.ema_decay is not None else None
+    if average is not None:
+        accelerator.register_for_checkpointing(average.average)
     forward = torch.compile(trainer) if args.torch_compile else trainer
     loss_fn = ClipLoss()
 
@@ -519,7 +532,8 @@ def pretrain(args: PretrainArguments) -> str:
 
     def zero_shot_check(step: int) -> None:
         if eval_set is not None:
-            scores = zero_shot_scores(model, eval_set[0], eval_processor, args.eval_batch_size)
+            with average.swapped_into(clip) if average is not None else contextlib.nullcontext():
+                scores = zero_shot_scores(model, eval_set[0], eval_processor, args.eval_batch_size)
             record = {
                 "eval/zero_shot_srcc": srcc(scores, eval_set[1]),
                 "eval/zero_shot_plcc": plcc(scores, eval_set[1]),
@@ -574,6 +588,8 @@ def pretrain(args: PretrainArguments) -> str:
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update(clip)
             global_step += 1
 
             digest = batch_digest(accelerator.gather(batch["indices"].to(accelerator.device)))
@@ -603,6 +619,8 @@ def pretrain(args: PretrainArguments) -> str:
         if args.gradient_checkpointing:
             clip.activation_checkpointing_disable()
         model.eval()
+        if average is not None:
+            average.copy_into(clip)
         check_finite_parameters(model, f"after step {global_step}")
         model.set_prompts(args.prompts or init_prompts, tokenizer)
 
