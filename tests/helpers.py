@@ -118,7 +118,9 @@ def _two_process_command(arguments: list, env: dict | None) -> tuple:
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(free_port()), *[str(argument) for argument in arguments],
     ]
-    return command, dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT, **(env or {}))
+    # PYTHONFAULTHANDLER: a run that hangs can be made to print every thread's stack (SIGABRT).
+    environment = dict(os.environ, ACCELERATE_USE_CPU="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT, PYTHONFAULTHANDLER="1")
+    return command, dict(environment, **(env or {}))
 
 
 def file_size_limit(limit: int):
@@ -142,7 +144,22 @@ def launch_two_processes(arguments: list, timeout: float = 300, env: dict | None
     `ACCELERATE_USE_CPU=1` runs two.
     """
     command, environment = _two_process_command(arguments, env)
-    return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # A hang: every process prints its threads' stacks (faulthandler, on SIGABRT), workers
+        # first, so that the failure shows where each one waits.
+        for pid in reversed(process_tree(process.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill_process_tree(process)
+            stdout, stderr = process.communicate()
+        raise AssertionError(f"{' '.join(command)} did not end in {timeout} s; its stacks:\n{stderr[-30000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def start_two_processes(arguments: list, output_file: str, env: dict | None = None) -> subprocess.Popen:

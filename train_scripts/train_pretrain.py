@@ -630,6 +630,10 @@ def pretrain(args: PretrainArguments) -> str:
 
         write_model_folder(args.output_dir, write)
         logger.info(f"Saved the pre-trained UniQA model to {args.output_dir}.")
+    # Every process waits for the save, then drops DDP (its reducer holds process-group work)
+    # while the group is still whole: a group torn down under a live DDP can hang the launch.
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
     accelerator.end_training()
     return args.output_dir
 

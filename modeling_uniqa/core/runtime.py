@@ -3,6 +3,7 @@ scripts: the dtypes a job may run in, and closing torch.distributed's process gr
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import torch
@@ -26,9 +27,13 @@ def close_process_group() -> None:
     """Destroy torch.distributed's process group, if this process set one up, while the
     interpreter is still whole. Left to interpreter shutdown, gloo's worker threads can abort a
     process that has finished its work (SIGABRT, "terminate called without an active
-    exception"), and with it the whole `accelerate launch`. Every entry point calls this last."""
+    exception"), and with it the whole `accelerate launch`. Every entry point calls this last.
+
+    Objects that hold work of the group (a DDP reducer kept alive by a reference cycle, say after
+    an error) are collected first, while the group is still whole."""
     distributed = sys.modules.get("torch.distributed")  # not imported: no process group to close
     if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        gc.collect()
         distributed.destroy_process_group()
 
 
