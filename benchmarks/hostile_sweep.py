@@ -805,28 +805,38 @@ def skipped_problems(skipped: dict | None, damaged: dict) -> list:
     return []
 
 
-@case("bad_images/train_adapter/skipped", 8, "4 unreadable images (empty, cut, text, 20000x20) under --max_bad_fraction 0.5: skipped and counted")
-def bad_adapter_skipped(ws, folder):
+def rated_skipped(ws, folder, make_args, results_file: str, read_skipped) -> Outcome:
+    """Damaged rated images under --max_bad_fraction 0.5: the run succeeds, and `results_file` counts the skips."""
     data, damaged = damaged_copy(ws, "rated", folder, RATED_BAD)
     output = os.path.join(folder, "out")
-    outcome = succeeded(Outcome(), ws.run(adapter_args(ws.shared("model"), data, output, os.path.join(folder, "cache"), "--max_bad_fraction", "0.5"), folder), ws)
+    outcome = succeeded(Outcome(), ws.run(make_args(ws.shared("model"), data, output, os.path.join(folder, "cache"), "--max_bad_fraction", "0.5"), folder), ws)
     if outcome.returncode == 0:
-        with open(os.path.join(output, "eval_results.json"), encoding="utf-8") as handle:
-            skipped = json.load(handle).get("skipped_images")
+        with open(os.path.join(output, results_file), encoding="utf-8") as handle:
+            skipped = read_skipped(json.load(handle))
         outcome.problems.extend(skipped_problems(skipped, damaged))
-        outcome.message = f"eval_results.json: skipped_images count {skipped.get('count') if isinstance(skipped, dict) else None}"
+        outcome.message = f"{results_file}: skipped_images count {skipped.get('count') if isinstance(skipped, dict) else None}"
     return outcome
+
+
+def rated_refused(ws, folder, make_args, written_file: str, written: str) -> Outcome:
+    """The same damaged rated images at the default --max_bad_fraction: refused, naming them, writing nothing."""
+    data, damaged = damaged_copy(ws, "rated", folder, RATED_BAD)
+    output = os.path.join(folder, "out")
+    outcome = refused(Outcome(), ws.run(make_args(ws.shared("model"), data, output, os.path.join(folder, "cache")), folder), ws,
+                      [tuple(damaged), "--max_bad_fraction"])
+    if os.path.exists(os.path.join(output, written_file)):
+        outcome.problems.append(f"{written} written")
+    return outcome
+
+
+@case("bad_images/train_adapter/skipped", 8, "4 unreadable images (empty, cut, text, 20000x20) under --max_bad_fraction 0.5: skipped and counted")
+def bad_adapter_skipped(ws, folder):
+    return rated_skipped(ws, folder, adapter_args, "eval_results.json", lambda results: results.get("skipped_images"))
 
 
 @case("bad_images/train_adapter/refused", 8, "the same 4 unreadable images at the default --max_bad_fraction 0.01: refused")
 def bad_adapter_refused(ws, folder):
-    data, damaged = damaged_copy(ws, "rated", folder, RATED_BAD)
-    output = os.path.join(folder, "out")
-    outcome = refused(Outcome(), ws.run(adapter_args(ws.shared("model"), data, output, os.path.join(folder, "cache")), folder), ws,
-                      [tuple(damaged), "--max_bad_fraction"])
-    if os.path.exists(os.path.join(output, "config.json")):
-        outcome.problems.append("a model was written")
-    return outcome
+    return rated_refused(ws, folder, adapter_args, "config.json", "a model was")
 
 
 def find_key(value, key: str):
@@ -845,26 +855,12 @@ def find_key(value, key: str):
 
 @case("bad_images/evaluate/skipped", 8, "4 unreadable images under --max_bad_fraction 0.5: skipped and counted")
 def bad_evaluate_skipped(ws, folder):
-    data, damaged = damaged_copy(ws, "rated", folder, RATED_BAD)
-    output = os.path.join(folder, "out")
-    outcome = succeeded(Outcome(), ws.run(evaluate_args(ws.shared("model"), data, output, os.path.join(folder, "cache"), "--max_bad_fraction", "0.5"), folder), ws)
-    if outcome.returncode == 0:
-        with open(os.path.join(output, "results.json"), encoding="utf-8") as handle:
-            skipped = find_key(json.load(handle), "skipped_images")
-        outcome.problems.extend(skipped_problems(skipped, damaged))
-        outcome.message = f"results.json: skipped_images count {skipped.get('count') if isinstance(skipped, dict) else None}"
-    return outcome
+    return rated_skipped(ws, folder, evaluate_args, "results.json", lambda results: find_key(results, "skipped_images"))
 
 
 @case("bad_images/evaluate/refused", 8, "the same 4 unreadable images at the default --max_bad_fraction: refused")
 def bad_evaluate_refused(ws, folder):
-    data, damaged = damaged_copy(ws, "rated", folder, RATED_BAD)
-    output = os.path.join(folder, "out")
-    outcome = refused(Outcome(), ws.run(evaluate_args(ws.shared("model"), data, output, os.path.join(folder, "cache")), folder), ws,
-                      [tuple(damaged), "--max_bad_fraction"])
-    if os.path.exists(os.path.join(output, "results.json")):
-        outcome.problems.append("results were written")
-    return outcome
+    return rated_refused(ws, folder, evaluate_args, "results.json", "results were")
 
 
 @case("bad_images/train_pretrain/skipped", 8, "4 unreadable corpus images under --max_bad_fraction 0.5: skipped and counted")

@@ -87,11 +87,12 @@ def test_a_broken_model_folder_ends_the_command_in_one_line(tmp_path, entry):
     (tmp_path / "config.json").write_text("{}")
     process = _uniqa_app("--model", str(tmp_path), "--port", str(free_port()), entry=entry, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _out, err = process.communicate(timeout=START_TIMEOUT)
+        out, err = process.communicate(timeout=START_TIMEOUT)
     finally:
         kill_process_tree(process)
     assert process.returncode == 2, err
     assert err.count("\n") == 1 and err.startswith("error: ") and "config.json" in err and "not a UniQA model" in err, err
+    assert "Closing server" not in out, out
 
 
 @pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 
 import pytest
@@ -54,6 +55,24 @@ def one_line_exit_2(main, parse_args, argv, caplog) -> str:
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is None
     return errors[0].getMessage()
+
+
+def test_a_refusal_before_the_script_sets_up_logging_still_has_the_log_prefix(monkeypatch, capsys):
+    """An output in use is refused before a script configures logging: the one line still carries
+    the time, level and logger, like every other line the script writes."""
+    from modeling_uniqa.errors import OutputError
+
+    def refused(args):
+        raise OutputError("/data/out: in use by another run")
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a fresh process (pytest's capture handlers set aside)
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(refused, lambda: None, TRAINING_ERRORS)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR tests\.test_training_user_errors: /data/out: in use by another run", lines[0]), lines
 
 
 # ------------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ from train_scripts.common.flags import ArgumentParser
 from train_scripts.common.image_check import DEFAULT_MAX_BAD_FRACTION, SkippedImages, drop_unreadable
 from train_scripts.common.image_views import EvalViews, ImageViewDataset, image_sources
 from train_scripts.common.metrics import MIN_ITEMS, compute_metrics
-from train_scripts.common.script import TRAINING_ERRORS, run_script
+from train_scripts.common.script import LOG_FORMAT, TRAINING_ERRORS, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ def run_protocol(args: EvaluateArguments) -> dict:
 
 
 def main(args: EvaluateArguments) -> dict:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.basicConfig(format=LOG_FORMAT, level=logging.WARNING)
     logger.setLevel(logging.INFO)
     logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
     with output_lock(args.output_dir, "--output_dir"):  # one run at a time into a folder

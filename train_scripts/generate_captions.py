@@ -60,7 +60,7 @@ from train_scripts.common.captioning import (
 from train_scripts.common.dataset_options import DATASET_OPTION, DatasetCacheArguments
 from train_scripts.common.flags import ArgumentParser, check_positive
 from train_scripts.common.inference_options import DecodingArguments, DtypeArguments, JsonlOutputArguments
-from train_scripts.common.script import run_script
+from train_scripts.common.script import LOG_FORMAT, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def main(args: CaptionArguments) -> int:
 
 
 def _caption(args: CaptionArguments) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
     accelerator = Accelerator()
     check_writable(args.output)  # before any costly work
     template = load_prompt_templates(args.prompt_file, args.task) if args.prompt_file else PROMPT_TEMPLATES[args.task]

@@ -56,7 +56,7 @@ from train_scripts.common.dataset_options import DatasetCacheArguments
 from train_scripts.common.dtypes import resolve_dtype
 from train_scripts.common.flags import ArgumentParser, check_positive
 from train_scripts.common.inference_options import DecodingArguments, DtypeArguments, JsonlOutputArguments
-from train_scripts.common.script import run_script
+from train_scripts.common.script import LOG_FORMAT, run_script
 from train_scripts.common.text_embedding import embed_texts
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def main(args: PurifyArguments) -> int:
 
 
 def _purify(args: PurifyArguments) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
     accelerator = Accelerator()
     check_writable(args.output)
     with accelerator.main_process_first():  # one process builds the datasets cache, the others read it

@@ -68,7 +68,7 @@ from train_scripts.common.finetune import (  # noqa: F401  (the names tests and 
     write_trained_card,
 )
 from train_scripts.common.flags import ArgumentParser
-from train_scripts.common.script import TRAINING_ERRORS, run_script
+from train_scripts.common.script import LOG_FORMAT, TRAINING_ERRORS, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def parse_args(argv=None) -> TrainAdapterArguments:
 
 
 def main(args: TrainAdapterArguments) -> dict:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.basicConfig(format=LOG_FORMAT, level=logging.WARNING)
     logger.setLevel(logging.INFO)
     logging.getLogger("train_scripts").setLevel(logging.INFO)  # fine-tuning's and the shared pieces' notes (resume, pruning)
     with output_lock(args.output_dir, "--output_dir"):  # refused before the data is built when in use

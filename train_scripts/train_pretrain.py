@@ -85,7 +85,7 @@ from train_scripts.common.pretrain_data import (
     load_pretrain_corpus,
     parse_named_dirs,
 )
-from train_scripts.common.script import TRAINING_ERRORS, run_script
+from train_scripts.common.script import LOG_FORMAT, TRAINING_ERRORS, run_script
 from train_scripts.common.transforms import PRETRAIN_MODES, PretrainTransform
 from train_scripts.common.weight_average import WeightAverage
 
@@ -391,7 +391,7 @@ def pretrain(args: PretrainArguments) -> str:
         cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available(),
     )
     logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         level=logging.INFO if accelerator.is_main_process else logging.WARNING,
     )
     if accelerator.is_main_process:

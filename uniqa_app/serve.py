@@ -63,7 +63,7 @@ def serve(args) -> int:
         try:
             info = app.wait_ready()
         except BackendError as error:
-            demo.close()
+            demo.close(verbose=False)  # the error is the command's one line: no "Closing server..." before it
             return _fail(error)
         print(f"Model {info['model']} ready, {time.monotonic() - start:.1f} s after start.", flush=True)
         demo.block_thread()

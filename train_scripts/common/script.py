@@ -14,6 +14,9 @@ from train_scripts.common.numerics import DivergenceError
 # own (a model folder that does not load, bad prompts...).
 TRAINING_ERRORS = (ResumeError, DivergenceError, *USER_ERRORS)
 
+# The scripts' log lines: time, level, logger, message.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 def run_script(main: Callable, parse_args: Callable, user_errors: tuple = ()) -> None:
     """Exit with `main(parse_args())`'s code (an int; any other result, such as a results dict or
@@ -24,6 +27,8 @@ def run_script(main: Callable, parse_args: Callable, user_errors: tuple = ()) ->
     try:
         code = main(arguments)
     except user_errors as error:
+        if not logging.getLogger().handlers:  # refused before the script set up its logging (an output in use)
+            logging.basicConfig(format=LOG_FORMAT)
         logging.getLogger(main.__module__).error("%s", error)
         code = 2
     finally:
