@@ -105,3 +105,21 @@ def test_detail_prob_zero_draws_as_before():
     now = PretrainTransform(size=32, mode="native_crop", hflip=0.5, detail_prob=0.0, detail_candidates=9)
     for seed in range(5):
         np.testing.assert_array_equal(before(image, np.random.default_rng(seed)), now(image, np.random.default_rng(seed)))
+
+
+def test_rot90_turns_the_crop_and_leaves_other_runs_alone():
+    image = _image(80, 100, seed=3)
+    plain = PretrainTransform(size=32, mode="native_crop", hflip=0.5)
+    turned = PretrainTransform(size=32, mode="native_crop", hflip=0.5, rot90=True)
+    turns = set()
+    for seed in range(24):
+        out, base = turned(image, np.random.default_rng(seed)), plain(image, np.random.default_rng(seed))
+        # the same window and flip (drawn first), then one of the four turns of it
+        matches = [k for k in range(4) if np.array_equal(out, np.ascontiguousarray(np.rot90(base, k=k, axes=(1, 2))))]
+        assert len(matches) >= 1, seed
+        turns.update(matches)
+        np.testing.assert_array_equal(out, turned(image, np.random.default_rng(seed)))  # seeded
+    assert turns == {0, 1, 2, 3}
+    assert turned.is_random and PretrainTransform(size=32, rot90=True).is_random  # release + rot90 needs a generator
+    with pytest.raises(ValueError, match="rot90=True"):
+        PretrainTransform(size=32, rot90=True)(image)

@@ -124,6 +124,9 @@ class PretrainDataArguments:
         "choices": PRETRAIN_MODES,
         "help": "release: resize + centre crop (the authors'); random_resized_crop: area 0.9-1.0; native_crop: a random window at native resolution."})
     hflip: float = field(default=0.0, metadata={"help": "Horizontal flip probability."})
+    rot90: bool = field(default=False, metadata={
+        "help": "Turn each crop by a random multiple of 90 degrees: blur, noise and compression look alike any way up, "
+        "the content does not (more kinds of content from the same photos)."})
     detail_prob: float = field(default=0.0, metadata={
         "help": "With --image_transform native_crop: the share of crops that are the most detailed of "
         "--detail_candidates random windows (blur and compression show where a picture has detail; the "
@@ -443,7 +446,8 @@ def pretrain(args: PretrainArguments) -> str:
     if per_device % crops:
         raise SettingsError(f"A batch of {per_device} views per process is not divisible by --crops_per_image {crops}.")
     transform = PretrainTransform(
-        size=size, mode=args.image_transform, hflip=args.hflip, detail_prob=args.detail_prob, detail_candidates=args.detail_candidates
+        size=size, mode=args.image_transform, hflip=args.hflip, detail_prob=args.detail_prob, detail_candidates=args.detail_candidates,
+        rot90=args.rot90,
     )
     dataset = PretrainDataset(corpus, transform, seed=args.seed, crops_per_image=crops)
     sampler = GlobalBatchSampler(len(dataset), per_device // crops, world, accelerator.process_index, seed=args.seed)
@@ -498,6 +502,7 @@ def pretrain(args: PretrainArguments) -> str:
         # Recorded only when used, so checkpoints written before these options existed still resume.
         **({"detail_prob": args.detail_prob, "detail_candidates": args.detail_candidates} if args.detail_prob else {}),
         **({"ema_decay": args.ema_decay} if args.ema_decay is not None else {}),
+        **({"rot90": True} if args.rot90 else {}),
         freeze_logit_scale=args.freeze_logit_scale,
         # The starting model and how captions are tokenised (another --init would change both).
         model=tensors_fingerprint((clip.visual_projection.weight, clip.text_projection.weight)),

@@ -46,6 +46,8 @@ class PretrainTransform:
         detail_prob, detail_candidates: ``"native_crop"`` only: with probability ``detail_prob`` the
             window is the most detailed (`view_detail`) of ``detail_candidates`` random ones, as
             half of the test-time ``detail<N>`` views are.
+        rot90: turn each output by a random multiple of 90 degrees (a square output). Blur, noise and
+            compression look alike any way up, the content does not: four contents per photo.
         image_mean, image_std: normalisation (OpenAI CLIP's by default).
     """
 
@@ -60,6 +62,7 @@ class PretrainTransform:
         image_std=None,
         detail_prob: float = 0.0,
         detail_candidates: int = 4,
+        rot90: bool = False,
     ):
         if mode not in PRETRAIN_MODES:
             raise ValueError(f"Unknown pre-training transform mode {mode!r}; use one of {', '.join(PRETRAIN_MODES)}.")
@@ -81,13 +84,14 @@ class PretrainTransform:
         self.scale = tuple(scale)
         self.ratio = tuple(ratio)
         self.hflip = float(hflip)
+        self.rot90 = bool(rot90)
         mean = np.asarray(image_mean if image_mean is not None else OPENAI_CLIP_MEAN, dtype=np.float32)
         std = np.asarray(image_std if image_std is not None else OPENAI_CLIP_STD, dtype=np.float32)
         self._mean, self._inv_std = mean * 255.0, 1.0 / (std * 255.0)
 
     @property
     def is_random(self) -> bool:
-        return self.mode != "release" or self.hflip > 0
+        return self.mode != "release" or self.hflip > 0 or self.rot90
 
     def _center(self, image: Image.Image) -> Image.Image:
         # Like CLIP's Resize(size) + CenterCrop(size): short side to `size`, then the middle.
@@ -121,7 +125,7 @@ class PretrainTransform:
     def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> np.ndarray:
         if self.is_random and rng is None:
             raise ValueError(
-                f"PretrainTransform(mode={self.mode!r}, hflip={self.hflip}) needs a numpy Generator `rng`."
+                f"PretrainTransform(mode={self.mode!r}, hflip={self.hflip}, rot90={self.rot90}) needs a numpy Generator `rng`."
             )
         if self.mode == "native_crop":
             if self.detail_prob and rng.random() < self.detail_prob:
@@ -138,6 +142,8 @@ class PretrainTransform:
             pixels = np.asarray(image, dtype=np.float32)  # (size, size, 3)
             if self.hflip > 0 and rng.random() < self.hflip:
                 pixels = pixels[:, ::-1]
+        if self.rot90:  # drawn last and only when asked: runs without it keep their crops
+            pixels = np.rot90(pixels, k=int(rng.integers(4)))
         pixels = (pixels - self._mean) * self._inv_std
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
