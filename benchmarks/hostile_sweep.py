@@ -1059,16 +1059,25 @@ def pickle_problems(run: Run, marker: str, ws: Workspace) -> list:
     return problems
 
 
-@case("pickle/score_adapter_safetensors", 9, "a pickle saved as uniqa_adapter.safetensors: uniqa score --adapter")
-def pickle_score_adapter(ws, folder):
+def score_with_planted_pickle(ws, folder, planted: str, adapter_config: dict | None = None) -> Outcome:
+    """`uniqa score --adapter` on a copy of the adapter whose `planted` file is a pickle (and whose
+    adapter_config.json is `adapter_config`, when given): refused naming the file, nothing run or written."""
     adapter, marker = ws.copy("adapter", folder), os.path.join(folder, "PICKLE_RAN")
-    plant_pickle(os.path.join(adapter, "uniqa_adapter.safetensors"), marker)
+    if adapter_config is not None:
+        with open(os.path.join(adapter, "adapter_config.json"), "w") as handle:
+            json.dump(adapter_config, handle)
+    plant_pickle(os.path.join(adapter, planted), marker)
     output = os.path.join(folder, "scores.csv")
     run = ws.run(uniqa("score", ws.shared("photos"), "--model", ws.shared("model"), "--adapter", adapter, "--output", output,
                        "--workers", "0"), folder)
-    outcome = refused(Outcome(), run, ws, ["uniqa_adapter.safetensors"])
+    outcome = refused(Outcome(), run, ws, [planted])
     outcome.problems += pickle_problems(run, marker, ws) + (["scores were written"] if os.path.exists(output) else [])
     return outcome
+
+
+@case("pickle/score_adapter_safetensors", 9, "a pickle saved as uniqa_adapter.safetensors: uniqa score --adapter")
+def pickle_score_adapter(ws, folder):
+    return score_with_planted_pickle(ws, folder, "uniqa_adapter.safetensors")
 
 
 @case("pickle/heads_add_from", 9, "a pickle saved as uniqa_adapter.safetensors: uniqa heads add --from")
@@ -1085,16 +1094,8 @@ def pickle_heads_add(ws, folder):
 
 @case("pickle/peft_adapter_bin", 9, "a pickle as a peft adapter_model.bin: uniqa score --adapter")
 def pickle_peft_bin(ws, folder):
-    adapter, marker = ws.copy("adapter", folder), os.path.join(folder, "PICKLE_RAN")
-    with open(os.path.join(adapter, "adapter_config.json"), "w") as handle:
-        json.dump({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}, handle)
-    plant_pickle(os.path.join(adapter, "adapter_model.bin"), marker)
-    output = os.path.join(folder, "scores.csv")
-    run = ws.run(uniqa("score", ws.shared("photos"), "--model", ws.shared("model"), "--adapter", adapter, "--output", output,
-                       "--workers", "0"), folder)
-    outcome = refused(Outcome(), run, ws, ["adapter_model.bin"])
-    outcome.problems += pickle_problems(run, marker, ws) + (["scores were written"] if os.path.exists(output) else [])
-    return outcome
+    return score_with_planted_pickle(ws, folder, "adapter_model.bin",
+                                     {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]})
 
 
 @case("pickle/checkpoint_resume", 9, "a pickle planted in a checkpoint, then --resume_from_checkpoint latest")
