@@ -322,14 +322,14 @@ class CaptionJSONL(CorpusBuilder):
     NAME = "caption_jsonl"
     TITLE = "MLLM-generated quality/aesthetics captions (JSONL)"
     FILE_SUFFIXES = (".jsonl",)
-    EXTRA_FEATURES = {"levels": _STRINGS, "captioners": _STRINGS}
+    EXTRA_FEATURES = {"levels": _STRINGS, "captioners": _STRINGS, "meanings": _STRINGS}
 
     def _records(self, path):
         for line, record in _iter_jsonl(path):
             where = f"line {line}"
             image = _field(record, ("image", "image_path"), path, where)
             caption = _field(record, ("caption", "text"), path, where)
-            extras = {"levels": [record.get("level")], "captioners": [record.get("captioner")]}
+            extras = {"levels": [record.get("level")], "captioners": [record.get("captioner")], "meanings": [record.get("meaning")]}
             yield _Record(image, [caption], record.get("task"), extras)
 
 
@@ -435,8 +435,10 @@ def merge_corpora(
         A ``Dataset`` with ``image`` (the first corpus's image: path or embedded bytes),
         ``image_path``, ``image_name``, ``image_key``, ``captions`` (all captions in corpus
         order, exact duplicates dropped), ``source`` (the sources joined with ``+``),
-        ``sources`` (list) and ``task`` (tasks joined with ``+``). Rows are in order of
-        first appearance. Extra per-corpus columns are not carried over.
+        ``sources`` (list), ``task`` (tasks joined with ``+``) and ``caption_meanings``
+        (aligned with ``captions``: what each caption states where its corpus says so, as
+        ``caption_jsonl``'s template captions do, else None). Rows are in order of first
+        appearance. Other per-corpus columns are not carried over.
     """
     excluded = _exclusion_keys(exclude, key)
     merged: dict[str, dict[str, Any]] = {}
@@ -445,6 +447,7 @@ def merge_corpora(
         for part in _splits(corpus):
             wanted = ["image", "image_path", "image_name", "captions", "source", "task"]
             columns = part.select_columns(wanted).cast_column("image", datasets.Image(decode=False)).to_dict()
+            meanings = part["meanings"] if "meanings" in part.column_names else [None] * len(part)
             for i, name in enumerate(columns["image_name"]):
                 k = image_key(name, key)
                 if k in excluded:
@@ -458,12 +461,14 @@ def merge_corpora(
                         "image_name": name,
                         "image_key": k,
                         "captions": [],
+                        "caption_meanings": [],
                         "sources": [],
                         "tasks": [],
                     }
-                for caption in columns["captions"][i]:
+                for caption, meaning in zip(columns["captions"][i], meanings[i] or [None] * len(columns["captions"][i])):
                     if caption not in item["captions"]:
                         item["captions"].append(caption)
+                        item["caption_meanings"].append(meaning)
                 for field, value in (("sources", columns["source"][i]), ("tasks", columns["task"][i])):
                     for piece in str(value).split("+"):
                         if piece and piece not in item[field]:
@@ -477,6 +482,7 @@ def merge_corpora(
             "image_name": datasets.Value("string"),
             "image_key": datasets.Value("string"),
             "captions": _STRINGS,
+            "caption_meanings": _STRINGS,
             "source": datasets.Value("string"),
             "sources": _STRINGS,
             "task": datasets.Value("string"),
@@ -488,6 +494,7 @@ def merge_corpora(
         "image_name": [item["image_name"] for item in items],
         "image_key": [item["image_key"] for item in items],
         "captions": [item["captions"] for item in items],
+        "caption_meanings": [item["caption_meanings"] for item in items],
         "source": ["+".join(item["sources"]) for item in items],
         "sources": [item["sources"] for item in items],
         "task": ["+".join(sorted(item["tasks"])) for item in items],

@@ -89,12 +89,25 @@ def test_caption_jsonl_groups_records_of_one_image(tmp_path, ava_images):
          "captioner": "llava-1.5-7b", "prompt": "..."},
         {"image": f"{IDS[0]}.jpg", "caption": "Well exposed.", "level": "good", "task": "quality",
          "captioner": "qwen-vl", "prompt": "..."},
+        {"image": f"{IDS[0]}.jpg", "caption": "A good image, slight blur.", "level": "good", "task": "quality",
+         "captioner": "template", "prompt": "...", "meaning": "quality|good|slight blur"},
     ]
     fx.write_caption_jsonl(str(tmp_path / "caps" / "a.jsonl"), records)
     ds = fx.build("caption_jsonl", tmp_path / "caps", tmp_path, image_dir=str(ava_images))["train"]
     assert ds.num_rows == 2
-    assert ds[0]["captions"] == ["Sharp and clean.", "Well exposed."]
-    assert ds[0]["captioners"] == ["llava-1.5-7b", "qwen-vl"] and ds[0]["levels"] == ["good", "good"]
+    assert ds[0]["captions"] == ["Sharp and clean.", "Well exposed.", "A good image, slight blur."]
+    assert ds[0]["captioners"] == ["llava-1.5-7b", "qwen-vl", "template"] and ds[0]["levels"] == ["good"] * 3
+    assert ds[0]["meanings"] == [None, None, "quality|good|slight blur"]
+    # merged with a corpus that records no meanings, each caption keeps its own (or None)
+    human = fx.build("uniqa_corpus", _uniqa_corpus(tmp_path / "corpus", [IDS[0]]), tmp_path, image_dir=str(ava_images))
+    merged = merge_corpora([human, ds, ds])
+    assert merged[0]["captions"] == ["Good aesthetics.", "Sharp and clean.", "Well exposed.", "A good image, slight blur."]
+    assert merged[0]["caption_meanings"] == [None, None, None, "quality|good|slight blur"]
+
+
+def _uniqa_corpus(folder, ids):
+    fx.write_uniqa_corpus(str(folder / "uniqa.json"), [{"image_path": f"/data/AVA/images/{i}.jpg", "prompt": "Good aesthetics."} for i in ids])
+    return folder
 
 
 def test_llava_conversations_and_generation_outputs(tmp_path, ava_images):
@@ -108,10 +121,8 @@ def test_llava_conversations_and_generation_outputs(tmp_path, ava_images):
 
 def test_merge_corpora_pools_captions_and_excludes_test_images(tmp_path, ava_images):
     fx.write_ava_captions(str(tmp_path / "cap" / "CLEAN_AVA_FULL_COMMENTS.json"), IDS, per_image=1)
-    entries = [{"image_path": f"/data/AVA/images/{i}.jpg", "prompt": "Good aesthetics."} for i in IDS[:2]]
-    fx.write_uniqa_corpus(str(tmp_path / "corpus" / "uniqa.json"), entries)
     human = fx.build("ava_captions", tmp_path / "cap", tmp_path, image_dir=str(ava_images))
-    generated = fx.build("uniqa_corpus", tmp_path / "corpus", tmp_path, image_dir=str(ava_images))
+    generated = fx.build("uniqa_corpus", _uniqa_corpus(tmp_path / "corpus", IDS[:2]), tmp_path, image_dir=str(ava_images))
     merged = merge_corpora([human, generated], exclude=[f"{IDS[3]}", f"/elsewhere/{IDS[2]}.JPG"])
     assert merged["image_key"] == [str(IDS[0]), str(IDS[1])]
     assert merged[0]["captions"] == [f"Comment 0 on {IDS[0]}, nice light.", "Good aesthetics."]

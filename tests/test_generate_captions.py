@@ -118,6 +118,10 @@ def test_template_captions_name_a_known_distortion():
     # aesthetics captions ignore it; without one, quality captions keep their factor phrases
     assert "JPEG" not in captioner.caption("poor", "aesthetics", 1, "strong JPEG compression")
     assert captioner.caption("poor", "quality", 1) == captioner.caption("poor", "quality", 1, None)
+    # what they state, whatever the wording: one meaning for all of them, another per level or distortion
+    assert captioner.meaning("poor", "quality", "strong JPEG compression") == "quality|poor|strong JPEG compression"
+    assert len({captioner.meaning(level, "quality", d) for level in ("poor", "good") for d in ("strong JPEG compression", None)}) == 4
+    assert captioner.meaning("poor", "aesthetics", "strong JPEG compression") == "aesthetics|poor"
 
 
 def test_kadid_layout_captions_say_which_distortion_and_how_strong(tmp_path):
@@ -136,6 +140,7 @@ def test_kadid_layout_captions_say_which_distortion_and_how_strong(tmp_path):
     for record in read_jsonl(output):
         _, code, level = record["image_name"].split(".")[0].split("_")
         assert distortion_phrase(code, int(level)).lower() in record["caption"].lower()
+        assert record["meaning"] == f"quality|{record['level']}|{distortion_phrase(code, int(level))}"
 
 
 def test_per_row_gumbel_sampler_draws_from_the_softmax():
@@ -207,6 +212,7 @@ def test_tiny_llava_end_to_end_merged_with_template_captions(tmp_path, dataset, 
     assert generation["backend"] == "transformers" and generation["model_class"] == "LlavaForConditionalGeneration"
     assert (generation["temperature"], generation["top_p"], generation["max_new_tokens"], generation["dtype"]) == (0.7, 0.9, 6, "float32")
     assert all(r["template"] is False and r["captioner"] == tiny_llava and isinstance(r["caption"], str) for r in rows)
+    assert all(r["meaning"] is None for r in rows)  # free text: no known meaning
     assert len({r["caption"] for r in rows}) > 6  # sampled, not three copies of one caption
 
     # the same captions one at a time: a caption depends on its seed only, not on its batch

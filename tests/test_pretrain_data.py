@@ -10,18 +10,21 @@ from PIL import Image
 import data_builders
 from modeling_uniqa.clip_tokenizer import build_clip_tokenizer
 from tests.helpers import random_rgb
+from train_scripts.common.clip_loss import ClipLoss
 from train_scripts.common.pretrain_data import (
     GlobalBatchSampler,
     PretrainCollator,
     PretrainDataset,
     load_pretrain_corpus,
     parse_named_dirs,
+    positive_groups,
 )
 from train_scripts.common.transforms import PretrainTransform
 
 
-def write_caption_corpus(folder, num_images=6, captions_per_image=3, size=(40, 48), offset=0, prefix="a"):
-    """Images ``img_<i>.jpg`` and a caption_jsonl file with several captions each."""
+def write_caption_corpus(folder, num_images=6, captions_per_image=3, size=(40, 48), offset=0, prefix="a", meanings=None):
+    """Images ``img_<i>.jpg`` and a caption_jsonl file with several captions each (with
+    ``meanings``, image i's captions record the meaning ``meanings[i % len(meanings)]``)."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(offset, offset + num_images):
@@ -32,6 +35,7 @@ def write_caption_corpus(folder, num_images=6, captions_per_image=3, size=(40, 4
                     "image": f"img_{i}.jpg",
                     "caption": f"{prefix} {['blurry', 'sharp', 'noisy'][j % 3]} photo number {i} take {j}",
                     "task": "quality",
+                    **({"meaning": meanings[i % len(meanings)]} if meanings else {}),
                 }
             )
     (folder / "captions.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
@@ -170,3 +174,28 @@ def test_an_image_that_does_not_decode_is_stood_in_for_by_the_next_row_and_repor
     assert from_worker["skipped"] == item["skipped"]  # a worker gives the same item
     assert torch.equal(from_worker["pixel_values"], torch.from_numpy(item["pixel_values"]))
     assert from_worker["indices"].tolist() == [item["index"]]
+
+
+def test_views_carry_their_captions_meanings_and_same_meanings_are_positives(tmp_path):
+    corpus = load_pretrain_corpus(
+        [("caption_jsonl", str(write_caption_corpus(tmp_path / "m", num_images=4, meanings=["q|bad|blur", "q|good|noise"])))],
+        cache_dir=str(tmp_path / "cache"),
+    )
+    dataset = PretrainDataset(corpus, PretrainTransform(size=8, mode="native_crop"), seed=1, crops_per_image=2)
+    items = [dataset[(i, 0)] for i in range(4)]
+    assert [item["meanings"] for item in items] == [["q|bad|blur"] * 2, ["q|good|noise"] * 2] * 2
+    batch = PretrainCollator(build_clip_tokenizer())(items)
+    assert batch["meanings"] == [m for item in items for m in item["meanings"]]
+    # by image: the row indices; by meaning: images 0 and 2 (and 1 and 3) share a group
+    assert torch.equal(positive_groups(batch["indices"], batch["meanings"], by_meaning=False), batch["indices"])
+    groups = positive_groups(batch["indices"], batch["meanings"], by_meaning=True).tolist()
+    assert groups[0] == groups[4] != groups[2] == groups[6] and all(g < 0 for g in groups)
+    # a caption without a meaning keeps its image's group
+    mixed = positive_groups(torch.tensor([0, 1, 2]), ["q|bad|blur", None, "q|bad|blur"], by_meaning=True).tolist()
+    assert mixed[0] == mixed[2] < 0 and mixed[1] == 1
+    # the loss: same meanings change it; all-distinct groups give the plain CLIP loss
+    embeds = torch.nn.functional.normalize(torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    scale = torch.tensor(10.0)
+    plain = ClipLoss()(embeds[0], embeds[1], scale)
+    assert torch.allclose(ClipLoss()(embeds[0], embeds[1], scale, groups=positive_groups(torch.arange(8), [None] * 8, True)), plain)
+    assert not torch.allclose(ClipLoss()(embeds[0], embeds[1], scale, groups=torch.tensor(groups)), plain)

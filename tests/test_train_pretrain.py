@@ -391,6 +391,19 @@ def test_several_crops_per_image_train_with_their_own_layout(workspace, tmp_path
     assert len(curve_records(read_log(output_dir))) == 2
 
 
+def test_meaning_positives_train_with_their_own_layout_and_need_recorded_meanings(workspace, tmp_path):
+    corpus = write_caption_corpus(tmp_path / "corpus", num_images=8, meanings=["quality|bad|blur", "quality|good|noise"])
+    args = common_args({**workspace, "corpus": str(corpus)}, tmp_path / "run", "--per_device_train_batch_size", "4",
+                       "--max_steps", "2", "--report_to", "none", "--meaning_positives")
+    result = run_single(args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(checkpoints_of(tmp_path / "run") / "checkpoint-2" / "run_layout.json") as handle:
+        assert json.load(handle)["meaning_positives"] is True
+    # captions that record no meaning (an MLLM's, or written before meanings were recorded): refused
+    result = run_single(common_args(workspace, tmp_path / "none", "--max_steps", "1", "--meaning_positives"))
+    assert result.returncode == 2 and "--meaning_positives: no caption of the corpus records its meaning" in result.stderr
+
+
 def test_the_weight_average_is_saved_checkpointed_and_resumed(workspace, tmp_path):
     """--ema_decay: the saved model is the average, not the last step; a run stopped at step 2 and
     resumed to step 4 saves the same average as a run never stopped."""

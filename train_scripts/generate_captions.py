@@ -23,7 +23,8 @@ What it does:
   sampled from its own generator, so it does not depend on batch size, process count or resume.
 - Output: JSONL, one caption a line, with ``image`` (path), ``image_name``, ``caption_index``,
   ``caption``, ``level``, ``mos``, ``task``, ``captioner``, ``template``, ``prompt``,
-  ``generation`` (the settings), ``seed``, ``dataset``, ``split``: readable by the
+  ``generation`` (the settings), ``seed``, ``dataset``, ``split`` and ``meaning`` (what a template caption states, e.g.
+  ``quality|bad|strong JPEG compression``; null for an MLLM's): readable by the
   ``caption_jsonl`` builder. Files of several captioners in one folder load as one corpus
   (the captioner ensembles of Table X).
 - Written through :mod:`modeling_uniqa.scoring.sharded_output`: every process streams its captions to
@@ -66,7 +67,7 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = [
     "image", "image_name", "caption_index", "caption", "level", "mos", "task", "captioner", "template",
-    "prompt", "generation", "seed", "dataset", "split",
+    "prompt", "generation", "seed", "dataset", "split", "meaning",
 ]
 KEY_COLUMNS = ["image_name", "caption_index"]
 LEVEL_METHODS = {"quintile": "rank", "equal_width": "width"}
@@ -209,13 +210,13 @@ class CaptionJob:
     def caption_seed(self, item: dict, caption_index: int) -> int:
         return caption_seed(self.seed, item["image_name"], caption_index)
 
-    def record(self, item: dict, caption_index: int, caption: str) -> dict:
-        """One output line (see the module docstring)."""
+    def record(self, item: dict, caption_index: int, caption: str, meaning: str | None = None) -> dict:
+        """One output line (see the module docstring); ``meaning``: what a template caption states."""
         return {
             "image": item["image"], "image_name": item["image_name"], "caption_index": caption_index, "caption": caption,
             "level": item["level"], "mos": item["mos"], "task": self.task, "captioner": self.captioner,
             "template": self.is_template, "prompt": self.prompt(item), "generation": self.settings,
-            "seed": self.caption_seed(item, caption_index), "dataset": self.dataset, "split": self.split,
+            "seed": self.caption_seed(item, caption_index), "dataset": self.dataset, "split": self.split, "meaning": meaning,
         }
 
 
@@ -227,7 +228,7 @@ def caption_template(captioner: TemplateCaptioner, job: CaptionJob, work: list, 
         for index, k in work[start : start + batch_size]:
             item = items[index]
             caption = captioner.caption(item["level"], job.task, job.caption_seed(item, k), item.get("distortion"))
-            records.append(job.record(item, k, caption))
+            records.append(job.record(item, k, caption, captioner.meaning(item["level"], job.task, item.get("distortion"))))
         writer.write(records)
         bar.update(len(records))
     return 0

@@ -84,6 +84,7 @@ from train_scripts.common.pretrain_data import (
     decode_image_cell,
     load_pretrain_corpus,
     parse_named_dirs,
+    positive_groups,
 )
 from train_scripts.common.script import LOG_FORMAT, TRAINING_ERRORS, run_script
 from train_scripts.common.transforms import PRETRAIN_MODES, PretrainTransform
@@ -136,6 +137,10 @@ class PretrainDataArguments:
         "help": "Random views cut from each decoded image (with --image_transform native_crop: decoding costs more "
         "than a small tower's step on a crop). Batch sizes count views; the views of one image are each other's "
         "positives in the loss."})
+    meaning_positives: bool = field(default=False, metadata={
+        "help": "Count images whose captions state the same thing (the 'meaning' that template captions record, e.g. "
+        "quality|bad|strong JPEG compression) as each other's positives in the loss, not as negatives: a synthetic "
+        "corpus's batch holds many images whose captions differ only in wording."})
     max_caption_length: int | None = field(default=None, metadata={"help": "Default: the text tower's context length."})
     max_bad_fraction: float = field(default=DEFAULT_MAX_BAD_FRACTION, metadata={
         "help": "Unreadable corpus images (empty, not images, cut PNGs, decompression bombs, slivers) are found from their "
@@ -426,6 +431,11 @@ def pretrain(args: PretrainArguments) -> str:
             match_key=args.match_key,
             cache_dir=args.cache_dir,
         )
+    if args.meaning_positives and not any(m for row in corpus["caption_meanings"] for m in row):
+        raise SettingsError(
+            "--meaning_positives: no caption of the corpus records its meaning (template captions of generate_captions.py "
+            "do; captions written before it recorded them need writing again)."
+        )
     size = clip.config.vision_config.image_size
     # Unreadable images (found from their headers: cheap for a large corpus) are skipped and
     # counted, up to --max_bad_fraction; found by the main process, the same for every process.
@@ -503,6 +513,7 @@ def pretrain(args: PretrainArguments) -> str:
         **({"detail_prob": args.detail_prob, "detail_candidates": args.detail_candidates} if args.detail_prob else {}),
         **({"ema_decay": args.ema_decay} if args.ema_decay is not None else {}),
         **({"rot90": True} if args.rot90 else {}),
+        **({"meaning_positives": True} if args.meaning_positives else {}),
         freeze_logit_scale=args.freeze_logit_scale,
         # The starting model and how captions are tokenised (another --init would change both).
         model=tensors_fingerprint((clip.visual_projection.weight, clip.text_projection.weight)),
@@ -583,8 +594,8 @@ def pretrain(args: PretrainArguments) -> str:
                 batch["input_ids"].to(accelerator.device),
                 batch["attention_mask"].to(accelerator.device),
             )
-            # Several crops of one image: each other's positives (one crop: the plain CLIP loss).
-            groups = batch["indices"] if crops > 1 else None
+            # Several crops of one image, or captions of one meaning: each other's positives (else the plain CLIP loss).
+            groups = positive_groups(batch["indices"], batch["meanings"], args.meaning_positives) if crops > 1 or args.meaning_positives else None
             loss = loss_fn(image_embeds, text_embeds, logit_scale, groups=groups)
             check_finite_loss(accelerator, loss, global_step + 1)
             accelerator.backward(loss)

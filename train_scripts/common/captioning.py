@@ -219,6 +219,16 @@ class TemplateCaptioner:
         rng.shuffle(factors)
         return " ".join([opening, *(_sentence(rng.choice(phrases[index])) for phrases in factors)])
 
+    @staticmethod
+    def meaning(level: str, task: str, distortion: str | None = None) -> str:
+        """What a caption of :meth:`caption` states, whatever its wording: ``"quality|bad|strong
+        JPEG compression"``. Two captions with equal meanings say the same thing in other words
+        (``train_pretrain.py --meaning_positives`` counts their images as each other's positives)."""
+        _check_task(task)
+        if distortion is not None and task == "quality":
+            return f"{task}|{level}|{distortion}"
+        return f"{task}|{level}"
+
     def settings(self) -> dict:
         """What is recorded as the generation settings of template captions."""
         return {"backend": "template", "template": True}

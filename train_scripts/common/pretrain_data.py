@@ -15,10 +15,13 @@
   same for any number of processes.
 * :class:`PretrainCollator`: stacks images and tokenises the drawn captions with dynamic
   padding (to the longest caption of the batch, at most the text tower's context length).
+* :func:`positive_groups`: which views of a batch the CLIP loss counts as each other's
+  positives (views of one image; with ``by_meaning``, also captions that state the same thing).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -172,10 +175,12 @@ class PretrainDataset(Dataset):
             raise ValueError(f"{name}: the corpus row {row_index} has no caption.")
         # One generator per (seed, epoch, index): the captions first, then the transform's draws.
         rng = np.random.default_rng([self.seed, epoch, index])
-        drawn = [captions[int(i)] for i in rng.integers(len(captions), size=self.crops_per_image)]
+        drawn = rng.integers(len(captions), size=self.crops_per_image)
+        meanings = row.get("caption_meanings") or [None] * len(captions)
         image = decode_image_cell(row["image"], name)
         pixels = np.stack([self.transform(image, rng) for _ in range(self.crops_per_image)])
-        return {"pixel_values": pixels, "captions": drawn, "index": row_index}
+        return {"pixel_values": pixels, "captions": [captions[int(i)] for i in drawn],
+                "meanings": [meanings[int(i)] for i in drawn], "index": row_index}
 
 
 class GlobalBatchSampler(Sampler):
@@ -254,9 +259,34 @@ class PretrainCollator:
             "indices": torch.tensor(
                 [item["index"] for item in items for _ in item["captions"]], dtype=torch.long
             ),
+            # what each drawn caption states (None where its corpus does not say): see `positive_groups`
+            "meanings": [meaning for item in items for meaning in item.get("meanings") or [None] * len(item["captions"])],
             # images that did not decode and were stood in for: [{"image", "error"}]
             "skipped": [entry for item in items for entry in item.get("skipped", ())],
         }
+
+
+def _meaning_id(meaning: str) -> int:
+    """A negative int64 for a meaning, the same on every process (row indices are >= 0)."""
+    digest = hashlib.sha1(meaning.encode("utf-8")).digest()
+    return -1 - (int.from_bytes(digest[:8], "big") >> 1)
+
+
+def positive_groups(indices: torch.Tensor, meanings: Sequence[str | None], by_meaning: bool) -> torch.Tensor:
+    """The group of each view for :class:`~train_scripts.common.clip_loss.ClipLoss` (B,).
+
+    A view's group is its corpus row (views of one image are each other's positives) or, with
+    ``by_meaning``, the meaning of its caption where the corpus records one: template captions
+    that state the same level and distortion in other words then count as positives instead of
+    as negatives. A view without a recorded meaning keeps its row's group.
+    """
+    if not by_meaning:
+        return indices
+    groups = indices.clone()
+    for i, meaning in enumerate(meanings):
+        if meaning is not None:
+            groups[i] = _meaning_id(meaning)
+    return groups
 
 
 __all__ = [
@@ -266,4 +296,5 @@ __all__ = [
     "decode_image_cell",
     "load_pretrain_corpus",
     "parse_named_dirs",
+    "positive_groups",
 ]
