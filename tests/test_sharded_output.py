@@ -224,6 +224,33 @@ def test_jsonl_with_a_compound_key(tmp_path):
     assert [(line["image"], line["caption_index"]) for line in lines] == keys
 
 
+def test_a_resume_keeps_rows_written_before_a_column_was_added(tmp_path):
+    """Captions written before `meaning` existed: read with its default, kept, written with it."""
+    path, keys = str(tmp_path / "captions.jsonl"), [("x.jpg", 0), ("y.jpg", 0)]
+    old = ShardedOutput(path, ["image", "caption_index", "caption"], ["image", "caption_index"], {"model": "m"})
+    run_rows = [{"image": "x.jpg", "caption_index": 0, "caption": "old"}]
+    old.check(resume=False)
+    old.start(resume=False)
+    with old.part_writer(0) as writer:
+        writer.write(run_rows)
+    old.finish(keys[:1])
+    columns = ["image", "caption_index", "caption", "meaning"]
+    new = ShardedOutput(path, columns, ["image", "caption_index"], {"model": "m"}, added_columns={"meaning": None})
+    new.check(resume=True)
+    new.start(resume=True)
+    assert new.done_keys() == {("x.jpg", 0)}
+    with new.part_writer(0) as writer:
+        writer.write([{"image": "y.jpg", "caption_index": 0, "caption": "new", "meaning": "q|good"}])
+    new.finish(keys)
+    lines = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
+    assert lines == [{"image": "x.jpg", "caption_index": 0, "caption": "old", "meaning": None},
+                     {"image": "y.jpg", "caption_index": 0, "caption": "new", "meaning": "q|good"}]
+    # without the default, such a row is unreadable and made again
+    plain = ShardedOutput(path, [*columns, "extra"], ["image", "caption_index"], {"model": "m"})
+    plain.start(resume=True)
+    assert plain.done_keys() == set()
+
+
 def test_check_writable(tmp_path):
     check_writable(str(tmp_path / "new" / "folder" / "out.csv"))  # folders are created
     assert (tmp_path / "new" / "folder").is_dir() and not os.listdir(tmp_path / "new" / "folder")

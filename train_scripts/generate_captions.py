@@ -299,7 +299,7 @@ def _caption(args: CaptionArguments) -> int:
         isinstance(captioner, TemplateCaptioner), captioner.settings(),
     )
     output = ShardedOutput(
-        args.output, COLUMNS, KEY_COLUMNS,
+        args.output, COLUMNS, KEY_COLUMNS, added_columns={"meaning": None},  # captions written before meanings were recorded
         fingerprint={
             "dataset": args.dataset, "split": args.split, "task": args.task, "levels": args.levels,
             "prompt_template": template, "captions_per_image": args.captions_per_image, "seed": args.seed,

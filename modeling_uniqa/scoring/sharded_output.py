@@ -214,9 +214,12 @@ class ShardedOutput:
             done are produced again by a resume and never replace done ones.
         parse_csv_row: `dict of str -> row` for CSV files (e.g. numbers from strings, `""` to
             `None`); raise `ValueError` to treat a row as absent. Default: the strings as read.
+        added_columns: `{column: value}` for columns a newer version added: a JSONL row written
+            before lacks them and is read with these values, so a resume keeps it.
     """
 
-    def __init__(self, output: str, columns: list, key_columns: list, fingerprint: dict, is_done=None, parse_csv_row=None):
+    def __init__(self, output: str, columns: list, key_columns: list, fingerprint: dict, is_done=None, parse_csv_row=None,
+                 added_columns: dict | None = None):
         self.output = os.path.abspath(output)
         self.csv_format = output_format(output) == "csv"
         self.columns, self.key_columns = list(columns), list(key_columns)
@@ -226,6 +229,7 @@ class ShardedOutput:
         self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from the sidecar
         self.is_done = is_done or (lambda row: True)
         self.parse_csv_row = parse_csv_row or (lambda row: row)
+        self.added_columns = dict(added_columns or {})
 
     def key(self, row: dict):
         values = [tuple(value) if isinstance(value, list) else value for value in (row[name] for name in self.key_columns)]
@@ -377,6 +381,8 @@ class ShardedOutput:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 row = None
+            if isinstance(row, dict):
+                row = {**self.added_columns, **row}
             if isinstance(row, dict) and set(row) == set(self.columns):
                 records.append(row)
             else:
