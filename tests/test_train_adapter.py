@@ -76,6 +76,16 @@ def test_each_mode_trains_and_writes_a_uniqa_folder(workspace, tmp_path, mode, f
             torch.testing.assert_close(trained[name], value)
 
 
+def test_several_train_views_per_image_train_on_the_mean_score(workspace, tmp_path):
+    config = _config(train_views=3, num_train_epochs=10, learning_rate=3e-2)
+    results = finetune(workspace["model"], _splits(workspace), str(tmp_path / "views"), config)
+    losses = [epoch["train_loss"] for epoch in results["epochs"]]
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    assert results["config"]["train_views"] == 3
+    one_view = finetune(workspace["model"], _splits(workspace), str(tmp_path / "one"), _config(num_train_epochs=10, learning_rate=3e-2))
+    assert one_view["epochs"][0]["train_loss"] != results["epochs"][0]["train_loss"]  # the flag changes what trains
+
+
 def test_lora_saves_reloads_and_merges(workspace, tmp_path):
     output = str(tmp_path / "lora")
     results = finetune(workspace["model"], _splits(workspace), output, _config(mode="lora", num_train_epochs=2))
@@ -175,6 +185,10 @@ def test_epoch_presets_and_bad_configs():
         FinetuneConfig(checkpoints_total_limit=0)
     with pytest.raises(ValueError, match="checkpointing_steps must be >= 1"):
         FinetuneConfig(checkpointing_steps=0)
+    with pytest.raises(ValueError, match="needs the feature bank"):
+        FinetuneConfig(train_views=2, feature_bank=False)
+    with pytest.raises(ValueError, match="exceeds the bank's 4 views"):
+        FinetuneConfig(train_views=5, bank_crops=2)
 
 
 def test_head_on_bank_embeddings_equals_the_model_forward(tiny_model_factory, tmp_path):
@@ -205,6 +219,14 @@ def test_head_on_bank_embeddings_equals_the_model_forward(tiny_model_factory, tm
     assert views.shape == (2,) and sample.shape == (3, 16)
     torch.testing.assert_close(sample[0], bank.features[1, views[1]])
     torch.testing.assert_close(sample[1], bank.features[0, views[0]])
+    # Several distinct views per image, whose scores the head averages.
+    views = bank.draw_views(torch.Generator().manual_seed(0), count=4)
+    sample = bank.sample(torch.tensor([1, 0]), views)
+    assert views.shape == (2, 4) and sample.shape == (2, 4, 16)
+    assert all(len(set(row.tolist())) == 4 for row in views)
+    torch.testing.assert_close(sample[0], bank.features[1, views[1]])
+    with pytest.raises(ValueError, match="1..6"):
+        bank.draw_views(torch.Generator(), count=7)
 
 
 def test_train_transforms():

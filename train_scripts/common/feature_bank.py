@@ -134,14 +134,22 @@ class FeatureBank:
     def views_per_image(self) -> int:
         return self.features.shape[1]
 
-    def draw_views(self, generator: torch.Generator) -> torch.Tensor:
-        """One random view index per image `(images,)`: an epoch's augmentation, drawn up front
-        so that a run resumed mid-epoch sees the same views as an uninterrupted one."""
-        return torch.randint(self.views_per_image, (len(self),), generator=generator)
+    def draw_views(self, generator: torch.Generator, count: int = 1) -> torch.Tensor:
+        """Random view indices per image, `(images,)` for one view, else `(images, count)`
+        distinct views: an epoch's augmentation, drawn up front so that a run resumed
+        mid-epoch sees the same views as an uninterrupted one."""
+        if count == 1:
+            return torch.randint(self.views_per_image, (len(self),), generator=generator)
+        if not 1 <= count <= self.views_per_image:
+            raise ValueError(f"count must be 1..{self.views_per_image} (the bank's views per image), got {count}.")
+        return torch.rand((len(self), self.views_per_image), generator=generator).argsort(dim=1)[:, :count]
 
     def sample(self, indices: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-        """The embeddings `(len(indices), dim)` of images `indices` in their drawn `views`."""
-        return self.features[indices, views[indices]]
-
+        """The embeddings of images `indices` in their drawn `views`: `(len(indices), dim)` for
+        one view per image, `(len(indices), count, dim)` for several."""
+        chosen = views[indices]
+        if chosen.dim() == 2:
+            return self.features[indices.unsqueeze(1), chosen]
+        return self.features[indices, chosen]
 
 __all__ = ["EmbeddingHead", "image_encoder", "embed_views", "model_fingerprint", "bank_cache_file", "FeatureBank"]

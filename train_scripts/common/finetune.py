@@ -94,6 +94,10 @@ class FinetuneOptions:
         "help": "Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).",
         "off_help": "Crop afresh every epoch instead of sampling the bank."})
     bank_crops: int = field(default=5, metadata={"help": "Random crops per image in the bank (each also flipped)."})
+    # A test score averages several views' scores; one view of an image is a noisy sample of it.
+    train_views: int = field(default=1, metadata={
+        "help": "Feature bank: distinct views of each image per step whose scores are averaged before the loss, as the "
+        "test-time views' scores are (default 1: one view per step, the release's way; at most 2 x --bank_crops)."})
     bank_cache_dir: str | None = field(default=None, metadata={"help": "Keep feature banks here, keyed by backbone, images and augmentation."})
     validation_fraction: float = field(default=0.0, metadata={"help": "Carve this share of the training split for model selection."})
     select_on_test: bool = field(default=False, metadata={"help": "Pick the best epoch on the test split (the release's habit; optimistic)."})
@@ -138,9 +142,13 @@ class FinetuneConfig(FinetuneCheckpointing, FinetuneOptions):
             self.feature_bank = self.mode == "adapter"
         if self.feature_bank and self.mode != "adapter":
             raise ValueError(f"The feature bank needs a frozen backbone: it works in adapter mode only, not {self.mode!r}.")
+        if self.train_views > 1 and not self.feature_bank:
+            raise ValueError("train_views averages views drawn from the feature bank: it needs the feature bank (adapter mode).")
+        if self.train_views > 2 * self.bank_crops:
+            raise ValueError(f"train_views ({self.train_views}) exceeds the bank's {2 * self.bank_crops} views per image (2 x bank_crops).")
         if self.backbone_learning_rate is None:
             self.backbone_learning_rate = DEFAULT_BACKBONE_LR.get(self.mode)
-        for name in ("num_train_epochs", "per_device_train_batch_size", "bank_crops", "lora_rank", "eval_batch_size"):
+        for name in ("num_train_epochs", "per_device_train_batch_size", "bank_crops", "train_views", "lora_rank", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         for name in ("checkpointing_steps", "checkpoints_total_limit", "selection_steps"):
@@ -538,7 +546,7 @@ def _finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fi
         batches = epoch_batches(len(train_sources), config.per_device_train_batch_size, config.seed, epoch, accelerator.process_index, accelerator.num_processes)
         batches = batches[skip_batches if epoch == first_epoch else 0 :]
         if bank is not None:
-            views = bank.draw_views(torch.Generator().manual_seed(config.seed * 100003 + epoch))
+            views = bank.draw_views(torch.Generator().manual_seed(config.seed * 100003 + epoch), config.train_views)
             inputs = ((torch.tensor(batch), bank.sample(torch.tensor(batch), views)) for batch in batches)
         else:
             keyed = [[(index, epoch) for index in batch] for batch in batches]
