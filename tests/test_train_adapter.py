@@ -16,6 +16,7 @@ from tests.helpers import TINY_IMAGE_SIZE, random_rgb, save_tiny_uniqa, write_ra
 from train_scripts import train_adapter
 from train_scripts.common import finetune as finetune_module
 from train_scripts.common.checkpointing import ResumeError
+from train_scripts.common.errors import SettingsError
 from train_scripts.common.feature_bank import EmbeddingHead, FeatureBank, bank_cache_file, embed_views, image_encoder
 from train_scripts.common.finetune import FinetuneConfig, finetune, load_lora, load_splits
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset
@@ -185,8 +186,10 @@ def test_epoch_presets_and_bad_configs():
         FinetuneConfig(checkpoints_total_limit=0)
     with pytest.raises(ValueError, match="checkpointing_steps must be >= 1"):
         FinetuneConfig(checkpointing_steps=0)
-    with pytest.raises(ValueError, match="needs the feature bank"):
+    with pytest.raises(SettingsError, match="needs the feature bank"):  # a user error: one line and exit 2
         FinetuneConfig(train_views=2, feature_bank=False)
+    with pytest.raises(SettingsError, match="Unknown view policy"):  # checks of other modules too
+        FinetuneConfig(view_policy="sideways")
     with pytest.raises(ValueError, match="exceeds the bank's 4 views"):
         FinetuneConfig(train_views=5, bank_crops=2)
 

@@ -152,4 +152,5 @@ class FeatureBank:
             return self.features[indices.unsqueeze(1), chosen]
         return self.features[indices, chosen]
 
+
 __all__ = ["EmbeddingHead", "image_encoder", "embed_views", "model_fingerprint", "bank_cache_file", "FeatureBank"]

@@ -134,6 +134,15 @@ class FinetuneConfig(FinetuneCheckpointing, FinetuneOptions):
     epochs, feature bank and backbone learning rate) and checked, and the checkpointing."""
 
     def __post_init__(self):
+        # Every check below is about the user's flags: a SettingsError is a line and exit 2, not a traceback.
+        try:
+            self._resolve_and_check()
+        except SettingsError:
+            raise
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
+
+    def _resolve_and_check(self) -> None:
         if self.num_train_epochs is None:
             self.num_train_epochs = DEFAULT_EPOCHS
         if self.mode not in MODES:
