@@ -18,6 +18,10 @@ Prints, per distortion and overall, the SRCC / PLCC of the model and of BRISQUE 
 full-reference pseudo-MOS (GMSD, as the recipe), the SRCC against the level within each kind,
 and the share of adjacent levels of one photo whose score falls; then the scoring speed of
 `uniqa score` with the model's default views on 1024x768 JPEGs (images/s, model load excluded).
+
+Ten random views per image make the overall figure depend on where they fall: `--view_seeds 123 1 2 3 4`
+scores the same images under each seed of the crop positions (the table is the first seed's) and
+prints the overall SRCC and the blur and noise "falls" of every seed, with their mean and range.
 """
 
 from __future__ import annotations
@@ -79,7 +83,9 @@ def parse_args(argv=None):
     parser.add_argument("--speed_images", type=int, default=100, help="JPEGs timed for the speed figure (0: skip).")
     parser.add_argument("--view_policy", default=None, help="Test-time views (default: the model's own, e.g. random10).")
     parser.add_argument("--skip_brisque", action="store_true", help="Score the model only (BRISQUE takes most of the time).")
-    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--view_seeds", type=int, nargs="+", default=None,
+                        help="Seeds of the views' crop positions (default: the model's own); the table shows the first.")
+    parser.add_argument("--seed", type=int, default=2026, help="Seed of the distortions' noise.")
     return parser.parse_args(argv)
 
 
@@ -117,6 +123,15 @@ def speed(model: str, count: int, folder: str, view_policy: str | None = None) -
     return (count - 1) / max(many - one, 1e-9)
 
 
+def view_seed_summary(rows: list) -> str:
+    """`rows` of (seed, overall SRCC, blur falls, noise falls) -> one line each, then their mean and range."""
+    lines = [f"  view seed {seed:>6}: SRCC {value:.4f}, blur falls {blur:.1%}, noise falls {noise:.1%}" for seed, value, blur, noise in rows]
+    for column, name in ((1, "SRCC"), (2, "blur falls"), (3, "noise falls")):
+        values = np.array([row[column] for row in rows])
+        lines.append(f"  {name:11s} mean {values.mean():.4f}, min {values.min():.4f}, max {values.max():.4f}")
+    return "\n".join(lines)
+
+
 def main(args) -> int:
     from transformers import pipeline
 
@@ -124,23 +139,30 @@ def main(args) -> int:
     photos = photos_of(args)
     scorer = pipeline("image-quality", model=args.model)
     brisque = None if args.skip_brisque else Brisque()
-    methods = ["UniQA-Tiny"] + ([] if brisque is None else ["BRISQUE"])
+    view_seeds = args.view_seeds or [None]
     call_options = {} if args.view_policy is None else {"view_policy": args.view_policy}
-    items, level_srcc = [], {kind: [] for kind in SETTINGS}
+    items = {seed: [] for seed in view_seeds}
+    level_srcc = {kind: [] for kind in SETTINGS}
     with tempfile.TemporaryDirectory() as folder:
         for index, (name, reference) in enumerate(photos):
             reference.save(os.path.join(folder, f"{index:04d}.png"))
             pixels = np.asarray(reference)
             for kind, values in SETTINGS.items():
                 images = [distort(reference, kind, value, rng) for value in values]
-                scores = [out["score"] for out in scorer(images, batch_size=len(images), **call_options)]
-                level_srcc[kind].append(srcc(scores, -np.arange(len(values))))
-                for level, (image, score) in enumerate(zip(images, scores), start=1):
-                    target = np.asarray(image)
-                    items.append(RatedImage(name, kind, level, pseudo_mos(pixels, target),
-                                            {"UniQA-Tiny": float(score)}
-                                            | ({} if brisque is None else {"BRISQUE": brisque.quality(target)})))
-        report = distortion_metrics(items, methods)
+                targets = [np.asarray(image) for image in images]
+                labels = [pseudo_mos(pixels, target) for target in targets]
+                brisque_scores = [None if brisque is None else brisque.quality(target) for target in targets]
+                for seed in view_seeds:
+                    seed_options = call_options | ({} if seed is None else {"view_seed": seed})
+                    scores = [out["score"] for out in scorer(images, batch_size=len(images), **seed_options)]
+                    if seed == view_seeds[0]:
+                        level_srcc[kind].append(srcc(scores, -np.arange(len(values))))
+                    for level, (label, score, other) in enumerate(zip(labels, scores, brisque_scores), start=1):
+                        items[seed].append(RatedImage(name, kind, level, label, {"UniQA-Tiny": float(score)}
+                                                      | ({} if other is None else {"BRISQUE": other})))
+        methods = ["UniQA-Tiny"] + ([] if brisque is None else ["BRISQUE"])
+        reports = {seed: distortion_metrics(seed_items, methods) for seed, seed_items in items.items()}
+        report = reports[view_seeds[0]]
         print(f"{len(photos)} unseen photos x {len(SETTINGS)} distortions x 5 levels; reference: GMSD pseudo-MOS\n")
         print(markdown_table(report))
         print("\nSRCC against the level within each photo and kind (mean over photos):")
@@ -149,6 +171,11 @@ def main(args) -> int:
         print("\noverall SRCC: " + ", ".join(f"{method} {report[method]['overall']['srcc']:.4f}" for method in methods))
         for kind in ("blur", "noise"):
             print(f"score falls with each step of {kind}: {report['UniQA-Tiny']['kinds'][kind]['falling_pairs']:.1%} of adjacent-level pairs")
+        if len(view_seeds) > 1:
+            model_figures = [(seed, reports[seed]["UniQA-Tiny"]) for seed in view_seeds]
+            print(f"\nUniQA-Tiny under {len(view_seeds)} seeds of the view positions:")
+            print(view_seed_summary([(seed, figures["overall"]["srcc"], figures["kinds"]["blur"]["falling_pairs"],
+                                      figures["kinds"]["noise"]["falling_pairs"]) for seed, figures in model_figures]))
         if args.speed_images > 1:
             print(f"speed: {speed(args.model, args.speed_images, folder, args.view_policy):.1f} images/s (uniqa score, 1024x768 JPEGs, "
                   f"{args.view_policy or 'default'} views, "
