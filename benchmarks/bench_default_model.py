@@ -143,7 +143,7 @@ def main(args) -> int:
     photos = photos_of(args)
     scorer = pipeline("image-quality", model=args.model)
     brisque = None if args.skip_brisque else Brisque()
-    view_seeds = args.view_seeds or [None]
+    view_seeds = list(dict.fromkeys(args.view_seeds or [None]))  # a seed given twice is scored once
     call_options = {} if args.view_policy is None else {"view_policy": args.view_policy}
     items = {seed: [] for seed in view_seeds}
     level_srcc = {kind: [] for kind in SETTINGS}
@@ -176,10 +176,10 @@ def main(args) -> int:
         for kind in ("blur", "noise"):
             print(f"score falls with each step of {kind}: {report['UniQA-Tiny']['kinds'][kind]['falling_pairs']:.1%} of adjacent-level pairs")
         if len(view_seeds) > 1:
-            model_figures = [(seed, reports[seed]["UniQA-Tiny"]) for seed in view_seeds]
+            figures = {seed: reports[seed]["UniQA-Tiny"] for seed in view_seeds}
             print(f"\nUniQA-Tiny under {len(view_seeds)} seeds of the view positions:")
-            print(view_seed_summary([(seed, figures["overall"]["srcc"], figures["kinds"]["blur"]["falling_pairs"],
-                                      figures["kinds"]["noise"]["falling_pairs"]) for seed, figures in model_figures]))
+            print(view_seed_summary([(seed, f["overall"]["srcc"], f["kinds"]["blur"]["falling_pairs"], f["kinds"]["noise"]["falling_pairs"])
+                                     for seed, f in figures.items()]))
         if args.speed_images > 1:
             print(f"speed: {speed(args.model, args.speed_images, folder, args.view_policy):.1f} images/s (uniqa score, 1024x768 JPEGs, "
                   f"{args.view_policy or 'default'} views, "
