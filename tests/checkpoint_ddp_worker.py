@@ -14,6 +14,7 @@ import sys
 import torch
 from accelerate import Accelerator
 
+from modeling_uniqa.core.runtime import close_process_group
 from modeling_uniqa.errors import OutputError
 from train_scripts.common.checkpointing import save_checkpoint
 
@@ -40,4 +41,7 @@ def main(output_dir: str, fail_rank: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    try:
+        main(sys.argv[1], int(sys.argv[2]))
+    finally:
+        close_process_group()  # left to interpreter exit, gloo can abort a finished process

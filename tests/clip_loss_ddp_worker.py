@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modeling_uniqa.core.runtime import close_process_group
 from train_scripts.common.clip_loss import ClipLoss
 
 GLOBAL_BATCH = 8
@@ -55,4 +56,7 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    try:
+        main(sys.argv[1])
+    finally:
+        close_process_group()  # left to interpreter exit, gloo can abort a finished process
