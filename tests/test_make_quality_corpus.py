@@ -56,6 +56,18 @@ def test_corpus_is_split_by_source_in_kadid_layout_and_deterministic(tmp_path, f
     assert "| heldout | I005.png |" in sources and "pkg-a" in sources and "CC0-1.0" in sources
 
 
+def test_vary_implementation_changes_training_images_only(tmp_path, fake_sources):
+    """Training images draw their blur and noise implementations; held-out ones keep the defaults."""
+    assert _run(tmp_path / "plain") == 0
+    assert _run(tmp_path / "varied", "--vary_implementation") == 0
+    for split, same in (("train", False), ("heldout", True)):
+        names = sorted(os.listdir(tmp_path / "plain" / split / "images"))
+        assert names == sorted(os.listdir(tmp_path / "varied" / split / "images"))
+        equal = [filecmp.cmp(tmp_path / "plain" / split / "images" / name, tmp_path / "varied" / split / "images" / name, shallow=False)
+                 for name in names if "_" in name]
+        assert all(equal) if same else not all(equal), split
+
+
 def test_corpus_argument_errors(tmp_path, fake_sources):
     with pytest.raises(SystemExit):
         make_quality_corpus.parse_args(["--output_dir", "x", "--short_side", "80", "64"])

@@ -4,7 +4,14 @@ from PIL import Image
 
 from data_builders.distortions import KADID_DISTORTIONS, distortion_phrase
 from train_scripts.common.full_reference import gmsd, pseudo_mos
-from train_scripts.common.synthetic_distortions import CODES, LEVEL_PARAMETERS, distort, level_parameter
+from train_scripts.common.synthetic_distortions import (
+    CODES,
+    IMPLEMENTATIONS,
+    LEVEL_PARAMETERS,
+    apply,
+    distort,
+    level_parameter,
+)
 
 
 def _photo(size=(96, 72), seed=0):
@@ -41,6 +48,44 @@ def test_stronger_levels_are_worse_by_the_full_reference_measure(code):
     pixels = np.asarray(image)
     scores = [gmsd(pixels, np.asarray(distort(image, code, level, np.random.default_rng(0)))) for level in (1, 5)]
     assert scores[1] > scores[0], (code, scores)
+
+
+@pytest.mark.parametrize("code", sorted(IMPLEMENTATIONS))
+def test_each_implementation_distorts_and_the_first_is_the_default(code):
+    image = _photo()
+    value = level_parameter(code, 4)
+    made = {name: np.asarray(apply(image, code, value, np.random.default_rng(0), name)) for name in IMPLEMENTATIONS[code]}
+    assert np.array_equal(made[IMPLEMENTATIONS[code][0]], np.asarray(apply(image, code, value, np.random.default_rng(0))))
+    assert all(pixels.shape == np.asarray(image).shape for pixels in made.values())
+    assert len({pixels.tobytes() for pixels in made.values()}) == len(made)  # each one its own picture
+    reference = np.asarray(image)
+    assert all(gmsd(reference, pixels) > 0.01 for pixels in made.values())  # and each a distortion
+    with pytest.raises(ValueError, match="has no implementation 'cv2'"):
+        apply(image, code, value, np.random.default_rng(0), "cv2")
+
+
+def test_grey_noise_is_one_field_on_all_channels():
+    flat = Image.new("RGB", (64, 48), (128, 100, 90))
+    noisy = np.asarray(apply(flat, "11", 8.0, np.random.default_rng(0), "grey"), dtype=np.float64) - (128, 100, 90)
+    assert np.allclose(noisy[..., 0], noisy[..., 1]) and np.allclose(noisy[..., 0], noisy[..., 2]) and noisy.std() > 5
+    coloured = np.asarray(apply(flat, "11", 8.0, np.random.default_rng(0)), dtype=np.float64) - (128, 100, 90)
+    assert not np.allclose(coloured[..., 0], coloured[..., 1])
+
+
+def test_vary_implementation_draws_among_them_after_the_parameter():
+    image = _photo()
+    plain = distort(image, "01", 3, np.random.default_rng(5), jitter=0.3)
+    # Without it the draws (and so the images) are those of before; with it both blurs occur.
+    assert np.array_equal(np.asarray(plain), np.asarray(distort(image, "01", 3, np.random.default_rng(5), 0.3, vary_implementation=False)))
+    varied = {np.asarray(distort(image, "01", 3, np.random.default_rng(seed), 0.3, vary_implementation=True)).tobytes() for seed in range(12)}
+    assert len(varied) == 12
+    position = 3 + np.random.default_rng(7).uniform(-0.3, 0.3)
+    by_name = {name: np.asarray(apply(image, "01", level_parameter("01", position), None, name)).tobytes() for name in IMPLEMENTATIONS["01"]}
+    drawn = np.asarray(distort(image, "01", 3, np.random.default_rng(7), 0.3, vary_implementation=True)).tobytes()
+    assert drawn in by_name.values()
+    # Distortions with one implementation are the same either way.
+    assert np.array_equal(np.asarray(distort(image, "02", 3, np.random.default_rng(1), 0.3, vary_implementation=True)),
+                          np.asarray(distort(image, "02", 3, np.random.default_rng(1), 0.3)))
 
 
 def test_level_parameters_interpolate_between_anchors():

@@ -14,7 +14,11 @@
    too (held-out references keep `--short_side`; a photo smaller than a further range's LOW gets
    no reference there, as photos are never upscaled).
 4. Every reference distorted by each of `--codes` (KADID numbering, `common/synthetic_distortions.py`)
-   at 5 levels; training images draw their parameter within +-`--jitter` levels of the anchor.
+   at 5 levels; training images draw their parameter within +-`--jitter` levels of the anchor,
+   and with `--vary_implementation` the implementation too (PIL's or a true Gaussian blur, JPEG's
+   chroma subsampling, noise per channel or grey, pixelation's shrinking filter), so the model
+   learns the distortion rather than one library's traces of it. Held-out images keep the anchors
+   and the default implementations, so held-out figures stay comparable between recipes.
 5. A full-reference pseudo-MOS on KADID's 1-5 scale from GMSD (`common/full_reference.py`),
    and a vote spread in `var` as KADID has.
 
@@ -79,6 +83,8 @@ class QualityCorpusArguments:
         "type": _short_side_range, "nargs": "+", "metavar": "LOW:HIGH",
         "help": "Training references: one per photo and range (default: one, from --short_side)."})
     jitter: float = field(default=0.4, metadata={"help": "Training parameters drawn within +- this many levels."})
+    vary_implementation: bool = field(default=False, metadata={
+        "help": "Training images draw each distortion's implementation (common/synthetic_distortions.py IMPLEMENTATIONS)."})
     max_photos: int | None = field(default=None, metadata={"help": "At most this many photos per source (smoke runs)."})
     workers: int = field(default_factory=_default_workers, metadata={"help": "Processes distorting images."})
     seed: int = 0
@@ -109,7 +115,7 @@ def make_reference(image: Image.Image, short_side: int) -> Image.Image:
 
 def distort_reference(job) -> list[str]:
     """One reference -> its distorted images on disk; returns the dmos.csv rows."""
-    folder, ref_name, reference_path, codes, jitter, seed = job
+    folder, ref_name, reference_path, codes, jitter, vary_implementation, seed = job
     reference = Image.open(reference_path).convert("RGB")
     pixels = np.asarray(reference)
     stem = os.path.splitext(ref_name)[0]
@@ -117,15 +123,15 @@ def distort_reference(job) -> list[str]:
     for code in codes:
         for level in range(1, LEVELS + 1):
             rng = np.random.default_rng([seed, int(stem[1:]), int(code), level])
-            image = distort(reference, code, level, rng, jitter)
+            image = distort(reference, code, level, rng, jitter, vary_implementation)
             name = f"{stem}_{code}_{level:02d}.png"
             image.save(os.path.join(folder, "images", name), compress_level=0)
             rows.append(kadid_row(name, ref_name, pixels, np.asarray(image)))
     return rows
 
 
-def write_split(folder: str, photos: list, args: QualityCorpusArguments, short_sides: list, seed: int, jitter: float, first_index: int,
-                desc: str) -> list[tuple]:
+def write_split(folder: str, photos: list, args: QualityCorpusArguments, short_sides: list, seed: int, jitter: float,
+                vary_implementation: bool, first_index: int, desc: str) -> list[tuple]:
     """One reference per photo and short-side range, numbered from `first_index`, then their distortions."""
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
     rng = np.random.default_rng([args.seed, seed])
@@ -138,7 +144,7 @@ def write_split(folder: str, photos: list, args: QualityCorpusArguments, short_s
             reference = make_reference(photo.image, int(rng.integers(low, high + 1)))
             path = os.path.join(folder, "images", ref_name)
             reference.save(path, compress_level=0)
-            jobs.append((folder, ref_name, path, tuple(args.codes), jitter, args.seed))
+            jobs.append((folder, ref_name, path, tuple(args.codes), jitter, vary_implementation, args.seed))
             listing.append((ref_name, photo, reference.size))
     rows = ["dist_img,ref_img,dmos,var"]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -177,11 +183,11 @@ def main(args: QualityCorpusArguments) -> int:
         photos = load_source(source, args.cache_dir)[: args.max_photos]
         (heldout if source.name in args.heldout_sources else train).extend(photos)
         print(f"{source.name}: {len(photos)} photos -> {'held out' if source.name in args.heldout_sources else 'train'}")
-    train_listing = write_split(os.path.join(args.output_dir, "train"), train, args, args.train_short_sides, 1, args.jitter, 1,
-                                "train corpus")
+    train_listing = write_split(os.path.join(args.output_dir, "train"), train, args, args.train_short_sides, 1, args.jitter,
+                                args.vary_implementation, 1, "train corpus")
     listings = {
         "train": train_listing,
-        "heldout": write_split(os.path.join(args.output_dir, "heldout"), heldout, args, [args.short_side], 2, 0.0,
+        "heldout": write_split(os.path.join(args.output_dir, "heldout"), heldout, args, [args.short_side], 2, 0.0, False,
                                len(train_listing) + 1, "held-out corpus"),
     }
     write_sources(os.path.join(args.output_dir, "SOURCES.md"), listings)
