@@ -28,39 +28,39 @@ DEMO_INIT ?= modeling_uniqa/assets/uniqa-tiny
 PRETRAIN = --init $(DEMO_INIT) --per_device_train_batch_size 32 --learning_rate 5e-5 --weight_decay 0.05 --optimizer adamw \
 	--image_transform native_crop --hflip 0.5 --lr_scheduler cosine --warmup_steps 10 --checkpointing_steps 1000 --report_to none \
 	--dataloader_num_workers 1 --seed $(SEED)
-stage = @printf '\n== demo %s  %s  (%s)\n' "$(1)" "$(2)" "$$(date +%T)"
+stage = @printf '\n== %s  %s  (%s)\n' "$(1)" "$(2)" "$$(date +%T)"
 
 .PHONY: demo test test-fast clean-demo uniqa-tiny ship-uniqa-tiny
 
 demo:
 	@rm -rf $(OUT)
-	$(call stage,[1/9],demo data: distorted CC0/public-domain photos in KADID-10k layout + an AVA-format set)
+	$(call stage,demo [1/9],demo data: distorted CC0/public-domain photos in KADID-10k layout + an AVA-format set)
 	$(PYTHON) train_scripts/make_demo_data.py --output_dir $(DATA) --size 256 --seed $(SEED)
-	$(call stage,[2/9],MOS-guided quality captions for the training references (template captioner))
+	$(call stage,demo [2/9],MOS-guided quality captions for the training references (template captioner))
 	$(LAUNCH) train_scripts/generate_captions.py --dataset kadid10k --data_dir $(KADID) --split train --task quality \
 		--captioner template --output $(OUT)/captions/quality.jsonl --seed $(SEED)
-	$(call stage,[3/9],MOS-guided aesthetic captions for the AVA training images)
+	$(call stage,demo [3/9],MOS-guided aesthetic captions for the AVA training images)
 	$(LAUNCH) train_scripts/generate_captions.py --dataset ava --data_dir $(AVA) --split train --task aesthetics \
 		--captioner template --output $(OUT)/captions/aesthetics.jsonl --seed $(SEED)
-	$(call stage,[4/9],CLIP_aes: pre-train on the aesthetic captions only)
+	$(call stage,demo [4/9],CLIP_aes: pre-train on the aesthetic captions only)
 	$(LAUNCH) train_scripts/train_pretrain.py $(PRETRAIN) --corpus caption_jsonl=$(OUT)/captions/aesthetics.jsonl \
 		--num_train_epochs 15 --output_dir $(OUT)/clip-aes
-	$(call stage,[5/9],AIR purification of the AVA-format human comments with CLIP_aes)
+	$(call stage,demo [5/9],AIR purification of the AVA-format human comments with CLIP_aes)
 	$(LAUNCH) train_scripts/purify_captions.py --data_dir $(AVA) --clip_aes $(OUT)/clip-aes \
 		--output $(OUT)/captions/ava-purified.jsonl --top_k 3 --min_captions 2
-	$(call stage,[6/9],unified pre-training on quality + aesthetic + purified captions (AVA test images excluded))
+	$(call stage,demo [6/9],unified pre-training on quality + aesthetic + purified captions (AVA test images excluded))
 	$(LAUNCH) train_scripts/train_pretrain.py $(PRETRAIN) --corpus caption_jsonl=$(OUT)/captions/quality.jsonl \
 		--corpus caption_jsonl=$(OUT)/captions/aesthetics.jsonl --corpus caption_jsonl=$(OUT)/captions/ava-purified.jsonl \
 		--exclude ava=$(AVA) --num_train_epochs 20 --output_dir $(OUT)/uniqa-pretrained
-	$(call stage,[7/9],zero-shot evaluation on the held-out references)
+	$(call stage,demo [7/9],zero-shot evaluation on the held-out references)
 	$(PYTHON) train_scripts/evaluate.py --model $(OUT)/uniqa-pretrained --dataset kadid10k --data_dir $(KADID) \
 		--protocol zero_shot --output_dir $(OUT)/eval-zero-shot --device cpu
-	$(call stage,[8/9],adapter fine-tuning on the training references (feature bank), then evaluation)
+	$(call stage,demo [8/9],adapter fine-tuning on the training references (feature bank), then evaluation)
 	$(LAUNCH) train_scripts/train_adapter.py --model $(OUT)/uniqa-pretrained --dataset kadid10k --data_dir $(KADID) \
 		--num_train_epochs 60 --learning_rate 3e-3 --output_dir $(OUT)/model --seed $(SEED)
 	$(PYTHON) train_scripts/evaluate.py --model $(OUT)/model --dataset kadid10k --data_dir $(KADID) \
 		--protocol single --output_dir $(OUT)/eval --device cpu
-	$(call stage,[9/9],score the held-out images with pipeline("image-quality"); a contact sheet of the best and worst)
+	$(call stage,demo [9/9],score the held-out images with pipeline("image-quality"); a contact sheet of the best and worst)
 	$(PYTHON) train_scripts/demo_report.py --model $(OUT)/model --dataset kadid10k --data_dir $(KADID) --output $(OUT)/report.json
 	$(PYTHON) -m modeling_uniqa.cli retrieve $(KADID)/images --model $(OUT)/model --top 8 --output $(OUT)/retrieval/sheet.png \
 		--query "This is a perfect quality image." --query "This is a bad quality image."
@@ -86,30 +86,31 @@ endif
 
 uniqa-tiny:
 	@mkdir -p $(TINY) && date +%s > $(TINY)/started_at
-	$(call stage,[1/7],photos from packages -> references of train and held-out sources -> distorted corpus in KADID layout)
+	$(call stage,uniqa-tiny [1/7],photos from packages -> references of train and held-out sources -> distorted corpus in KADID layout)
 	$(PYTHON) train_scripts/make_quality_corpus.py --output_dir $(TINY)/data --cache_dir $(PHOTO_CACHE) --seed $(SEED) $(TINY_CORPUS)
-	$(call stage,[2/7],a small CLIP with random weights and OpenAI's tokenizer)
+	$(call stage,uniqa-tiny [2/7],a small CLIP with random weights and OpenAI's tokenizer)
 	$(PYTHON) train_scripts/make_small_clip.py --output_dir $(TINY)/clip-init --seed $(SEED) $(TINY_CLIP)
-	$(call stage,[3/7],MOS-guided captions naming each image's distortion and its strength)
+	$(call stage,uniqa-tiny [3/7],MOS-guided captions naming each image's distortion and its strength)
 	$(LAUNCH) train_scripts/generate_captions.py --dataset kadid10k --data_dir $(TINY)/data/train --split full --task quality \
 		--captioner template --output $(TINY)/captions/quality.jsonl --seed $(SEED) --resume
-	$(call stage,[4/7],contrastive pre-training from scratch on native-resolution crops)
+	$(call stage,uniqa-tiny [4/7],contrastive pre-training from scratch on native-resolution crops)
 	$(LAUNCH) train_scripts/train_pretrain.py --init $(TINY)/clip-init --corpus caption_jsonl=$(TINY)/captions/quality.jsonl \
 		--image_transform native_crop --hflip 0.5 --optimizer adamw --learning_rate 5e-4 --weight_decay 0.05 --lr_scheduler cosine \
 		--checkpoints_total_limit 2 --report_to none --dataloader_num_workers 1 --seed $(SEED) --resume_from_checkpoint latest \
 		--eval_dataset kadid10k=$(TINY)/data/heldout --eval_split test --eval_view_policy random4 $(TINY_STEPS) --output_dir $(TINY)/pretrained
-	$(call stage,[5/7],Multi-Cue adapter on the training sources)
+	$(call stage,uniqa-tiny [5/7],Multi-Cue adapter on the training sources)
 	$(LAUNCH) train_scripts/train_adapter.py --model $(TINY)/pretrained --dataset kadid10k --data_dir $(TINY)/data/train \
 		--learning_rate 1e-3 --per_device_train_batch_size 64 --seed $(SEED) $(TINY_ADAPTER) --resume_from_checkpoint latest --output_dir $(TINY)/uniqa-tiny
-	$(call stage,[6/7],the held-out sources: the paper's evaluation script)
+	$(call stage,uniqa-tiny [6/7],the held-out sources: the paper's evaluation script)
 	$(PYTHON) train_scripts/evaluate.py --model $(TINY)/uniqa-tiny --dataset kadid10k --data_dir $(TINY)/data/heldout \
 		--protocol cross --output_dir $(TINY)/eval --device cpu
-	$(call stage,[7/7],per distortion beside BRISQUE on the held-out sources; the model card)
+	$(call stage,uniqa-tiny [7/7],per distortion beside BRISQUE on the held-out sources; the model card)
 	$(PYTHON) train_scripts/evaluate_distortions.py --model $(TINY)/uniqa-tiny --data_dir $(TINY)/data/heldout --output_dir $(TINY)/eval-distortions \
 		--card --card_license gpl-3.0 --card_sources $(TINY)/data/SOURCES.md --started_at $$(cat $(TINY)/started_at)
 
 ship-uniqa-tiny:
 	$(PYTHON) -m modeling_uniqa.core.default_model ship $(TINY)/uniqa-tiny
+	$(PYTHON) -m model_cards modeling_uniqa/assets/uniqa-tiny  # its usage: the default model, no path
 
 test:
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q

@@ -28,6 +28,14 @@ def test_ship_copies_a_checked_model_folder_atomically(tmp_path):
     from modeling_uniqa import UniQAModel
 
     assert UniQAModel.from_pretrained(target).adapter is not None
+    # Versions of one photo are viewed in the same places; no path of the making machine is kept.
+    from modeling_uniqa.processing_uniqa import UniQAImageProcessor
+
+    UniQAImageProcessor.from_pretrained(source, view_seeding="per_image").save_pretrained(source)  # a recipe's new folder
+    default_model.ship(source, target)
+    assert UniQAImageProcessor.from_pretrained(target).view_seeding == default_model.SHIPPED_VIEW_SEEDING == "shared"
+    with open(os.path.join(target, "config.json"), encoding="utf-8") as handle:
+        assert str(tmp_path) not in handle.read()
 
 
 def test_ship_refuses_what_cannot_be_the_default(tmp_path, monkeypatch):
