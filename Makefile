@@ -4,7 +4,7 @@
 #   make demo                 # everything lands under demo-output/ (removed and rebuilt each run)
 #   make demo OUT=/tmp/demo   # elsewhere
 #   make test
-#   make uniqa-tiny           # UniQA-Tiny, the shipped default model, from scratch (about 2 h on 2 CPU cores)
+#   make uniqa-tiny           # UniQA-Tiny, the shipped default model, from scratch (about 1 h 05 min on 2 idle CPU cores)
 #   make uniqa-tiny SMOKE=1   # the same recipe at toy size (minutes), as CI runs it
 #   make ship-uniqa-tiny      # copy the recipe's model into the package as its default model
 
