@@ -25,6 +25,8 @@ import os
 import shutil
 import sys
 
+from .json_files import read_json
+
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "uniqa-tiny")
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
 # What a shipped folder holds: the model, its processor and tokenizer, and card. Not the remote-code
@@ -54,9 +56,10 @@ def _shipped_files(folder: str) -> list[str]:
 
 
 def _rewrite_json(path: str, change) -> None:
+    """Apply `change` to the JSON object in `path`, in place. (The processor's own save_pretrained
+    would also write the remote-code copies a shipped folder leaves out.)"""
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        data = read_json(path)
         change(data)
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=2, sort_keys=True)
