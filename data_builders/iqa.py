@@ -26,7 +26,8 @@ first candidate found is used; ``image_dir=`` overrides the image folder):
 * ``tid2013`` (:class:`TID2013`): ``mos_with_names.txt`` (``<MOS> <name>``), optional
   ``mos_std.txt``. Images in ``distorted_images/``.
 * ``kadid10k`` (:class:`KADID10k`): ``dmos.csv`` (``dist_img,ref_img,dmos,var``; a MOS
-  1-5 and a standard deviation despite the names). Images in ``images/``.
+  1-5 and a standard deviation despite the names). Images in ``images/``; option
+  ``include_references`` (:class:`KADIDConfig`) adds the unrated references at MOS 5.
 * ``flive`` (:class:`FLIVE`): ``labels_image.csv`` (``name,mos``), optional
   ``labels640.csv`` (official test, ``name_image``) and ``labels=640_padded.csv`` or
   ``labels<=640_padded.csv`` (``name_image,is_valid``: validation). In ``data_dir`` or ``database/``; image names
@@ -74,6 +75,7 @@ __all__ = [
     "CSIQ",
     "TID2013",
     "KADID10k",
+    "KADIDConfig",
     "FLIVE",
     "AGIQA3K",
     "FolderCSV",
@@ -433,6 +435,28 @@ class TID2013(SyntheticBuilder):
         return rows, path
 
 
+REFERENCE_DISTORTION = "00"  # the `distortion` of a reference row (`include_references`); KADID numbers its 25 from 01
+
+
+@dataclasses.dataclass
+class KADIDConfig(RatingConfig):
+    """KADID-10k's options: those of :class:`~data_builders.configs.RatingConfig`, and
+
+    Attributes:
+        include_references: add each reference image listed in ``ref_img`` (KADID ships them in
+            ``images/`` beside the distorted ones, unrated) as a row of MOS 5, the top of the
+            scale ("imperceptible"), distortion ``"00"``, level 0, in its reference's split: a
+            model fitted to the rows then sees what a clean picture scores.
+    """
+
+    include_references: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.include_references, bool):
+            raise ValueError(f"include_references must be true or false, got {self.include_references!r}")
+
+
 class KADID10k(SyntheticBuilder):
     """KADID-10k (10,125 images of 81 references, 25 distortions x 5 levels; MOS 1-5).
 
@@ -448,6 +472,7 @@ class KADID10k(SyntheticBuilder):
     HOMEPAGE = "http://database.mmsp-kn.de/kadid-10k-database.html"
     MOS_RANGE = (1.0, 5.0)
     IMAGE_DIRS = ("images",)
+    BUILDER_CONFIG_CLASS = KADIDConfig
 
     def _locate(self):
         return {"dmos": self.locate(*under(("", "kadid10k"), "dmos.csv"))}
@@ -455,9 +480,18 @@ class KADID10k(SyntheticBuilder):
     def _index(self):
         path = self.files["dmos"]
         table = read_csv(path)
-        rows = table_rows(table, ("dist_img",), ("dmos",), ("var",))
+        rows = table_rows(table, ("dist_img",), ("dmos",), ("var",), {"ref_img": (("ref_img",), None)})
+        references = {}
         for row in rows:
             row.update(parse_synthetic_name(row["image_name"], path, row["_line"]))
+            reference_name = row.pop("ref_img")
+            if self.config.include_references:
+                if not reference_name:
+                    raise DatasetFormatError(f"include_references needs the ref_img of {row['image_name']!r}", path, row["_line"])
+                references.setdefault(reference_name, row)
+        for name, first in references.items():  # pristine: the top of the scale, "imperceptible"
+            rows.append({"image_name": name, "mos": self.MOS_RANGE[1], "std": 0.0, "reference": first["reference"],
+                         "distortion": REFERENCE_DISTORTION, "level": 0, "_line": first["_line"]})
         return rows, path
 
 

@@ -44,9 +44,10 @@ NAMED_PROMPT_ENSEMBLES = {
 }
 
 # Test-time view policies. `random<N>` (N random crops from a seeded generator; `random10` is
-# the authors' protocol) and `detail<N>` (half of N crops chosen for detail, half at random; see
-# `processing_uniqa.detail_boxes`) are parsed, the others are fixed.
-COUNTED_VIEW_POLICIES = ("random", "detail")
+# the authors' protocol), `detail<N>` (half of N crops chosen for detail, half at random; see
+# `processing_uniqa.detail_views`) and `pyramid<N>` (half of N crops at the image's resolution,
+# half of it halved; `processing_uniqa.pyramid_views`) are parsed, the others are fixed.
+COUNTED_VIEW_POLICIES = ("random", "detail", "pyramid")
 FIXED_VIEW_POLICIES = ("center", "five_crop", "ten_crop", "resize")
 
 TASKS = ("quality", "aesthetics")
@@ -300,7 +301,7 @@ class HeadConfig(PromptGroupsView):
 
 
 def parse_view_policy(policy):
-    """Validate a view policy; returns `("random", n)`, `("detail", n)` or `(policy, None)`."""
+    """Validate a view policy; returns `("random", n)`, `("detail", n)`, `("pyramid", n)` or `(policy, None)`."""
     if policy in FIXED_VIEW_POLICIES:
         return policy, None
     for kind in COUNTED_VIEW_POLICIES:
@@ -310,7 +311,7 @@ def parse_view_policy(policy):
                 return kind, count
     raise ValueError(
         f"Unknown view policy {policy!r}; use 'random<N>' (e.g. 'random10', the authors' protocol), "
-        f"'detail<N>' (e.g. 'detail20', UniQA-Tiny's) or one of {', '.join(FIXED_VIEW_POLICIES)}."
+        f"'detail<N>' (e.g. 'detail20'), 'pyramid<N>' (e.g. 'pyramid10', UniQA-Tiny's) or one of {', '.join(FIXED_VIEW_POLICIES)}."
     )
 
 
@@ -360,10 +361,13 @@ class UniQAConfig(PromptGroupsView, PreTrainedConfig):
         view_policy (`str`, *optional*, defaults to `"random10"`):
             Test-time views averaged into one score: `random<N>` (N random crops, seeded),
             `detail<N>` (of 2N seeded random crops, the N/2 with the most detail and N/2 others:
-            blur and compression show where a picture has detail; UniQA-Tiny's default), `center`, `five_crop`, `ten_crop` (five crops and their mirror images) or `resize`
-            (the whole image resized to the crop size).
+            blur and compression show where a picture has detail), `pyramid<N>` (N/2 seeded random
+            crops of the image and N/2 of it halved, a 2x2 average: a crop of a heavily blurred
+            picture is flat at its own scale but not at half of it; UniQA-Tiny's default), `center`,
+            `five_crop`, `ten_crop` (five crops and their mirror images) or `resize` (the whole
+            image resized to the crop size).
         view_seed (`int`, *optional*, defaults to 123):
-            Seed of the `random<N>` and `detail<N>` crop positions; each image gets its own generator so a score
+            Seed of the `random<N>`, `detail<N>` and `pyramid<N>` crop positions; each image gets its own generator so a score
             never depends on the other images of a batch.
         task (`str`, *optional*, defaults to `"quality"`):
             `quality` (IQA) or `aesthetics` (IAA): what the score means.

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from .configuration_uniqa import parse_view_policy
+from .configuration_uniqa import COUNTED_VIEW_POLICIES, parse_view_policy
 
 DEFAULT_MAX_ASPECT_RATIO = 100.0
 UPSCALE_IN_ONE_PIECE = 8  # upscaled images up to this many views' pixels are resized whole
@@ -25,7 +25,7 @@ def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-# How the `random<N>` and `detail<N>` views are seeded. "shared": by `view_seed` alone, so every
+# How the `random<N>`, `detail<N>` and `pyramid<N>` views are seeded. "shared": by `view_seed` alone, so every
 # image of a given size gets the same crop positions (the rule of every folder saved before this
 # setting existed, and the closest to the release, which draws one position per crop for a whole
 # batch). "per_image": by `view_seed` and a hash of the image's decoded pixels (`image_view_seed`),
@@ -44,9 +44,9 @@ def image_view_seed(image: Image.Image, view_seed: int) -> int:
 
 def per_image_views(processor, view_policy: str | None = None) -> bool:
     """Whether `processor` seeds `view_policy`'s views (default its own) per image: the
-    "per_image" rule and a policy with random positions (`random<N>`, `detail<N>`)."""
+    "per_image" rule and a policy with random positions (`random<N>`, `detail<N>`, `pyramid<N>`)."""
     kind, _ = parse_view_policy(view_policy or processor.view_policy)
-    return getattr(processor, "view_seeding", "shared") == "per_image" and kind in ("random", "detail")
+    return getattr(processor, "view_seeding", "shared") == "per_image" and kind in COUNTED_VIEW_POLICIES
 
 
 def _check_settings(crop_size, shortest_edge, view_seed, image_mean, image_std, max_aspect_ratio, jpeg_draft, view_seeding="shared") -> None:
@@ -334,8 +334,8 @@ def crop_boxes(width: int, height: int, crop: int, policy: str, seed: int) -> li
     `seed` for this image alone, so a score never depends on the other images of a batch.
     """
     kind, count = parse_view_policy(policy)
-    if kind == "detail":
-        raise ValueError(f"{policy!r} chooses its views by their pixels: use `detail_views`, not `crop_boxes`.")
+    if kind in ("detail", "pyramid"):
+        raise ValueError(f"{policy!r} cuts views of pixels it derives: use `{kind}_views`, not `crop_boxes`.")
     right, bottom = width - crop, height - crop
     center = (right // 2, bottom // 2)
     if kind == "random":
@@ -393,6 +393,26 @@ def detail_views(image: Image.Image, size: tuple, crop: int, count: int, seed: i
     return candidates[np.concatenate([detailed, others])]
 
 
+def pyramid_views(image: Image.Image, size: tuple, crop: int, count: int, seed: int) -> np.ndarray:
+    """The `pyramid<count>` views: `ceil(count / 2)` random windows of `image` at `size`
+    (`crop_boxes(..., "random<n>", seed)`), then `floor(count / 2)` random windows of it halved by a
+    2x2 average (`Image.reduce(2)`; positions from the generator of `(seed, 1)`). A heavily
+    blurred picture is flat in every window at its own scale, whatever the blur's strength; at half
+    the scale the blur is half as wide and its strength still shows. Where the halved image is
+    narrower than `crop` (or the image is upscaled to `size`) all views are cut at `size`.
+    uint8 `(count, crop, crop, 3)`."""
+    native, halved = (count + 1) // 2, count // 2
+    small = image.reduce(2) if size == image.size and min(image.size) >= 2 * crop else None
+    if small is None or halved == 0:
+        return cut_views(image, size, crop, crop_boxes(*size, crop, f"random{count}", seed))
+    views = cut_views(image, size, crop, crop_boxes(*size, crop, f"random{native}", seed))
+    rng = np.random.default_rng((seed, 1))
+    lefts = rng.integers(0, small.width - crop + 1, size=halved)
+    tops = rng.integers(0, small.height - crop + 1, size=halved)
+    boxes = [(int(left), int(top), False) for left, top in zip(lefts, tops)]
+    return np.concatenate([views, cut_views(small, small.size, crop, boxes)])
+
+
 class UniQAImageProcessor(BaseImageProcessor):
     r"""
     Turns images into the views UniQA scores: `pixel_values` of shape `(batch, views, 3, crop, crop)`.
@@ -407,7 +427,7 @@ class UniQAImageProcessor(BaseImageProcessor):
         shortest_edge (`int`, *optional*): resize the short side to this first; `None` keeps the
             native resolution (the authors' protocol: crops of the full image).
         view_policy (`str`, *optional*, defaults to `"random10"`): see `UniQAConfig.view_policy`.
-        view_seed (`int`, *optional*, defaults to 123): seed of the `random<N>` and `detail<N>` crop positions.
+        view_seed (`int`, *optional*, defaults to 123): seed of the `random<N>`, `detail<N>` and `pyramid<N>` crop positions.
         view_seeding (`str`, *optional*, defaults to `"shared"`): `"shared"` seeds every image's
             views with `view_seed` alone (images of one size get the same positions; the rule of
             folders saved before this setting, which keep it), `"per_image"` with `view_seed` and a
@@ -501,6 +521,8 @@ class UniQAImageProcessor(BaseImageProcessor):
         size = short_side_size(image.width, image.height, crop) if min(image.size) < crop else image.size
         if kind == "detail":
             return detail_views(image, size, crop, count, seed)
+        if kind == "pyramid":
+            return pyramid_views(image, size, crop, count, seed)
         return cut_views(image, size, crop, crop_boxes(*size, crop, policy, seed))
 
     def normalize_views(self, views: np.ndarray) -> np.ndarray:
@@ -536,6 +558,6 @@ class UniQAImageProcessor(BaseImageProcessor):
 UniQAImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
-    "UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "detail_views", "upscaled_region",
+    "UniQAImageProcessor", "UniQAImageError", "load_image", "to_rgb", "crop_boxes", "cut_views", "detail_views", "pyramid_views", "upscaled_region",
     "view_detail", "image_view_seed", "per_image_views", "short_side_size", "not_a_regular_file", "VIEW_SEEDINGS",
 ]

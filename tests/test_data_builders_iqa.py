@@ -155,6 +155,22 @@ def test_kadid_is_a_mos_and_split_by_reference(tmp_path):
         assert dict(zip(part["image_name"], part["std"])) == {n: info["std"][n] for n in part["image_name"]}
 
 
+def test_kadid_include_references_adds_each_reference_at_the_top_of_the_scale_in_its_split(tmp_path):
+    fx.write_kadid(str(tmp_path / "kadid"))
+    plain = fx.build("kadid10k", tmp_path / "kadid", tmp_path)
+    ds = fx.build("kadid10k", tmp_path / "kadid", tmp_path, include_references=True)
+    assert {k: v.num_rows for k, v in ds.items()} == {"train": 28, "test": 7}  # 5 references added, 4 + 1
+    fx.assert_disjoint(ds, "reference")
+    for name, part in ds.items():
+        references = [row for row in part if row["distortion"] == "00"]
+        assert {row["image_name"] for row in references} == {f"{row['reference']}.png" for row in plain[name]}
+        assert all(row["mos"] == 5.0 and row["score"] == 1.0 and row["level"] == 0 and row["std"] == 0.0 for row in references)
+        assert os.path.isfile(references[0]["image_path"])
+        assert sorted(row["image_name"] for row in part if row["distortion"] != "00") == sorted(plain[name]["image_name"])
+    with pytest.raises(ValueError, match="include_references"):
+        fx.build("kadid10k", tmp_path / "kadid", tmp_path, include_references="yes")
+
+
 def test_flive_official_split_and_subfolders(tmp_path):
     info = fx.write_flive(str(tmp_path / "flive"))
     ds = fx.build("flive", tmp_path / "flive", tmp_path)

@@ -131,7 +131,7 @@ OLD_DEFAULTS = {
         "output_dir": "o", "cache_dir": os.path.join(os.path.expanduser("~"), ".cache", "uniqa-photos"),
         "heldout_sources": ["mate-backgrounds", "lomiri-wallpapers-20.04", "scikit-image"],
         "codes": ["01", "02", "03", "09", "10", "11", "13", "14", "16", "17", "21", "22", "24", "25"], "short_side": (224, 416),
-        "train_short_sides": [(224, 416)], "jitter": 0.4, "vary_implementation": False, "max_photos": None, "workers": min(2, os.cpu_count() or 1), "seed": 0},
+        "train_short_sides": [(224, 416)], "jitter": 0.4, "gmsd_exponent": 1.0, "vary_implementation": False, "max_photos": None, "workers": min(2, os.cpu_count() or 1), "seed": 0},
     "make_demo_data": {"output_dir": "o", "seed": 0, "size": 96, "references": 11, "clip_output": None, "clip_image_size": 64},
     "demo_report": {
         "model": "m", "dataset": "kadid10k", "data_dir": "d", "cache_dir": None, "dataset_option": [], "split_index": 0, "split_seed": 123,

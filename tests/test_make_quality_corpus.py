@@ -68,11 +68,26 @@ def test_vary_implementation_changes_training_images_only(tmp_path, fake_sources
         assert all(equal) if same else not all(equal), split
 
 
+def test_gmsd_exponent_spreads_the_top_of_the_scale_and_keeps_the_ranking(tmp_path, fake_sources):
+    assert _run(tmp_path / "linear") == 0
+    assert _run(tmp_path / "curved", "--gmsd_exponent", "0.5") == 0
+    for split in ("train", "heldout"):
+        linear, curved = (data_builders.load("kadid10k", str(tmp_path / run / split), split_scheme="full")["full"] for run in ("linear", "curved"))
+        assert list(linear["image_name"]) == list(curved["image_name"])
+        before, after = np.asarray(linear["mos"]), np.asarray(curved["mos"])
+        # Same images, same pixels, the same order; every MOS below 5 moves down.
+        np.testing.assert_allclose(after, 5 - 4 * ((5 - before) / 4) ** 0.5, atol=1e-3)  # both rounded to 4 places
+        assert (after <= before + 1e-9).all() and (np.diff(after[np.argsort(before)]) >= 0).all()
+    assert filecmp.cmp(tmp_path / "linear/train/images/I001_11_01.png", tmp_path / "curved/train/images/I001_11_01.png", shallow=False)
+
+
 def test_corpus_argument_errors(tmp_path, fake_sources):
     with pytest.raises(SystemExit):
         make_quality_corpus.parse_args(["--output_dir", "x", "--short_side", "80", "64"])
     with pytest.raises(SystemExit):
         make_quality_corpus.parse_args(["--output_dir", "x", "--jitter", "1.5"])
+    with pytest.raises(SystemExit):
+        make_quality_corpus.parse_args(["--output_dir", "x", "--gmsd_exponent", "0"])
 
 
 def test_small_clip_is_written_once_and_kept_on_a_rerun(tmp_path):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from modeling_uniqa import UniQAImageError, UniQAImageProcessor, load_image
 from modeling_uniqa.configuration_uniqa import parse_view_policy, view_count
-from modeling_uniqa.processing_uniqa import crop_boxes, view_detail
+from modeling_uniqa.processing_uniqa import crop_boxes, pyramid_views, view_detail
 from tests.helpers import random_rgb
 
 CROP = 32
@@ -28,7 +28,7 @@ def unnormalize(processor, pixel_values):
 
 @pytest.mark.parametrize(
     "policy, views",
-    [("random10", 10), ("random3", 3), ("detail10", 10), ("detail3", 3), ("center", 1), ("five_crop", 5), ("ten_crop", 10), ("resize", 1)],
+    [("random10", 10), ("random3", 3), ("detail10", 10), ("detail3", 3), ("pyramid10", 10), ("pyramid3", 3), ("pyramid1", 1), ("center", 1), ("five_crop", 5), ("ten_crop", 10), ("resize", 1)],
 )
 def test_view_policies_shapes(processor, policy, views):
     image = Image.fromarray(random_rgb(48, 70))
@@ -79,6 +79,36 @@ def test_detail_views_take_half_for_detail_and_half_at_random(processor):
             parse_view_policy(bad)
     with pytest.raises(ValueError, match="detail_views"):
         crop_boxes(100, 80, 32, "detail10", seed=1)
+
+
+def test_pyramid_views_cut_half_at_full_size_and_half_of_the_image_halved(processor):
+    pixels = random_rgb(80, 130, seed=3)
+    image = Image.fromarray(pixels)
+    views = unnormalize(processor, processor(image, view_policy="pyramid5", return_tensors="np")["pixel_values"][0])
+    native = crop_boxes(130, 80, CROP, "random3", seed=processor.view_seed)
+    np.testing.assert_allclose(views[:3], [pixels[top : top + CROP, left : left + CROP] for left, top, _ in native], atol=1e-3)
+    halved = pixels.reshape(40, 2, 65, 2, 3).astype(np.float64).mean(axis=(1, 3))  # a 2x2 average
+    rng = np.random.default_rng((processor.view_seed, 1))
+    lefts, tops = rng.integers(0, 65 - CROP + 1, size=2), rng.integers(0, 40 - CROP + 1, size=2)
+    expected = [halved[top : top + CROP, left : left + CROP] for left, top in zip(lefts, tops)]
+    np.testing.assert_allclose(views[3:], expected, atol=0.51)  # PIL rounds the average
+    assert np.abs(views[3:] - expected).max() > 0.2  # not a plain crop
+    assert parse_view_policy("pyramid10") == ("pyramid", 10) and view_count("pyramid7") == 7
+    with pytest.raises(ValueError, match="pyramid<N>"):
+        parse_view_policy("pyramid0")
+    with pytest.raises(ValueError, match="pyramid_views"):
+        crop_boxes(100, 80, 32, "pyramid10", seed=1)
+
+
+@pytest.mark.parametrize("height", [63, 20])
+def test_pyramid_views_of_an_image_too_small_to_halve_are_all_at_full_size(processor, height):
+    # Under 2 x the crop on its short side (or upscaled to the crop), nothing is halved: all
+    # `pyramid<N>` views are the `random<N>` ones.
+    image = Image.fromarray(random_rgb(height, 90, seed=4))
+    pyramid = processor(image, view_policy="pyramid6", return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(pyramid, processor(image, view_policy="random6", return_tensors="np")["pixel_values"])
+    size = image.size if height >= CROP else (round(90 * CROP / height), CROP)
+    assert pyramid_views(image, size, CROP, 6, 0).shape == (6, CROP, CROP, 3)
 
 
 def test_views_do_not_depend_on_batch(processor):

@@ -105,5 +105,10 @@ def test_pseudo_mos_is_five_for_the_reference_and_falls_with_noise():
     noisy = [np.asarray(distort(_photo(), "11", level, np.random.default_rng(0))) for level in (1, 3, 5)]
     mos = [pseudo_mos(pixels, image) for image in noisy]
     assert mos[0] > mos[1] > mos[2] >= 1.0
+    curved = [pseudo_mos(pixels, image, exponent=0.5) for image in noisy]
+    assert curved[0] > curved[1] > curved[2] and all(c < m for c, m in zip(curved, mos))
+    assert pseudo_mos(pixels, pixels, exponent=0.5) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="positive"):
+        pseudo_mos(pixels, noisy[0], exponent=0)
     with pytest.raises(ValueError, match="differ in shape"):
         gmsd(pixels, pixels[:10])

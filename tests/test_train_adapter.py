@@ -192,6 +192,27 @@ def test_epoch_presets_and_bad_configs():
         FinetuneConfig(view_policy="sideways")
     with pytest.raises(ValueError, match="exceeds the bank's 4 views"):
         FinetuneConfig(train_views=5, bank_crops=2)
+    with pytest.raises(SettingsError, match="bank_halved_crops"):
+        FinetuneConfig(bank_halved_crops=3, bank_crops=2)
+
+
+def test_a_bank_with_halved_crops_trains_for_pyramid_views_and_the_folder_keeps_them(workspace, tmp_path):
+    # Images of 70 px on their short side: at crop 32, the halved image (35 px) gives crops.
+    data = str(tmp_path / "large")
+    write_rated_folder(data, n=16, size=(70, 80))
+    splits = load_splits("folder_csv", data, cache_dir=workspace["cache"], options=DATA_OPTIONS)
+    output = str(tmp_path / "pyramid")
+    results = finetune(workspace["model"], splits, output, _config(bank_halved_crops=1, view_policy="pyramid4", bank_cache_dir=str(tmp_path / "banks")))
+    assert results["view_policy"] == "pyramid4" and results["feature_bank"]
+    processor = UniQAImageProcessor.from_pretrained(output)
+    model = AutoModel.from_pretrained(output).eval()
+    assert processor.view_policy == model.config.view_policy == "pyramid4"
+    with torch.no_grad():
+        scores = model(**processor(list(splits.test["image_path"]))).scores.numpy()
+    np.testing.assert_allclose(scores, results["predictions"], atol=1e-5)
+    plain = finetune(workspace["model"], splits, str(tmp_path / "plain"), _config(view_policy="pyramid4", bank_cache_dir=str(tmp_path / "banks")))
+    assert len(os.listdir(tmp_path / "banks")) == 2  # the halved crops are part of the bank's cache key
+    assert not np.allclose(plain["predictions"], results["predictions"])
 
 
 def test_head_on_bank_embeddings_equals_the_model_forward(tiny_model_factory, tmp_path):
@@ -243,6 +264,16 @@ def test_train_transforms():
     bank = finetune_view_bank(image, 24, np.random.default_rng(0), num_crops=4)
     assert bank.shape == (8, 24, 24, 3)
     np.testing.assert_array_equal(bank[1], bank[0][:, ::-1])  # each crop and its mirror image
+    large = Image.fromarray(random_rgb(60, 70, seed=2))
+    halved = finetune_view_bank(large, 24, np.random.default_rng(0), num_crops=4, halved_crops=1)
+    np.testing.assert_array_equal(halved[:6], finetune_view_bank(large, 24, np.random.default_rng(0), num_crops=3))
+    small = np.asarray(large.reduce(2))  # 35 x 30: the last crop and its mirror come from it
+    assert any(np.array_equal(halved[6], small[top : top + 24, left : left + 24]) for top in range(7) for left in range(12))
+    np.testing.assert_array_equal(halved[7], halved[6][:, ::-1])
+    # Too small to halve (short side under 2 x 24): the bank is the plain one.
+    np.testing.assert_array_equal(finetune_view_bank(image, 24, np.random.default_rng(0), 4, halved_crops=2), bank)
+    with pytest.raises(ValueError, match="halved_crops"):
+        finetune_view_bank(large, 24, np.random.default_rng(0), num_crops=2, halved_crops=3)
     assert upscaled_size(Image.fromarray(random_rgb(10, 20)), 24) == (48, 24)
     assert upscaled_size(image, 24) == image.size  # native resolution kept
 

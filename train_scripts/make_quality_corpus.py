@@ -19,8 +19,8 @@
    chroma subsampling, noise per channel or grey, pixelation's shrinking filter), so the model
    learns the distortion rather than one library's traces of it. Held-out images keep the anchors
    and the default implementations, so held-out figures stay comparable between recipes.
-5. A full-reference pseudo-MOS on KADID's 1-5 scale from GMSD (`common/full_reference.py`),
-   and a vote spread in `var` as KADID has.
+5. A full-reference pseudo-MOS on KADID's 1-5 scale from GMSD (`common/full_reference.py`;
+   `--gmsd_exponent` below 1 spreads the top of the scale), and a vote spread in `var` as KADID has.
 
 PNGs are stored uncompressed (`compress_level=0`): pre-training decodes every image once per
 epoch, and a stored PNG decodes 4x faster than a deflated one (for about twice the disk).
@@ -83,6 +83,9 @@ class QualityCorpusArguments:
         "type": _short_side_range, "nargs": "+", "metavar": "LOW:HIGH",
         "help": "Training references: one per photo and range (default: one, from --short_side)."})
     jitter: float = field(default=0.4, metadata={"help": "Training parameters drawn within +- this many levels."})
+    gmsd_exponent: float = field(default=1.0, metadata={
+        "help": "Pseudo-MOS = 5 - 4 * min(GMSD / 0.3, 1) ** this (common/full_reference.py): 1 is linear; below 1 slight "
+        "distortions score clearly below a clean picture's 5. Rankings, and so the rank-quintile caption levels, do not change."})
     vary_implementation: bool = field(default=False, metadata={
         "help": "Training images draw each distortion's implementation (common/synthetic_distortions.py IMPLEMENTATIONS)."})
     max_photos: int | None = field(default=None, metadata={"help": "At most this many photos per source (smoke runs)."})
@@ -97,6 +100,8 @@ class QualityCorpusArguments:
         self.train_short_sides = self.train_short_sides or [self.short_side]
         if not 0 <= self.jitter < 1:
             raise ValueError("--jitter must be in [0, 1)")
+        if not 0 < self.gmsd_exponent <= 4:
+            raise ValueError(f"--gmsd_exponent must be in (0, 4], got {self.gmsd_exponent}")
         if set(self.heldout_sources) >= set(SOURCE_NAMES):
             raise ValueError("--heldout_sources leaves no source to train on")
 
@@ -115,7 +120,7 @@ def make_reference(image: Image.Image, short_side: int) -> Image.Image:
 
 def distort_reference(job) -> list[str]:
     """One reference -> its distorted images on disk; returns the dmos.csv rows."""
-    folder, ref_name, reference_path, codes, jitter, vary_implementation, seed = job
+    folder, ref_name, reference_path, codes, jitter, vary_implementation, gmsd_exponent, seed = job
     reference = Image.open(reference_path).convert("RGB")
     pixels = np.asarray(reference)
     stem = os.path.splitext(ref_name)[0]
@@ -126,7 +131,7 @@ def distort_reference(job) -> list[str]:
             image = distort(reference, code, level, rng, jitter, vary_implementation)
             name = f"{stem}_{code}_{level:02d}.png"
             image.save(os.path.join(folder, "images", name), compress_level=0)
-            rows.append(kadid_row(name, ref_name, pixels, np.asarray(image)))
+            rows.append(kadid_row(name, ref_name, pixels, np.asarray(image), gmsd_exponent))
     return rows
 
 
@@ -144,7 +149,7 @@ def write_split(folder: str, photos: list, args: QualityCorpusArguments, short_s
             reference = make_reference(photo.image, int(rng.integers(low, high + 1)))
             path = os.path.join(folder, "images", ref_name)
             reference.save(path, compress_level=0)
-            jobs.append((folder, ref_name, path, tuple(args.codes), jitter, vary_implementation, args.seed))
+            jobs.append((folder, ref_name, path, tuple(args.codes), jitter, vary_implementation, args.gmsd_exponent, args.seed))
             listing.append((ref_name, photo, reference.size))
     rows = ["dist_img,ref_img,dmos,var"]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:

@@ -94,6 +94,9 @@ class FinetuneOptions:
         "help": "Adapter mode: embed a bank of augmented views once and sample from it every epoch (default on in adapter mode).",
         "off_help": "Crop afresh every epoch instead of sampling the bank."})
     bank_crops: int = field(default=5, metadata={"help": "Random crops per image in the bank (each also flipped)."})
+    bank_halved_crops: int = field(default=0, metadata={
+        "help": "Of --bank_crops, how many are cut from the image halved by a 2x2 average, as the pyramid<N> test-time "
+        "views are (images under 2 x the crop size on their short side: none)."})
     # A test score averages several views' scores; one view of an image is a noisy sample of it.
     train_views: int = field(default=1, metadata={
         "help": "Feature bank: distinct views of each image per step whose scores are averaged before the loss, as the "
@@ -153,6 +156,10 @@ class FinetuneConfig(FinetuneCheckpointing, FinetuneOptions):
             raise ValueError(f"The feature bank needs a frozen backbone: it works in adapter mode only, not {self.mode!r}.")
         if self.train_views > 1 and not self.feature_bank:
             raise ValueError("train_views averages views drawn from the feature bank: it needs the feature bank (adapter mode).")
+        if not 0 <= self.bank_halved_crops <= self.bank_crops:
+            raise ValueError(f"bank_halved_crops ({self.bank_halved_crops}) must be between 0 and bank_crops ({self.bank_crops}).")
+        if self.bank_halved_crops and not self.feature_bank:
+            raise ValueError("bank_halved_crops sets the feature bank's views: it needs the feature bank (adapter mode).")
         if self.train_views > 2 * self.bank_crops:
             raise ValueError(f"train_views ({self.train_views}) exceeds the bank's {2 * self.bank_crops} views per image (2 x bank_crops).")
         if self.backbone_learning_rate is None:
@@ -482,8 +489,10 @@ def _finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fi
     bank = None
     if config.feature_bank:
         settings = {"crop": crop, "crops": config.bank_crops, "seed": config.seed, "mean": processor.image_mean, "std": processor.image_std}
+        if config.bank_halved_crops:  # only when set, so caches of earlier banks keep their keys
+            settings["halved_crops"] = config.bank_halved_crops
         cache_file = bank_cache_file(config.bank_cache_dir, model, train_sources, settings) if config.bank_cache_dir else None
-        bank_data = ImageViewDataset(train_sources, processor, BankViews(crop, config.seed, config.bank_crops))
+        bank_data = ImageViewDataset(train_sources, processor, BankViews(crop, config.seed, config.bank_crops, config.bank_halved_crops))
         model.eval()
         bank_start = time.perf_counter()
         bank = FeatureBank.build(image_encoder(model), bank_data, 2 * config.bank_crops, accelerator, config.eval_batch_size, config.num_workers, cache_file)

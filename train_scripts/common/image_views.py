@@ -70,16 +70,17 @@ class TrainCrop:
 
 
 class BankViews:
-    """The feature bank's fixed views: `num_crops` random crops and their mirrors, seeded by (seed, index)."""
+    """The feature bank's fixed views: `num_crops` random crops and their mirrors, seeded by (seed,
+    index); the last `halved_crops` of them of the image halved (`finetune_view_bank`)."""
 
     draft_size = None  # training views: full resolution, as `TrainCrop`
 
-    def __init__(self, crop: int, seed: int, num_crops: int):
-        self.crop, self.seed, self.num_crops = crop, seed, num_crops
+    def __init__(self, crop: int, seed: int, num_crops: int, halved_crops: int = 0):
+        self.crop, self.seed, self.num_crops, self.halved_crops = crop, seed, num_crops, halved_crops
 
     def __call__(self, image: Image.Image, index: int, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, index, 2])
-        return finetune_view_bank(image, self.crop, rng, self.num_crops)
+        return finetune_view_bank(image, self.crop, rng, self.num_crops, self.halved_crops)
 
 
 class ImageViewDataset(Dataset):

@@ -183,15 +183,28 @@ def detailed_crop_flip(image: Image.Image, crop: int, rng: np.random.Generator, 
     return np.ascontiguousarray(view[:, ::-1] if rng.random() < flip_prob else view)
 
 
-def finetune_view_bank(image: Image.Image, crop: int, rng: np.random.Generator, num_crops: int) -> np.ndarray:
+def finetune_view_bank(image: Image.Image, crop: int, rng: np.random.Generator, num_crops: int, halved_crops: int = 0) -> np.ndarray:
     """`num_crops` random windows and the mirror image of each: uint8 `(2 * num_crops, crop, crop, 3)`.
 
     The feature bank's fixed sample of `finetune_crop_flip`: drawing a view uniformly from it is
-    a random crop with a flip of probability 0.5, over `num_crops` positions.
+    a random crop with a flip of probability 0.5, over `num_crops` positions. The last
+    `halved_crops` of them are cut from the image halved by a 2x2 average, as the `pyramid<N>`
+    test-time views are (`processing_uniqa.pyramid_views`), where the halved image is at least
+    `crop` on its short side; otherwise all are cut at full size.
     """
     width, height = upscaled_size(image, crop)
-    boxes = [(left, top, flip) for left, top in _random_windows(width, height, crop, rng, num_crops) for flip in (False, True)]
-    return np.ascontiguousarray(cut_views(image, (width, height), crop, boxes))
+    if not 0 <= halved_crops <= num_crops:
+        raise ValueError(f"halved_crops ({halved_crops}) must be between 0 and num_crops ({num_crops})")
+    if min(image.size) < 2 * crop:
+        halved_crops = 0
+    native = num_crops - halved_crops
+    boxes = [(left, top, flip) for left, top in _random_windows(width, height, crop, rng, native) for flip in (False, True)]
+    views = cut_views(image, (width, height), crop, boxes)
+    if halved_crops:
+        small = image.reduce(2)
+        boxes = [(left, top, flip) for left, top in _random_windows(*small.size, crop, rng, halved_crops) for flip in (False, True)]
+        views = np.concatenate([views, cut_views(small, small.size, crop, boxes)])
+    return np.ascontiguousarray(views)
 
 
 __all__ = ["PRETRAIN_MODES", "PretrainTransform", "detailed_crop_flip", "finetune_crop_flip", "finetune_view_bank", "upscaled_size"]
