@@ -57,7 +57,7 @@ demo:
 		--protocol zero_shot --output_dir $(OUT)/eval-zero-shot --device cpu
 	$(call stage,demo [8/9],adapter fine-tuning on the training references (feature bank), then evaluation)
 	$(LAUNCH) train_scripts/train_adapter.py --model $(OUT)/uniqa-pretrained --dataset kadid10k --data_dir $(KADID) \
-		--num_train_epochs 60 --learning_rate 3e-3 --output_dir $(OUT)/model --seed $(SEED)
+		--num_train_epochs 60 --learning_rate 3e-3 --view_policy random10 --output_dir $(OUT)/model --seed $(SEED)
 	$(PYTHON) train_scripts/evaluate.py --model $(OUT)/model --dataset kadid10k --data_dir $(KADID) \
 		--protocol single --output_dir $(OUT)/eval --device cpu
 	$(call stage,demo [9/9],score the held-out images with pipeline("image-quality"); a contact sheet of the best and worst)
@@ -100,7 +100,8 @@ uniqa-tiny:
 		--eval_dataset kadid10k=$(TINY)/data/heldout --eval_split test --eval_view_policy random4 $(TINY_STEPS) --output_dir $(TINY)/pretrained
 	$(call stage,uniqa-tiny [5/7],Multi-Cue adapter on the training sources)
 	$(LAUNCH) train_scripts/train_adapter.py --model $(TINY)/pretrained --dataset kadid10k --data_dir $(TINY)/data/train \
-		--learning_rate 1e-3 --per_device_train_batch_size 64 --seed $(SEED) $(TINY_ADAPTER) --resume_from_checkpoint latest --output_dir $(TINY)/uniqa-tiny
+		--learning_rate 1e-3 --per_device_train_batch_size 64 --dataset_option include_references=true --bank_halved_crops 2 --view_policy pyramid14 \
+		--seed $(SEED) $(TINY_ADAPTER) --resume_from_checkpoint latest --output_dir $(TINY)/uniqa-tiny
 	$(call stage,uniqa-tiny [6/7],the held-out sources: the paper's evaluation script)
 	$(PYTHON) train_scripts/evaluate.py --model $(TINY)/uniqa-tiny --dataset kadid10k --data_dir $(TINY)/data/heldout \
 		--protocol cross --output_dir $(TINY)/eval --device cpu

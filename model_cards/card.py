@@ -336,6 +336,8 @@ def _views_source(info: dict) -> str:
     """What the views are cropped from."""
     if info.get("shortest_edge"):
         return f"the image resized to a short side of {info['shortest_edge']} pixels"
+    if str(info.get("view_policy", "")).startswith("pyramid"):
+        return "the full-resolution image (half of them) and of the image halved (the other half)"
     return "the full-resolution image"
 
 
@@ -345,7 +347,7 @@ def _limitations(info: dict) -> str:
         "distortions, correlations with human opinion drop (see the paper's cross-dataset results).",
         "The paper's fine-tuning protocol picks the best epoch on the test split of each random split, so "
         "its numbers are optimistic for unseen data.",
-        "With `random<N>` views the score depends on the crop seed (`view_seed`, fixed by default); the "
+        "With random views (`random<N>`, `detail<N>`, `pyramid<N>`) the score depends on the crop seed (`view_seed`, fixed by default); the "
         f"views are {_crop(info)}x{_crop(info)} crops of {_views_source(info)}, so the score depends on resolution.",
         "For AI-generated images, use the `aigc` prompt ensemble (default + content) or a model trained on them.",
     ]

@@ -237,6 +237,14 @@ def test_card_describes_the_folders_own_processor(saved_tiny_model, tmp_path):
     text = write_model_card(directory).content
     assert "ten random 48x48 crops" in text and "224x224 crops" not in text
     assert "48x48 crops of the image resized to a short side of 96 pixels" in text
+    UniQAImageProcessor(crop_size=48, view_policy="pyramid14").save_pretrained(directory)
+    with open(directory / "config.json") as handle:
+        config = json.load(handle)
+    with open(directory / "config.json", "w") as handle:
+        json.dump({**config, "view_policy": "pyramid14"}, handle)  # train_adapter.py writes both
+    text = write_model_card(directory).content
+    assert "`pyramid14` (seed 123):\n14 random 48x48 crops, half of the full-resolution image and half of the image halved" in text
+    assert "crops of the full-resolution image (half of them) and of the image halved" in text
 
 
 def test_card_is_a_new_file_not_written_through_a_link(model_dir, tmp_path):
