@@ -327,7 +327,7 @@ def upscaled_region(pixels: np.ndarray, size: tuple, left: int, top: int, crop: 
     return pixels[top : top + crop]
 
 
-def crop_boxes(width: int, height: int, crop: int, policy: str, seed: int) -> list:
+def crop_boxes(width: int, height: int, crop: int, policy: str, seed: int | tuple) -> list:
     """`(left, top, flip)` of each view of a `width` x `height` image for a view policy.
 
     Needs `width, height >= crop`. `random<N>` draws N positions from a generator seeded with
@@ -406,11 +406,8 @@ def pyramid_views(image: Image.Image, size: tuple, crop: int, count: int, seed: 
     if small is None or halved == 0:
         return cut_views(image, size, crop, crop_boxes(*size, crop, f"random{count}", seed))
     views = cut_views(image, size, crop, crop_boxes(*size, crop, f"random{native}", seed))
-    rng = np.random.default_rng((seed, 1))
-    lefts = rng.integers(0, small.width - crop + 1, size=halved)
-    tops = rng.integers(0, small.height - crop + 1, size=halved)
-    boxes = [(int(left), int(top), False) for left, top in zip(lefts, tops)]
-    return np.concatenate([views, cut_views(small, small.size, crop, boxes)])
+    small_boxes = crop_boxes(*small.size, crop, f"random{halved}", (seed, 1))  # a generator of its own
+    return np.concatenate([views, cut_views(small, small.size, crop, small_boxes)])
 
 
 class UniQAImageProcessor(BaseImageProcessor):
