@@ -51,13 +51,13 @@ demo:
 	$(call stage,demo [6/9],unified pre-training on quality + aesthetic + purified captions (AVA test images excluded))
 	$(LAUNCH) train_scripts/train_pretrain.py $(PRETRAIN) --corpus caption_jsonl=$(OUT)/captions/quality.jsonl \
 		--corpus caption_jsonl=$(OUT)/captions/aesthetics.jsonl --corpus caption_jsonl=$(OUT)/captions/ava-purified.jsonl \
-		--exclude ava=$(AVA) --num_train_epochs 20 --output_dir $(OUT)/uniqa-pretrained
+		--exclude ava=$(AVA) --num_train_epochs 60 --output_dir $(OUT)/uniqa-pretrained
 	$(call stage,demo [7/9],zero-shot evaluation on the held-out references)
 	$(PYTHON) train_scripts/evaluate.py --model $(OUT)/uniqa-pretrained --dataset kadid10k --data_dir $(KADID) \
 		--protocol zero_shot --output_dir $(OUT)/eval-zero-shot --device cpu
 	$(call stage,demo [8/9],adapter fine-tuning on the training references (feature bank), then evaluation)
 	$(LAUNCH) train_scripts/train_adapter.py --model $(OUT)/uniqa-pretrained --dataset kadid10k --data_dir $(KADID) \
-		--num_train_epochs 60 --learning_rate 3e-3 --view_policy random10 --output_dir $(OUT)/model --seed $(SEED)
+		--num_train_epochs 30 --learning_rate 1e-3 --view_policy random10 --output_dir $(OUT)/model --seed $(SEED)
 	$(PYTHON) train_scripts/evaluate.py --model $(OUT)/model --dataset kadid10k --data_dir $(KADID) \
 		--protocol single --output_dir $(OUT)/eval --device cpu
 	$(call stage,demo [9/9],score the held-out images with pipeline("image-quality"); a contact sheet of the best and worst)
