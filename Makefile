@@ -84,6 +84,11 @@ TINY_STEPS = --max_steps 4000 --warmup_steps 200 --checkpointing_steps 500 --per
 TINY_ADAPTER = --num_train_epochs 30
 endif
 
+# Pre-training takes another arithmetic path on a CPU with AVX-512 than on one with AVX2 only, and
+# ends elsewhere (README, "Reruns"): the recipe pins torch's and MKL's kernels to AVX2, which every
+# x86-64 CPU of the last decade has, so both kinds of machine compute alike (ignored elsewhere).
+uniqa-tiny: export ATEN_CPU_CAPABILITY = avx2
+uniqa-tiny: export MKL_ENABLE_INSTRUCTIONS = AVX2
 uniqa-tiny:
 	@mkdir -p $(TINY) && date +%s > $(TINY)/started_at
 	$(call stage,uniqa-tiny [1/7],photos from packages -> references of train and held-out sources -> distorted corpus in KADID layout)
