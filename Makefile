@@ -105,8 +105,8 @@ uniqa-tiny:
 		--eval_dataset kadid10k=$(TINY)/data/heldout --eval_split test --eval_view_policy random4 $(TINY_STEPS) --output_dir $(TINY)/pretrained
 	$(call stage,uniqa-tiny [5/7],Multi-Cue adapter on the training sources)
 	$(LAUNCH) train_scripts/train_adapter.py --model $(TINY)/pretrained --dataset kadid10k --data_dir $(TINY)/data/train \
-		--learning_rate 1e-3 --per_device_train_batch_size 64 --dataset_option include_references=true --bank_halved_crops 2 --view_policy pyramid14 \
-		--seed $(SEED) $(TINY_ADAPTER) --resume_from_checkpoint latest --output_dir $(TINY)/uniqa-tiny
+		--learning_rate 1e-3 --per_device_train_batch_size 64 --dataset_option include_references=true --reference_rank_weight 0.1 --bank_halved_crops 2 \
+		--view_policy pyramid14 --seed $(SEED) $(TINY_ADAPTER) --resume_from_checkpoint latest --output_dir $(TINY)/uniqa-tiny
 	$(call stage,uniqa-tiny [6/7],the held-out sources: the paper's evaluation script)
 	$(PYTHON) train_scripts/evaluate.py --model $(TINY)/uniqa-tiny --dataset kadid10k --data_dir $(TINY)/data/heldout \
 		--protocol cross --output_dir $(TINY)/eval --device cpu

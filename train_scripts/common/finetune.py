@@ -55,6 +55,7 @@ from train_scripts.common.image_check import (
 from train_scripts.common.image_views import BankViews, EvalViews, ImageViewDataset, TrainCrop, image_sources
 from train_scripts.common.metrics import MIN_ITEMS, compute_metrics, srcc
 from train_scripts.common.numerics import check_finite_loss, check_finite_parameters
+from train_scripts.common.reference_ranking import rank_pairs, reference_rank_loss, reference_rows
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,10 @@ class FinetuneOptions:
     train_views: int = field(default=1, metadata={
         "help": "Feature bank: distinct views of each image per step whose scores are averaged before the loss, as the "
         "test-time views' scores are (default 1: one view per step, the release's way; at most 2 x --bank_crops)."})
+    reference_rank_weight: float = field(default=0.0, metadata={
+        "help": "Adapter mode with the feature bank, on data whose references are rows (KADID-10k layouts with "
+        "--dataset_option include_references=true): add this weight x a pairwise ranking loss that each distorted image "
+        "of a batch scores below its own reference (common/reference_ranking.py); 0: the MSE alone, the paper's loss."})
     bank_cache_dir: str | None = field(default=None, metadata={"help": "Keep feature banks here, keyed by backbone, images and augmentation."})
     validation_fraction: float = field(default=0.0, metadata={"help": "Carve this share of the training split for model selection."})
     select_on_test: bool = field(default=False, metadata={"help": "Pick the best epoch on the test split (the release's habit; optimistic)."})
@@ -162,6 +167,10 @@ class FinetuneConfig(FinetuneCheckpointing, FinetuneOptions):
             raise ValueError("bank_halved_crops sets the feature bank's views: it needs the feature bank (adapter mode).")
         if self.train_views > 2 * self.bank_crops:
             raise ValueError(f"train_views ({self.train_views}) exceeds the bank's {2 * self.bank_crops} views per image (2 x bank_crops).")
+        if not (self.reference_rank_weight >= 0 and math.isfinite(self.reference_rank_weight)):
+            raise ValueError(f"reference_rank_weight must be a finite number >= 0, got {self.reference_rank_weight}.")
+        if self.reference_rank_weight and not self.feature_bank:
+            raise ValueError("reference_rank_weight scores each image's reference from the feature bank: it needs the feature bank (adapter mode).")
         if self.backbone_learning_rate is None:
             self.backbone_learning_rate = DEFAULT_BACKBONE_LR.get(self.mode)
         for name in ("num_train_epochs", "per_device_train_batch_size", "bank_crops", "train_views", "lora_rank", "eval_batch_size"):
@@ -484,6 +493,7 @@ def _finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fi
 
     train_sources = image_sources(train_data)
     labels = torch.tensor(train_data["score"], dtype=torch.float32)
+    references = reference_rows(train_data) if config.reference_rank_weight else None  # before any costly work
     head = EmbeddingHead(model)
 
     bank = None
@@ -572,11 +582,17 @@ def _finetune(model_path: str, splits: RatingSplits, output_dir: str, config: Fi
         losses, record = [], {"epoch": epoch + 1}
         for indices, features in inputs:
             features = features.to(device)
+            pairs = rank_pairs(indices, references, labels) if references is not None else None
+            if pairs is not None:  # the references' views ride in the same forward (one DDP pass a step)
+                features = torch.cat([features, bank.sample(pairs[1], views).to(device)])
             if bank is not None:
                 scores = trainee(features)
             else:
                 scores = trainee(pixel_values=features.flatten(0, 1)).scores
+            scores, reference_scores = scores[: len(indices)], scores[len(indices) :]
             loss = F.mse_loss(scores, labels[indices].to(device))
+            if pairs is not None:
+                loss = loss + config.reference_rank_weight * reference_rank_loss(scores[pairs[0].to(device)], reference_scores)
             check_finite_loss(accelerator, loss, global_step + 1)
             accelerator.backward(loss)
             optimizer.step()
