@@ -51,7 +51,7 @@ demo:
 	$(call stage,demo [6/9],unified pre-training on quality + aesthetic + purified captions (AVA test images excluded))
 	$(LAUNCH) train_scripts/train_pretrain.py $(PRETRAIN) --corpus caption_jsonl=$(OUT)/captions/quality.jsonl \
 		--corpus caption_jsonl=$(OUT)/captions/aesthetics.jsonl --corpus caption_jsonl=$(OUT)/captions/ava-purified.jsonl \
-		--exclude ava=$(AVA) --num_train_epochs 60 --output_dir $(OUT)/uniqa-pretrained
+		--exclude ava=$(AVA) --num_train_epochs 90 --output_dir $(OUT)/uniqa-pretrained
 	$(call stage,demo [7/9],zero-shot evaluation on the held-out references)
 	$(PYTHON) train_scripts/evaluate.py --model $(OUT)/uniqa-pretrained --dataset kadid10k --data_dir $(KADID) \
 		--protocol zero_shot --output_dir $(OUT)/eval-zero-shot --device cpu
