@@ -78,3 +78,37 @@ def test_bad_weights_and_data_without_references_are_user_errors(kadid, tmp_path
         "--output_dir", str(tmp_path / "out"),
     ], caplog)
     assert "include_references=true" in line
+
+
+def test_a_run_resumed_mid_epoch_with_the_ranking_term_gives_the_same_model(kadid, tmp_path):
+    import os
+    import shutil
+
+    splits = _splits(kadid, include_references=True)
+    settings = {"num_train_epochs": 2, "learning_rate": 1e-2, "bank_crops": 2, "per_device_train_batch_size": 8,
+                "checkpoints_total_limit": None, "checkpointing_steps": 3, "reference_rank_weight": 1.0}
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    expected = finetune(kadid["model"], splits, straight, FinetuneConfig(**settings))
+    assert 3 % -(-expected["num_train"] // 8)  # batches of 8: the checkpoint at step 3 is mid-epoch
+    shutil.copytree(os.path.join(straight + ".checkpoints", "checkpoint-3"), os.path.join(resumed + ".checkpoints", "checkpoint-3"))
+    got = finetune(kadid["model"], splits, resumed, FinetuneConfig(resume_from_checkpoint="latest", **settings))
+    np.testing.assert_allclose(got["predictions"], expected["predictions"], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_with_the_ranking_term(kadid, tmp_path):
+    import json
+
+    from tests.helpers import launch_two_processes
+
+    output = tmp_path / "ddp"
+    completed = launch_two_processes([
+        "train_scripts/train_adapter.py", "--model", kadid["model"], "--dataset", "kadid10k", "--data_dir", kadid["data"],
+        "--cache_dir", kadid["cache"], "--dataset_option", "split_scheme=random", "--dataset_option", "include_references=true",
+        "--reference_rank_weight", "0.5", "--num_train_epochs", "2", "--bank_crops", "1", "--per_device_train_batch_size", "4",
+        "--output_dir", output,
+    ])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with open(output / "eval_results.json") as handle:
+        results = json.load(handle)
+    assert len(results["epochs"]) == 2 and all(np.isfinite(epoch["train_loss"]) for epoch in results["epochs"])
