@@ -53,8 +53,7 @@ def rank_pairs(indices: torch.Tensor, references: torch.Tensor, labels: torch.Te
     """The batch positions and reference rows of the pairs in a batch of rows `indices`: the
     distorted rows whose reference's label is higher (a tie says nothing about the order)."""
     paired = references[indices]
-    keep = paired >= 0
-    keep[keep.clone()] = labels[paired[keep]] > labels[indices[keep]]
+    keep = (paired >= 0) & (labels[paired.clamp(min=0)] > labels[indices])
     return keep.nonzero().squeeze(1), paired[keep]
 
 
