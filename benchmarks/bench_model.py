@@ -8,7 +8,7 @@ every variant alike:
   that never touches malloc (the allocator is per process, and each variant must run in its own
   steady state);
 - `uniqa`: `UniQAModel` scoring as `uniqa score` runs it on the CPU by default (vision tower +
-  adapter + 4 prompt groups; `cpu_runtime.tune_malloc` + row-chunked MLPs);
+  adapter + 4 prompt groups; `cpu_runtime.tune_malloc`, the class-token last layer, row-chunked MLPs);
 - `uniqa --compile`: the same with `torch.compile` of the tower (what `uniqa score` does by default
   when the first batch shows at least 10 minutes of work left);
 - `uniqa --quantize int8`: int8 dynamic quantisation of the tower.
@@ -157,6 +157,8 @@ def main(args):
     print(f"target: uniqa >= 1.3x bare in fp32 -> {rates['uniqa'] / base:.2f}x uncompiled{compiled_note}")
     if bf16:
         print(f"target: uniqa bf16 >= 2.6x bare fp32 -> {rates['uniqa bf16'] / base:.2f}x")
+    elif args.bf16 == "off":
+        print("bf16: not measured (--bf16 off)")
     else:
         print("bf16: not measured: this CPU has no native bf16 (AVX512-BF16/AMX); emulated bf16 runs slower than fp32 (--bf16 on to see)")
 

@@ -12,8 +12,10 @@ import torch
 from modeling_uniqa.cli import main
 from modeling_uniqa.core import cpu_runtime, device_defaults
 from modeling_uniqa.core.inference_speed import (
+    ClassTokenLastLayer,
     RowChunkedMLP,
     chunk_vision_mlps,
+    class_token_last_layer,
     compile_pays_off,
     compile_vision_tower,
     optimize_for_scoring,
@@ -49,6 +51,29 @@ def test_row_chunked_mlps_are_exact_and_keep_the_state_dict(model):
     torch.testing.assert_close(scores(chunked, pixels), reference, rtol=0, atol=1e-6)
 
 
+def pooled(model, pixels):
+    with torch.inference_mode():
+        return model.clip.get_image_features(pixel_values=pixels).pooler_output
+
+
+def test_class_token_last_layer_is_exact_and_keeps_the_state_dict(model):
+    pixels = torch.randn(3, 4, 3, 32, 32)  # 12 views x 17 tokens
+    reference, reference_pooled = scores(model, pixels), pooled(model, pixels.flatten(0, 1))
+    fast = copy.deepcopy(model)
+    last = fast.clip.vision_model.encoder.layers[-1]
+    assert class_token_last_layer(fast) and not class_token_last_layer(fast)  # idempotent
+    layers = fast.clip.vision_model.encoder.layers
+    assert all(getattr(layers[-1], name) is getattr(last, name) for name in ("self_attn", "layer_norm1", "mlp", "layer_norm2"))
+    assert isinstance(layers[-1], ClassTokenLastLayer) and not any(isinstance(layer, ClassTokenLastLayer) for layer in layers[:-1])
+    assert list(fast.state_dict()) == list(model.state_dict())
+    torch.testing.assert_close(scores(fast, pixels), reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(pooled(fast, pixels.flatten(0, 1)), reference_pooled, rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():  # it computes the class token's row alone
+        assert fast.clip.vision_model(pixel_values=pixels.flatten(0, 1)).last_hidden_state.shape[1] == 1
+    chunk_vision_mlps(fast, rows=5)  # with the other exact speed-up, in either order
+    torch.testing.assert_close(scores(fast, pixels), reference, rtol=0, atol=1e-6)
+
+
 def test_int8_quantisation_is_close_and_cpu_float32_only(model):
     pixels = torch.randn(4, 2, 3, 32, 32)
     reference = scores(model, pixels)
@@ -66,7 +91,7 @@ def test_optimize_for_scoring_refuses_what_cannot_run(model):
         optimize_for_scoring(model, CPU, quantize="int4")
     with pytest.raises(ValueError, match="choose one"):
         optimize_for_scoring(model, CPU, compile=True, quantize="int8")
-    assert optimize_for_scoring(model, CPU) == ["row-chunked MLPs"]
+    assert optimize_for_scoring(model, CPU) == ["class-token last layer", "row-chunked MLPs"]
 
 
 def test_compiled_tower_pads_batches_to_one_graph_and_is_exact(model):
@@ -244,3 +269,20 @@ def test_decoding_workers_and_batch_size_default_per_device(monkeypatch):
     assert device_defaults.decoding_workers(None, gpu) == 16
     assert device_defaults.scoring_batch_size(None, CPU) == 32 and device_defaults.scoring_batch_size(None, gpu) == 256
     assert device_defaults.scoring_batch_size(8, gpu) == 8
+    # on the CPU, views of a small tower fill the token rows of 32 ViT-B/16 views; larger ones keep 32
+    assert device_defaults.scoring_batch_size(None, CPU, 65) == 96 and device_defaults.scoring_batch_size(None, gpu, 65) == 256
+    assert device_defaults.scoring_batch_size(None, CPU, 197) == 32 == device_defaults.scoring_batch_size(None, CPU, 577)
+    assert device_defaults.scoring_batch_size(8, CPU, 65) == 8
+
+
+def test_score_options_take_the_cpu_batch_size_from_the_models_views(saved_tiny_model, tmp_path):
+    from modeling_uniqa.core.default_model import DEFAULT_MODEL
+    from modeling_uniqa.core.model_folder import view_tokens
+    from modeling_uniqa.scoring.options import ScoreOptions
+
+    assert view_tokens(DEFAULT_MODEL) == 65  # UniQA-Tiny: 64 px views of 8 px patches, and the class token
+    assert ScoreOptions().resolved(CPU).batch_size == 96
+    assert ScoreOptions(batch_size=5).resolved(CPU).batch_size == 5
+    tokens = view_tokens(saved_tiny_model)
+    assert ScoreOptions(model=saved_tiny_model).resolved(CPU).batch_size == device_defaults.scoring_batch_size(None, CPU, tokens)
+    assert view_tokens(tmp_path) is None and ScoreOptions(model=str(tmp_path)).resolved(CPU).batch_size == 32  # loading says why

@@ -13,7 +13,7 @@ from ..core.cpu_runtime import prepare_cpu_process
 from ..core.default_model import DEFAULT_MODEL
 from ..core.device_defaults import decoding_workers, scoring_batch_size
 from ..core.inference_speed import optimize_for_scoring
-from ..core.model_folder import load_model
+from ..core.model_folder import load_model, view_tokens
 from ..core.runtime import DTYPES
 from ..core.zero_shot import EMBEDDING_KINDS, embedding_fingerprint
 from ..errors import EmbeddingIndexError, OutputError, UsageError
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--view-policy", type=view_policy_arg, default=None, help="Views averaged per image (default: the model's); center is 1 view, the fastest to index.")
     parser.add_argument("--view-seed", type=int, default=None, help="Seed of random<N> crop positions (default: the model's).")
     parser.add_argument("--thumb-size", type=at_least(16), default=160, help="Thumbnail side in pixels (default 160).")
-    parser.add_argument("--batch-size", type=at_least(1), default=None, help="Views per forward (default 32 on the CPU, 256 on a GPU).")
+    parser.add_argument("--batch-size", type=at_least(1), default=None, help="Views per forward (default 32 on the CPU, more for a tower with fewer tokens a view: 96 for UniQA-Tiny; 256 on a GPU).")
     parser.add_argument("--workers", type=at_least(0), default=None,
                         help="Decoding worker processes; 0 decodes in the main process (default: as `uniqa score`).")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="Weights and compute dtype (default float32).")
@@ -87,7 +87,7 @@ def run(args) -> int:
         else:
             index, report = index_images(
                 model, processor, paths, index_dir, embedding=args.embedding, view_policy=args.view_policy,
-                view_seed=args.view_seed, batch_size=scoring_batch_size(args.batch_size, device), workers=decoding_workers(args.workers, device), model_name=os.path.abspath(args.model),
+                view_seed=args.view_seed, batch_size=scoring_batch_size(args.batch_size, device, view_tokens(args.model)), workers=decoding_workers(args.workers, device), model_name=os.path.abspath(args.model),
             )
             for _, message in report.failed:
                 logger.warning("Not indexed: %s", message)

@@ -90,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size", type=at_least(1), default=None,
-        help="Views per forward (default 32 on the CPU, 256 on a GPU): a batch holds as many images as fit, at least "
-        "one, so memory does not depend on the view policy (random10, batch 32: 3 images a batch).",
+        help="Views per forward (default on the CPU 32, or as many as hold 32 ViT-B/16 views' tokens for a smaller tower: "
+        "96 for UniQA-Tiny; 256 on a GPU): a batch holds as many images as fit, at least one, so memory does not depend "
+        "on the view policy (random10, batch 32: 3 images a batch).",
     )
     parser.add_argument(
         "--workers", type=at_least(0), default=None,

@@ -1,5 +1,8 @@
 """Faster scoring forwards of the CLIP vision tower: what `uniqa score` turns on, and its options.
 
+- `class_token_last_layer` (always on; within 1e-6): the last layer computes the class token's
+  row only, the one the pooled output reads (keys and values still of every token): a fifth
+  less work for UniQA-Tiny's 4-layer tower, a fourteenth for ViT-B/16.
 - `chunk_vision_mlps` (on by default on the CPU; exact: bit-identical in our runs, tested to
   1e-6): runs each MLP block on 1,024 token rows at a time, so the 4x-wide intermediate
   activation (200 MB per layer for 80 ViT-B/16 views) and the activation function's passes over
@@ -66,6 +69,44 @@ def chunk_vision_mlps(model, rows: int = MLP_CHUNK_ROWS) -> int:
             layer.mlp = RowChunkedMLP(layer.mlp, rows)
             replaced += 1
     return replaced
+
+
+class ClassTokenLastLayer(nn.Module):
+    """The vision tower's last `CLIPEncoderLayer`, computed for the class token only.
+
+    Scoring reads the tower's `pooler_output`: the post-layernorm of the last layer's class-token
+    row. That row needs the keys and values of every token but the query, attention output and MLP
+    of the class token alone, so the last layer costs 2/12 of its matrix products instead of 12/12
+    (a fifth of a 4-layer tower, a fourteenth of ViT-B/16's 12). Holds the same submodules as the
+    layer it replaces (the state dict is unchanged); its `last_hidden_state` is `(n, 1, hidden)`,
+    so it is for scoring and embedding only, not for Grad-CAM or anything reading patch tokens.
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.self_attn, self.layer_norm1, self.mlp, self.layer_norm2 = layer.self_attn, layer.layer_norm1, layer.mlp, layer.layer_norm2  # the layer's order
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        # hidden_states: (n, tokens, hidden) -> (n, 1, hidden), the class token's row
+        attention = self.self_attn
+        normed = self.layer_norm1(hidden_states)
+        heads = (hidden_states.shape[0], -1, attention.num_heads, attention.head_dim)
+        query = attention.q_proj(normed[:, :1]).view(heads).transpose(1, 2)  # (n, heads, 1, head_dim)
+        keys = attention.k_proj(normed).view(heads).transpose(1, 2)  # (n, heads, tokens, head_dim)
+        values = attention.v_proj(normed).view(heads).transpose(1, 2)
+        attended = nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=attention_mask, scale=attention.scale)
+        hidden = hidden_states[:, :1] + attention.out_proj(attended.transpose(1, 2).reshape(hidden_states.shape[0], 1, -1))
+        return hidden + self.mlp(self.layer_norm2(hidden))
+
+
+def class_token_last_layer(model) -> bool:
+    """Replace the last vision layer of a `UniQAModel` by a `ClassTokenLastLayer` (idempotent).
+    Returns whether it was replaced."""
+    layers = model.clip.vision_model.encoder.layers
+    if isinstance(layers[-1], ClassTokenLastLayer):
+        return False
+    layers[-1] = ClassTokenLastLayer(layers[-1])
+    return True
 
 
 def quantize_vision_int8(model):
@@ -141,13 +182,16 @@ def compile_pays_off(seconds_per_image: float, images_left: int, payback_seconds
 
 def optimize_for_scoring(model, device: torch.device, compile: bool = False, quantize: str | None = None) -> list:
     """Apply the scoring speed-ups to a `UniQAModel` in eval mode on `device`; returns what was
-    applied (names for logs). Row-chunked MLPs on the CPU always (exact); `compile` and
+    applied (names for logs). The class-token last layer always and row-chunked MLPs on the CPU
+    always (both exact to 1e-6); `compile` and
     `quantize` (`"int8"`, CPU float32 only) as asked. `ValueError` for a combination that cannot run."""
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize {quantize!r}: choose from {', '.join(QUANTIZE_CHOICES)}.")
     if quantize and compile:
         raise ValueError("choose one of compile and int8 quantisation: quantised layers do not compile on the CPU.")
     applied = []
+    class_token_last_layer(model)  # every device: the same numbers (within 1e-6) for less work
+    applied.append("class-token last layer")
     if device.type == "cpu" and not compile:  # compiled, inductor fuses the MLP itself (and a chunk loop slows compiling)
         chunk_vision_mlps(model)
         applied.append("row-chunked MLPs")

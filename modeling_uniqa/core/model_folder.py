@@ -53,6 +53,17 @@ def _load_config(folder: str) -> UniQAConfig:
         raise ModelFolderError(f"{path}: invalid UniQA config ({' '.join(str(error).split())}).") from error
 
 
+def view_tokens(folder: str) -> int | None:
+    """Token rows per view of the model in `folder` (its vision tower's patches and class token,
+    from config.json), or `None` where the folder holds no readable UniQA config (loading the
+    model then says why)."""
+    try:
+        vision = _load_config(os.fspath(folder)).clip_config.vision_config
+    except ModelFolderError:
+        return None
+    return (vision.image_size // vision.patch_size) ** 2 + 1
+
+
 def weight_files(folder: str) -> list:
     """The safetensors files of a model folder (one file, or the shards of an index)."""
     single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, WEIGHTS_INDEX_NAME)

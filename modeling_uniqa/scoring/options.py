@@ -12,6 +12,7 @@ from ..configuration_uniqa import parse_view_policy
 from ..core.default_model import DEFAULT_MODEL
 from ..core.device_defaults import decoding_workers, scoring_batch_size
 from ..core.inference_speed import QUANTIZE_CHOICES
+from ..core.model_folder import view_tokens
 from ..core.runtime import DTYPES
 from ..errors import UsageError
 
@@ -86,10 +87,10 @@ class ScoreOptions:
             raise UsageError(f"quantize {self.quantize!r}: choose from {', '.join(QUANTIZE_CHOICES)}.")
 
     def resolved(self, device, local_processes: int = 1) -> ScoreOptions:
-        """These options with the batch size and decoding workers of `device` filled in where not given."""
-        return dataclasses.replace(
-            self, workers=decoding_workers(self.workers, device, local_processes), batch_size=scoring_batch_size(self.batch_size, device),
-        )
+        """These options with the batch size (of `device` and the model's view size) and decoding
+        workers of `device` filled in where not given."""
+        batch_size = scoring_batch_size(self.batch_size, device, view_tokens(self.model) if self.batch_size is None else None)
+        return dataclasses.replace(self, workers=decoding_workers(self.workers, device, local_processes), batch_size=batch_size)
 
     def scorer_kwargs(self) -> dict:
         """The keywords of `ImageScorer` (and `DatasetScorer`, `score_dataset`, `UniQAScorer`) after its
