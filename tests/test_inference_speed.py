@@ -275,6 +275,25 @@ def test_decoding_workers_and_batch_size_default_per_device(monkeypatch):
     assert device_defaults.scoring_batch_size(8, CPU, 65) == 8
 
 
+class NiceValues(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return os.nice(0)  # this process's nice value
+
+
+def test_decoding_workers_run_at_the_lowest_priority_on_the_cpu_only(tmp_path):
+    assert cpu_runtime.decoding_worker_init(torch.device("cuda")) is None
+    init = cpu_runtime.decoding_worker_init(CPU)
+    loader = torch.utils.data.DataLoader(NiceValues(), batch_size=None, num_workers=1, worker_init_fn=init)
+    assert list(loader) == [min(19, os.nice(0) + cpu_runtime.DECODING_NICENESS)] * 2
+    assert os.nice(0) < 19  # the scoring process itself keeps its priority
+    paths = [str(tmp_path / "a.png")]
+    assert score_images.view_loader(paths, None, "center", 0, 8, 2, CPU).worker_init_fn is init
+    assert score_images.view_loader(paths, None, "center", 0, 8, 2, torch.device("cuda")).worker_init_fn is None
+
+
 def test_score_options_take_the_cpu_batch_size_from_the_models_views(saved_tiny_model, tmp_path):
     from modeling_uniqa.core.default_model import DEFAULT_MODEL
     from modeling_uniqa.core.model_folder import view_tokens

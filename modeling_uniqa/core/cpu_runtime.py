@@ -12,6 +12,7 @@ retrieve` unless `--no-malloc-tuning` is given (or `UNIQA_MALLOC_TUNING=0` is se
 no-op where the C library is not glibc.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -29,6 +30,7 @@ M_MMAP_MAX = -4
 GLIBC_DEFAULTS = {M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_THRESHOLD: 128 * 1024, M_MMAP_MAX: 65536}
 TUNED = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}  # the largest value mallopt takes (an int)
 MALLOC_TUNING_ENV = "UNIQA_MALLOC_TUNING"
+DECODING_NICENESS = 19  # added to a decoding worker's nice value (19: the lowest priority)
 
 
 @functools.cache
@@ -95,6 +97,26 @@ def scoring_threads(requested: int | None, local_processes: int) -> int | None:
     if local_processes > 1 and os.environ.get("OMP_NUM_THREADS") == "1":
         return max(1, len(os.sched_getaffinity(0)) // local_processes)
     return None
+
+
+def decoding_worker_init(device: torch.device):
+    """The `worker_init_fn` of a scoring DataLoader on `device`: on the CPU, `lower_priority`;
+    elsewhere `None` (decoding is then the whole cost, the forward runs on the GPU)."""
+    return lower_priority if device.type == "cpu" else None
+
+
+def lower_priority(_worker_id: int | None = None) -> None:
+    """Run this process (a decoding worker) at the lowest CPU priority (`nice` 19).
+
+    On the CPU the decoding workers and the forward's threads share the cores. At equal priority
+    a worker preempts a forward thread in the middle of a parallel region and the other threads
+    wait for it; at the lowest priority the workers run when the forward leaves a core idle
+    (between batches, while its threads wait), and still keep it fed: the forward blocks on the
+    next batch when they fall behind, which frees the cores for them. UniQA-Tiny, 2 cores,
+    1024x768 JPEGs: 72-78 images/s against 56-64 at equal priority. A no-op where `os.nice` is
+    missing (Windows) or refused."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(DECODING_NICENESS)
 
 
 def prepare_cpu_process(no_malloc_tuning: bool = False, threads: int | None = None) -> None:

@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..configuration_uniqa import DEFAULT_HEAD, view_count
+from ..core.cpu_runtime import decoding_worker_init
 from ..core.fingerprints import state_digest
 from ..core.inference_speed import (
     compile_pays_off,
@@ -378,6 +379,7 @@ def view_loader(paths: list, processor: UniQAImageProcessor, view_policy: str, v
         num_workers=workers,
         collate_fn=collate_views,
         pin_memory=device.type == "cuda",
+        worker_init_fn=decoding_worker_init(device),
     )
 
 

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ..core.cpu_runtime import decoding_worker_init
 from ..errors import UsageError
 from .score_images import collate_views, decode_views
 from .score_parquet import read_fingerprint, rows_to_table, write_table_atomic
@@ -257,7 +258,7 @@ def score_shards(scorer, shards: list, output_dir: str, keep_columns: list = (),
     loader = DataLoader(
         ShardViews(shards, scorer.processor, scorer.view_policy, scorer.view_seed, split_samples),
         batch_size=scorer.images_per_forward, num_workers=workers if shards else 0, collate_fn=collate_items,
-        pin_memory=scorer.device.type == "cuda",
+        pin_memory=scorer.device.type == "cuda", worker_init_fn=decoding_worker_init(scorer.device),
     )
     ends_needed = workers if split_samples else 1
     pending, ends, counts = {}, {}, {"shards": 0, "images": 0, "errors": 0, "multi_frame": 0}
