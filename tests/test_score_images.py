@@ -130,7 +130,8 @@ def test_bad_files_are_reported_and_counted(saved_tiny_model, photo_dir, tmp_pat
         assert rows[path]["score"] == "" and path in rows[path]["error"]
     assert "empty" in rows[bad["empty.jpg"]]["error"]
     assert all(rows[path]["error"] == "" and float(rows[path]["score"]) > 0 for path in paths)
-    assert "Scored 6 of 9 images, 3 failed" in caplog.text
+    assert f"Scored 6 of 9 images, 3 failed (see the error column of {output})" in caplog.text
+    assert f"9 images to score (0 already in {output})" in caplog.text and " object at 0x" not in caplog.text
 
 
 def test_exit_codes(saved_tiny_model, tmp_path, caplog):

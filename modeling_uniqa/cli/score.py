@@ -196,7 +196,7 @@ def _run_locked(args: argparse.Namespace, options: ScoreOptions, state: PartialS
 
 def _write_failure(output, error: OSError, kept: str) -> str:
     """One line for a write that failed: the file, the system's reason (no space, file too large, read-only)."""
-    path = getattr(output, "output", output)  # a ShardedOutput or a path
+    path = str(output)  # a ShardedOutput (its file) or a path
     where = error.filename or path
     return f"--output {path}: cannot write {where} ({error.strerror or error}); {kept}."
 

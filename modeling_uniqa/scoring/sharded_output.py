@@ -231,6 +231,9 @@ class ShardedOutput:
         self.parse_csv_row = parse_csv_row or (lambda row: row)
         self.added_columns = dict(added_columns or {})
 
+    def __str__(self) -> str:
+        return self.output  # log lines and messages name the file, not the object
+
     def key(self, row: dict):
         values = [tuple(value) if isinstance(value, list) else value for value in (row[name] for name in self.key_columns)]
         return values[0] if len(values) == 1 else tuple(values)
